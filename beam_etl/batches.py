@@ -1,0 +1,124 @@
+"""The data model: Arrow record batches between steps, rows only where a row is the unit.
+
+Sources attach two hidden columns to every batch so that any later step can say where a row
+came from: `__beam_etl_file` (dictionary-encoded file or table name) and `__beam_etl_line`
+(1-based line of the row's first physical line, or null when unknown). Sinks drop every column
+whose name starts with `HIDDEN_PREFIX`.
+"""
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Final
+
+import pyarrow as pa
+
+HIDDEN_PREFIX: Final = "__beam_etl_"
+FILE_COLUMN: Final = "__beam_etl_file"
+LINE_COLUMN: Final = "__beam_etl_line"
+
+
+def with_origin(batch: pa.RecordBatch, source: str, lines: Sequence[int] | None) -> pa.RecordBatch:
+    """Return `batch` with the hidden origin columns set to `source` and `lines`."""
+    n = batch.num_rows
+    files = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([source]))
+    line_array = pa.array(lines, pa.int64()) if lines is not None else pa.nulls(n, pa.int64())
+    arrays = [*batch.columns, files, line_array]
+    names = [*batch.schema.names, FILE_COLUMN, LINE_COLUMN]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def visible(batch: pa.RecordBatch | pa.Table) -> Any:
+    """Return `batch` without the hidden origin columns (zero-copy)."""
+    names = batch.schema.names
+    if not any(name.startswith(HIDDEN_PREFIX) for name in names):
+        return batch
+    keep = [i for i, name in enumerate(names) if not name.startswith(HIDDEN_PREFIX)]
+    return batch.select(keep)
+
+
+def visible_schema(schema: pa.Schema) -> pa.Schema:
+    """Return `schema` without the hidden origin fields."""
+    return pa.schema([f for f in schema if not f.name.startswith(HIDDEN_PREFIX)], schema.metadata)
+
+
+def origins(batch: pa.RecordBatch) -> tuple[list[str | None], list[int | None]]:
+    """Return the per-row source and line of `batch` (None where unknown)."""
+    n = batch.num_rows
+    names = batch.schema.names
+    files: list[str | None] = (
+        batch.column(FILE_COLUMN).to_pylist() if FILE_COLUMN in names else [None] * n
+    )
+    lines: list[int | None] = (
+        batch.column(LINE_COLUMN).to_pylist() if LINE_COLUMN in names else [None] * n
+    )
+    return files, lines
+
+
+def batch_to_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Return the rows of `batch` as dicts (hidden origin columns included)."""
+    return batch.to_pylist()
+
+
+def rows_to_batch(rows: Sequence[dict[str, Any]], schema: pa.Schema | None = None) -> pa.RecordBatch:
+    """Return one record batch holding `rows`, typed by `schema` when given.
+
+    Rows missing a column get null; the schema is inferred from the rows when not given.
+    """
+    if schema is not None:
+        return pa.RecordBatch.from_pylist(list(rows), schema=schema)
+    return pa.RecordBatch.from_pylist(list(rows))
+
+
+def key_of(row: dict[str, Any], columns: Sequence[str]) -> tuple:
+    """Return a hashable, deterministic key of `row` over `columns`."""
+    return tuple(_hashable(row.get(column)) for column in columns)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """Return `value` converted to something `json.dumps` accepts, keeping its meaning."""
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def payload_of(row: dict[str, Any]) -> dict[str, Any]:
+    """Return the visible part of `row`, JSON-safe, for a dead-letter payload."""
+    return {k: json_safe(v) for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
+
+
+def concat_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """Return one table from batches whose schemas may differ by missing or null-typed columns."""
+    tables = [pa.Table.from_batches([b]) for b in batches]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def dumps(value: Any) -> str:
+    """Return compact JSON for a JSON-safe value."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

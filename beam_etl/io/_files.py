@@ -1,0 +1,251 @@
+"""File helpers shared by the file connectors: matching, staging and publishing.
+
+Sinks write each bundle to a part file in a staging folder beside the target, then one
+publish step (after every bundle has finished) moves the parts into place with renames. A
+failed run therefore never leaves a partial file where a reader would take it for complete,
+and parts written by retried bundles are never published (only committed bundles' outputs
+reach the publish step).
+"""
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_etl.errors import ConnectorError
+from beam_etl.metrics import ROWS_WRITTEN, step_counter
+
+SUCCESS_MARKER: Final = "_SUCCESS"
+STAGING_DIR: Final = ".beam_etl-staging"
+
+Part = tuple[str, int]  # (staged file path, rows in it)
+
+
+def new_run_id() -> str:
+    """Return a fresh run id: UTC time plus a random suffix, sortable and unique."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+def match_files(pattern: str | list[str]) -> list[tuple[str, int]]:
+    """Return `(path, size)` of every file matching the glob pattern(s), sorted by path.
+
+    Raises:
+        ConnectorError: a pattern matches no file.
+    """
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    found: dict[str, int] = {}
+    for one in patterns:
+        try:
+            result = FileSystems.match([one])[0]
+        except Exception as exc:  # Beam raises BeamIOError for unreadable folders
+            raise ConnectorError(f"Cannot list files matching `{one}`: {exc}") from exc
+        files = [m for m in result.metadata_list if not os.path.basename(m.path).startswith(".")]
+        if not files:
+            raise ConnectorError(f"No file matches `{one}`; check the path and the glob pattern")
+        for meta in files:
+            found[meta.path] = meta.size_in_bytes
+    return sorted(found.items())
+
+
+def staging_dir(target: str, token: str) -> str:
+    """Return the staging folder for `target`: hidden, beside it, so renames stay local."""
+    parent = os.path.dirname(os.path.abspath(target))
+    return os.path.join(parent, STAGING_DIR, f"{os.path.basename(target)}-{token}")
+
+
+class BundleWriter:
+    """Writes the elements of one bundle to part files; subclassed per format."""
+
+    suffix = ""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.parts: list[Part] = []
+
+    def new_path(self) -> str:
+        os.makedirs(self.folder, exist_ok=True)
+        return os.path.join(self.folder, f"part-{uuid.uuid4().hex}{self.suffix}")
+
+    def write(self, element: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> list[Part]:
+        raise NotImplementedError
+
+
+class _StageFn(beam.DoFn):
+    def __init__(self, make_writer: Callable[[str], BundleWriter], folder: str) -> None:
+        self._make_writer = make_writer
+        self._folder = folder
+        self._writer: BundleWriter | None = None
+
+    def start_bundle(self) -> None:
+        self._writer = None
+
+    def process(self, element):
+        if self._writer is None:
+            self._writer = self._make_writer(self._folder)
+        self._writer.write(element)
+        return ()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._writer is not None:
+            for part in self._writer.close():
+                yield WindowedValue(part, MIN_TIMESTAMP, [GlobalWindow()])
+            self._writer = None
+
+
+class _PublishFn(beam.DoFn):
+    def __init__(self, publish: Callable[[list[Part]], int], step: str) -> None:
+        self._publish = publish
+        self._step = step
+
+    def process(self, parts: list[Part]):
+        written = self._publish(sorted(parts))
+        step_counter(self._step, ROWS_WRITTEN).inc(written)
+        yield written
+
+
+class StageAndPublish(beam.PTransform):
+    """Stage every bundle with `make_writer`, then call `publish(parts)` once, at the end.
+
+    Output: a PCollection with one element, the number of rows published.
+    """
+
+    def __init__(
+        self,
+        make_writer: Callable[[str], BundleWriter],
+        folder: str,
+        publish: Callable[[list[Part]], int],
+        *,
+        step: str,
+    ) -> None:
+        super().__init__()
+        self._make_writer = make_writer
+        self._folder = folder
+        self._publish = publish
+        self._step = step
+
+    def expand(self, pcoll):
+        return (
+            pcoll
+            | "Stage" >> beam.ParDo(_StageFn(self._make_writer, self._folder))
+            | "AwaitBundles" >> beam.combiners.ToList()
+            | "Publish" >> beam.ParDo(_PublishFn(self._publish, self._step))
+        )
+
+
+class _TextWriter(BundleWriter):
+    suffix = ".txt"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self._path = self.new_path()
+        self._file = open(self._path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._rows = 0
+
+    def write(self, element: str) -> None:
+        self._file.write(element)
+        self._file.write("\n")
+        self._rows += 1
+
+    def close(self) -> list[Part]:
+        self._file.close()
+        return [(self._path, self._rows)]
+
+
+def publish_concatenated(target: str, folder: str, parts: list[Part]) -> int:
+    """Concatenate the staged text parts into `target` atomically; return the lines written."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(temporary, "wb") as out:
+        for path, _ in parts:
+            with open(path, "rb") as part:
+                shutil.copyfileobj(part, out)
+    os.replace(temporary, target)
+    shutil.rmtree(folder, ignore_errors=True)
+    remove_if_empty(os.path.dirname(folder))
+    return sum(rows for _, rows in parts)
+
+
+class _PublishConcatenated:
+    """Picklable publish callable for `PublishSingleFile`."""
+
+    def __init__(self, target: str, folder: str) -> None:
+        self.target = target
+        self.folder = folder
+
+    def __call__(self, parts: list[Part]) -> int:
+        return publish_concatenated(self.target, self.folder, parts)
+
+
+class PublishSingleFile(beam.PTransform):
+    """Write a PCollection of text lines to one file at `path`, atomically, at the end."""
+
+    def __init__(self, path: str, *, label: str) -> None:
+        super().__init__()
+        self._path = path
+        self._step = label
+
+    def expand(self, lines):
+        folder = staging_dir(self._path, uuid.uuid4().hex[:12])
+        return lines | StageAndPublish(
+            _TextWriter, folder, _PublishConcatenated(self._path, folder), step=self._step
+        )
+
+
+def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run_id: str) -> int:
+    """Move staged parts into the folder `target`, replacing what a previous run wrote there.
+
+    The new folder is assembled beside the target and swapped in with renames, so readers see
+    either the old complete output or the new one. A `_SUCCESS` marker records the run.
+
+    Raises:
+        ConnectorError: `target` exists and was not written by beam_etl (it is never deleted).
+    """
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise ConnectorError(f"Output path `{target}` exists and is not a folder")
+        if os.listdir(target) and not os.path.exists(os.path.join(target, SUCCESS_MARKER)):
+            raise ConnectorError(
+                f"Refusing to replace `{target}`: it is not empty and has no `{SUCCESS_MARKER}` "
+                "marker from an earlier beam_etl run; choose another path or empty it"
+            )
+    assembled = os.path.join(folder, "assembled")
+    os.makedirs(assembled)
+    for index, (path, _) in enumerate(parts):
+        os.replace(path, os.path.join(assembled, f"part-{index:05d}{suffix}"))
+    rows = sum(count for _, count in parts)
+    marker = {"run_id": run_id, "rows": rows, "files": len(parts)}
+    with open(os.path.join(assembled, SUCCESS_MARKER), "w", encoding="utf-8") as out:
+        json.dump(marker, out)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    if os.path.exists(target):
+        old = os.path.join(folder, "previous")
+        os.replace(target, old)
+    os.replace(assembled, target)
+    shutil.rmtree(folder, ignore_errors=True)
+    remove_if_empty(os.path.dirname(folder))
+    return rows
+
+
+def remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # not empty: another sink of this or a concurrent run still stages there
+
+
+def arrow_schema_key(schema: pa.Schema) -> str:
+    """Return a string identifying `schema` (names and types), for grouping batches."""
+    return ",".join(f"{f.name}:{f.type}" for f in schema)

@@ -1,0 +1,177 @@
+"""CSV source on pyarrow, splittable by byte ranges, with dead letters for bad rows.
+
+Reading is planned at construction (files matched, column names and types fixed) so that
+every worker parses with the same schema, then runs as: file list -> byte ranges at record
+boundaries -> shuffle (so several workers read one large file) -> parse ranges into batches.
+"""
+
+import codecs
+import logging
+from collections.abc import Iterator
+from typing import Any, Final
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_etl.batches import with_origin
+from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.errors import ConnectorError
+from beam_etl.io import _csvparse
+from beam_etl.io._csvscan import split_points
+from beam_etl.io._files import match_files
+from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.transforms.outputs import WithErrors
+from beam_etl.types import parse_type
+
+_LOG = logging.getLogger(__name__)
+DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")
+_MB: Final = 1 << 20
+
+
+def _is_compressed(path: str) -> bool:
+    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
+class _PlanRangesFn(beam.DoFn):
+    """Cut each file into `(path, start, length, first_line, is_first)` ranges."""
+
+    def __init__(self, split_bytes: int, quote: int | None) -> None:
+        self._split_bytes = split_bytes
+        self._quote = quote
+
+    def process(self, file: tuple[str, int]) -> Iterator[tuple[str, int, int | None, int, bool]]:
+        path, size = file
+        if _is_compressed(path) or size <= self._split_bytes:
+            yield (path, 0, None, 1, True)
+            return
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            points = split_points(stream, size, self._split_bytes, self._quote)
+        bounds = [offset for offset, _ in points[1:]] + [size]
+        for (offset, line), end in zip(points, bounds):
+            yield (path, offset, end - offset, line, offset == 0)
+
+
+class _ReadRangeFn(beam.DoFn):
+    def __init__(self, step: str, options: "_csvparse.ParseSettings") -> None:
+        self._step = step
+        self._options = options
+
+    def setup(self) -> None:
+        self._rows_read = step_counter(self._step, ROWS_READ)
+
+    def process(self, file_range: tuple[str, int, int | None, int, bool]):
+        path, start, length, first_line, is_first = file_range
+        compression = CompressionTypes.AUTO if start == 0 else CompressionTypes.UNCOMPRESSED
+        try:
+            stream = FileSystems.open(path, compression_type=compression)
+        except Exception as exc:
+            raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
+        with stream:
+            if start:
+                stream.seek(start)
+            reader = _csvparse.RangeReader(self._options, self._step, path, first_line, is_first)
+            for result in reader.read(stream, length):
+                if isinstance(result, DeadLetter):
+                    yield beam.pvalue.TaggedOutput(ERROR, result)
+                else:
+                    batch, lines = result
+                    yield with_origin(batch, path, lines)
+            self._rows_read.inc(reader.records)
+
+
+class ReadFromCsv(beam.PTransform):
+    """Read CSV files into Arrow record batches; bad rows leave through the `error` output.
+
+    Bounded. Order within a file is kept inside each batch; batches of one file may arrive in
+    any order. Large uncompressed files are split into byte ranges cut at record boundaries
+    (quoted newlines included), so several workers read one file; compressed files (`.gz`,
+    `.bz2`, ...) are read whole. Rows with the wrong number of fields or bytes invalid in the
+    encoding become `malformed_csv` / `invalid_encoding` dead letters, and values that do not
+    convert to their column's type `cast_failed` dead letters, each with file and line.
+
+    Returns:
+        `WithErrors(output, error)`: batches, and `DeadLetter`s.
+    """
+
+    def __init__(
+        self,
+        path: str | list[str],
+        *,
+        columns: dict[str, str] | None = None,
+        column_names: list[str] | None = None,
+        header: bool = True,
+        delimiter: str = ",",
+        quote_char: str | None = '"',
+        encoding: str = "utf-8",
+        null_values: list[str] | None = None,
+        infer_bytes: int = 1 << 20,
+        split_size_mb: float = 64,
+        block_size_mb: float = 16,
+    ) -> None:
+        """Args:
+        path: a file, a glob pattern (`data/*.csv`) or a list of them.
+        columns: types by column name (`{amount: float64, day: date}`); columns not named
+            here are inferred from the first `infer_bytes` of the first file.
+        column_names: names for the columns, for files without a header (or to rename).
+        header: whether each file starts with a header line.
+        delimiter: field separator, one character.
+        quote_char: quoting character, or null for no quoting.
+        encoding: text encoding of the files (any ASCII-compatible codec).
+        null_values: strings read as null (default: empty, `NULL`, `null`, `\\N`).
+        infer_bytes: how much of the first file type inference looks at.
+        split_size_mb: files larger than this are read in ranges of about this size.
+        block_size_mb: how much one parse call handles (bounds memory per worker).
+        """
+        super().__init__()
+        _check_char("delimiter", delimiter)
+        if quote_char is not None:
+            _check_char("quote_char", quote_char)
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise ValueError(f"Unknown encoding `{encoding}`") from exc
+        if split_size_mb <= 0 or block_size_mb <= 0:
+            raise ValueError("`split_size_mb` and `block_size_mb` must be positive")
+        declared = {name: parse_type(t) for name, t in (columns or {}).items()}
+        self.path = path
+        self._files = match_files(path)
+        self._split_bytes = int(split_size_mb * _MB)
+        self._settings = _csvparse.plan(
+            self._files[0][0],
+            declared=declared,
+            column_names=column_names,
+            header=header,
+            delimiter=delimiter,
+            quote_char=quote_char,
+            encoding=encoding,
+            null_values=list(DEFAULT_NULL_VALUES if null_values is None else null_values),
+            infer_bytes=infer_bytes,
+            block_size=int(block_size_mb * _MB),
+        )
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of the output batches (without the hidden origin columns)."""
+        return self._settings.schema
+
+    def expand(self, pbegin):
+        quote = ord(self._settings.quote_char) if self._settings.quote_char else None
+        parsed = (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(self._split_bytes, quote))
+            | "Distribute" >> beam.Reshuffle()
+            | "Parse"
+            >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(
+                ERROR, main=OUTPUT
+            )
+        )
+        return WithErrors(parsed[OUTPUT], parsed[ERROR])
+
+
+def _check_char(name: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+        raise ValueError(f"`{name}` must be one character (not a newline), not `{value}`")

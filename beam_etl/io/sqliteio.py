@@ -1,0 +1,223 @@
+"""SQLite sink (standard library `sqlite3`): the embedded default database.
+
+Bundles stage Arrow IPC files; one publish step loads them into a staging table and makes
+them visible in a single transaction, recorded in a ledger table so that re-publishing the same
+run id is a no-op.
+"""
+
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Final
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beam_etl.batches import visible
+from beam_etl.io._files import (
+    BundleWriter,
+    Part,
+    StageAndPublish,
+    new_run_id,
+    remove_if_empty,
+    staging_dir,
+)
+from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
+
+MODES: Final = ("replace", "append")
+
+
+def sqlite_type(data_type: pa.DataType) -> str:
+    """Return the SQLite column type for an Arrow type."""
+    if pa.types.is_integer(data_type) or pa.types.is_boolean(data_type):
+        return "INTEGER"
+    if pa.types.is_floating(data_type):
+        return "REAL"
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return "BLOB"
+    return "TEXT"  # strings, and dates, timestamps and decimals as exact ISO / decimal text
+
+
+def _to_sqlite_values(batch: pa.RecordBatch) -> Iterator[tuple]:
+    columns = []
+    for column in batch.columns:
+        t = column.type
+        if pa.types.is_temporal(t) or pa.types.is_decimal(t) or pa.types.is_dictionary(t):
+            column = pc.cast(column, pa.string())
+        columns.append(column.to_pylist())
+    return zip(*columns)
+
+
+class _IpcWriter(BundleWriter):
+    suffix = ".arrows"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._path = ""
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        batch = visible(batch)
+        if batch.num_rows == 0:
+            return
+        if self._writer is not None and not batch.schema.equals(self._schema):
+            self._close_current()
+        if self._writer is None:
+            self._path = self.new_path()
+            self._schema = batch.schema
+            self._writer = pa.ipc.new_stream(self._path, batch.schema)
+            self._rows = 0
+        self._writer.write_batch(batch)
+        self._rows += batch.num_rows
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.parts.append((self._path, self._rows))
+            self._writer = None
+
+    def close(self) -> list[Part]:
+        self._close_current()
+        return self.parts
+
+
+def _read_parts(parts: list[Part]) -> Iterator[pa.RecordBatch]:
+    for path, _ in parts:
+        with pa.ipc.open_stream(path) as reader:
+            yield from reader
+
+
+def _parts_schema(parts: list[Part]) -> pa.Schema | None:
+    schemas = []
+    for path, _ in parts:
+        with pa.ipc.open_stream(path) as reader:
+            schemas.append(reader.schema)
+    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+
+
+def _ensure_ledger(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        f"CREATE TABLE IF NOT EXISTS {quote_identifier(LEDGER_TABLE)} ("
+        "run_id TEXT NOT NULL, target TEXT NOT NULL, rows_written INTEGER NOT NULL, "
+        "published_at TEXT NOT NULL, PRIMARY KEY (run_id, target))"
+    )
+
+
+class _PublishSqlite:
+    def __init__(self, database: str, table: str, mode: str, folder: str, run_id: str) -> None:
+        self.database = database
+        self.table = table
+        self.mode = mode
+        self.folder = folder
+        self.run_id = run_id
+
+    def __call__(self, parts: list[Part]) -> int:
+        rows = sum(count for _, count in parts)
+        os.makedirs(os.path.dirname(os.path.abspath(self.database)), exist_ok=True)
+        connection = sqlite3.connect(self.database, timeout=60, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            _ensure_ledger(connection)
+            done = connection.execute(
+                f"SELECT rows_written FROM {quote_identifier(LEDGER_TABLE)} "
+                "WHERE run_id = ? AND target = ?",
+                (self.run_id, self.table),
+            ).fetchone()
+            if done is None:
+                self._load(connection, parts)
+                connection.execute(
+                    f"INSERT INTO {quote_identifier(LEDGER_TABLE)} VALUES (?, ?, ?, ?)",
+                    (self.run_id, self.table, rows, datetime.now(timezone.utc).isoformat()),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_if_empty(os.path.dirname(self.folder))
+        return rows
+
+    def _load(self, connection: sqlite3.Connection, parts: list[Part]) -> None:
+        schema = _parts_schema(parts)
+        target = quote_identifier(self.table)
+        exists = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+        ).fetchone()
+        if schema is None:  # no rows at all: an empty target still reflects the run
+            if self.mode == "replace" and exists:
+                connection.execute(f"DELETE FROM {target}")
+            return
+        stage_name = f"_beam_etl_stage_{uuid.uuid4().hex[:12]}"
+        stage = quote_identifier(stage_name)
+        columns = ", ".join(
+            f"{quote_identifier(f.name)} {sqlite_type(f.type)}" for f in schema
+        )
+        connection.execute(f"CREATE TABLE {stage} ({columns})")
+        names = ", ".join(quote_identifier(f.name) for f in schema)
+        for batch in _read_parts(parts):
+            batch = pa.Table.from_batches([batch]).select(
+                [n for n in schema.names if n in batch.schema.names]
+            )
+            insert = (
+                f"INSERT INTO {stage} ({', '.join(quote_identifier(n) for n in batch.column_names)})"
+                f" VALUES ({', '.join('?' * batch.num_columns)})"
+            )
+            for chunk in batch.to_batches():
+                connection.executemany(insert, _to_sqlite_values(chunk))
+        if self.mode == "replace" or not exists:
+            connection.execute(f"DROP TABLE IF EXISTS {target}")
+            connection.execute(f"ALTER TABLE {stage} RENAME TO {quote_identifier(self.table)}")
+        else:
+            connection.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}")
+            connection.execute(f"DROP TABLE {stage}")
+
+
+class WriteToSqlite(beam.PTransform):
+    """Write record batches to a table in an SQLite database file.
+
+    All rows become visible in one transaction after every bundle has finished; a failed run
+    leaves the table as it was. `replace` swaps in the new content at once; `append` adds rows.
+    Re-publishing a run id already recorded in the `_beam_etl_runs` ledger changes nothing.
+    Output: one element, the number of rows written.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        table: str,
+        *,
+        mode: str = "replace",
+        run_id: str | None = None,
+    ) -> None:
+        """Args:
+        database: path of the SQLite file (created with its folders when missing).
+        table: target table name (letters, digits, `_`).
+        mode: `replace` (default) or `append`.
+        run_id: the run recorded in the ledger; a fresh id when not given.
+        """
+        super().__init__()
+        check_identifier(table, "table name")
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode `{mode}`; use one of {', '.join(MODES)}")
+        self.database = database
+        self.table = table
+        self.mode = mode
+        self.run_id = run_id or new_run_id()
+
+    def expand(self, batches):
+        folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
+        return batches | StageAndPublish(
+            _IpcWriter,
+            folder,
+            _PublishSqlite(self.database, self.table, self.mode, folder, self.run_id),
+            step=self.label,
+        )

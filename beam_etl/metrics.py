@@ -1,0 +1,57 @@
+"""Row counters per step, read back after the run for the report.
+
+Counters live in namespace `beam_etl.steps` and are named `<step>:<what>`, so they can be found
+whatever composite path Beam gives the transform that increments them.
+"""
+
+from typing import Final
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+NAMESPACE: Final = "beam_etl.steps"
+ROWS_OUT: Final = "rows_out"
+ROWS_REJECTED: Final = "rows_rejected"
+ROWS_DROPPED: Final = "rows_dropped"
+ROWS_READ: Final = "rows_read"
+ROWS_WRITTEN: Final = "rows_written"
+BATCHES: Final = "batches"
+ACTIVE_MSECS: Final = "active_msecs"
+
+
+def step_counter(step: str, what: str):
+    """Return the counter `what` of `step`."""
+    return Metrics.counter(NAMESPACE, f"{step}:{what}")
+
+
+def rows_in_element(element) -> int:
+    """Return how many rows an element stands for: a batch's rows, or 1 for a row."""
+    if isinstance(element, (pa.RecordBatch, pa.Table)):
+        return element.num_rows
+    return 1
+
+
+class _CountFn(beam.DoFn):
+    def __init__(self, step: str, what: str) -> None:
+        self._step = step
+        self._what = what
+
+    def setup(self) -> None:
+        self._counter = step_counter(self._step, self._what)
+
+    def process(self, element):
+        self._counter.inc(rows_in_element(element))
+        return ()
+
+
+class CountRows(beam.PTransform):
+    """Count the rows of a PCollection of batches or rows into `<step>:<what>`; outputs nothing."""
+
+    def __init__(self, step: str, what: str) -> None:
+        super().__init__()
+        self._step = step
+        self._what = what
+
+    def expand(self, pcoll):
+        return pcoll | beam.ParDo(_CountFn(self._step, self._what))
