@@ -62,7 +62,9 @@ def batch_to_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     return batch.to_pylist()
 
 
-def rows_to_batch(rows: Sequence[dict[str, Any]], schema: pa.Schema | None = None) -> pa.RecordBatch:
+def rows_to_batch(
+    rows: Sequence[dict[str, Any]], schema: pa.Schema | None = None
+) -> pa.RecordBatch:
     """Return one record batch holding `rows`, typed by `schema` when given.
 
     Rows missing a column get null; the schema is inferred from the rows when not given.

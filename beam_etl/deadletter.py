@@ -5,6 +5,7 @@ records on a tagged output named `ERROR`. A dead letter is a row of its own (rej
 so the dead-letter output is a PCollection of `DeadLetter`, not of Arrow batches.
 """
 
+import json
 from typing import Any, Final, NamedTuple
 
 import apache_beam as beam
@@ -111,4 +112,12 @@ class WriteToDeadLetters(beam.PTransform):
         from beam_etl.io._files import PublishSingleFile
 
         lines = letters | "ToJson" >> beam.Map(lambda letter, run: letter.to_json(run), self.run_id)
-        return lines | "Publish" >> PublishSingleFile(self.path, label=self.label)
+        return lines | "Publish" >> PublishSingleFile(
+            self.path, label=self.label, sort_key=_by_origin
+        )
+
+
+def _by_origin(line: str) -> tuple:
+    """Sort key of a dead-letter JSON line: source, line, step, then the whole record."""
+    record = json.loads(line)
+    return (record["source"] or "", record["line"] or 0, record["step"], line)

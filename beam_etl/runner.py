@@ -51,11 +51,11 @@ def _fn_api_runner_can_run(pipeline) -> bool:
     no combiner with deferred side inputs, no streaming Pub/Sub."""
     import itertools
 
-    from apache_beam.pipeline import PipelineVisitor
     from apache_beam.internal.util import ArgumentPlaceholder
-    from apache_beam.transforms.core import CombineValuesDoFn
+    from apache_beam.pipeline import PipelineVisitor
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms import userstate
+    from apache_beam.transforms.core import CombineValuesDoFn
     from apache_beam.transforms.timeutil import TimeDomain
 
     supported = True
@@ -76,8 +76,10 @@ def _fn_api_runner_can_run(pipeline) -> bool:
                 return
             if isinstance(dofn, CombineValuesDoFn):
                 args, kwargs = transform.raw_side_inputs
-                if any(isinstance(a, ArgumentPlaceholder)
-                       for a in itertools.chain(args, kwargs.values())):
+                if any(
+                    isinstance(a, ArgumentPlaceholder)
+                    for a in itertools.chain(args, kwargs.values())
+                ):
                     supported = False
             if userstate.is_stateful_dofn(dofn):
                 _, timers = userstate.get_dofn_specs(dofn)

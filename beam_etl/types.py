@@ -1,4 +1,4 @@
-"""Type names used in specs (`int64`, `decimal(12,2)`, `timestamp[us, UTC]`) and their Arrow types."""
+"""Spec type names (`int64`, `decimal(12,2)`, `timestamp[us, UTC]`) and their Arrow types."""
 
 import re
 from typing import Final

@@ -55,8 +55,10 @@ def _read_sample(path: str, size: int) -> bytes:
 
 
 def _split_header(line: str, delimiter: str, quote_char: str | None) -> list[str]:
-    quoting = stdcsv.QUOTE_MINIMAL if quote_char else stdcsv.QUOTE_NONE
-    rows = list(stdcsv.reader([line], delimiter=delimiter, quotechar=quote_char, quoting=quoting))
+    if quote_char:
+        rows = list(stdcsv.reader([line], delimiter=delimiter, quotechar=quote_char))
+    else:
+        rows = list(stdcsv.reader([line], delimiter=delimiter, quoting=stdcsv.QUOTE_NONE))
     return [name.strip() for name in rows[0]] if rows else []
 
 
@@ -219,12 +221,14 @@ class RangeReader:
                 good.append(raw.decode(self._s.encoding).encode("utf-8"))
                 lines.append(int(record_line))
             except UnicodeDecodeError as exc:
-                letters.append(self._letter(
-                    INVALID_ENCODING,
-                    f"Bytes invalid in encoding `{self._s.encoding}` at byte {exc.start}",
-                    int(record_line),
-                    raw.decode(self._s.encoding, errors="backslashreplace"),
-                ))
+                letters.append(
+                    self._letter(
+                        INVALID_ENCODING,
+                        f"Bytes invalid in encoding `{self._s.encoding}` at byte {exc.start}",
+                        int(record_line),
+                        raw.decode(self._s.encoding, errors="backslashreplace"),
+                    )
+                )
         return b"\n".join(good) + b"\n" if good else b"", np.array(lines, np.int64), letters
 
     def _letter(self, reason: str, message: str, line: int | None, payload) -> DeadLetter:
@@ -281,9 +285,7 @@ class RangeReader:
         def parse(types: dict[str, pa.DataType]) -> pa.Table:
             return pacsv.read_csv(
                 io.BytesIO(block),
-                read_options=pacsv.ReadOptions(
-                    column_names=self._s.names, block_size=_PARSE_BLOCK
-                ),
+                read_options=pacsv.ReadOptions(column_names=self._s.names, block_size=_PARSE_BLOCK),
                 parse_options=_parse_options(self._s.delimiter, self._s.quote_char, collect),
                 convert_options=pacsv.ConvertOptions(
                     column_types=types,

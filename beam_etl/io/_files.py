@@ -7,6 +7,7 @@ and parts written by retried bundles are never published (only committed bundles
 reach the publish step).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,7 +102,7 @@ class _StageFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._writer is not None:
             for part in self._writer.close():
-                yield WindowedValue(part, MIN_TIMESTAMP, [GlobalWindow()])
+                yield WindowedValue(part, MIN_TIMESTAMP, (GlobalWindow(),))
             self._writer = None
 
 
@@ -164,14 +165,26 @@ class _TextWriter(BundleWriter):
         return [(self._path, self._rows)]
 
 
-def publish_concatenated(target: str, folder: str, parts: list[Part]) -> int:
-    """Concatenate the staged text parts into `target` atomically; return the lines written."""
+def publish_concatenated(
+    target: str, folder: str, parts: list[Part], sort_key: Callable[[str], Any] | None = None
+) -> int:
+    """Concatenate the staged text parts into `target` atomically; return the lines written.
+
+    With `sort_key`, lines are sorted (in memory: for small outputs such as dead letters).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
     with open(temporary, "wb") as out:
-        for path, _ in parts:
-            with open(path, "rb") as part:
-                shutil.copyfileobj(part, out)
+        if sort_key is None:
+            for path, _ in parts:
+                with open(path, "rb") as part:
+                    shutil.copyfileobj(part, out)
+        else:
+            lines: list[str] = []
+            for path, _ in parts:
+                with open(path, encoding="utf-8") as part:
+                    lines.extend(part.read().splitlines())
+            out.write("".join(f"{line}\n" for line in sorted(lines, key=sort_key)).encode())
     os.replace(temporary, target)
     shutil.rmtree(folder, ignore_errors=True)
     remove_if_empty(os.path.dirname(folder))
@@ -181,26 +194,36 @@ def publish_concatenated(target: str, folder: str, parts: list[Part]) -> int:
 class _PublishConcatenated:
     """Picklable publish callable for `PublishSingleFile`."""
 
-    def __init__(self, target: str, folder: str) -> None:
+    def __init__(self, target: str, folder: str, sort_key: Callable[[str], Any] | None) -> None:
         self.target = target
         self.folder = folder
+        self.sort_key = sort_key
 
     def __call__(self, parts: list[Part]) -> int:
-        return publish_concatenated(self.target, self.folder, parts)
+        return publish_concatenated(self.target, self.folder, parts, self.sort_key)
 
 
 class PublishSingleFile(beam.PTransform):
-    """Write a PCollection of text lines to one file at `path`, atomically, at the end."""
+    """Write a PCollection of text lines to one file at `path`, atomically, at the end.
 
-    def __init__(self, path: str, *, label: str) -> None:
+    With `sort_key`, the lines are sorted in memory first (only for small outputs).
+    """
+
+    def __init__(
+        self, path: str, *, label: str, sort_key: Callable[[str], Any] | None = None
+    ) -> None:
         super().__init__()
         self._path = path
         self._step = label
+        self._sort_key = sort_key
 
     def expand(self, lines):
         folder = staging_dir(self._path, uuid.uuid4().hex[:12])
         return lines | StageAndPublish(
-            _TextWriter, folder, _PublishConcatenated(self._path, folder), step=self._step
+            _TextWriter,
+            folder,
+            _PublishConcatenated(self._path, folder, self._sort_key),
+            step=self._step,
         )
 
 
@@ -240,10 +263,9 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
 
 
 def remove_if_empty(path: str) -> None:
-    try:
+    # Not empty: another sink of this or a concurrent run still stages there.
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass  # not empty: another sink of this or a concurrent run still stages there
 
 
 def arrow_schema_key(schema: pa.Schema) -> str:

@@ -8,11 +8,10 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 import codecs
 import logging
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -96,6 +95,8 @@ class ReadFromCsv(beam.PTransform):
         `WithErrors(output, error)`: batches, and `DeadLetter`s.
     """
 
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT, ERROR)
+
     def __init__(
         self,
         path: str | list[str],
@@ -165,9 +166,7 @@ class ReadFromCsv(beam.PTransform):
             | "PlanRanges" >> beam.ParDo(_PlanRangesFn(self._split_bytes, quote))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
-            >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(
-                ERROR, main=OUTPUT
-            )
+            >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)
         )
         return WithErrors(parsed[OUTPUT], parsed[ERROR])
 

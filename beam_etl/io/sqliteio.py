@@ -158,19 +158,16 @@ class _PublishSqlite:
             return
         stage_name = f"_beam_etl_stage_{uuid.uuid4().hex[:12]}"
         stage = quote_identifier(stage_name)
-        columns = ", ".join(
-            f"{quote_identifier(f.name)} {sqlite_type(f.type)}" for f in schema
-        )
+        columns = ", ".join(f"{quote_identifier(f.name)} {sqlite_type(f.type)}" for f in schema)
         connection.execute(f"CREATE TABLE {stage} ({columns})")
         names = ", ".join(quote_identifier(f.name) for f in schema)
         for batch in _read_parts(parts):
             batch = pa.Table.from_batches([batch]).select(
                 [n for n in schema.names if n in batch.schema.names]
             )
-            insert = (
-                f"INSERT INTO {stage} ({', '.join(quote_identifier(n) for n in batch.column_names)})"
-                f" VALUES ({', '.join('?' * batch.num_columns)})"
-            )
+            quoted = ", ".join(quote_identifier(n) for n in batch.column_names)
+            marks = ", ".join("?" * batch.num_columns)
+            insert = f"INSERT INTO {stage} ({quoted}) VALUES ({marks})"
             for chunk in batch.to_batches():
                 connection.executemany(insert, _to_sqlite_values(chunk))
         if self.mode == "replace" or not exists:

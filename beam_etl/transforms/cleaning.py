@@ -16,6 +16,17 @@ NULL_VALUE = "null_value"
 MISSING_COLUMN = "missing_column"
 
 
+def check_columns(schema: pa.Schema, columns) -> None:
+    """Raise ValueError naming the columns of `columns` that `schema` lacks."""
+    absent = [c for c in columns if c not in schema.names]
+    if absent:
+        visible = [n for n in schema.names if not n.startswith(HIDDEN_PREFIX)]
+        raise ValueError(
+            f"Column(s) {', '.join(f'`{c}`' for c in absent)} not in the input "
+            f"(columns: {', '.join(visible)})"
+        )
+
+
 def _missing(batch: pa.RecordBatch, columns, step: str) -> list[DeadLetter] | None:
     absent = [c for c in columns if c not in batch.schema.names]
     if not absent:
@@ -63,6 +74,13 @@ class CastColumns(BatchStep):
             raise ValueError("`columns` must map at least one column name to a type")
         self.types = {name: parse_type(t) for name, t in columns.items()}
 
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        """Return `schema` with the cast columns' new types."""
+        check_columns(schema, self.types)
+        for name, data_type in self.types.items():
+            schema = schema.set(schema.get_field_index(name), pa.field(name, data_type))
+        return schema
+
     def batch_function(self):
         return functools.partial(_cast, self.types)
 
@@ -105,6 +123,10 @@ class DropNulls(BatchStep):
         self.columns = list(columns)
         self.reject = reject
 
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        check_columns(schema, self.columns)
+        return schema
+
     def batch_function(self):
         return functools.partial(_reject_nulls, self.columns, self.reject)
 
@@ -127,6 +149,10 @@ class SelectColumns(BatchStep):
         if not columns or len(set(columns)) != len(columns):
             raise ValueError("`columns` must list distinct column names")
         self.columns = list(columns)
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        check_columns(schema, self.columns)
+        return pa.schema([schema.field(c) for c in self.columns])
 
     def batch_function(self):
         return functools.partial(_select, self.columns)
@@ -151,6 +177,10 @@ class RenameColumns(BatchStep):
         if len(set(columns.values())) != len(columns):
             raise ValueError("`columns` gives the same new name twice")
         self.mapping = dict(columns)
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        check_columns(schema, self.mapping)
+        return pa.schema([f.with_name(self.mapping.get(f.name, f.name)) for f in schema])
 
     def batch_function(self):
         return functools.partial(_rename, self.mapping)

@@ -78,6 +78,12 @@ class DropDuplicates(beam.PTransform):
         self.order_by = order_by
         self.batch_rows = batch_rows
 
+    def infer_schema(self, schema):
+        from beam_etl.transforms.cleaning import check_columns
+
+        check_columns(schema, [*(self.columns or []), *([self.order_by] if self.order_by else [])])
+        return schema
+
     def expand(self, batches):
         schema = batches | "Schema" >> SchemaOf()
         return (

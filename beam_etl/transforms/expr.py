@@ -4,7 +4,7 @@ Specs write filters and derived columns as text, e.g. ``price * amount > 100 and
 ('DE', 'FR')``. The text is tokenized and parsed here by hand (a Pratt parser); it never
 reaches `eval`, `exec` or Python's `ast`. Every sub-expression is type-checked against the
 input schema at compile time, so mistakes surface before the pipeline runs, as one-line
-`ExpressionError`\ s carrying the 0-based character position of the problem.
+`ExpressionError` exceptions carrying the 0-based character position of the problem.
 
 Grammar, from lowest to highest precedence::
 
@@ -153,11 +153,12 @@ class _Ast:
     scalar: pa.Scalar | None = None  # the value of a literal
 
 
-_COMPARISONS: Final = {"==": "==", "=": "==", "!=": "!=", "<>": "!=", "<": "<", "<=": "<="}
-_COMPARISONS.update({">": ">", ">=": ">="})
-_BINDING: Final = {"or": 1, "and": 2, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
-_BINDING.update(dict.fromkeys([*_COMPARISONS, "is", "in", "not", "between"], 4))
+_COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
+_ALIASES: Final = {"=": "==", "<>": "!="}
+# Binding powers of infix operators; prefix `not` binds with 3 and unary minus with 6.
 _COMPARISON_BP: Final = 4
+_BINDING: Final = {"or": 1, "and": 2, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
+_BINDING.update(dict.fromkeys([*_COMPARISONS, *_ALIASES, "is", "in", "not", "between"], 4))
 
 
 def _is(token: _Token, text: str) -> bool:
@@ -274,8 +275,8 @@ class _Parser:
         return _Ast("call", token.pos, token.text.lower(), tuple(args))
 
     def predicate(self, left: _Ast, token: _Token) -> _Ast:
-        if token.text in _COMPARISONS:
-            return _Ast("op", token.pos, _COMPARISONS[token.text], (left, self.expression(4)))
+        if (name := _ALIASES.get(token.text, token.text)) in _COMPARISONS:
+            return _Ast("op", token.pos, name, (left, self.expression(_COMPARISON_BP)))
         if token.text == "is":
             negated = _is(self.peek(), "not") and bool(self.next())
             self.expect("null")
@@ -290,13 +291,10 @@ class _Parser:
                     raise _syntax(item.pos, "`in` lists hold only non-null literals")
             node = _Ast("op", operator.pos, "in", (left, *items))
         elif _is(operator, "between"):
-            low = self.expression(4)
+            low = _Ast("op", operator.pos, ">=", (left, self.expression(_COMPARISON_BP)))
             self.expect("and")
-            high = self.expression(4)
-            low_test = _Ast("op", operator.pos, ">=", (left, low))
-            node = _Ast(
-                "op", operator.pos, "and", (low_test, _Ast("op", operator.pos, "<=", (left, high)))
-            )
+            high = _Ast("op", operator.pos, "<=", (left, self.expression(_COMPARISON_BP)))
+            node = _Ast("op", operator.pos, "and", (low, high))
         else:
             raise self.unexpected(operator, "`in` or `between`")
         return _Ast("op", token.pos, "not", (node,)) if token.text == "not" else node
@@ -522,10 +520,10 @@ def _function(signature: str, doc: str, build: _Builder) -> Function:
     return Function(name, signature, doc, params.split("[")[0].count(",") + 1, high, build)
 
 
-def _matcher(kernel: str, name: str) -> _Builder:
+def _matcher(name: str, kernel: str | None = None) -> _Builder:
     def build(args: list[_Typed]) -> pc.Expression:
         options = pc.MatchSubstringOptions(_literal(args, 1, str, name))
-        return _call(kernel, [args[0].expr], options)
+        return _call(kernel or name, [args[0].expr], options)
 
     return build
 
@@ -576,23 +574,15 @@ FUNCTIONS: Final[dict[str, Function]] = {
         _function("upper(s)", "Upper-cases a string.", _simple("utf8_upper")),
         _function("trim(s)", "Strips whitespace at both ends.", _simple("utf8_trim_whitespace")),
         _function("length(s)", "Number of characters in a string.", _simple("utf8_length")),
+        _function("starts_with(s, 'x')", "Whether s starts with x.", _matcher("starts_with")),
+        _function("ends_with(s, 'x')", "Whether s ends with x.", _matcher("ends_with")),
         _function(
-            "starts_with(s, 'x')",
-            "Whether s starts with x.",
-            _matcher("starts_with", "starts_with"),
-        ),
-        _function(
-            "ends_with(s, 'x')", "Whether s ends with x.", _matcher("ends_with", "ends_with")
-        ),
-        _function(
-            "contains(s, 'x')", "Whether s contains x.", _matcher("match_substring", "contains")
+            "contains(s, 'x')", "Whether s contains x.", _matcher("contains", "match_substring")
         ),
         _function("replace(s, 'old', 'new')", "Replaces every old in s by new.", _replace),
         _function("substr(s, start[, length])", "Substring; start is 1-based.", _substr),
         _function("concat(s[, ...])", "Joins strings; null if any is null.", _concat),
-        _function(
-            "coalesce(x[, ...])", "The first argument that is not null.", _simple("coalesce")
-        ),
+        _function("coalesce(x[, ...])", "First argument that is not null.", _simple("coalesce")),
         _function("abs(x)", "Absolute value.", _simple("abs_checked")),
         _function("round(x[, ndigits])", "Rounds to ndigits decimals, halves away from 0.", _round),
         _function("floor(x)", "Rounds down (gives a float).", _simple("floor")),

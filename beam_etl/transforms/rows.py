@@ -71,9 +71,7 @@ class SchemaOf(beam.PTransform):
         )
 
 
-def _keyed_rows(
-    columns: Sequence[str] | None, batch: pa.RecordBatch
-) -> Iterator[tuple[str, dict]]:
+def _keyed_rows(columns: Sequence[str] | None, batch: pa.RecordBatch) -> Iterator[tuple[str, dict]]:
     for row in batch.to_pylist():
         names = columns or [n for n in row if not n.startswith("__beam_etl_")]
         yield dumps([json_safe(v) for v in key_of(row, names)]), row
@@ -168,8 +166,9 @@ def _apply_row_function(function: Callable, batch: pa.RecordBatch, step: str) ->
     letters = []
     if failed:
         mask = pa.array([i in set(failed) for i in range(batch.num_rows)])
-        letters = rejects_from_mask(batch, mask, step=step, reason=FUNCTION_FAILED,
-                                    messages=messages)
+        letters = rejects_from_mask(
+            batch, mask, step=step, reason=FUNCTION_FAILED, messages=messages
+        )
     if not out_rows:
         return None, letters, batch.num_rows - len(failed)
     kept = pa.RecordBatch.from_pylist([row for _, row in out_rows])

@@ -240,7 +240,7 @@ def test_every_function_is_tested_and_documented() -> None:
     assert (FUNCTIONS["concat"].min_args, FUNCTIONS["concat"].max_args) == (1, None)
 
 
-SYNTAX, TYPE = "Syntax error", "Type error"
+SYNTAX, TYPE, ARITY = "Syntax error", "Type error", "Wrong number of arguments"
 # (id, text, position, head, tail): the message is "<head> at position <position> in expression
 # `<text>`<tail>".
 REJECTIONS = [
@@ -277,14 +277,14 @@ REJECTIONS = [
         "wrong-arity",
         "2 * replace(s, 'a')",
         4,
-        "Wrong number of arguments",
+        ARITY,
         ": `replace` takes 3 arguments, got 2",
     ),
     (
         "wrong-arity-optional",
         "round()",
         0,
-        "Wrong number of arguments",
+        ARITY,
         ": `round` takes 1 to 2 arguments, got 0",
     ),
     ("type-error-string-plus-int", "s + 1", 2, TYPE, ": cannot apply `+` to string and int64"),
@@ -396,3 +396,17 @@ def test_evaluate_matches_pyarrow_compute_on_a_large_batch() -> None:
     result = evaluate(expression, batch)
     assert isinstance(result, pa.Array)
     assert result.equals(expected)
+
+
+def test_untyped_null_takes_the_type_of_its_sibling() -> None:
+    assert run("concat(s, null)") == [None] * 4
+    assert run("coalesce(null, a)") == [1, 2, None, 4]
+    assert run("if(null, 1, 2)") == [None] * 4
+    assert run("null is null") == [True] * 4
+
+
+def test_compiled_expressions_pickle() -> None:
+    # Beam ships compiled expressions to workers inside DoFns.
+    expression = compile_expression("a in (1, 2) and contains(s, 'l') or a / 2 > 1", BATCH.schema)
+    clone = pickle.loads(pickle.dumps(expression))
+    assert evaluate(clone, BATCH).to_pylist() == [False, True, None, True]

@@ -1,0 +1,156 @@
+"""What the command line does: list transforms, print a plan, execute a plan with a report."""
+
+import argparse
+import os
+import re
+import sys
+import time
+from datetime import datetime, timezone
+
+from beam_etl.errors import PipelineFailedError
+from beam_etl.report import RunReport, counters, step_reports, step_seconds
+from beam_etl.spec import Plan, load_plan
+from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
+
+_ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def list_transforms() -> str:
+    """Return every type with its kind, summary and arguments (defaults shown)."""
+    lines = []
+    for name, entry in sorted(catalogue().items(), key=lambda item: (item[1].kind, item[0])):
+        try:
+            factory = entry.load()
+        except ImportError as exc:
+            lines.append(f"{name} ({entry.kind}): unavailable: {exc}\n")
+            continue
+        outputs = outputs_of(factory, entry.kind)
+        extra = f"; outputs: {', '.join(outputs)}" if len(outputs) > 1 else ""
+        lines.append(f"{name} ({entry.kind}{extra})\n    {summary(factory)}")
+        accepted, _ = arguments(factory)
+        for argument in accepted:
+            if argument.name == "run_id":
+                continue
+            default = "required" if argument.required else f"default: {argument.default!r}"
+            lines.append(f"      {argument.name} ({default}) {argument.doc}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def describe(plan: Plan) -> str:
+    """Return the validated graph, one node a line, with inputs and known output columns."""
+    lines = [f"pipeline `{plan.spec.name}` ({plan.spec.source}): {len(plan.ordered)} nodes"]
+    width = max(len(node.name) for node in plan.ordered)
+    for node in plan.ordered:
+        inputs = ", ".join(str(ref) for ref in node.inputs)
+        arrow = f" <- {inputs}" if inputs else ""
+        lines.append(f"  {node.kind:<6} {node.name:<{width}}  {node.type}{arrow}")
+        schema = getattr(plan.transforms[node.name], "schema", None)
+        if schema is not None:
+            columns = ", ".join(f"{f.name}: {f.type}" for f in schema)
+            lines.append(f"  {'':<6} {'':<{width}}  columns: {columns}")
+    return "\n".join(lines)
+
+
+def _pipeline_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    options = PipelineOptions(beam_args)
+    runner_name = options.get_all_options()["runner"]
+    portable = options.view_as(PortableOptions)
+    endpoint = portable.job_endpoint or ""
+    # Beam's default worker environment is Docker; for a job service on this machine, run the
+    # workers in this process (LOOPBACK) unless the user chose otherwise.
+    if (
+        runner_name == "PortableRunner"
+        and not portable.environment_type
+        and (endpoint.startswith(_LOOPBACK_HOSTS))
+    ):
+        portable.environment_type = "LOOPBACK"
+    return options, runner_name
+
+
+def failure_message(exc: BaseException, redact) -> str:
+    """Return one line saying why a run failed, from Beam's (often nested) exception text."""
+    text = str(exc)
+    found = _ERROR_LINE.findall(text)
+    ours = [(kind, msg) for kind, msg in found if kind.startswith("beam_etl.")]
+    if ours:
+        kind, message = ours[0]
+    elif found:
+        kind, message = found[-1]
+    else:
+        kind, message = type(exc).__name__, (text.strip().splitlines() or [""])[0]
+    return redact(f"{kind.rsplit('.', 1)[-1]}: {message.strip()}")
+
+
+def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> RunReport:
+    """Run the plan; write and return the report.
+
+    Raises:
+        PipelineFailedError: the run failed or its counts do not add up (report written).
+    """
+    import apache_beam as beam
+
+    from beam_etl.runner import resolve
+
+    options, runner_name = _pipeline_options(beam_args)
+    runner = resolve(runner_name)
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    plan.build(pipeline)
+    error, result = None, None
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:  # any failure inside the run: report it, then fail the run
+        error = failure_message(exc, plan.loaded.redact)
+    names = [node.name for node in plan.ordered]
+    steps = step_reports(
+        plan.ordered,
+        counters(result) if result is not None else {},
+        step_seconds(result, names) if result is not None else {},
+    )
+    balanced = error is None and all(step.balanced for step in steps)
+    if error is None and not balanced:
+        error = "Row counts do not add up: " + ", ".join(s.name for s in steps if not s.balanced)
+    report = RunReport(
+        run_id=run_id,
+        pipeline=plan.spec.name,
+        spec=os.path.abspath(plan.spec.source),
+        status="succeeded" if error is None else "failed",
+        started_at=started.isoformat(),
+        ended_at=datetime.now(timezone.utc).isoformat(),
+        elapsed_seconds=round(time.monotonic() - clock, 3),
+        runner=runner_name if isinstance(runner, str) else type(runner).__name__,
+        steps=steps,
+        conservation_ok=error is None or all(step.balanced for step in steps),
+        error=error,
+    )
+    report.write(report_path)
+    if error is not None:
+        print(report.summary(), file=sys.stderr)
+        raise PipelineFailedError(f"{error} (report: {report_path})")
+    return report
+
+
+def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str]) -> int:
+    """Load, validate and (unless --dry-run) run the spec named by `args`; return exit code."""
+    from beam_etl.io._files import new_run_id
+    from beam_etl.run import DEMO_DIR, DEMO_SPEC
+
+    output_dir = os.path.abspath(args.output_dir)
+    run_id = args.run_id or new_run_id()
+    names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **variables}
+    spec_path = args.pipeline or DEMO_SPEC
+    plan = load_plan(spec_path, run_id=run_id, variables=names)
+    if args.dry_run:
+        print(describe(plan))
+        print("spec is valid (dry run: nothing was run)")
+        return 0
+    report_path = args.report or os.path.join(output_dir, "run_report.json")
+    report = execute(plan, beam_args, run_id, report_path)
+    print(report.summary())
+    print(f"report: {report_path}")
+    return 0

@@ -1,0 +1,132 @@
+"""`python -m beam_etl.run`: load a spec, validate it, run it, report.
+
+With no arguments it runs the bundled demo. Arguments it does not know are Beam pipeline
+options and pass through (`--runner`, `--direct_num_workers`, `--job_endpoint`, ...).
+Exit codes: 0 success, 1 the pipeline failed (or its counts do not add up), 2 usage or spec
+error. Known errors print one line and no traceback, unless `--debug`.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from beam_etl import __version__
+from beam_etl.errors import BeamEtlError, UsageError
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+DEMO_SPEC = os.path.join(DEMO_DIR, "pipeline.yaml")
+DEFAULT_OUTPUT_DIR = "beam_etl_output"
+
+_EPILOG = """\
+Any other --option is a Beam pipeline option, for example:
+  --direct_num_workers=2 --direct_running_mode=multi_processing   (two local processes)
+  --runner=PortableRunner --job_endpoint=localhost:8099            (a Beam job service)
+  --runner=FlinkRunner --flink_master=host:8081 --setup_file=./setup.py
+The default runner is beam_etl's local runner (DirectRunner's choice without Prism).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit code 2, like every usage error
+        raise UsageError(f"{message} (see --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m beam_etl.run",
+        description="Run a beam_etl pipeline spec (the bundled demo when none is given).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pipeline", metavar="FILE", help="YAML pipeline spec to run")
+    parser.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        help="folder for the demo's outputs and the run report; ${OUTPUT_DIR} in specs "
+        f"(default: ./{DEFAULT_OUTPUT_DIR})",
+    )
+    parser.add_argument(
+        "--report", metavar="FILE", help="run report path (default: OUTPUT_DIR/run_report.json)"
+    )
+    parser.add_argument("--run-id", help="run id (default: a new one); ${RUN_ID} in specs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a spec variable ${NAME} (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the spec and print the graph without running it",
+    )
+    parser.add_argument(
+        "--list-transforms",
+        action="store_true",
+        help="list every transform type with its arguments",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and Beam's logs")
+    parser.add_argument("--version", action="version", version=f"beam_etl {__version__}")
+    return parser
+
+
+class _QuietBeam(logging.Filter):
+    """Hide Beam's import-time chatter (missing GCP clients, ...) unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "apache_beam" not in record.pathname
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_QuietBeam())
+        warnings.filterwarnings("ignore")
+
+
+def _variables(assignments: list[str]) -> dict[str, str]:
+    found = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"`--set {item}` must look like NAME=VALUE")
+        found[name] = value
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    _configure_logging(debug)
+    try:
+        args, beam_args = _parser().parse_known_args(argv)
+        unknown = [a for a in beam_args if not a.startswith("--")]
+        if unknown:
+            raise UsageError(f"Unexpected argument `{unknown[0]}` (see --help)")
+        from beam_etl import cli
+
+        if args.list_transforms:
+            print(cli.list_transforms())
+            return 0
+        return cli.run(args, beam_args, _variables(args.set))
+    except BeamEtlError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The catalogue: spec type names -> PTransform factories, loaded lazily.
+
+Built-in types are listed here as `"module:attr"` strings, so listing or validating a spec
+imports only what it uses. Third-party packages add types through the entry-point group
+`beam_etl.transforms` (`name = "package.module:Factory"`). Config keys in a spec are exactly
+the factory's keyword arguments, read from its signature.
+"""
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Final
+
+SOURCE: Final = "source"
+STEP: Final = "step"
+SINK: Final = "sink"
+ENTRY_POINT_GROUP: Final = "beam_etl.transforms"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One catalogue entry: the type name, its kind and where its factory lives."""
+
+    name: str
+    kind: str  # source, step or sink; "any" for third-party entries
+    target: str
+
+    def load(self) -> Any:
+        """Import and return the factory.
+
+        Raises:
+            ImportError: the module or attribute cannot be imported (with an install hint).
+        """
+        module_name, _, attribute = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(
+                f"Type `{self.name}` needs `{module_name}`, which cannot be imported ({exc}); "
+                "install the missing package"
+            ) from exc
+        return getattr(module, attribute)
+
+
+_BUILTIN: Final = {
+    "ReadFromCsv": (SOURCE, "beam_etl.io.csvio:ReadFromCsv"),
+    "WriteToParquet": (SINK, "beam_etl.io.parquetio:WriteToParquet"),
+    "WriteToSqlite": (SINK, "beam_etl.io.sqliteio:WriteToSqlite"),
+    "WriteToDeadLetters": (SINK, "beam_etl.deadletter:WriteToDeadLetters"),
+    "CastColumns": (STEP, "beam_etl.transforms.cleaning:CastColumns"),
+    "DropNulls": (STEP, "beam_etl.transforms.cleaning:DropNulls"),
+    "SelectColumns": (STEP, "beam_etl.transforms.cleaning:SelectColumns"),
+    "RenameColumns": (STEP, "beam_etl.transforms.cleaning:RenameColumns"),
+    "FilterRows": (STEP, "beam_etl.transforms.expressions:FilterRows"),
+    "DeriveColumns": (STEP, "beam_etl.transforms.expressions:DeriveColumns"),
+    "DropDuplicates": (STEP, "beam_etl.transforms.dedupe:DropDuplicates"),
+    "MapBatches": (STEP, "beam_etl.transforms.rows:MapBatches"),
+    "MapRows": (STEP, "beam_etl.transforms.rows:MapRows"),
+}
+
+
+@cache
+def catalogue() -> dict[str, Entry]:
+    """Return every known type: built-ins, then entry points (which cannot shadow them)."""
+    entries = {name: Entry(name, kind, target) for name, (kind, target) in _BUILTIN.items()}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        entries.setdefault(point.name, Entry(point.name, "any", point.value))
+    return entries
+
+
+def lookup(name: str) -> Entry:
+    """Return the entry for `name`.
+
+    Raises:
+        KeyError: unknown name; the message suggests the closest known one.
+    """
+    entries = catalogue()
+    if name in entries:
+        return entries[name]
+    raise KeyError(f"Unknown transform type `{name}`.{did_you_mean(name, entries)}")
+
+
+def did_you_mean(name: str, candidates) -> str:
+    """Return ` Did you mean `x`?` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    if not close:
+        lowered = {str(c).lower(): c for c in candidates}
+        close = [lowered[str(name).lower()]] if str(name).lower() in lowered else []
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A factory's keyword argument as a spec config key."""
+
+    name: str
+    required: bool
+    default: Any
+    doc: str
+
+
+def arguments(factory: Any) -> tuple[list[Argument], bool]:
+    """Return the factory's config keys and whether it also accepts any other key (`**kw`)."""
+    signature = inspect.signature(factory)
+    docs = _argument_docs(factory)
+    found, open_ended = [], False
+    for parameter in signature.parameters.values():
+        if parameter.kind == parameter.VAR_KEYWORD:
+            open_ended = True
+        elif parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            required = parameter.default is parameter.empty
+            default = None if required else parameter.default
+            found.append(Argument(parameter.name, required, default, docs.get(parameter.name, "")))
+    return found, open_ended
+
+
+def _argument_docs(factory: Any) -> dict[str, str]:
+    """Read `name: text` lines from the `Args:` section of the factory's `__init__` docstring."""
+    doc = inspect.getdoc(getattr(factory, "__init__", factory)) or ""
+    docs: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(":")
+        if sep and head.isidentifier() and " " not in head:
+            current = head
+            docs[current] = rest.strip()
+        elif current and stripped and stripped != "Args":
+            docs[current] += " " + stripped
+    return docs
+
+
+def summary(factory: Any) -> str:
+    """Return the first line of the factory's docstring."""
+    return (inspect.getdoc(factory) or "").splitlines()[0] if inspect.getdoc(factory) else ""
+
+
+def outputs_of(factory: Any, kind: str) -> tuple[str, ...]:
+    """Return the named outputs a spec may reference on a node of this factory."""
+    if kind == SINK:
+        return ()
+    return tuple(getattr(factory, "OUTPUTS", ("output",)))
