@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 from beam_etl.batches import payload_of
 from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._csvscan import iter_record_blocks, scan_records
+from beam_etl.io._csvscan import iter_record_blocks, last_record_end, scan_records
 from beam_etl.transforms.casting import cast_batch, drop_rows
 
 _LOG = logging.getLogger(__name__)
@@ -77,12 +77,11 @@ def plan(
 ) -> ParseSettings:
     """Fix column names and types from the declared ones and a sample of the first file."""
     quote = ord(quote_char) if quote_char else None
-    sample = _read_sample(path, infer_bytes).removeprefix(_BOM)
-    sample = sample.decode(encoding, errors="replace").encode("utf-8")
-    blocks = list(iter_record_blocks(io.BytesIO(sample), None, len(sample) + 1, quote))
-    whole = blocks[0] if len(blocks) > 1 or len(sample) < infer_bytes else b""
-    if not whole and blocks:
-        whole = blocks[0][: _last_newline(blocks[0])]
+    raw = _read_sample(path, infer_bytes)
+    whole = raw.removeprefix(_BOM).decode(encoding, errors="replace").encode("utf-8")
+    if len(raw) >= infer_bytes:  # a cut sample: keep its whole records only
+        cut = last_record_end(whole, quote)
+        whole = whole[:cut] if cut > 0 else whole
     records = scan_records(whole, 1, quote).nonempty()
     file_header = None
     if header:
@@ -115,10 +114,6 @@ def plan(
         null_values=null_values,
         block_size=block_size,
     )
-
-
-def _last_newline(block: bytes) -> int:
-    return block.rfind(b"\n") + 1
 
 
 def _infer_types(

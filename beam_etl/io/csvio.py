@@ -23,7 +23,7 @@ from beam_etl.io._csvscan import split_points
 from beam_etl.io._files import match_files
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
-from beam_etl.types import parse_type
+from beam_etl.datatypes import parse_type
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")

@@ -10,7 +10,7 @@ from beam_etl.batches import HIDDEN_PREFIX
 from beam_etl.deadletter import CAST_FAILED, DeadLetter, rejects_from_mask
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.casting import cast_batch, drop_rows
-from beam_etl.types import parse_type
+from beam_etl.datatypes import parse_type
 
 NULL_VALUE = "null_value"
 MISSING_COLUMN = "missing_column"
@@ -88,21 +88,24 @@ class CastColumns(BatchStep):
 def _reject_nulls(columns: list[str], reject: bool, batch: pa.RecordBatch, step: str):
     if (letters := _missing(batch, columns, step)) is not None:
         return None, letters, 0
-    mask = None
-    for column in columns:
-        is_null = pc.is_null(batch.column(column), nan_is_null=True)
-        mask = is_null if mask is None else pc.or_(mask, is_null)
-    if mask is None or not pc.any(mask).as_py():
+    nulls = {
+        c: pc.is_null(batch.column(c), nan_is_null=True).to_numpy(zero_copy_only=False)
+        for c in columns
+    }
+    flags = np.logical_or.reduce(list(nulls.values()))
+    if not flags.any():
         return batch, [], 0
-    kept = batch.filter(pc.invert(mask))
+    kept = batch.filter(pa.array(~flags))
     if not reject:
         return kept, [], batch.num_rows - kept.num_rows
-    flagged = batch.filter(mask)
     messages = [
-        "Null in " + ", ".join(f"`{c}`" for c in columns if row[c] is None)
-        for row in flagged.select(columns).to_pylist()
+        "Null in " + ", ".join(f"`{c}`" for c in columns if nulls[c][row])
+        for row in np.flatnonzero(flags)
     ]
-    return kept, rejects_from_mask(batch, mask, step=step, reason=NULL_VALUE, messages=messages), 0
+    letters = rejects_from_mask(
+        batch, pa.array(flags), step=step, reason=NULL_VALUE, messages=messages
+    )
+    return kept, letters, 0
 
 
 class DropNulls(BatchStep):

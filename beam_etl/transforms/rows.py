@@ -110,7 +110,8 @@ class RowsToBatches(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "Gather" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_rows)
+            | "Gather"
+            >> beam.BatchElements(min_batch_size=self._max_rows, max_batch_size=self._max_rows)
             | "ToBatch" >> beam.ParDo(_RowsToBatchFn(), beam.pvalue.AsSingleton(self._schema))
         )
 

@@ -1,0 +1,143 @@
+"""ReadFromCsv on real files: types, dead letters with lines, globs, splitting."""
+
+import random
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+from conftest import letter_summary, visible_rows
+
+from beam_etl.errors import ConnectorError
+from beam_etl.io.csvio import ReadFromCsv
+
+
+def test_reads_typed_rows_and_rejects_bad_ones_with_their_lines(pipeline, write_file):
+    path = write_file(
+        "orders.csv",
+        b'id,name,amount\n1,ann,1.5\n2,"bo\nb",2\n3,x\n\n4,dan,abc\n5,\xff\xfe,3\n6,"q""t",\n',
+    )
+    read = ReadFromCsv(path, columns={"amount": "float64"})
+    assert read.schema == pa.schema([("id", pa.int64()), ("name", pa.string()),
+                                     ("amount", pa.float64())])
+    out = pipeline | "read" >> read
+    rows = out.output | beam.FlatMap(visible_rows)
+    letters = out.error | beam.Map(letter_summary)
+    assert_that(
+        rows,
+        equal_to([
+            {"id": 1, "name": "ann", "amount": 1.5},
+            {"id": 2, "name": "bo\nb", "amount": 2.0},
+            {"id": 6, "name": 'q"t', "amount": None},
+        ]),
+        label="CheckRows",
+    )
+    assert_that(
+        letters,
+        equal_to([
+            ("read", "malformed_csv", 5, "3,x"),
+            ("read", "cast_failed", 7, {"id": "4", "name": "dan", "amount": "abc"}),
+            ("read", "invalid_encoding", 8, "5,\\xff\\xfe,3"),
+        ]),
+        label="CheckDeadLetters",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_origin_columns_carry_file_and_line(pipeline, write_file):
+    path = write_file("a.csv", "x\n1\n\n2\n")
+    out = pipeline | "read" >> ReadFromCsv(path)
+    origins = out.output | beam.FlatMap(
+        lambda b: zip(b.column("__beam_etl_file").to_pylist(),
+                      b.column("__beam_etl_line").to_pylist())
+    )
+    assert_that(origins, equal_to([(path, 2), (path, 4)]), label="CheckOrigins")
+    assert_that(out.error, equal_to([]), label="CheckNoErrors")
+    pipeline.run().wait_until_finish()
+
+
+def test_glob_reads_every_file_and_checks_headers(pipeline, write_file):
+    write_file("in/a.csv", "id,v\n1,a\n2,b\n")
+    write_file("in/b.csv", "\ufeffid,v\n3,c\n")  # a BOM is not part of the header
+    out = pipeline | "read" >> ReadFromCsv(write_file("in/c.csv", "id,v\n")[:-5] + "*.csv")
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]),
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_header_of_a_later_file_must_match(write_file):
+    write_file("h/a.csv", "id,v\n1,a\n")
+    write_file("h/b.csv", "id,w\n2,b\n")
+    from beam_etl.runner import LocalRunner
+    from apache_beam.testing import test_pipeline
+
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    _ = p | ReadFromCsv(write_file("h/x.txt", "")[:-5] + "*.csv")
+    with pytest.raises(Exception, match="Header of .*b.csv"):
+        p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        pytest.param(None, {}, "No file matches", id="missing-file"),
+        pytest.param("", {}, "is empty: it has no header", id="empty-file"),
+        pytest.param("a,b\n", {"columns": {"c": "int64"}}, "`c` in `columns` not in the file",
+                     id="unknown-declared-column"),
+        pytest.param("a,b\n", {"columns": {"a": "intt"}}, "Unknown type `intt`", id="bad-type"),
+        pytest.param("a,b\n", {"delimiter": ";;"}, "`delimiter` must be one character",
+                     id="bad-delimiter"),
+        pytest.param("a,b\n", {"encoding": "nope"}, "Unknown encoding `nope`", id="bad-encoding"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(write_file, tmp_path, content, kwargs, message):
+    path = str(tmp_path / "missing.csv") if content is None else write_file("f.csv", content)
+    with pytest.raises((ValueError, ConnectorError), match=message):
+        ReadFromCsv(path, **kwargs)
+
+
+def test_header_only_file_gives_no_rows_and_no_errors(pipeline, write_file):
+    out = pipeline | ReadFromCsv(write_file("h.csv", "a,b\n"), columns={"a": "int64"})
+    assert_that(out.output | beam.FlatMap(visible_rows), equal_to([]), label="NoRows")
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+def test_gzip_file_is_read_whole(pipeline, tmp_path):
+    import gzip
+
+    path = tmp_path / "big.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write("id,v\n" + "".join(f"{i},v{i}\n" for i in range(50_000)))
+    out = pipeline | ReadFromCsv(str(path), split_size_mb=0.01)
+    count = out.output | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
+    assert_that(count, equal_to([50_000]))
+    pipeline.run().wait_until_finish()
+
+
+def test_byte_range_splits_read_every_row_exactly_once(pipeline, tmp_path):
+    """A few MB cut into many ranges; quoted newlines sit near every boundary."""
+    rng = random.Random(3)
+    lines = ["id,text,n"]
+    for i in range(60_000):
+        text = '"multi\nline, ""quoted"""' if rng.random() < 0.3 else f"plain{i}"
+        lines.append(f"{i},{text},{rng.randint(0, 9)}")
+    path = tmp_path / "split.csv"
+    path.write_text("\n".join(lines) + "\n")
+    read = ReadFromCsv(str(path), split_size_mb=0.05, block_size_mb=0.02)
+    out = pipeline | read
+    ids = out.output | beam.FlatMap(lambda b: b.column("id").to_pylist())
+    first_lines = out.output | beam.FlatMap(
+        lambda b: zip(b.column("id").to_pylist(), b.column("__beam_etl_line").to_pylist())
+    )
+    expected_lines, line = [], 2
+    for i in range(60_000):
+        expected_lines.append((i, line))
+        line += lines[i + 1].count("\n") + 1
+    assert_that(ids, equal_to(list(range(60_000))), label="EveryRowOnce")
+    assert_that(first_lines, equal_to(expected_lines), label="LinesExact")
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    assert path.stat().st_size > 1_000_000
+    pipeline.run().wait_until_finish()
