@@ -20,15 +20,19 @@ _VARIABLE: Final = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\
 class LineDict(dict):
     """A dict that knows the YAML line of itself (`line`) and of each key (`lines`)."""
 
-    line: int = 0
-    lines: dict[str, int]
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = 0
+        self.lines: dict[str, int] = {}
 
 
 class LineList(list):
     """A list that knows the YAML line of itself (`line`) and of each item (`lines`)."""
 
-    line: int = 0
-    lines: list[int]
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.line = 0
+        self.lines: list[int] = []
 
 
 class Loaded:

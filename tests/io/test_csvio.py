@@ -18,27 +18,32 @@ def test_reads_typed_rows_and_rejects_bad_ones_with_their_lines(pipeline, write_
         b'id,name,amount\n1,ann,1.5\n2,"bo\nb",2\n3,x\n\n4,dan,abc\n5,\xff\xfe,3\n6,"q""t",\n',
     )
     read = ReadFromCsv(path, columns={"amount": "float64"})
-    assert read.schema == pa.schema([("id", pa.int64()), ("name", pa.string()),
-                                     ("amount", pa.float64())])
+    assert read.schema == pa.schema(
+        [("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())]
+    )
     out = pipeline | "read" >> read
     rows = out.output | beam.FlatMap(visible_rows)
     letters = out.error | beam.Map(letter_summary)
     assert_that(
         rows,
-        equal_to([
-            {"id": 1, "name": "ann", "amount": 1.5},
-            {"id": 2, "name": "bo\nb", "amount": 2.0},
-            {"id": 6, "name": 'q"t', "amount": None},
-        ]),
+        equal_to(
+            [
+                {"id": 1, "name": "ann", "amount": 1.5},
+                {"id": 2, "name": "bo\nb", "amount": 2.0},
+                {"id": 6, "name": 'q"t', "amount": None},
+            ]
+        ),
         label="CheckRows",
     )
     assert_that(
         letters,
-        equal_to([
-            ("read", "malformed_csv", 5, "3,x"),
-            ("read", "cast_failed", 7, {"id": "4", "name": "dan", "amount": "abc"}),
-            ("read", "invalid_encoding", 8, "5,\\xff\\xfe,3"),
-        ]),
+        equal_to(
+            [
+                ("read", "malformed_csv", 5, "3,x"),
+                ("read", "cast_failed", 7, {"id": "4", "name": "dan", "amount": "abc"}),
+                ("read", "invalid_encoding", 8, "5,\\xff\\xfe,3"),
+            ]
+        ),
         label="CheckDeadLetters",
     )
     pipeline.run().wait_until_finish()
@@ -48,8 +53,9 @@ def test_origin_columns_carry_file_and_line(pipeline, write_file):
     path = write_file("a.csv", "x\n1\n\n2\n")
     out = pipeline | "read" >> ReadFromCsv(path)
     origins = out.output | beam.FlatMap(
-        lambda b: zip(b.column("__beam_etl_file").to_pylist(),
-                      b.column("__beam_etl_line").to_pylist())
+        lambda b: zip(
+            b.column("__beam_etl_file").to_pylist(), b.column("__beam_etl_line").to_pylist()
+        )
     )
     assert_that(origins, equal_to([(path, 2), (path, 4)]), label="CheckOrigins")
     assert_that(out.error, equal_to([]), label="CheckNoErrors")
@@ -70,12 +76,13 @@ def test_glob_reads_every_file_and_checks_headers(pipeline, write_file):
 def test_header_of_a_later_file_must_match(write_file):
     write_file("h/a.csv", "id,v\n1,a\n")
     write_file("h/b.csv", "id,w\n2,b\n")
-    from beam_etl.runner import LocalRunner
     from apache_beam.testing import test_pipeline
+
+    from beam_etl.runner import LocalRunner
 
     p = test_pipeline.TestPipeline(runner=LocalRunner())
     _ = p | ReadFromCsv(write_file("h/x.txt", "")[:-5] + "*.csv")
-    with pytest.raises(Exception, match="Header of .*b.csv"):
+    with pytest.raises(Exception, match=r"Header of .*b\.csv"):
         p.run().wait_until_finish()
 
 
@@ -84,11 +91,16 @@ def test_header_of_a_later_file_must_match(write_file):
     [
         pytest.param(None, {}, "No file matches", id="missing-file"),
         pytest.param("", {}, "is empty: it has no header", id="empty-file"),
-        pytest.param("a,b\n", {"columns": {"c": "int64"}}, "`c` in `columns` not in the file",
-                     id="unknown-declared-column"),
+        pytest.param(
+            "a,b\n",
+            {"columns": {"c": "int64"}},
+            "`c` in `columns` not in the file",
+            id="unknown-declared-column",
+        ),
         pytest.param("a,b\n", {"columns": {"a": "intt"}}, "Unknown type `intt`", id="bad-type"),
-        pytest.param("a,b\n", {"delimiter": ";;"}, "`delimiter` must be one character",
-                     id="bad-delimiter"),
+        pytest.param(
+            "a,b\n", {"delimiter": ";;"}, "`delimiter` must be one character", id="bad-delimiter"
+        ),
         pytest.param("a,b\n", {"encoding": "nope"}, "Unknown encoding `nope`", id="bad-encoding"),
     ],
 )

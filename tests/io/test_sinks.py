@@ -22,11 +22,14 @@ BATCH = pa.record_batch(
     {
         "id": pa.array([1, 2, 3], pa.int64()),
         "name": pa.array(["ä", None, "c"], pa.string()),
-        "amount": pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")],
-                           pa.decimal128(10, 2)),
+        "amount": pa.array(
+            [decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")], pa.decimal128(10, 2)
+        ),
         "day": pa.array([datetime.date(2024, 1, 31), None, datetime.date(1999, 12, 31)]),
-        "at": pa.array([datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc), None,
-                        None], pa.timestamp("us", tz="UTC")),
+        "at": pa.array(
+            [datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc), None, None],
+            pa.timestamp("us", tz="UTC"),
+        ),
         "ok": pa.array([True, None, False]),
     }
 )
@@ -45,7 +48,8 @@ def test_parquet_round_trip_keeps_rows_and_types_and_drops_origin_columns(tmp_pa
     table = pq.read_table(out)
     assert table.schema == BATCH.schema
     assert table.to_pylist() == BATCH.to_pylist()
-    assert json.load(open(os.path.join(out, "_SUCCESS")))["rows"] == 3
+    marker = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    assert marker["rows"] == 3
 
 
 def test_parquet_rerun_replaces_instead_of_duplicating(tmp_path):
@@ -90,8 +94,11 @@ def test_sqlite_replace_append_and_ledger(tmp_path):
     _run(lambda p: p | beam.Create([BATCH]) | WriteToSqlite(db, "t", mode="append", run_id="r2"))
     connection = sqlite3.connect(db)
     rows = connection.execute("SELECT id, name, amount, day, ok FROM t ORDER BY rowid").fetchall()
-    assert rows[:3] == [(1, "ä", "1.50", "2024-01-31", 1), (2, None, None, None, None),
-                        (3, "c", "-2.25", "1999-12-31", 0)]
+    assert rows[:3] == [
+        (1, "ä", "1.50", "2024-01-31", 1),
+        (2, None, None, None, None),
+        (3, "c", "-2.25", "1999-12-31", 0),
+    ]
     assert len(rows) == 6
     ledger = connection.execute("SELECT run_id, rows_written FROM _beam_etl_runs ORDER BY 1")
     assert ledger.fetchall() == [("r1", 3), ("r2", 3)]
@@ -113,7 +120,7 @@ def test_dead_letters_file_is_sorted_by_origin_and_stamped(tmp_path):
         DeadLetter("read", "malformed_csv", "fields", "a.csv", 2, None, "1"),
     ]
     _run(lambda p: p | beam.Create(letters) | WriteToDeadLetters(path, run_id="run-7"))
-    records = [json.loads(line) for line in open(path)]
+    records = [json.loads(line) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
     assert [(r["origin"], r["reason"], r["run_id"]) for r in records] == [
         ("a.csv:2", "malformed_csv", "run-7"),
         ("a.csv:10", "malformed_csv", "run-7"),

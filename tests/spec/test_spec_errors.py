@@ -57,45 +57,92 @@ def test_the_good_spec_is_valid(spec_file):
 
 
 CASES = [
-    ("unknown-type", ("type: CastColumns", "type: CastColumn"),
-     "Unknown transform type `CastColumn`. Did you mean `CastColumns`? (step `cast`, line 9)"),
-    ("unknown-config-key", ("columns: {v: int64}", "colums: {v: int64}"),
-     "Unknown config key `colums` for `CastColumns`. Did you mean `columns`? Accepted: "
-     "columns (step `cast`, line 12)"),
-    ("missing-config-key", ("      columns: {v: int64}\n", "      {}\n"),
-     "Missing config key(s) `columns` for `CastColumns` (step `cast`, line 8)"),
-    ("misspelled-input", ("input: src\n", "input: scr\n"),
-     "Unknown input `scr`. Did you mean `src`? (step `cast`, line 10)"),
-    ("missing-input", ("    input: src\n", ""),
-     "Missing `input`: name the node(s) this one reads (step `cast`, line 8)"),
-    ("unknown-output", ("inputs: [src.error, cast.error]", "inputs: [src.eror, cast.error]"),
-     "`src` has no output `eror` (outputs: output, error) (step `bad`, line 21)"),
-    ("unconsumed-error-output", ("inputs: [src.error, cast.error]", "inputs: [src.error]"),
-     "Output `cast.error` is not read by any step or sink; add it to the inputs of a sink "
-     "(for example `WriteToDeadLetters`) (step `cast`, line 8)"),
-    ("sink-as-input", ("    input: cast\n    config:\n      path: ",
-                       "    input: bad\n    config:\n      path: "),
-     "Input `bad` is a sink; sinks have no output to read (step `out`, line 16)"),
-    ("wrong-section", ("type: CastColumns", "type: WriteToSqlite"),
-     "`WriteToSqlite` is a sink; list it under `sinks` (step `cast`, line 9)"),
-    ("duplicate-name", ("  - name: bad\n", "  - name: cast\n"),
-     "Name `cast` is used twice (first at line 8) (step `cast`, line 19)"),
-    ("unknown-node-key", ("    input: src\n", "    input: src\n    inptus: [x]\n"),
-     "Unknown key `inptus`. Did you mean `inputs`? Accepted: name, type, config, input, inputs, "
-     "description (step `cast`, line 11)"),
-    ("unknown-top-level-key", ("name: t\n", "name: t\nstpes: []\n"),
-     "Unknown top-level key `stpes`. Did you mean `steps`? Accepted: name, description, sources, "
-     "steps, sinks (line 2)"),
-    ("bad-config-value", ("columns: {v: int64}", "columns: {v: money}"),
-     "Unknown type `money`; use one of"),
-    ("unknown-column", ("columns: {v: int64}", "columns: {w: int64}"),
-     "Column(s) `w` not in the input (columns: k, v) (step `cast`, line 12)"),
-    ("source-with-input", ("    type: ReadFromCsv\n", "    type: ReadFromCsv\n    input: cast\n"),
-     "A source takes no `input` (step `src`, line 5)"),
+    (
+        "unknown-type",
+        ("type: CastColumns", "type: CastColumn"),
+        "Unknown transform type `CastColumn`. Did you mean `CastColumns`? (step `cast`, line 9)",
+    ),
+    (
+        "unknown-config-key",
+        ("columns: {v: int64}", "colums: {v: int64}"),
+        "Unknown config key `colums` for `CastColumns`. Did you mean `columns`? Accepted: "
+        "columns (step `cast`, line 12)",
+    ),
+    (
+        "missing-config-key",
+        ("      columns: {v: int64}\n", "      {}\n"),
+        "Missing config key(s) `columns` for `CastColumns` (step `cast`, line 8)",
+    ),
+    (
+        "misspelled-input",
+        ("input: src\n", "input: scr\n"),
+        "Unknown input `scr`. Did you mean `src`? (step `cast`, line 10)",
+    ),
+    (
+        "missing-input",
+        ("    input: src\n", ""),
+        "Missing `input`: name the node(s) this one reads (step `cast`, line 8)",
+    ),
+    (
+        "unknown-output",
+        ("inputs: [src.error, cast.error]", "inputs: [src.eror, cast.error]"),
+        "`src` has no output `eror` (outputs: output, error) (step `bad`, line 21)",
+    ),
+    (
+        "unconsumed-error-output",
+        ("inputs: [src.error, cast.error]", "inputs: [src.error]"),
+        "Output `cast.error` is not read by any step or sink; add it to the inputs of a sink "
+        "(for example `WriteToDeadLetters`) (step `cast`, line 8)",
+    ),
+    (
+        "sink-as-input",
+        ("    input: cast\n    config:\n      path: ", "    input: bad\n    config:\n      path: "),
+        "Input `bad` is a sink; sinks have no output to read (step `out`, line 16)",
+    ),
+    (
+        "wrong-section",
+        ("type: CastColumns", "type: WriteToSqlite"),
+        "`WriteToSqlite` is a sink; list it under `sinks` (step `cast`, line 9)",
+    ),
+    (
+        "duplicate-name",
+        ("  - name: bad\n", "  - name: cast\n"),
+        "Name `cast` is used twice (first at line 8) (step `cast`, line 19)",
+    ),
+    (
+        "unknown-node-key",
+        ("    input: src\n", "    input: src\n    inptus: [x]\n"),
+        "Unknown key `inptus`. Did you mean `inputs`? Accepted: name, type, config, input, inputs, "
+        "description (step `cast`, line 11)",
+    ),
+    (
+        "unknown-top-level-key",
+        ("name: t\n", "name: t\nstpes: []\n"),
+        "Unknown top-level key `stpes`. Did you mean `steps`? Accepted: name, description, "
+        "sources, steps, sinks (line 2)",
+    ),
+    (
+        "bad-config-value",
+        ("columns: {v: int64}", "columns: {v: money}"),
+        "Unknown type `money`; use one of",
+    ),
+    (
+        "unknown-column",
+        ("columns: {v: int64}", "columns: {w: int64}"),
+        "Column(s) `w` not in the input (columns: k, v) (step `cast`, line 12)",
+    ),
+    (
+        "source-with-input",
+        ("    type: ReadFromCsv\n", "    type: ReadFromCsv\n    input: cast\n"),
+        "A source takes no `input` (step `src`, line 5)",
+    ),
     ("invalid-yaml", ("name: t\n", "name: [t\n"), "Invalid YAML in"),
-    ("unset-variable", ("name: t\n", "name: ${NO_SUCH_VARIABLE_X}\n"),
-     "Variable `${NO_SUCH_VARIABLE_X}` is not set; export it or write "
-     "`${NO_SUCH_VARIABLE_X:-default}` (line 1)"),
+    (
+        "unset-variable",
+        ("name: t\n", "name: ${NO_SUCH_VARIABLE_X}\n"),
+        "Variable `${NO_SUCH_VARIABLE_X}` is not set; export it or write "
+        "`${NO_SUCH_VARIABLE_X:-default}` (line 1)",
+    ),
 ]
 
 

@@ -25,19 +25,23 @@ def test_cast_columns_rejects_rows_naming_every_failing_column(pipeline):
     )
     assert_that(
         out.error | beam.Map(letter_summary),
-        equal_to([
-            ("cast", "cast_failed", 4, {"id": "x", "v": "3"}),
-            ("cast", "cast_failed", 5, {"id": None, "v": "y"}),
-        ]),
+        equal_to(
+            [
+                ("cast", "cast_failed", 4, {"id": "x", "v": "3"}),
+                ("cast", "cast_failed", 5, {"id": None, "v": "y"}),
+            ]
+        ),
         label="Invalid",
     )
     messages = out.error | beam.Map(lambda letter: letter.message)
     assert_that(
         messages,
-        equal_to([
-            "Value `x` in column `id` is not a valid int32",
-            "Value `y` in column `v` is not a valid float64",
-        ]),
+        equal_to(
+            [
+                "Value `x` in column `id` is not a valid int32",
+                "Value `y` in column `v` is not a valid float64",
+            ]
+        ),
         label="Messages",
     )
     pipeline.run().wait_until_finish()
@@ -57,8 +61,11 @@ def test_drop_nulls_rejects_or_drops(pipeline):
     batch = pa.record_batch({"a": [1, None, 3], "b": [float("nan"), 2.0, 3.0]})
     rejected = pipeline | "r" >> beam.Create([batch]) | "need" >> DropNulls(["a", "b"])
     dropped = pipeline | "d" >> beam.Create([batch]) | "drop" >> DropNulls(["a"], reject=False)
-    assert_that(rejected.output | "rows1" >> beam.FlatMap(visible_rows),
-                equal_to([{"a": 3, "b": 3.0}]), label="RejectValid")
+    assert_that(
+        rejected.output | "rows1" >> beam.FlatMap(visible_rows),
+        equal_to([{"a": 3, "b": 3.0}]),
+        label="RejectValid",
+    )
     assert_that(
         rejected.error | "m" >> beam.Map(lambda letter: (letter.reason, letter.message)),
         equal_to([("null_value", "Null in `b`"), ("null_value", "Null in `a`")]),
@@ -85,12 +92,14 @@ def test_select_and_rename_keep_origin_columns(pipeline):
     ("factory", "config", "message"),
     [
         pytest.param(CastColumns, {"columns": {}}, "at least one column", id="cast-empty"),
-        pytest.param(CastColumns, {"columns": {"a": "money"}}, "Unknown type `money`",
-                     id="cast-unknown-type"),
+        pytest.param(
+            CastColumns, {"columns": {"a": "money"}}, "Unknown type `money`", id="cast-unknown-type"
+        ),
         pytest.param(DropNulls, {"columns": []}, "at least one column", id="dropnulls-empty"),
         pytest.param(SelectColumns, {"columns": ["a", "a"]}, "distinct", id="select-duplicate"),
-        pytest.param(RenameColumns, {"columns": {"a": "x", "b": "x"}}, "same new name",
-                     id="rename-collision"),
+        pytest.param(
+            RenameColumns, {"columns": {"a": "x", "b": "x"}}, "same new name", id="rename-collision"
+        ),
     ],
 )
 def test_bad_configuration_is_rejected_at_construction(factory, config, message):

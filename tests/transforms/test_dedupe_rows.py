@@ -9,20 +9,27 @@ from beam_etl.batches import with_origin
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.rows import MapBatches, MapRows, load_function
 
-FIRST = with_origin(pa.record_batch({"k": [1, 2, 1], "v": ["a", "b", "c"], "t": [3, 1, 1]}),
-                    "a.csv", [2, 3, 4])
-SECOND = with_origin(pa.record_batch({"k": [2, 3, 1], "v": ["b", "d", "e"], "t": [1, 5, 9]}),
-                     "b.csv", [2, 3, 4])
+FIRST = with_origin(
+    pa.record_batch({"k": [1, 2, 1], "v": ["a", "b", "c"], "t": [3, 1, 1]}), "a.csv", [2, 3, 4]
+)
+SECOND = with_origin(
+    pa.record_batch({"k": [2, 3, 1], "v": ["b", "d", "e"], "t": [1, 5, 9]}), "b.csv", [2, 3, 4]
+)
 
 
 def test_exact_duplicates_across_batches_and_files(pipeline):
     out = pipeline | beam.Create([FIRST, SECOND]) | DropDuplicates()
     assert_that(
         out | beam.FlatMap(visible_rows),
-        equal_to([
-            {"k": 1, "v": "a", "t": 3}, {"k": 2, "v": "b", "t": 1}, {"k": 1, "v": "c", "t": 1},
-            {"k": 3, "v": "d", "t": 5}, {"k": 1, "v": "e", "t": 9},
-        ]),
+        equal_to(
+            [
+                {"k": 1, "v": "a", "t": 3},
+                {"k": 2, "v": "b", "t": 1},
+                {"k": 1, "v": "c", "t": 1},
+                {"k": 3, "v": "d", "t": 5},
+                {"k": 1, "v": "e", "t": 9},
+            ]
+        ),
     )
     pipeline.run().wait_until_finish()
 
@@ -31,12 +38,16 @@ def test_key_duplicates_keep_last_by_order_column_with_types_kept(pipeline):
     out = pipeline | beam.Create([FIRST, SECOND]) | DropDuplicates(["k"], keep="last", order_by="t")
     assert_that(
         out | "rows" >> beam.FlatMap(visible_rows),
-        equal_to([{"k": 1, "v": "e", "t": 9}, {"k": 2, "v": "b", "t": 1},
-                  {"k": 3, "v": "d", "t": 5}]),
+        equal_to(
+            [{"k": 1, "v": "e", "t": 9}, {"k": 2, "v": "b", "t": 1}, {"k": 3, "v": "d", "t": 5}]
+        ),
         label="Rows",
     )
-    assert_that(out | "types" >> beam.Map(lambda b: str(b.schema.field("t").type)) | beam.Distinct(),
-                equal_to(["int64"]), label="Types")
+    assert_that(
+        out | "types" >> beam.Map(lambda b: str(b.schema.field("t").type)) | beam.Distinct(),
+        equal_to(["int64"]),
+        label="Types",
+    )
     pipeline.run().wait_until_finish()
 
 
@@ -44,8 +55,11 @@ def test_key_duplicates_keep_first_breaks_ties_by_file_and_line(pipeline):
     out = pipeline | beam.Create([SECOND, FIRST]) | DropDuplicates(["k"], order_by="t")
     # k=2 appears at a.csv:3 and b.csv:2 with the same t: a.csv comes first
     origins = out | beam.FlatMap(
-        lambda b: zip(b.column("k").to_pylist(), b.column("__beam_etl_file").to_pylist(),
-                      b.column("__beam_etl_line").to_pylist())
+        lambda b: zip(
+            b.column("k").to_pylist(),
+            b.column("__beam_etl_file").to_pylist(),
+            b.column("__beam_etl_line").to_pylist(),
+        )
     )
     assert_that(origins, equal_to([(1, "a.csv", 4), (2, "a.csv", 3), (3, "b.csv", 3)]))
     pipeline.run().wait_until_finish()
@@ -65,18 +79,30 @@ def test_map_batches_and_map_rows(pipeline):
     batches = pipeline | beam.Create([FIRST, SECOND])
     doubled = batches | "double" >> MapBatches("test_dedupe_rows:double")
     rows = batches | "rows" >> MapRows(fragile)
-    assert_that(doubled.output | "d" >> beam.FlatMap(lambda b: b.column("k").to_pylist()),
-                equal_to([2, 4, 2, 4, 6, 2]), label="Doubled")
+    assert_that(
+        doubled.output | "d" >> beam.FlatMap(lambda b: b.column("k").to_pylist()),
+        equal_to([2, 4, 2, 4, 6, 2]),
+        label="Doubled",
+    )
     assert_that(
         rows.output | "r" >> beam.FlatMap(visible_rows),
-        equal_to([{"k": 1, "v": "a", "t": 3, "seen": True}, {"k": 1, "v": "c", "t": 1,
-                   "seen": True}, {"k": 1, "v": "e", "t": 9, "seen": True}]),
+        equal_to(
+            [
+                {"k": 1, "v": "a", "t": 3, "seen": True},
+                {"k": 1, "v": "c", "t": 1, "seen": True},
+                {"k": 1, "v": "e", "t": 9, "seen": True},
+            ]
+        ),
         label="RowsKept",
     )
     assert_that(
         rows.error | beam.Map(letter_summary),
-        equal_to([("rows", "function_failed", 3, {"k": 2, "v": "b", "t": 1}),
-                  ("rows", "function_failed", 2, {"k": 2, "v": "b", "t": 1})]),
+        equal_to(
+            [
+                ("rows", "function_failed", 3, {"k": 2, "v": "b", "t": 1}),
+                ("rows", "function_failed", 2, {"k": 2, "v": "b", "t": 1}),
+            ]
+        ),
         label="RowsRejected",
     )
     pipeline.run().wait_until_finish()

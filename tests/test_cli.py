@@ -1,0 +1,218 @@
+"""`python -m beam_etl.run`: the demo, dry runs, exit codes, one-line errors, secrets."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from beam_etl.run import main
+
+DEMO_REJECTS = {
+    (43, "cast", "cast_failed"),  # amount `12.5x`
+    (99, "orders", "cast_failed"),  # order_id `A100097`
+    (152, "orders", "malformed_csv"),  # a missing field
+    (302, "orders", "invalid_encoding"),  # Latin-1 bytes in a UTF-8 file
+    (422, "cast", "cast_failed"),  # amount `1,234.00`
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """Run the bundled demo once, as a user would, in a fresh folder."""
+    folder = tmp_path_factory.mktemp("demo")
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_etl.run"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return folder / "beam_etl_output", result
+
+
+def test_demo_exits_0_and_prints_a_summary(demo_run):
+    _, result = demo_run
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stdout
+    assert "orders_parquet" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_report_counts_add_up(demo_run):
+    output, _ = demo_run
+    report = json.loads((output / "run_report.json").read_text())
+    assert report["status"] == "succeeded"
+    assert report["conservation_ok"] is True
+    steps = {step["name"]: step for step in report["steps"]}
+    for step in steps.values():
+        assert step["rows_in"] == step["rows_out"] + step["rows_rejected"] + step["rows_dropped"]
+    assert steps["orders"]["rows_in"] == 3032
+    rejected = sum(step["rows_rejected"] for step in steps.values())
+    assert steps["dead_letters"]["rows_out"] == rejected == 20
+    assert steps["orders_parquet"]["rows_out"] == steps["enrich"]["rows_out"]
+
+
+def test_demo_writes_parquet_sqlite_and_dead_letters(demo_run):
+    output, _ = demo_run
+    table = pq.read_table(output / "orders")
+    connection = sqlite3.connect(output / "warehouse.sqlite")
+    assert connection.execute("SELECT count(*) FROM orders").fetchone()[0] == table.num_rows
+    assert len(set(table.column("order_id").to_pylist())) == table.num_rows
+    assert "cancelled" not in set(table.column("status").to_pylist())
+    assert table.column("customer_id").null_count == 0
+    letters = [json.loads(line) for line in (output / "dead_letters.jsonl").open()]
+    found = {(letter["line"], letter["step"], letter["reason"]) for letter in letters}
+    assert found >= DEMO_REJECTS
+    assert all(letter["source"].endswith("orders.csv") for letter in letters)
+    nulls = [letter for letter in letters if letter["reason"] == "null_value"]
+    assert len(nulls) == 15
+
+
+def test_dry_run_validates_and_prints_the_graph_without_running(tmp_path, capsys):
+    code = main(["--dry-run", "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "source orders" in out
+    assert "dead_letters" in out and "<- orders.error, cast.error" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_list_transforms_documents_every_type(capsys):
+    assert main(["--list-transforms"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "ReadFromCsv",
+        "WriteToParquet",
+        "WriteToSqlite",
+        "CastColumns",
+        "FilterRows",
+        "DropDuplicates",
+        "MapRows",
+    ):
+        assert name in out
+    assert "path (required)" in out
+    assert "split_size_mb (default: 64)" in out
+
+
+def _spec(tmp_path, body: str) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(body)
+    return str(path)
+
+
+def test_spec_error_is_one_line_and_exit_2(tmp_path):
+    spec = _spec(
+        tmp_path,
+        "sources:\n  - name: a\n    type: ReadFromCsvv\n"
+        "sinks:\n  - {name: b, type: WriteToParquet, input: a, config: {path: x}}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_etl.run", "--pipeline", spec], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: Unknown transform type `ReadFromCsvv`. Did you mean `ReadFromCsv`? "
+        "(step `a`, line 3)\n"
+    )
+
+
+def test_usage_error_is_exit_2(capsys):
+    assert main(["--pipeline"]) == 2
+    assert "expected one argument" in capsys.readouterr().err
+
+
+def test_failed_run_is_exit_1_with_one_line_and_a_failed_report(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,v\n1,a\n")
+    (tmp_path / "in" / "b.csv").write_text("id,w\n2,b\n")
+    spec = _spec(
+        tmp_path,
+        f"""\
+sources:
+  - name: src
+    type: ReadFromCsv
+    config: {{path: "{tmp_path}/in/*.csv"}}
+sinks:
+  - name: out
+    type: WriteToParquet
+    input: src
+    config: {{path: "{tmp_path}/out"}}
+  - name: dl
+    type: WriteToDeadLetters
+    input: src.error
+    config: {{path: "{tmp_path}/dl.jsonl"}}
+""",
+    )
+    code = main(["--pipeline", spec, "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ConnectorError: Header of `")
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "run_report.json").read_text())
+    assert report["status"] == "failed"
+    assert "Header of" in report["error"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_secrets_from_environment_never_printed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DB_PASSWORD", "s3cr3t-value")
+    spec = _spec(
+        tmp_path,
+        """\
+sources:
+  - name: src
+    type: ReadFromCsv
+    config: {path: "${DEMO_DIR}/orders.csv", encoding: "${DB_PASSWORD}"}
+sinks:
+  - name: out
+    type: WriteToDeadLetters
+    input: src.error
+    config: {path: "${OUTPUT_DIR}/x.jsonl"}
+  - {name: pq, type: WriteToParquet, input: src, config: {path: "${OUTPUT_DIR}/pq"}}
+""",
+    )
+    assert main(["--pipeline", spec, "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "s3cr3t" not in captured.out + captured.err
+    assert "Unknown encoding `***`" in captured.err
+
+
+def test_run_with_set_variables_and_report_path(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,x\n2,y\n")
+    spec = _spec(
+        tmp_path,
+        """\
+sources:
+  - {name: src, type: ReadFromCsv, config: {path: "${INPUT}"}}
+sinks:
+  - {name: db, type: WriteToSqlite, input: src,
+     config: {database: "${OUTPUT_DIR}/w.sqlite", table: t}}
+  - {name: dl, type: WriteToDeadLetters, input: src.error, config: {path: "${OUTPUT_DIR}/dl"}}
+""",
+    )
+    report = tmp_path / "r.json"
+    code = main(
+        [
+            "--pipeline",
+            spec,
+            "--set",
+            f"INPUT={data}",
+            "--output-dir",
+            str(tmp_path),
+            "--report",
+            str(report),
+            "--run-id",
+            "fixed-run",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(report.read_text())["run_id"] == "fixed-run"
+    rows = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT a, b FROM t ORDER BY a")
+    assert rows.fetchall() == [(1, "x"), (2, "y")]
+    assert os.path.getsize(tmp_path / "dl") == 0
