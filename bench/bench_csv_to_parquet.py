@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -58,6 +59,8 @@ FILTER_THRESHOLD: Final = 10
 NULL_VALUES: Final = ["", "NULL", "null", "\\N"]  # beam_etl's ReadFromCsv defaults
 PYARROW_BLOCK_BYTES: Final = 16 << 20  # same as ReadFromCsv's default block_size_mb
 POLL_SECONDS: Final = 0.1
+#: A run during which other processes used this much of the machine's CPU is flagged.
+SUSPECT_PERCENT: Final = 10
 _PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")
 _MIB: Final = 1 << 20
 
@@ -143,7 +146,6 @@ def _import_variant(name: str) -> None:
 def child_main(args: argparse.Namespace) -> None:
     """Run one variant once and write its timing and rusage to `args.result`."""
     import logging
-    import resource
 
     logging.basicConfig(level=logging.WARNING)
     _import_variant(args.child)
@@ -211,6 +213,19 @@ def _tree(root: int) -> dict[int, str]:
     return tree
 
 
+def _busy_cpu_seconds() -> float:
+    """Return the CPU time every process of the machine has used since boot (all cores)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss_and_pss(pid: int) -> tuple[int, int]:
     """Return the resident and proportional set sizes of `pid` in bytes (0 if it is gone)."""
     try:
@@ -276,6 +291,8 @@ class Sample:
     maxrss_single_mib: float
     processes: int
     commands: list[str]
+    cpu_seconds: float
+    other_cpu_percent: float
     rows_written: int
 
 
@@ -324,10 +341,19 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_variant(
-    name: str, csv_path: str, round_number: int, profile_to: str | None = None
-) -> tuple[dict, float, TreeMemorySampler]:
-    """Run `name` once in a fresh subprocess; return its result, wall time and memory peaks."""
+@dataclass(frozen=True)
+class Run:
+    """What the parent saw of one child run."""
+
+    result: dict  # what the child reported: seconds and its getrusage peaks
+    wall_seconds: float
+    sampler: TreeMemorySampler
+    cpu_seconds: float  # user + system of the child and its reaped descendants (workers)
+    other_cpu_percent: float  # CPU used meanwhile by processes outside the tree, % of machine
+
+
+def run_variant(name: str, csv_path: str, round_number: int, profile_to: str | None = None) -> Run:
+    """Run `name` once in a fresh subprocess; return its timings, memory and CPU use."""
     _clean(name)
     out, dead_letters = _paths(name)
     os.makedirs(os.path.join(OUT_DIR, "logs"), exist_ok=True)
@@ -352,21 +378,27 @@ def run_variant(
         command += ["--profile-to", profile_to]
     try:
         with open(log_path, "wb") as log:
+            busy, own = _busy_cpu_seconds(), _own_cpu_seconds()
             began = time.perf_counter()
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=REPO_ROOT
             )
             sampler = TreeMemorySampler(process.pid)
             sampler.start()
-            code = process.wait()
+            # wait4: the child's rusage includes the workers it reaped (Beam waits for them).
+            _, status, usage = os.wait4(process.pid, 0)
             wall = time.perf_counter() - began
+            code = process.returncode = os.waitstatus_to_exitcode(status)
             sampler.stop()
+            tree_cpu = usage.ru_utime + usage.ru_stime
+            other = _busy_cpu_seconds() - busy - tree_cpu - (_own_cpu_seconds() - own)
+            other_percent = max(0.0, 100 * other / (wall * (os.cpu_count() or 1)))
         if code != 0:
             with open(log_path, encoding="utf-8", errors="replace") as log:
                 tail = log.read()[-4000:]
             raise SystemExit(f"Variant `{name}` failed with exit code {code}:\n{tail}")
         with open(result_path, encoding="utf-8") as handle:
-            return json.load(handle), wall, sampler
+            return Run(json.load(handle), wall, sampler, tree_cpu, other_percent)
     finally:
         os.remove(result_path)
 
@@ -420,6 +452,8 @@ def _format_table(results: list[VariantResult], rows: int) -> str:
         "tree PSS MiB",
         "1-proc MiB",
         "procs",
+        "CPU s",
+        "other %",
         "wall s",
         "rows out",
     )
@@ -439,6 +473,8 @@ def _format_table(results: list[VariantResult], rows: int) -> str:
                 f"{result.median('peak_tree_pss_mib'):,.0f}",
                 f"{result.median('maxrss_single_mib'):,.0f}",
                 str(max(s.processes for s in result.samples)),
+                f"{result.median('cpu_seconds'):.1f}",
+                f"{max(s.other_cpu_percent for s in result.samples):.0f}",
                 f"{result.median('wall_seconds'):.2f}",
                 f"{result.samples[-1].rows_written:,}",
             )
@@ -462,8 +498,12 @@ tree RSS / tree PSS MiB: peak of the summed RSS / PSS of the subprocess and all 
   counts shared library pages once per process, PSS shares them out (fairer for 2 workers).
 1-proc MiB: getrusage ru_maxrss, the exact peak of the largest single process (the variant's
   own process or a reaped worker); it does not add workers together.
-procs: most processes seen alive at once in the tree. wall s: subprocess wall time, with
-  interpreter start and imports. rows out: rows in the Parquet output (checked equal)."""
+procs: most processes seen alive at once in the tree. CPU s: median user + system CPU of the
+  tree (workers included) over the whole subprocess. other %: the most CPU that processes
+  outside the tree used during one of the variant's runs, as % of the machine (/proc/stat);
+  from about 10% the run shared the machine and its timing is suspect (flagged per round).
+  wall s: subprocess wall time, with interpreter start and imports. rows out: rows in the
+  Parquet output (checked equal across variants on every round)."""
 
 
 def _versions() -> dict[str, str]:
@@ -587,10 +627,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _profile(args: argparse.Namespace, csv_path: str) -> None:
     profile_path = os.path.join(OUT_DIR, f"{args.profile}.prof")
     os.makedirs(OUT_DIR, exist_ok=True)
-    result, wall, _ = run_variant(args.profile, csv_path, 0, profile_to=profile_path)
+    run = run_variant(args.profile, csv_path, 0, profile_to=profile_path)
     print(
-        f"{VARIANTS[args.profile][0]} under cProfile: {result['seconds']:.2f} s "
-        f"(wall {wall:.2f} s); stats in {os.path.relpath(profile_path, REPO_ROOT)}"
+        f"{VARIANTS[args.profile][0]} under cProfile: {run.result['seconds']:.2f} s "
+        f"(wall {run.wall_seconds:.2f} s); stats in {os.path.relpath(profile_path, REPO_ROOT)}"
     )
     print_profile(profile_path, args.top)
 
@@ -624,9 +664,9 @@ def main(argv: list[str] | None = None) -> None:
         print("Warm-up round (untimed): ", end="", flush=True)
         checks = {}
         for name in names:
-            result, wall, _ = run_variant(name, csv_path, 0)
+            run = run_variant(name, csv_path, 0)
             checks[name] = check_output(name)
-            print(f"{name} {result['seconds']:.1f}s ", end="", flush=True)
+            print(f"{name} {run.result['seconds']:.1f}s ", end="", flush=True)
         print()
         _verify(checks, "warm-up round")
         for name, check in checks.items():
@@ -641,23 +681,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Round {round_number}/{args.repeat}: ", end="", flush=True)
         checks = {}
         for name in names:
-            result, wall, sampler = run_variant(name, csv_path, round_number)
+            run = run_variant(name, csv_path, round_number)
             checks[name] = check_output(name)
+            result, sampler = run.result, run.sampler
             maxrss_kib = max(result["maxrss_self_kib"], result["maxrss_children_kib"])
             results[name].samples.append(
                 Sample(
                     round=round_number,
                     seconds=result["seconds"],
-                    wall_seconds=wall,
+                    wall_seconds=run.wall_seconds,
                     peak_tree_rss_mib=sampler.peak_rss / _MIB,
                     peak_tree_pss_mib=sampler.peak_pss / _MIB,
                     maxrss_single_mib=maxrss_kib / 1024,
                     processes=sampler.max_processes,
                     commands=sampler.commands,
+                    cpu_seconds=run.cpu_seconds,
+                    other_cpu_percent=run.other_cpu_percent,
                     rows_written=checks[name].rows,
                 )
             )
-            print(f"{name} {result['seconds']:.1f}s ", end="", flush=True)
+            load = run.other_cpu_percent
+            busy = f" (other load {load:.0f}%)" if load >= SUSPECT_PERCENT else ""
+            print(f"{name} {result['seconds']:.1f}s{busy} ", end="", flush=True)
         print()
         _verify(checks, f"round {round_number}")
 

@@ -16,6 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.batches import with_origin
+from beam_etl.datatypes import parse_type
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _csvparse
@@ -23,7 +24,6 @@ from beam_etl.io._csvscan import split_points
 from beam_etl.io._files import match_files
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
-from beam_etl.datatypes import parse_type
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX
+from beam_etl.datatypes import parse_type
 from beam_etl.deadletter import CAST_FAILED, DeadLetter, rejects_from_mask
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.casting import cast_batch, drop_rows
-from beam_etl.datatypes import parse_type
 
 NULL_VALUE = "null_value"
 MISSING_COLUMN = "missing_column"
