@@ -123,7 +123,8 @@ def _apply_batch_function(function: Callable, batch: pa.RecordBatch, step: str) 
             result = result.combine_chunks().to_batches()[0] if result.num_rows else None
         if result is not None and not isinstance(result, pa.RecordBatch):
             raise TypeError(f"returned {type(result).__name__}, not a RecordBatch")
-        return result, [], 0
+        removed = batch.num_rows - (result.num_rows if result is not None else 0)
+        return result, [], max(removed, 0)
     except Exception as exc:  # a user function's failure rejects its batch, not the run
         message = f"{type(exc).__name__}: {exc}"
         mask = pa.array([True] * batch.num_rows)
@@ -138,7 +139,9 @@ class MapBatches(BatchStep):
 
     The fast path for custom logic. If the function raises, that batch's rows leave through
     `error` (`function_failed`, with the exception message) and the run goes on. Rows the
-    function removes are not counted as rejected: count them as dropped by design.
+    function removes are counted as dropped. A function that returns more rows than it got
+    makes the step's counts not add up, which fails the run: split such logic into a
+    transform of its own.
     """
 
     def __init__(self, function: str | Callable) -> None:

@@ -1,0 +1,70 @@
+"""The local runner: no Prism, options reach multi-process workers, DirectRunner maps to it."""
+
+import subprocess
+import sys
+
+from beam_etl.runner import LocalRunner, resolve
+
+CHECK = """
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_etl.runner import LocalRunner
+
+
+class GreetingOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_value_provider_argument("--greeting", default="unset")
+
+
+class EchoFn(beam.DoFn):
+    def __init__(self, greeting):
+        self.greeting = greeting
+
+    def process(self, element):
+        yield f"{self.greeting.get()} {os.getpid()}"
+
+
+options = PipelineOptions(sys.argv[2:])
+with beam.Pipeline(runner=LocalRunner(), options=options) as p:
+    greeting = options.view_as(GreetingOptions).greeting
+    _ = (p | beam.Create(list(range(20))) | beam.ParDo(EchoFn(greeting))
+         | beam.io.WriteToText(sys.argv[1], shard_name_template=""))
+assert "apache_beam.runners.portability.prism_runner" not in sys.modules, "Prism was loaded"
+print(os.getpid())
+"""
+
+
+def test_options_reach_worker_processes_and_prism_is_never_loaded(tmp_path):
+    out = tmp_path / "echo.txt"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHECK,
+            str(out),
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+            "--greeting=hello",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    launcher = result.stdout.strip()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 20
+    assert {line.split()[0] for line in lines} == {"hello"}
+    assert launcher not in {line.split()[1] for line in lines}  # ran in worker processes
+
+
+def test_direct_runner_names_resolve_to_the_local_runner():
+    assert isinstance(resolve(None), LocalRunner)
+    assert isinstance(resolve("DirectRunner"), LocalRunner)
+    assert resolve("PortableRunner") == "PortableRunner"
+    assert resolve("FlinkRunner") == "FlinkRunner"
