@@ -13,6 +13,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 
 HIDDEN_PREFIX: Final = "__beam_etl_"
@@ -23,7 +24,9 @@ LINE_COLUMN: Final = "__beam_etl_line"
 def with_origin(batch: pa.RecordBatch, source: str, lines: Sequence[int] | None) -> pa.RecordBatch:
     """Return `batch` with the hidden origin columns set to `source` and `lines`."""
     n = batch.num_rows
-    files = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([source]))
+    files = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([source])
+    )
     line_array = pa.array(lines, pa.int64()) if lines is not None else pa.nulls(n, pa.int64())
     arrays = [*batch.columns, files, line_array]
     names = [*batch.schema.names, FILE_COLUMN, LINE_COLUMN]

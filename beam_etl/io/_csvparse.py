@@ -14,7 +14,11 @@ import pyarrow.csv as pacsv
 from beam_etl.batches import payload_of
 from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._csvscan import iter_record_blocks, last_record_end, scan_records
+from beam_etl.io._csvscan import (
+    iter_record_blocks,
+    last_record_end,
+    scan_records,
+)
 from beam_etl.transforms.casting import cast_batch, drop_rows
 
 _LOG = logging.getLogger(__name__)
@@ -156,6 +160,18 @@ def _parse_options(delimiter: str, quote_char: str | None, handler) -> pacsv.Par
     )
 
 
+class _InvalidUtf8(Exception):
+    """pyarrow met bytes that are not UTF-8: the block must be checked record by record."""
+
+
+def _raise_unless_conversion_error(exc: pa.ArrowInvalid, path: str) -> None:
+    text = str(exc).lower()
+    if "utf8" in text or "utf-8" in text:
+        raise _InvalidUtf8() from exc
+    if "conversion error" not in text:
+        raise ConnectorError(f"Cannot parse `{path}`: {exc}") from exc
+
+
 class RangeReader:
     """Parses one byte range of one file; `records` counts the data records seen."""
 
@@ -174,14 +190,16 @@ class RangeReader:
         """Yield `(batch, lines)` pairs and `DeadLetter`s for the range."""
         first = self._is_first
         for block in iter_record_blocks(stream, length, self._s.block_size, self._quote):
-            next_line = self._line + block.count(b"\n")
+            newlines = block.count(b"\n")
+            next_line = self._line + newlines
             if first:
                 block = block.removeprefix(_BOM)
                 if self._s.file_header is not None:
                     block = self._skip_header(block)
+                newlines = block.count(b"\n")
             first = False
             if block:
-                yield from self._parse_block(block, self._line)
+                yield from self._parse_block(block, self._line, newlines)
             self._line = next_line
 
     def _skip_header(self, block: bytes) -> bytes:
@@ -229,25 +247,42 @@ class RangeReader:
     def _letter(self, reason: str, message: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter(self._step, reason, message, self._path, line, None, payload)
 
-    def _parse_block(self, block: bytes, line: int) -> Iterator:
-        block, rebuilt_lines, letters = self._decode(block, line)
+    def _parse_block(self, block: bytes, line: int, newlines: int) -> Iterator:
+        rebuilt_lines, letters = None, []
+        if not self._s.is_utf8:  # transcode first; pyarrow parses UTF-8 only
+            block, rebuilt_lines, letters = self._decode(block, line)
+        invalid: list[str] = []
+        try:
+            table, failures = self._convert(block, invalid) if block else (None, [])
+        except _InvalidUtf8:  # rare: find and reject the records with invalid bytes
+            block, rebuilt_lines, letters = self._decode(block, line)
+            invalid.clear()
+            try:
+                table, failures = self._convert(block, invalid) if block else (None, [])
+            except _InvalidUtf8 as exc:
+                raise ConnectorError(
+                    f"`{self._path}` holds bytes that are not UTF-8 near line {line}"
+                ) from exc
         self.records += len(letters)
         yield from letters
-        if not block:
+        if table is None:
             return
-        records = scan_records(block, line, self._quote).nonempty()
-        lines = rebuilt_lines if rebuilt_lines is not None else records.lines
-        self.records += len(records)
-        invalid: list[str] = []
-        table, failures = self._convert(block, invalid)
-        bad_records = self._locate(block, records, invalid)
+        if rebuilt_lines is not None:
+            lines = rebuilt_lines
+        elif table.num_rows + len(invalid) == newlines + (not block.endswith(b"\n")):
+            # One record per line: no empty lines, no quoted newlines. No scan needed.
+            lines = np.arange(line, line + table.num_rows + len(invalid), dtype=np.int64)
+        else:
+            lines = scan_records(block, line, self._quote).nonempty().lines
+        self.records += len(lines)
+        bad_records = self._locate(block, line, invalid)
         for text, index in zip(invalid, bad_records):
-            at = int(lines[index]) if index is not None else None
+            at = int(lines[index]) if index is not None and index < len(lines) else None
             fields = len(self._split(text))
             message = f"Expected {len(self._s.names)} fields, found {fields}"
             yield self._letter(MALFORMED_CSV, message, at, text)
         known = [i for i in bad_records if i is not None]
-        lines_ok: np.ndarray | None = np.delete(lines, known)
+        lines_ok: np.ndarray | None = np.delete(lines, known) if known else lines
         if lines_ok is not None and (len(known) < len(invalid) or len(lines_ok) != table.num_rows):
             _LOG.warning("Line numbers unknown for a block of `%s` near line %d", self._path, line)
             lines_ok = None
@@ -256,16 +291,20 @@ class RangeReader:
     def _split(self, text: str) -> list[str]:
         return _split_header(text.replace("\n", " "), self._s.delimiter, self._s.quote_char)
 
-    def _locate(self, block: bytes, records, texts: list[str]) -> list[int | None]:
+    def _locate(self, block: bytes, line: int, texts: list[str]) -> list[int | None]:
         """Return the record index of each invalid row's text (None if not found)."""
-        starts = {int(start): i for i, start in enumerate(records.starts)}
+        if not texts:
+            return []
+        starts = scan_records(block, line, self._quote).nonempty().starts
         used: set[int] = set()
         found: list[int | None] = []
         for text in texts:
             needle, position, index = text.encode("utf-8"), 0, None
             while (position := block.find(needle, position)) >= 0:
-                if position in starts and starts[position] not in used:
-                    index = starts[position]
+                candidate = int(np.searchsorted(starts, position))
+                is_start = candidate < len(starts) and starts[candidate] == position
+                if is_start and candidate not in used:
+                    index = candidate
                     used.add(index)
                     break
                 position += 1
@@ -293,11 +332,14 @@ class RangeReader:
         try:
             return parse(self._s.types), []
         except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc).lower():
-                raise ConnectorError(f"Cannot parse `{self._path}`: {exc}") from exc
+            _raise_unless_conversion_error(exc, self._path)
         invalid.clear()  # parsing again reports the same invalid rows again
         as_text = {name: pa.string() for name in self._s.names}
-        table = parse(as_text).combine_chunks()
+        try:
+            table = parse(as_text).combine_chunks()
+        except pa.ArrowInvalid as exc:
+            _raise_unless_conversion_error(exc, self._path)
+            raise
         batch = table.to_batches()[0] if table.num_rows else None
         if batch is None:
             return table.cast(self._s.schema), []

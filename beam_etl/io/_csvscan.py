@@ -61,8 +61,26 @@ def scan_records(block: bytes, first_line: int, quote: int | None) -> Records:
 
 
 def last_record_end(block: bytes, quote: int | None) -> int:
-    """Return the offset just past the last record-ending newline of `block`, or -1."""
-    data = np.frombuffer(block, dtype=np.uint8)
+    """Return the offset just past the last record-ending newline of `block`, or -1.
+
+    Walks back from the end over newlines, counting quotes with `bytes.count` (C speed), so
+    the usual case touches only the last few lines of the block.
+    """
+    if quote is None:
+        position = block.rfind(b"\n")
+        return position + 1 if position >= 0 else -1
+    mark = bytes([quote])
+    total = block.count(mark)
+    end, after = len(block), 0
+    for _ in range(256):
+        position = block.rfind(b"\n", 0, end)
+        if position < 0:
+            return -1
+        after += block.count(mark, position, end)
+        if (total - after) % 2 == 0:
+            return position + 1
+        end = position
+    data = np.frombuffer(block, dtype=np.uint8)  # a very long quoted field: scan it all
     ends, _ = _record_newlines(data, quote)
     return int(ends[-1]) + 1 if len(ends) else -1
 

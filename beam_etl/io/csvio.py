@@ -111,6 +111,7 @@ class ReadFromCsv(beam.PTransform):
         infer_bytes: int = 1 << 20,
         split_size_mb: float = 64,
         block_size_mb: float = 16,
+        split: bool | None = None,
     ) -> None:
         """Args:
         path: a file, a glob pattern (`data/*.csv`) or a list of them.
@@ -125,6 +126,9 @@ class ReadFromCsv(beam.PTransform):
         infer_bytes: how much of the first file type inference looks at.
         split_size_mb: files larger than this are read in ranges of about this size.
         block_size_mb: how much one parse call handles (bounds memory per worker).
+        split: cut large files into ranges (true), never (false), or when the run has more
+            than one worker (null, the default: one local worker gains nothing from splits,
+            which cost one extra pass over the file to find record boundaries).
         """
         super().__init__()
         _check_char("delimiter", delimiter)
@@ -140,6 +144,7 @@ class ReadFromCsv(beam.PTransform):
         self.path = path
         self._files = match_files(path)
         self._split_bytes = int(split_size_mb * _MB)
+        self.split = split
         self._settings = _csvparse.plan(
             self._files[0][0],
             declared=declared,
@@ -160,15 +165,29 @@ class ReadFromCsv(beam.PTransform):
 
     def expand(self, pbegin):
         quote = ord(self._settings.quote_char) if self._settings.quote_char else None
+        split = self.split if self.split is not None else _parallel(pbegin.pipeline)
+        split_bytes = self._split_bytes if split else 1 << 62
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(self._split_bytes, quote))
+            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, quote))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
             >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)
         )
         return WithErrors(parsed[OUTPUT], parsed[ERROR])
+
+
+def _parallel(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline may run on more than one worker (anything but one local worker)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_etl.runner import LocalRunner
+
+    if not isinstance(pipeline.runner, LocalRunner):
+        return True
+    direct = pipeline.options.view_as(DirectOptions)
+    return direct.direct_running_mode != "in_memory" or direct.direct_num_workers != 1
 
 
 def _check_char(name: str, value: Any) -> None:

@@ -19,14 +19,22 @@ from beam_etl.io._files import (
 _COMPRESSIONS = ("snappy", "gzip", "brotli", "zstd", "lz4", "none")
 
 
+DEFAULT_ROW_GROUP_ROWS = 262_144
+
+
 class _ParquetWriter(BundleWriter):
+    """Writes a bundle's batches to part files, gathering them into row groups of
+    `row_group_size` rows (small batches would otherwise make small row groups)."""
+
     suffix = ".parquet"
 
     def __init__(self, folder: str, compression: str, row_group_size: int | None) -> None:
         super().__init__(folder)
         self._compression = compression
-        self._row_group_size = row_group_size
+        self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
         self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
         self._path = ""
         self._rows = 0
 
@@ -40,11 +48,21 @@ class _ParquetWriter(BundleWriter):
             self._path = self.new_path()
             self._writer = pq.ParquetWriter(self._path, batch.schema, compression=self._compression)
             self._rows = 0
-        self._writer.write_batch(batch, row_group_size=self._row_group_size)
-        self._rows += batch.num_rows
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self._row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is not None and self._pending:
+            table = pa.Table.from_batches(self._pending)
+            self._writer.write_table(table, row_group_size=self._row_group_size)
+            self._rows += table.num_rows
+        self._pending, self._pending_rows = [], 0
 
     def _close_current(self) -> None:
         if self._writer is not None:
+            self._flush()
             self._writer.close()
             self.parts.append((self._path, self._rows))
             self._writer = None
@@ -93,7 +111,7 @@ class WriteToParquet(beam.PTransform):
         """Args:
         path: the output folder; replaced only if empty or written by beam_etl before.
         compression: one of snappy, gzip, brotli, zstd, lz4, none.
-        row_group_size: maximum rows per row group (pyarrow's default when not given).
+        row_group_size: rows per row group (262,144 when not given).
         run_id: recorded in the folder's `_SUCCESS` marker; a fresh id when not given.
         """
         super().__init__()

@@ -55,6 +55,15 @@ def cast_array(
     """
     if array.type == target:
         return array, []
+    try:
+        return pc.cast(array, target), []
+    except (pa.ArrowInvalid, OverflowError):
+        pass  # padded text, or values that do not convert: try again below
+    except pa.ArrowNotImplementedError as exc:
+        raise ValueError(
+            f"Column `{column}` of type `{type_name(array.type)}` cannot be cast to "
+            f"`{type_name(target)}`"
+        ) from exc
     prepared = _prepare(array, target)
     try:
         return pc.cast(prepared, target), []

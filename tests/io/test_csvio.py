@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
 from beam_etl.errors import ConnectorError
-from beam_etl.io.csvio import ReadFromCsv
+from beam_etl.io.csvio import ReadFromCsv, _PlanRangesFn
 
 
 def test_reads_typed_rows_and_rejects_bad_ones_with_their_lines(pipeline, write_file):
@@ -138,7 +138,7 @@ def test_byte_range_splits_read_every_row_exactly_once(pipeline, tmp_path):
         lines.append(f"{i},{text},{rng.randint(0, 9)}")
     path = tmp_path / "split.csv"
     path.write_text("\n".join(lines) + "\n")
-    read = ReadFromCsv(str(path), split_size_mb=0.05, block_size_mb=0.02)
+    read = ReadFromCsv(str(path), split_size_mb=0.05, block_size_mb=0.02, split=True)
     out = pipeline | read
     ids = out.output | beam.FlatMap(lambda b: b.column("id").to_pylist())
     first_lines = out.output | beam.FlatMap(
@@ -152,4 +152,8 @@ def test_byte_range_splits_read_every_row_exactly_once(pipeline, tmp_path):
     assert_that(first_lines, equal_to(expected_lines), label="LinesExact")
     assert_that(out.error, equal_to([]), label="NoErrors")
     assert path.stat().st_size > 1_000_000
+    ranges = list(
+        _PlanRangesFn(int(0.05 * 2**20), ord('"')).process((str(path), path.stat().st_size))
+    )
+    assert len(ranges) > 20  # the file really is read in many ranges
     pipeline.run().wait_until_finish()
