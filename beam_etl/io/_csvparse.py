@@ -248,7 +248,8 @@ class RangeReader:
         return DeadLetter(self._step, reason, message, self._path, line, None, payload)
 
     def _parse_block(self, block: bytes, line: int, newlines: int) -> Iterator:
-        rebuilt_lines, letters = None, []
+        rebuilt_lines: np.ndarray | None = None
+        letters: list[DeadLetter] = []
         if not self._s.is_utf8:  # transcode first; pyarrow parses UTF-8 only
             block, rebuilt_lines, letters = self._decode(block, line)
         invalid: list[str] = []
