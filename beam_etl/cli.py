@@ -93,6 +93,7 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
     """
     import apache_beam as beam
 
+    from beam_etl.io._files import discard_staging
     from beam_etl.runner import resolve
 
     options, runner_name = _pipeline_options(beam_args)
@@ -106,6 +107,7 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
         result.wait_until_finish()
     except Exception as exc:  # any failure inside the run: report it, then fail the run
         error = failure_message(exc, plan.loaded.redact)
+        discard_staging(plan.transforms.values())
     names = [node.name for node in plan.ordered]
     steps = step_reports(
         plan.ordered,

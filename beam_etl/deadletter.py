@@ -112,9 +112,10 @@ class WriteToDeadLetters(beam.PTransform):
         from beam_etl.io._files import PublishSingleFile
 
         lines = letters | "ToJson" >> beam.Map(lambda letter, run: letter.to_json(run), self.run_id)
-        return lines | "Publish" >> PublishSingleFile(
-            self.path, label=self.label, sort_key=_by_origin
-        )
+        publish = PublishSingleFile(self.path, label=self.label, sort_key=_by_origin)
+        written = lines | "Publish" >> publish
+        self.staging = publish.staging
+        return written
 
 
 def _by_origin(line: str) -> tuple:

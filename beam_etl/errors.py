@@ -74,6 +74,10 @@ class ConnectorError(BeamEtlError):
     """A source or sink cannot do its work: missing file, unreadable data, refused connection."""
 
 
+class DataError(BeamEtlError):
+    """The data does not fit the pipeline (a column a step needs is missing, ...)."""
+
+
 class UsageError(BeamEtlError):
     """The command line is wrong."""
 

@@ -157,6 +157,7 @@ sinks:
     assert report["status"] == "failed"
     assert "Header of" in report["error"]
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / ".beam_etl-staging").exists()  # staged parts were discarded
 
 
 def test_secrets_from_environment_never_printed(tmp_path, capsys, monkeypatch):

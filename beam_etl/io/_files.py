@@ -218,7 +218,7 @@ class PublishSingleFile(beam.PTransform):
         self._sort_key = sort_key
 
     def expand(self, lines):
-        folder = staging_dir(self._path, uuid.uuid4().hex[:12])
+        self.staging = folder = staging_dir(self._path, uuid.uuid4().hex[:12])
         return lines | StageAndPublish(
             _TextWriter,
             folder,
@@ -260,6 +260,15 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
     shutil.rmtree(folder, ignore_errors=True)
     remove_if_empty(os.path.dirname(folder))
     return rows
+
+
+def discard_staging(transforms) -> None:
+    """Remove the staging folders of the given sinks after a failed run (never published)."""
+    for transform in transforms:
+        folder = getattr(transform, "staging", None)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+            remove_if_empty(os.path.dirname(folder))
 
 
 def remove_if_empty(path: str) -> None:

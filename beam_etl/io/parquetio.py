@@ -127,7 +127,7 @@ class WriteToParquet(beam.PTransform):
         self.run_id = run_id or new_run_id()
 
     def expand(self, batches):
-        folder = staging_dir(self.path, uuid.uuid4().hex[:12])
+        self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         return batches | StageAndPublish(
             _MakeParquetWriter(self.compression, self.row_group_size),
             folder,

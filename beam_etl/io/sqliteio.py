@@ -211,7 +211,7 @@ class WriteToSqlite(beam.PTransform):
         self.run_id = run_id or new_run_id()
 
     def expand(self, batches):
-        folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
+        self.staging = folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
         return batches | StageAndPublish(
             _IpcWriter,
             folder,

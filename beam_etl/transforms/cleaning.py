@@ -1,6 +1,7 @@
 """Cleaning processors on Arrow batches: cast, select, rename, reject or drop nulls."""
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -8,7 +9,8 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX
 from beam_etl.datatypes import parse_type
-from beam_etl.deadletter import CAST_FAILED, DeadLetter, rejects_from_mask
+from beam_etl.deadletter import CAST_FAILED, OUTPUT, DeadLetter, rejects_from_mask
+from beam_etl.errors import DataError
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.casting import cast_batch, drop_rows
 
@@ -134,15 +136,27 @@ class DropNulls(BatchStep):
         return functools.partial(_reject_nulls, self.columns, self.reject)
 
 
+def _require(batch: pa.RecordBatch, columns, step: str) -> None:
+    try:
+        check_columns(batch.schema, columns)
+    except ValueError as exc:
+        raise DataError(f"{exc} (step `{step}`)") from None
+
+
 def _select(columns: list[str], batch: pa.RecordBatch, step: str) -> BatchResult:
-    if (letters := _missing(batch, columns, step)) is not None:
-        return None, letters, 0
+    _require(batch, columns, step)
     hidden = [n for n in batch.schema.names if n.startswith(HIDDEN_PREFIX)]
     return batch.select(columns + hidden), [], 0
 
 
 class SelectColumns(BatchStep):
-    """Keep only `columns`, in that order (origin columns are kept too). Order of rows kept."""
+    """Keep only `columns`, in that order (origin columns are kept too). Order of rows kept.
+
+    Rejects nothing: a missing column fails the run (and is caught when the spec is loaded
+    wherever the input schema is known).
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
 
     def __init__(self, columns: list[str]) -> None:
         """Args:
@@ -162,13 +176,18 @@ class SelectColumns(BatchStep):
 
 
 def _rename(mapping: dict[str, str], batch: pa.RecordBatch, step: str) -> BatchResult:
-    if (letters := _missing(batch, mapping, step)) is not None:
-        return None, letters, 0
+    _require(batch, mapping, step)
     return batch.rename_columns([mapping.get(n, n) for n in batch.schema.names]), [], 0
 
 
 class RenameColumns(BatchStep):
-    """Rename columns (`{old: new}`); other columns and the order are untouched."""
+    """Rename columns (`{old: new}`); other columns and the order are untouched.
+
+    Rejects nothing: a missing column fails the run (and is caught when the spec is loaded
+    wherever the input schema is known).
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
 
     def __init__(self, columns: dict[str, str]) -> None:
         """Args:
