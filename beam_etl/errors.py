@@ -78,6 +78,10 @@ class DataError(BeamEtlError):
     """The data does not fit the pipeline (a column a step needs is missing, ...)."""
 
 
+class CheckFailedError(BeamEtlError):
+    """A data-quality check with severity `fail` failed: the sinks publish nothing."""
+
+
 class UsageError(BeamEtlError):
     """The command line is wrong."""
 

@@ -23,7 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.errors import ConnectorError
+from beam_etl.errors import CheckFailedError, ConnectorError
 from beam_etl.metrics import ROWS_WRITTEN, step_counter
 
 SUCCESS_MARKER: Final = "_SUCCESS"
@@ -111,7 +111,11 @@ class _PublishFn(beam.DoFn):
         self._publish = publish
         self._step = step
 
-    def process(self, parts: list[Part]):
+    def process(self, parts: list[Part], gates=()):
+        failed = [gate for gate in gates if not getattr(gate, "passed", True)]
+        if failed:  # a `fail` check failed somewhere in the run: publish nothing
+            reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
+            raise CheckFailedError(f"Nothing published by `{self._step}`: {reasons}")
         written = self._publish(sorted(parts))
         step_counter(self._step, ROWS_WRITTEN).inc(written)
         yield written
@@ -120,6 +124,8 @@ class _PublishFn(beam.DoFn):
 class StageAndPublish(beam.PTransform):
     """Stage every bundle with `make_writer`, then call `publish(parts)` once, at the end.
 
+    `gates`: PCollections of check results (objects with `passed` and `message`); when
+    given, publishing waits for all of them and publishes nothing if any failed.
     Output: a PCollection with one element, the number of rows published.
     """
 
@@ -130,20 +136,26 @@ class StageAndPublish(beam.PTransform):
         publish: Callable[[list[Part]], int],
         *,
         step: str,
+        gates: tuple = (),
     ) -> None:
         super().__init__()
         self._make_writer = make_writer
         self._folder = folder
         self._publish = publish
         self._step = step
+        self._gates = tuple(gates)
 
     def expand(self, pcoll):
-        return (
+        parts = (
             pcoll
             | "Stage" >> beam.ParDo(_StageFn(self._make_writer, self._folder))
             | "AwaitBundles" >> beam.combiners.ToList()
-            | "Publish" >> beam.ParDo(_PublishFn(self._publish, self._step))
         )
+        publish = _PublishFn(self._publish, self._step)
+        if not self._gates:
+            return parts | "Publish" >> beam.ParDo(publish)
+        gates = self._gates | "MergeGates" >> beam.Flatten()
+        return parts | "Publish" >> beam.ParDo(publish, gates=beam.pvalue.AsList(gates))
 
 
 class _TextWriter(BundleWriter):

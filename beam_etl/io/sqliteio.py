@@ -209,6 +209,7 @@ class WriteToSqlite(beam.PTransform):
         self.table = table
         self.mode = mode
         self.run_id = run_id or new_run_id()
+        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
         self.staging = folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
@@ -217,4 +218,5 @@ class WriteToSqlite(beam.PTransform):
             folder,
             _PublishSqlite(self.database, self.table, self.mode, folder, self.run_id),
             step=self.label,
+            gates=self.gates,
         )

@@ -6,21 +6,22 @@ import apache_beam as beam
 
 from beam_etl.metrics import ROWS_OUT, ROWS_REJECTED, CountRows
 from beam_etl.spec.model import Node
-from beam_etl.spec.registry import SINK
+from beam_etl.spec.registry import SINK, outputs_of
 
 Outputs = dict[tuple[str, str], Any]
 
 
-def _named_outputs(node: Node, result: Any) -> dict[str, Any]:
-    if node.kind == SINK:
-        return {}
+def _named_outputs(node: Node, transform: Any, result: Any) -> dict[str, Any]:
+    declared = outputs_of(transform, node.kind)
     if hasattr(result, "_fields"):  # a NamedTuple such as WithErrors(output, error)
-        return dict(zip(result._fields, result))
-    if isinstance(result, dict):
-        return dict(result)
-    if isinstance(result, beam.pvalue.DoOutputsTuple):
-        return {tag: result[tag] for tag in result._tags} | {"output": result[None]}
-    return {"output": result}
+        named = dict(zip(result._fields, result))
+    elif isinstance(result, dict):
+        named = dict(result)
+    elif isinstance(result, beam.pvalue.DoOutputsTuple):
+        named = {tag: result[tag] for tag in result._tags} | {"output": result[None]}
+    else:
+        named = {"output": result}
+    return {name: pcoll for name, pcoll in named.items() if name in declared}
 
 
 def _input_of(node: Node, transform: Any, outputs: Outputs) -> Any:
@@ -36,15 +37,22 @@ def build(pipeline: beam.Pipeline, ordered: list[Node], transforms: dict[str, An
     """Apply every node to `pipeline` in order; return each node's named outputs.
 
     Every output is also counted (`<node>:rows_out`, `<node>:rows_rejected`) for the run report.
+    Sinks are applied last, so that each can be handed every quality gate of the run (the
+    `gate` output of checks): a sink with a `gates` attribute publishes only if all pass.
     """
     outputs: Outputs = {}
-    for node in ordered:
+    gates: list[Any] = []
+    for node in [n for n in ordered if n.kind != SINK] + [n for n in ordered if n.kind == SINK]:
         transform = transforms[node.name]
+        if node.kind == SINK and hasattr(transform, "gates"):
+            transform.gates = tuple(gates)
         if node.inputs:
             result = _input_of(node, transform, outputs) | node.name >> transform
         else:
             result = pipeline | node.name >> transform
-        for output, pcoll in _named_outputs(node, result).items():
+        if hasattr(result, "_fields") and "gate" in result._fields:
+            gates.append(result.gate)
+        for output, pcoll in _named_outputs(node, transform, result).items():
             outputs[(node.name, output)] = pcoll
             what = ROWS_REJECTED if output == "error" else ROWS_OUT
             _ = pcoll | f"Count[{node.name}.{output}]" >> CountRows(node.name, what)

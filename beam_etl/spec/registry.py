@@ -138,8 +138,11 @@ def summary(factory: Any) -> str:
     return (inspect.getdoc(factory) or "").splitlines()[0] if inspect.getdoc(factory) else ""
 
 
-def outputs_of(factory: Any, kind: str) -> tuple[str, ...]:
-    """Return the named outputs a spec may reference on a node of this factory."""
-    if kind == SINK:
-        return ()
-    return tuple(getattr(factory, "OUTPUTS", ("output",)))
+def outputs_of(transform: Any, kind: str) -> tuple[str, ...]:
+    """Return the named outputs a spec may reference on a node (a factory or an instance).
+
+    A transform declares them in `OUTPUTS`; by default a source or step has one, `output`,
+    and a sink none (a sink may declare some, such as `error` for rows a database refused).
+    """
+    default: tuple[str, ...] = () if kind == SINK else ("output",)
+    return tuple(getattr(transform, "OUTPUTS", default))

@@ -58,7 +58,7 @@ def check_config(node: Node, factory: Any) -> None:
         )
 
 
-def check_inputs(spec: Spec, factories: dict[str, tuple[Entry, Any]]) -> None:
+def check_inputs(spec: Spec, transforms: dict[str, Any]) -> None:
     """Inputs must name existing, non-sink nodes and outputs those nodes have."""
     by_name = {n.name: n for n in spec.nodes}
     for node in spec.nodes:
@@ -67,13 +67,13 @@ def check_inputs(spec: Spec, factories: dict[str, tuple[Entry, Any]]) -> None:
             if target is None:
                 hint = did_you_mean(ref.node, [n for n in by_name if n != node.name])
                 raise SpecError(f"Unknown input `{ref}`.{hint}", step=node.name, line=ref.line)
-            if target.kind == SINK:
+            outputs = outputs_of(transforms[target.name], target.kind)
+            if target.kind == SINK and not outputs:
                 raise SpecError(
                     f"Input `{ref}` is a sink; sinks have no output to read",
                     step=node.name,
                     line=ref.line,
                 )
-            outputs = outputs_of(factories[target.name][1], target.kind)
             if ref.output not in outputs:
                 raise SpecError(
                     f"`{target.name}` has no output `{ref.output}` (outputs: {', '.join(outputs)})",
@@ -105,11 +105,11 @@ def topological_order(spec: Spec) -> list[Node]:
     return ordered
 
 
-def check_consumed(spec: Spec, factories: dict[str, tuple[Entry, Any]]) -> None:
+def check_consumed(spec: Spec, transforms: dict[str, Any]) -> None:
     """Every output of every source and step must be read by some node."""
     consumed = {(ref.node, ref.output) for node in spec.nodes for ref in node.inputs}
     for node in spec.nodes:
-        for output in outputs_of(factories[node.name][1], node.kind):
+        for output in outputs_of(transforms[node.name], node.kind):
             if (node.name, output) in consumed:
                 continue
             if output == "output":
@@ -172,13 +172,19 @@ def _first_key(node: Node) -> str:
 
 
 def validate(spec: Spec, run_id: str) -> tuple[list[Node], dict[str, Any]]:
-    """Validate the whole spec; return the nodes in build order and their transforms."""
+    """Validate the whole spec; return the nodes in build order and their transforms.
+
+    Transforms are built before the graph checks because a transform's outputs may depend
+    on its configuration (a split step names its outputs).
+    """
     factories = check_types(spec)
     for node in spec.nodes:
         check_config(node, factories[node.name][1])
-    check_inputs(spec, factories)
+    transforms = {
+        node.name: construct(node, factories[node.name][1], run_id) for node in spec.nodes
+    }
+    check_inputs(spec, transforms)
     ordered = topological_order(spec)
-    check_consumed(spec, factories)
-    transforms = {node.name: construct(node, factories[node.name][1], run_id) for node in ordered}
+    check_consumed(spec, transforms)
     check_schemas(ordered, transforms)
     return ordered, transforms

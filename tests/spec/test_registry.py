@@ -11,7 +11,34 @@ from beam_etl.run import main
 from beam_etl.spec import registry
 
 PLUGIN = '''
+from typing import Any, NamedTuple
+
 import apache_beam as beam
+
+
+class Gate(NamedTuple):
+    passed: bool
+    message: str
+
+
+class Checked(NamedTuple):
+    output: Any
+    gate: Any
+
+
+class RequireRows(beam.PTransform):
+    """Pass batches through; the gate fails when fewer than `minimum` rows arrive."""
+
+    def __init__(self, minimum: int) -> None:
+        super().__init__()
+        self.minimum = minimum
+
+    def expand(self, batches):
+        count = batches | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
+        gate = count | beam.Map(
+            lambda n, low: Gate(n >= low, f"{n} rows, fewer than {low}"), self.minimum
+        )
+        return Checked(batches, gate)
 
 
 class LoseRows(beam.PTransform):
@@ -36,6 +63,7 @@ def plugin(tmp_path, monkeypatch):
     )
     (site / "acme_steps-1.0.dist-info" / "entry_points.txt").write_text(
         "[beam_etl.transforms]\nLoseRows = acme_steps:LoseRows\n"
+        "RequireRows = acme_steps:RequireRows\n"
     )
     (site / "acme_steps.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(site))
@@ -75,3 +103,35 @@ def test_a_step_that_loses_rows_fails_the_run(plugin, tmp_path, capsys):
     lose = next(step for step in report["steps"] if step["name"] == "lose")
     assert (lose["rows_in"], lose["rows_out"], lose["balanced"]) == (3, 1, False)
     assert report["status"] == "failed"
+
+
+def _gated_spec(tmp_path, minimum: int) -> str:
+    (tmp_path / "in.csv").write_text("a\n1\n2\n3\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        sources:
+          - {{name: src, type: ReadFromCsv, config: {{path: "{tmp_path}/in.csv"}}}}
+        steps:
+          - {{name: enough, type: RequireRows, input: src, config: {{minimum: {minimum}}}}}
+        sinks:
+          - {{name: out, type: WriteToSqlite, input: enough,
+             config: {{database: "{tmp_path}/w.sqlite", table: t}}}}
+          - {{name: dl, type: WriteToDeadLetters, input: src.error,
+             config: {{path: "{tmp_path}/dl.jsonl"}}}}
+        """)
+    )
+    return str(spec)
+
+
+def test_a_failed_gate_stops_publishing_and_fails_the_run(plugin, tmp_path, capsys):
+    import sqlite3
+
+    spec = _gated_spec(tmp_path, minimum=1)
+    assert main(["--pipeline", spec, "--output-dir", str(tmp_path), "--run-id", "ok"]) == 0
+    spec = _gated_spec(tmp_path, minimum=5)
+    assert main(["--pipeline", spec, "--output-dir", str(tmp_path), "--run-id", "no"]) == 1
+    err = capsys.readouterr().err
+    assert "CheckFailedError: Nothing published by `out`: 3 rows, fewer than 5" in err
+    runs = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT run_id FROM _beam_etl_runs")
+    assert runs.fetchall() == [("ok",)]  # the failed run published nothing
