@@ -3,11 +3,30 @@
 ```python
 from beam_etl.io import ReadFromCsv, WriteToParquet, WriteToSqlite
 ```
+Names are imported on first use, so a connector whose driver is not installed (fastavro,
+openpyxl, psycopg2, pymysql) costs nothing until it is used.
 """
 
-from beam_etl.deadletter import WriteToDeadLetters
-from beam_etl.io.csvio import ReadFromCsv
-from beam_etl.io.parquetio import WriteToParquet
-from beam_etl.io.sqliteio import WriteToSqlite
+import importlib
+from typing import Any
 
-__all__ = ["ReadFromCsv", "WriteToDeadLetters", "WriteToParquet", "WriteToSqlite"]
+_WHERE = {
+    "ReadFromCsv": "beam_etl.io.csvio",
+    "WriteToParquet": "beam_etl.io.parquetio",
+    "WriteToSqlite": "beam_etl.io.sqliteio",
+    "WriteToDeadLetters": "beam_etl.deadletter",
+    "ReadFromAvro": "beam_etl.io.avroio",
+    "WriteToAvro": "beam_etl.io.avroio",
+    "ReadFromExcel": "beam_etl.io.excelio",
+    "WriteToExcel": "beam_etl.io.excelio",
+    "WriteToHtml": "beam_etl.io.htmlio",
+    "WriteToMarkdown": "beam_etl.io.htmlio",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module `beam_etl.io` has no attribute `{name}`")
