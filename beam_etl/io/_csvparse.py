@@ -49,12 +49,17 @@ class ParseSettings:
 
 
 def _read_sample(path: str, size: int) -> bytes:
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    from beam_etl.io._compressed import ChunkStream, is_compressed
+
+    if is_compressed(path):
+        return ChunkStream(path, min(size, 1 << 24)).read(size)
     try:
-        with FileSystems.open(path) as stream:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             return stream.read(size)
-    except Exception as exc:
+    except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
         raise ConnectorError(f"Cannot read `{path}`: {exc}") from exc
 
 

@@ -20,6 +20,7 @@ from beam_etl.datatypes import parse_type
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _csvparse
+from beam_etl.io._compressed import ChunkStream, is_compressed
 from beam_etl.io._csvscan import split_points
 from beam_etl.io._files import match_files
 from beam_etl.metrics import ROWS_READ, step_counter
@@ -28,10 +29,6 @@ from beam_etl.transforms.outputs import WithErrors
 _LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")
 _MB: Final = 1 << 20
-
-
-def _is_compressed(path: str) -> bool:
-    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
 
 
 class _PlanRangesFn(beam.DoFn):
@@ -43,14 +40,14 @@ class _PlanRangesFn(beam.DoFn):
 
     def process(self, file: tuple[str, int]) -> Iterator[tuple[str, int, int | None, int, bool]]:
         path, size = file
-        if _is_compressed(path) or size <= self._split_bytes:
-            yield (path, 0, None, 1, True)
-            return
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            points = split_points(stream, size, self._split_bytes, self._quote)
-        bounds = [offset for offset, _ in points[1:]] + [size]
+        points, bounds = [(0, 1)], [size]
+        if not is_compressed(path) and size > self._split_bytes:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                points = split_points(stream, size, self._split_bytes, self._quote)
+            bounds = [offset for offset, _ in points[1:]] + [size]
         for (offset, line), end in zip(points, bounds):
-            yield (path, offset, end - offset, line, offset == 0)
+            length = None if len(points) == 1 else end - offset  # one range: to the end
+            yield (path, offset, length, line, offset == 0)
 
 
 class _ReadRangeFn(beam.DoFn):
@@ -63,22 +60,27 @@ class _ReadRangeFn(beam.DoFn):
 
     def process(self, file_range: tuple[str, int, int | None, int, bool]):
         path, start, length, first_line, is_first = file_range
-        compression = CompressionTypes.AUTO if start == 0 else CompressionTypes.UNCOMPRESSED
-        try:
-            stream = FileSystems.open(path, compression_type=compression)
-        except Exception as exc:
-            raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
-        with stream:
-            if start:
-                stream.seek(start)
-            reader = _csvparse.RangeReader(self._options, self._step, path, first_line, is_first)
-            for result in reader.read(stream, length):
-                if isinstance(result, DeadLetter):
-                    yield beam.pvalue.TaggedOutput(ERROR, result)
-                else:
-                    batch, lines = result
-                    yield with_origin(batch, path, lines)
-            self._rows_read.inc(reader.records)
+        reader = _csvparse.RangeReader(self._options, self._step, path, first_line, is_first)
+        if is_compressed(path):  # read whole; a truncated stream is an error, not less data
+            yield from self._emit(reader, ChunkStream(path), None, path)
+        else:
+            try:
+                stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
+                raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
+            with stream:
+                if start:
+                    stream.seek(start)
+                yield from self._emit(reader, stream, length, path)
+
+    def _emit(self, reader, stream, length: int | None, path: str):
+        for result in reader.read(stream, length):
+            if isinstance(result, DeadLetter):
+                yield beam.pvalue.TaggedOutput(ERROR, result)
+            else:
+                batch, lines = result
+                yield with_origin(batch, path, lines)
+        self._rows_read.inc(reader.records)
 
 
 class ReadFromCsv(beam.PTransform):

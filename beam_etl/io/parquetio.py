@@ -1,25 +1,93 @@
-"""Parquet sink on pyarrow: one folder of part files, published atomically at the end."""
+"""Parquet source and sink on pyarrow.
 
+The sink writes one folder of part files (Hive-style partition folders if asked), with one
+schema across all parts, published atomically at the end. The source reads row groups in
+parallel, with column projection and row filters pushed down to pyarrow.
+"""
+
+import datetime
+import json
+import os
+import shutil
 import uuid
+from typing import Any, Final
+from urllib.parse import quote
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from beam_etl.batches import visible
+from beam_etl.batches import visible, with_origin
+from beam_etl.errors import ConnectorError, DataError
 from beam_etl.io._files import (
+    SUCCESS_MARKER,
     BundleWriter,
     Part,
     StageAndPublish,
+    match_files,
     new_run_id,
     publish_folder,
+    remove_if_empty,
     staging_dir,
 )
+from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.transforms.expr import compile_expression, result_type
 
 _COMPRESSIONS = ("snappy", "gzip", "brotli", "zstd", "lz4", "none")
 
 
 DEFAULT_ROW_GROUP_ROWS = 262_144
+#: Folder value for a null or empty partition value (Hive's; pyarrow reads it back as null).
+NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
+
+
+def conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """Return `data` with exactly the fields of `schema`: missing ones null, others cast.
+
+    Raises:
+        pyarrow.ArrowInvalid: a value does not cast (the schemas are incompatible).
+    """
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    columns = []
+    for field in schema:
+        if field.name not in table.schema.names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        columns.append(column if column.type == field.type else column.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def unified_schema(schemas: list[pa.Schema], target: str) -> pa.Schema:
+    """Return the one schema all `schemas` convert to (`null` columns take the other type).
+
+    Raises:
+        ConnectorError: two schemas give one column types that do not convert.
+    """
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ConnectorError(
+            f"Batches written to `{target}` have incompatible types: {exc}"
+        ) from exc
+
+
+def partition_segment(name: str, value: Any) -> str:
+    """Return the folder name `name=value`, percent-encoded so it is always one safe segment.
+
+    Every byte but letters, digits and `_.-~` is encoded (`/`, `\\`, NUL, `=`, `%` included),
+    as pyarrow's Hive partitioning decodes it; null and empty values are `NULL_PARTITION`.
+    """
+    if isinstance(value, (datetime.date, datetime.time)):
+        text = value.isoformat()
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    else:
+        text = "" if value is None else str(value)
+    return f"{quote(name, safe='')}={quote(text, safe='') or NULL_PARTITION}"
 
 
 class _ParquetWriter(BundleWriter):
@@ -33,29 +101,35 @@ class _ParquetWriter(BundleWriter):
         self._compression = compression
         self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
         self._writer: pq.ParquetWriter | None = None
-        self._pending: list[pa.RecordBatch] = []
+        self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._path = ""
         self._rows = 0
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        batch = visible(batch)
-        if batch.num_rows == 0:
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        data = (
+            pa.Table.from_batches([visible(batch)]) if isinstance(batch, pa.RecordBatch) else batch
+        )
+        if data.num_rows == 0:
             return
-        if self._writer is not None and not batch.schema.equals(self._writer.schema):
-            self._close_current()  # a batch of another shape starts a part of its own
+        if self._writer is not None and not data.schema.equals(self._writer.schema):
+            current = self._writer.schema
+            if unified_schema([current, data.schema], self.folder).equals(current):
+                data = conform(data, current)  # fewer columns or null-typed ones: same part
+            else:
+                self._close_current()  # a batch of another shape starts a part of its own
         if self._writer is None:
             self._path = self.new_path()
-            self._writer = pq.ParquetWriter(self._path, batch.schema, compression=self._compression)
+            self._writer = pq.ParquetWriter(self._path, data.schema, compression=self._compression)
             self._rows = 0
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
+        self._pending.append(data)
+        self._pending_rows += data.num_rows
         if self._pending_rows >= self._row_group_size:
             self._flush()
 
     def _flush(self) -> None:
         if self._writer is not None and self._pending:
-            table = pa.Table.from_batches(self._pending)
+            table = pa.concat_tables(self._pending)
             self._writer.write_table(table, row_group_size=self._row_group_size)
             self._rows += table.num_rows
         self._pending, self._pending_rows = [], 0
@@ -72,22 +146,129 @@ class _ParquetWriter(BundleWriter):
         return self.parts
 
 
+class _PartitionedWriter(BundleWriter):
+    """Splits each batch by the values of the partition columns, into one `_ParquetWriter`
+    per partition folder (`year=2013/month=1/`); the partition columns leave the files."""
+
+    def __init__(
+        self, folder: str, compression: str, row_group_size: int | None, partition_by: list[str]
+    ) -> None:
+        super().__init__(folder)
+        self._settings = (compression, row_group_size)
+        self._partition_by = partition_by
+        self._writers: dict[str, _ParquetWriter] = {}
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        table = pa.Table.from_batches([visible(batch)])
+        missing = [name for name in self._partition_by if name not in table.schema.names]
+        if missing:
+            raise DataError(
+                f"Partition column(s) {', '.join(f'`{n}`' for n in missing)} not in the input "
+                f"(columns: {', '.join(table.schema.names)})"
+            )
+        keys = table.select(self._partition_by).group_by(self._partition_by, use_threads=False)
+        written = 0
+        for values in keys.aggregate([]).to_pylist():
+            mask = None
+            for name, value in values.items():
+                column = table.column(name)
+                test = pc.is_null(column) if value is None else pc.equal(column, value)
+                mask = test if mask is None else pc.and_(mask, test)
+            part = table.filter(mask).drop_columns(self._partition_by)
+            written += part.num_rows
+            folder = os.path.join(*(partition_segment(n, v) for n, v in values.items()))
+            if folder not in self._writers:
+                path = os.path.join(self.folder, folder)
+                self._writers[folder] = _ParquetWriter(path, *self._settings)
+            self._writers[folder].write(part)
+        if written != table.num_rows:  # NaN keys match no group: never drop rows silently
+            raise DataError(f"Partition values of {table.num_rows - written} rows are not usable")
+
+    def close(self) -> list[Part]:
+        return [part for writer in self._writers.values() for part in writer.close()]
+
+
 class _MakeParquetWriter:
-    def __init__(self, compression: str, row_group_size: int | None) -> None:
+    def __init__(
+        self, compression: str, row_group_size: int | None, partition_by: list[str] | None = None
+    ) -> None:
         self._compression = compression
         self._row_group_size = row_group_size
+        self._partition_by = partition_by
 
-    def __call__(self, folder: str) -> _ParquetWriter:
+    def __call__(self, folder: str) -> BundleWriter:
+        if self._partition_by:
+            return _PartitionedWriter(
+                folder, self._compression, self._row_group_size, self._partition_by
+            )
         return _ParquetWriter(folder, self._compression, self._row_group_size)
 
 
+def _conform_parts(parts: list[Part], target: str, compression: str, row_group_size: int) -> None:
+    """Rewrite the parts whose schema differs from the unified one, so readers of the folder
+    (which take one schema for all files) can read every part."""
+    schemas = [pq.read_schema(path) for path, _ in parts]
+    schema = unified_schema(schemas, target) if schemas else pa.schema([])
+    for (path, _), own in zip(parts, schemas):
+        if own.equals(schema):
+            continue
+        rewritten = f"{path}.conformed"
+        with pq.ParquetWriter(rewritten, schema, compression=compression) as writer:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=row_group_size):
+                writer.write_table(conform(batch, schema), row_group_size=row_group_size)
+        os.replace(rewritten, path)
+
+
+def _publish_tree(target: str, folder: str, parts: list[Part], run_id: str) -> int:
+    """Publish staged parts keeping their partition folders, like `publish_folder` does."""
+    if os.path.exists(target) and (
+        not os.path.isdir(target)
+        or (os.listdir(target) and not os.path.exists(os.path.join(target, SUCCESS_MARKER)))
+    ):
+        raise ConnectorError(
+            f"Refusing to replace `{target}`: it is not a folder written by beam_etl (no "
+            f"`{SUCCESS_MARKER}` marker); choose another path or empty it"
+        )
+    assembled = os.path.join(folder, "assembled")
+    os.makedirs(assembled)
+    for index, (path, _) in enumerate(parts):
+        relative = os.path.relpath(os.path.dirname(path), folder)
+        destination = os.path.join(assembled, relative)
+        os.makedirs(destination, exist_ok=True)
+        os.replace(path, os.path.join(destination, f"part-{index:05d}.parquet"))
+    rows = sum(count for _, count in parts)
+    with open(os.path.join(assembled, SUCCESS_MARKER), "w", encoding="utf-8") as out:
+        json.dump({"run_id": run_id, "rows": rows, "files": len(parts)}, out)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    if os.path.exists(target):
+        os.replace(target, os.path.join(folder, "previous"))
+    os.replace(assembled, target)
+    shutil.rmtree(folder, ignore_errors=True)
+    remove_if_empty(os.path.dirname(folder))
+    return rows
+
+
 class _PublishParquet:
-    def __init__(self, path: str, folder: str, run_id: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        folder: str,
+        run_id: str,
+        compression: str = "snappy",
+        row_group_size: int | None = None,
+        partitioned: bool = False,
+    ) -> None:
         self._path = path
         self._folder = folder
         self._run_id = run_id
+        self._compression = compression
+        self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
+        self._partitioned = partitioned
 
     def __call__(self, parts: list[Part]) -> int:
+        _conform_parts(parts, self._path, self._compression, self._row_group_size)
+        if self._partitioned:
+            return _publish_tree(self._path, self._folder, parts, self._run_id)
         return publish_folder(self._path, self._folder, parts, ".parquet", self._run_id)
 
 
@@ -96,7 +277,11 @@ class WriteToParquet(beam.PTransform):
 
     The folder is replaced as a whole when the run's last bundle is done: readers see the old
     complete output or the new one, never a mix; a re-run replaces, never duplicates. Hidden
-    origin columns are dropped. Batches whose schemas differ go to separate part files.
+    origin columns are dropped. Batches whose schemas differ (a column missing, or typed `null`
+    where others have a type) are written with one unified schema, so the folder reads as one
+    table; types that do not convert fail the run. With `partition_by`, rows go to Hive-style
+    folders (`year=2013/month=1/part-00000.parquet`) whose values are percent-encoded (null
+    and empty: `__HIVE_DEFAULT_PARTITION__`), and the partition columns leave the files.
     Output: one element, the number of rows written.
     """
 
@@ -106,12 +291,14 @@ class WriteToParquet(beam.PTransform):
         *,
         compression: str = "snappy",
         row_group_size: int | None = None,
+        partition_by: list[str] | None = None,
         run_id: str | None = None,
     ) -> None:
         """Args:
         path: the output folder; replaced only if empty or written by beam_etl before.
         compression: one of snappy, gzip, brotli, zstd, lz4, none.
         row_group_size: rows per row group (262,144 when not given).
+        partition_by: columns whose values name the folders rows go to, outermost first.
         run_id: recorded in the folder's `_SUCCESS` marker; a fresh id when not given.
         """
         super().__init__()
@@ -121,16 +308,158 @@ class WriteToParquet(beam.PTransform):
             )
         if row_group_size is not None and row_group_size <= 0:
             raise ValueError(f"`row_group_size` must be positive, not `{row_group_size}`")
+        if partition_by is not None and (
+            not partition_by
+            or not all(isinstance(name, str) and name for name in partition_by)
+            or len(set(partition_by)) != len(partition_by)
+        ):
+            raise ValueError(
+                f"`partition_by` must be a list of distinct column names, not `{partition_by}`"
+            )
         self.path = path
         self.compression = compression
         self.row_group_size = row_group_size
+        self.partition_by = list(partition_by) if partition_by else None
         self.run_id = run_id or new_run_id()
 
     def expand(self, batches):
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         return batches | StageAndPublish(
-            _MakeParquetWriter(self.compression, self.row_group_size),
+            _MakeParquetWriter(self.compression, self.row_group_size, self.partition_by),
             folder,
-            _PublishParquet(self.path, folder, self.run_id),
+            _PublishParquet(
+                self.path,
+                folder,
+                self.run_id,
+                self.compression,
+                self.row_group_size,
+                partitioned=bool(self.partition_by),
+            ),
             step=self.label,
+        )
+
+
+def _fragment(path: str, row_groups: list[int] | None = None) -> ds.ParquetFileFragment:
+    filesystem, inner = pafs.FileSystem.from_uri(path) if "://" in path else (_LOCAL, path)
+    return ds.ParquetFileFormat().make_fragment(inner, filesystem, row_groups=row_groups)
+
+
+_LOCAL: Final = pafs.LocalFileSystem()
+
+
+def _read_schema(path: str) -> pa.Schema:
+    try:
+        return _fragment(path).physical_schema
+    except (OSError, pa.ArrowException) as exc:
+        raise ConnectorError(f"Cannot read the Parquet footer of `{path}`: {exc}") from exc
+
+
+class _Scan:
+    """What every worker needs to scan any row group: schema, projection, filter text."""
+
+    def __init__(self, schema: pa.Schema, columns: list[str] | None, where: str | None) -> None:
+        self.schema = schema
+        self.columns = columns
+        self.where = where
+
+    def expression(self) -> pc.Expression | None:
+        return compile_expression(self.where, self.schema) if self.where else None
+
+
+class _PlanRowGroupsFn(beam.DoFn):
+    """Yield `(path, row group)` for each row group whose statistics may match the filter."""
+
+    def __init__(self, scan: _Scan) -> None:
+        self._scan = scan
+
+    def setup(self) -> None:
+        self._filter = self._scan.expression()
+
+    def process(self, path: str):
+        try:
+            fragment = _fragment(path)
+            kept = fragment.split_by_row_group(filter=self._filter, schema=self._scan.schema)
+            groups = [piece.row_groups[0].id for piece in kept]
+        except (OSError, pa.ArrowException) as exc:
+            raise ConnectorError(f"Cannot read the Parquet footer of `{path}`: {exc}") from exc
+        for group in groups:
+            yield path, group
+
+
+class _ReadRowGroupFn(beam.DoFn):
+    def __init__(self, step: str, scan: _Scan) -> None:
+        self._step = step
+        self._scan = scan
+
+    def setup(self) -> None:
+        self._filter = self._scan.expression()
+        self._rows_read = step_counter(self._step, ROWS_READ)
+
+    def process(self, unit: tuple[str, int]):
+        path, group = unit
+        try:
+            batches = list(
+                _fragment(path, [group]).to_batches(
+                    schema=self._scan.schema, columns=self._scan.columns, filter=self._filter
+                )
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise ConnectorError(f"Cannot read row group {group} of `{path}`: {exc}") from exc
+        for batch in batches:
+            if batch.num_rows:
+                self._rows_read.inc(batch.num_rows)
+                yield with_origin(batch, path, None)
+
+
+class ReadFromParquet(beam.PTransform):
+    """Read Parquet files into Arrow record batches, one row group per unit of work.
+
+    Bounded. Files are matched and their footers read at construction: the output schema is
+    the union of the files' schemas (a column missing from a file is null there; a column
+    typed `null` in one file takes the others' type). Row groups are planned, shuffled and read
+    in parallel; column projection and the row filter are pushed down to pyarrow, which skips
+    row groups whose statistics rule the filter out. Rows the filter excludes are never read
+    (not counted). Order is kept within a row group only. Batches carry the file as origin and
+    a null line (Parquet has no lines). Nothing is rejected: a file that cannot be read (bad
+    footer, empty) fails with a `ConnectorError` naming it.
+    Output: a PCollection of batches.
+    """
+
+    def __init__(
+        self, path: str | list[str], *, columns: list[str] | None = None, filter: str | None = None
+    ) -> None:
+        """Args:
+        path: a file, a glob pattern (`out/*.parquet`, `out/*/*.parquet`) or a list of them.
+        columns: the columns to read, in this order (all when not given).
+        filter: a boolean expression (as in `FilterRows`); only rows where it is true are
+            read. It may use columns not in `columns`.
+        """
+        super().__init__()
+        self.path = path
+        self._files = [name for name, _ in match_files(path)]
+        schema = unified_schema([_read_schema(name) for name in self._files], str(path))
+        if columns is not None:
+            unknown = [name for name in columns if name not in schema.names]
+            if unknown or not columns:
+                raise ValueError(
+                    f"`columns` {', '.join(f'`{n}`' for n in unknown) or 'is empty'}: the files "
+                    f"have {', '.join(schema.names)}"
+                )
+        if filter is not None and not pa.types.is_boolean(result_type(filter, schema)):
+            raise ValueError(f"`filter` must be a boolean expression, not `{filter}`")
+        self._scan = _Scan(schema, list(columns) if columns else None, filter)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of the output batches (without the hidden origin columns)."""
+        names = self._scan.columns or self._scan.schema.names
+        return pa.schema([self._scan.schema.field(name) for name in names])
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "PlanRowGroups" >> beam.ParDo(_PlanRowGroupsFn(self._scan))
+            | "Distribute" >> beam.Reshuffle()
+            | "ReadRowGroups" >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan))
         )

@@ -157,3 +157,29 @@ def test_byte_range_splits_read_every_row_exactly_once(pipeline, tmp_path):
     )
     assert len(ranges) > 20  # the file really is read in many ranges
     pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst"])
+def test_truncated_compressed_file_fails_naming_the_file(tmp_path, suffix):
+    import bz2
+    import gzip
+
+    import zstandard
+    from apache_beam.testing import test_pipeline
+
+    from beam_etl.runner import LocalRunner
+
+    data = ("id,v\n" + "".join(f"{i},value{i}\n" for i in range(20_000))).encode()
+    compress = {
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+    }[suffix]
+    packed = compress(data)
+    path = tmp_path / f"cut.csv{suffix}"
+    path.write_bytes(packed[: len(packed) // 2])
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    with pytest.raises(Exception, match=r"cut\.csv.* is not a valid"):
+        # small files fail when the sample is read, large ones when the rest is
+        _ = p | ReadFromCsv(str(path), columns={"id": "int64", "v": "string"})
+        p.run().wait_until_finish()
