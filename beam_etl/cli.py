@@ -113,6 +113,7 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
         plan.ordered,
         counters(result) if result is not None else {},
         step_seconds(result, names) if result is not None else {},
+        plan.transforms,
     )
     balanced = error is None and all(step.balanced for step in steps)
     if error is None and not balanced:

@@ -20,6 +20,16 @@ BATCHES: Final = "batches"
 ACTIVE_MSECS: Final = "active_msecs"
 
 
+def output_counter(output: str) -> str:
+    """Return the counter name of a node's named output: `rows_out` for `output`,
+    `rows_rejected` for `error`, `rows_out.<name>` for any other (a split's routes)."""
+    if output == "output":
+        return ROWS_OUT
+    if output == "error":
+        return ROWS_REJECTED
+    return f"{ROWS_OUT}.{output}"
+
+
 def step_counter(step: str, what: str):
     """Return the counter `what` of `step`."""
     return Metrics.counter(NAMESPACE, f"{step}:{what}")

@@ -19,6 +19,7 @@ from beam_etl.metrics import (
     ROWS_READ,
     ROWS_REJECTED,
     ROWS_WRITTEN,
+    output_counter,
 )
 from beam_etl.spec.model import Node
 from beam_etl.spec.registry import SINK, SOURCE
@@ -122,23 +123,43 @@ def step_seconds(result: Any, names: list[str]) -> dict[str, float]:
 
 
 def step_reports(
-    nodes: list[Node], counts: dict[str, int], seconds: dict[str, float]
+    nodes: list[Node],
+    counts: dict[str, int],
+    seconds: dict[str, float],
+    transforms: dict[str, Any] | None = None,
 ) -> list[StepReport]:
-    """Return the report of each node with its conservation check."""
+    """Return the report of each node with its conservation check.
+
+    A transform's `SIDE_INPUTS` (inputs it looks up, such as a join's dimension table) do not
+    count as rows in; a transform with `CONSERVES_ROWS = False` (aggregations, joins) makes
+    no promise of rows in = out + rejected + dropped, so it is not checked.
+    """
 
     def count(node: str, what: str) -> int:
         return counts.get(f"{node}:{what}", 0)
 
     reports = []
     for node in nodes:
+        transform = (transforms or {}).get(node.name)
+        side = set(getattr(transform, "SIDE_INPUTS", ()))
         if node.kind == SOURCE:
             rows_in = count(node.name, ROWS_READ)
         else:
             rows_in = sum(
-                count(ref.node, ROWS_REJECTED if ref.output == "error" else ROWS_OUT)
+                count(ref.node, output_counter(ref.output))
                 for ref in node.inputs
+                if str(ref) not in side and ref.node not in side
             )
-        rows_out = count(node.name, ROWS_WRITTEN if node.kind == SINK else ROWS_OUT)
+        conserves = getattr(transform, "CONSERVES_ROWS", True)
+        if node.kind == SINK:
+            rows_out = count(node.name, ROWS_WRITTEN)
+        else:  # every routed output counts (`rows_out`, `rows_out.<name>`)
+            prefix = f"{node.name}:{ROWS_OUT}"
+            rows_out = sum(
+                value
+                for name, value in counts.items()
+                if name == prefix or name.startswith(prefix + ".")
+            )
         rejected = count(node.name, ROWS_REJECTED)
         dropped = count(node.name, ROWS_DROPPED)
         reports.append(
@@ -152,7 +173,7 @@ def step_reports(
                 rows_rejected=rejected,
                 rows_dropped=dropped,
                 seconds=round(seconds.get(node.name, 0.0), 3),
-                balanced=rows_in == rows_out + rejected + dropped,
+                balanced=(not conserves) or rows_in == rows_out + rejected + dropped,
             )
         )
     return reports

@@ -4,7 +4,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_etl.metrics import ROWS_OUT, ROWS_REJECTED, CountRows
+from beam_etl.metrics import CountRows, output_counter
 from beam_etl.spec.model import Node
 from beam_etl.spec.registry import SINK, outputs_of
 
@@ -52,8 +52,10 @@ def build(pipeline: beam.Pipeline, ordered: list[Node], transforms: dict[str, An
             result = pipeline | node.name >> transform
         if hasattr(result, "_fields") and "gate" in result._fields:
             gates.append(result.gate)
+        if isinstance(getattr(transform, "results", None), beam.pvalue.PCollection):
+            gates.append(transform.results)  # quality check results: a failed one gates
         for output, pcoll in _named_outputs(node, transform, result).items():
             outputs[(node.name, output)] = pcoll
-            what = ROWS_REJECTED if output == "error" else ROWS_OUT
+            what = output_counter(output)
             _ = pcoll | f"Count[{node.name}.{output}]" >> CountRows(node.name, what)
     return outputs

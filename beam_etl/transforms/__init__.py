@@ -6,24 +6,56 @@ from beam_etl.transforms import CastColumns, DropDuplicates, FilterRows
 Composites that can reject rows return `WithErrors(output, error)`; `error` holds `DeadLetter`s.
 """
 
-from beam_etl.transforms.cleaning import CastColumns, DropNulls, RenameColumns, SelectColumns
+from beam_etl.transforms.chains import Chain, batch_step
+from beam_etl.transforms.cleaning import (
+    CastColumns,
+    ChangeCase,
+    DropColumns,
+    DropNulls,
+    FillNulls,
+    RenameColumns,
+    ReorderColumns,
+    SelectColumns,
+    StandardizeNulls,
+    TrimWhitespace,
+)
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.expressions import DeriveColumns, FilterRows
 from beam_etl.transforms.outputs import WithErrors
+from beam_etl.transforms.relational import (
+    Aggregate,
+    JoinInputs,
+    LookupJoin,
+    SplitRows,
+    UnionInputs,
+)
 from beam_etl.transforms.rows import MapBatches, MapRows, RowsToBatches, SchemaOf, ToKeyedRows
 
 __all__ = [
+    "Aggregate",
     "CastColumns",
+    "Chain",
+    "ChangeCase",
     "DeriveColumns",
+    "DropColumns",
     "DropDuplicates",
     "DropNulls",
+    "FillNulls",
     "FilterRows",
+    "JoinInputs",
+    "LookupJoin",
     "MapBatches",
     "MapRows",
     "RenameColumns",
+    "ReorderColumns",
     "RowsToBatches",
     "SchemaOf",
     "SelectColumns",
+    "SplitRows",
+    "StandardizeNulls",
     "ToKeyedRows",
+    "TrimWhitespace",
+    "UnionInputs",
     "WithErrors",
+    "batch_step",
 ]

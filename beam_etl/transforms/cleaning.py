@@ -1,13 +1,19 @@
-"""Cleaning processors on Arrow batches: cast, select, rename, reject or drop nulls."""
+"""Cleaning processors on Arrow batches: cast, select, rename, drop and reorder columns, fill
+and standardise nulls, trim whitespace and change case.
+
+Every step here keeps the order of rows and works on whole batches with `pyarrow.compute`.
+Steps that only reshape or rewrite values reject nothing: a missing column fails the run (and
+is caught when the spec is loaded wherever the input schema is known).
+"""
 
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX
+from beam_etl.batches import HIDDEN_PREFIX, visible_schema
 from beam_etl.datatypes import parse_type
 from beam_etl.deadletter import CAST_FAILED, OUTPUT, DeadLetter, rejects_from_mask
 from beam_etl.errors import DataError
@@ -206,3 +212,294 @@ class RenameColumns(BatchStep):
 
     def batch_function(self):
         return functools.partial(_rename, self.mapping)
+
+
+# --- value cleaning and column shaping (reject nothing) ---------------------------------------
+
+DEFAULT_NULL_MARKERS: Final = ("", "N/A", "n/a", "NA", "null", "NULL", "None", "none")
+CASES: Final = {"lower": "utf8_lower", "upper": "utf8_upper", "title": "utf8_title"}
+
+
+def _is_text(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
+def _text_columns(schema: pa.Schema, columns: list[str] | None, what: str) -> list[str]:
+    """The named columns (which must be text), or every visible text column when None."""
+    if columns is None:
+        return [f.name for f in visible_schema(schema) if _is_text(f.type)]
+    check_columns(schema, columns)
+    other = [c for c in columns if not _is_text(schema.field(c).type)]
+    if other:
+        found = schema.field(other[0]).type
+        raise ValueError(f"{what} applies to text columns; `{other[0]}` is {found}")
+    return columns
+
+
+def _map_text(
+    columns: list[str] | None, what: str, function, batch: pa.RecordBatch, step: str
+) -> BatchResult:
+    try:
+        names = _text_columns(batch.schema, columns, what)
+    except ValueError as exc:
+        raise DataError(f"{exc} (step `{step}`)") from None
+    for name in names:
+        index = batch.schema.get_field_index(name)
+        batch = batch.set_column(index, name, function(batch.column(index)))
+    return batch, [], 0
+
+
+def _optional_names(columns: list[str] | None, argument: str) -> list[str] | None:
+    if columns is None:
+        return None
+    if not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"`{argument}` must list at least one column name")
+    return list(columns)
+
+
+def _trim(normalize: bool, values: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.replace_substring_regex(trimmed, r"\s+", " ") if normalize else trimmed
+
+
+class _TextStep(BatchStep):
+    """A step applying one function to text columns; outputs only `output`."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    columns: list[str] | None
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        """Check the columns exist and hold text; the schema is unchanged."""
+        _text_columns(schema, self.columns, type(self).__name__)
+        return schema
+
+    def text_function(self):
+        raise NotImplementedError
+
+    def batch_function(self):
+        return functools.partial(_map_text, self.columns, type(self).__name__, self.text_function())
+
+
+class TrimWhitespace(_TextStep):
+    """Strip leading and trailing whitespace (Unicode) from text columns; nulls stay null.
+
+    With `normalize_spaces`, every inner run of whitespace also becomes one space.
+    """
+
+    def __init__(self, columns: list[str] | None = None, *, normalize_spaces: bool = False):
+        """Args:
+        columns: text columns to trim; every text column when not given.
+        normalize_spaces: also collapse inner runs of whitespace into one space.
+        """
+        super().__init__()
+        self.columns = _optional_names(columns, "columns")
+        self.normalize_spaces = bool(normalize_spaces)
+
+    def text_function(self):
+        return functools.partial(_trim, self.normalize_spaces)
+
+
+class ChangeCase(_TextStep):
+    """Convert text columns to `lower`, `upper` or `title` case (Unicode-aware)."""
+
+    def __init__(self, columns: list[str], *, case: str = "lower") -> None:
+        """Args:
+        columns: the text columns to convert.
+        case: `lower`, `upper` or `title` (first letter of each word upper-case).
+        """
+        super().__init__()
+        if case not in CASES:
+            raise ValueError(f"`case` must be one of {', '.join(CASES)}, not `{case}`")
+        self.columns = _optional_names(columns, "columns")
+        self.case = case
+
+    def text_function(self):
+        return getattr(pc, CASES[self.case])
+
+
+def _null_markers(markers: tuple[str, ...], values: pa.Array) -> pa.Array:
+    found = pc.is_in(pc.utf8_trim_whitespace(values), value_set=pa.array(markers, values.type))
+    return pc.if_else(found, pa.scalar(None, values.type), values)
+
+
+class StandardizeNulls(_TextStep):
+    """Turn empty strings and null markers (`N/A`, `null` ...) in text columns into nulls.
+
+    A value is a marker when, with surrounding whitespace removed, it equals one of `markers`
+    exactly (case matters: list each spelling). So whitespace-only values become null too.
+    """
+
+    def __init__(
+        self, columns: list[str] | None = None, *, markers: list[str] | None = None
+    ) -> None:
+        """Args:
+        columns: text columns to clean; every text column when not given.
+        markers: the values meaning null; default `""`, `N/A`, `n/a`, `NA`, `null`, `NULL`,
+            `None`, `none`.
+        """
+        super().__init__()
+        self.columns = _optional_names(columns, "columns")
+        chosen = DEFAULT_NULL_MARKERS if markers is None else markers
+        if not all(isinstance(m, str) for m in chosen):
+            raise ValueError("`markers` must list strings")
+        self.markers = tuple(m.strip() for m in chosen)
+
+    def text_function(self):
+        return functools.partial(_null_markers, self.markers)
+
+
+def _kind(data_type: pa.DataType) -> str:
+    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type):
+        return "number"
+    if pa.types.is_decimal(data_type):
+        return "number"
+    if _is_text(data_type):
+        return "text"
+    for kind in ("boolean", "date", "timestamp"):
+        if getattr(pa.types, f"is_{kind}")(data_type):
+            return kind
+    return str(data_type)
+
+
+def fill_plan(schema: pa.Schema, values: dict[str, Any], value: Any) -> dict[str, pa.Scalar]:
+    """Return the fill value of each column, cast to the column's type.
+
+    `values` name columns; `value` applies to every other visible column of the same kind
+    (number, text, boolean, date, timestamp) as the value.
+
+    Raises:
+        ValueError: a named column is missing, or its value is not of its kind or range.
+    """
+    check_columns(schema, values)
+    plan = {}
+    chosen = dict(values)
+    if value is not None:
+        kind = _kind(pa.scalar(value).type)
+        for field in visible_schema(schema):
+            if field.name not in chosen and _kind(field.type) == kind:
+                chosen[field.name] = value
+    for name, fill in chosen.items():
+        data_type = schema.field(name).type
+        try:
+            if _kind(pa.scalar(fill).type) != _kind(data_type):
+                raise TypeError(_kind(pa.scalar(fill).type))
+            plan[name] = pa.scalar(fill).cast(data_type)
+        except (pa.ArrowException, TypeError, OverflowError):
+            raise ValueError(
+                f"Fill value `{fill}` does not fit column `{name}` of type {data_type}"
+            ) from None
+    return plan
+
+
+def _fill(values: dict[str, Any], value: Any, batch: pa.RecordBatch, step: str) -> BatchResult:
+    try:
+        plan = fill_plan(batch.schema, values, value)
+    except ValueError as exc:
+        raise DataError(f"{exc} (step `{step}`)") from None
+    for name, fill in plan.items():
+        index = batch.schema.get_field_index(name)
+        if batch.column(index).null_count:
+            batch = batch.set_column(index, name, pc.fill_null(batch.column(index), fill))
+    return batch, [], 0
+
+
+class FillNulls(BatchStep):
+    """Replace nulls by constants: one per column (`values`), or one `value` for all columns
+    of its kind (number, text, boolean, date, timestamp). NaN is not null and is kept.
+
+    Rejects nothing; a fill value that does not fit its column's type is an error when the
+    spec is loaded (or fails the run where the schema was not known).
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+
+    def __init__(self, values: dict[str, Any] | None = None, *, value: Any = None) -> None:
+        """Args:
+        values: fill value by column name, e.g. `{country: unknown, amount: 0}`.
+        value: fill value for every other column of the same kind, e.g. `0` for numbers.
+        """
+        super().__init__()
+        if values is not None and not isinstance(values, dict):
+            raise ValueError("`values` must map column names to fill values")
+        if not values and value is None:
+            raise ValueError("Give `values` (by column) or `value` (for all columns of its kind)")
+        if values and any(v is None for v in values.values()):
+            raise ValueError("`values` must not fill with null")
+        self.values = dict(values or {})
+        self.value = value
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        """Check columns and fill values against the schema, which is unchanged."""
+        fill_plan(schema, self.values, self.value)
+        return schema
+
+    def batch_function(self):
+        return functools.partial(_fill, self.values, self.value)
+
+
+def _shape_names(columns: list[str], argument: str) -> list[str]:
+    if not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"`{argument}` must list at least one column name")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"`{argument}` must list distinct column names")
+    if any(c.startswith(HIDDEN_PREFIX) for c in columns):
+        raise ValueError(f"`{argument}` cannot name origin columns (`{HIDDEN_PREFIX}*`)")
+    return list(columns)
+
+
+def _drop(columns: list[str], batch: pa.RecordBatch, step: str) -> BatchResult:
+    _require(batch, columns, step)
+    return batch.drop_columns(columns), [], 0
+
+
+class DropColumns(BatchStep):
+    """Remove `columns`; the others keep their order (origin columns are always kept)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+
+    def __init__(self, columns: list[str]) -> None:
+        """Args:
+        columns: the columns to remove.
+        """
+        super().__init__()
+        self.columns = _shape_names(columns, "columns")
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        check_columns(schema, self.columns)
+        return pa.schema([f for f in schema if f.name not in self.columns])
+
+    def batch_function(self):
+        return functools.partial(_drop, self.columns)
+
+
+def reordered(names: list[str], first: list[str]) -> list[str]:
+    """Return `names` with `first` moved to the front in that order, the rest in place."""
+    return first + [n for n in names if n not in first]
+
+
+def _reorder(columns: list[str], batch: pa.RecordBatch, step: str) -> BatchResult:
+    _require(batch, columns, step)
+    return batch.select(reordered(batch.schema.names, columns)), [], 0
+
+
+class ReorderColumns(BatchStep):
+    """Put `columns` first, in that order; the other columns follow in their current order.
+
+    Unlike `SelectColumns`, no column is removed.
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+
+    def __init__(self, columns: list[str]) -> None:
+        """Args:
+        columns: the columns to put first, in output order.
+        """
+        super().__init__()
+        self.columns = _shape_names(columns, "columns")
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        check_columns(schema, self.columns)
+        return pa.schema([schema.field(n) for n in reordered(schema.names, self.columns)])
+
+    def batch_function(self):
+        return functools.partial(_reorder, self.columns)
