@@ -112,13 +112,18 @@ class _PublishFn(beam.DoFn):
         self._step = step
 
     def process(self, parts: list[Part], gates=()):
-        failed = [gate for gate in gates if not getattr(gate, "passed", True)]
+        failed = [gate for gate in gates if _failed(gate)]
         if failed:  # a `fail` check failed somewhere in the run: publish nothing
             reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
             raise CheckFailedError(f"Nothing published by `{self._step}`: {reasons}")
         written = self._publish(sorted(parts))
         step_counter(self._step, ROWS_WRITTEN).inc(written)
         yield written
+
+
+def _failed(gate: Any) -> bool:
+    """A gate fails when it says `passed: False` or (quality results) `outcome: failed`."""
+    return getattr(gate, "passed", True) is False or getattr(gate, "outcome", "") == "failed"
 
 
 class StageAndPublish(beam.PTransform):

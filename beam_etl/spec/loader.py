@@ -74,7 +74,8 @@ def _convert(node: yaml.Node, variables: Mapping[str, str], substituted: set[str
         result = LineDict()
         result.line, result.lines = line, {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            # Keys are names: `on:`, `yes:` or `1:` are text here, not YAML 1.1 booleans/ints.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 raise SpecError(
                     f"Keys must be text, not `{key}`", line=key_node.start_mark.line + 1

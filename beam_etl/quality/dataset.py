@@ -1,0 +1,415 @@
+"""Dataset-level checks: uniqueness (a keyed shuffle), row counts, completeness, rejected share.
+
+Each check computes one `CheckResult` per rule over the WHOLE input (all batches, files and
+workers) and sets it as the transform's `results` attribute. Severity `warn` records the
+outcome; severity `fail` makes the run fail with `QualityCheckError` once the result is known.
+
+Publishing is gated: a check's main output (the rows, passed through) is released only after
+its results are computed and enforced (`beam.transforms.util.WaitOn`), so a sink reading a
+check's output publishes nothing when a `fail` check fails: its target stays as it was.
+`CheckRejectedShare` has no row output; to gate sinks on it, apply
+`WaitOn(share.results)` to the sinks' input (see the README section).
+"""
+
+import functools
+from collections.abc import Iterator
+from typing import Any, ClassVar, Final
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.transforms.util import WaitOn
+
+from beam_etl.batches import dumps, json_safe
+from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter, rejects_from_mask
+from beam_etl.errors import BeamEtlError
+from beam_etl.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.quality.checks import CheckResult
+from beam_etl.transforms.outputs import WithErrors
+
+DUPLICATE_KEY: Final = "duplicate_key"
+SEVERITIES: Final = ("warn", "fail")
+
+
+class QualityCheckError(BeamEtlError):
+    """A dataset-level check with severity `fail` failed: the run fails, nothing is published."""
+
+
+def _severity(severity: str) -> str:
+    if severity not in SEVERITIES:
+        raise ValueError(f"`severity` must be warn or fail, not `{severity}`")
+    return severity
+
+
+def _outcome(failed: bool, severity: str) -> str:
+    return "passed" if not failed else ("failed" if severity == "fail" else "warned")
+
+
+def enforce(result: CheckResult) -> CheckResult:
+    """Return `result`, or raise `QualityCheckError` when its outcome is `failed`."""
+    if result.outcome == "failed":
+        examples = ", ".join(f"`{e['value']}` ({e['origin']})" for e in result.examples)
+        raise QualityCheckError(
+            f"Quality check `{result.check}` of step `{result.step}` failed: {result.message}"
+            + (f"; e.g. {examples}" if examples else "")
+        )
+    return result
+
+
+class _Enforce(beam.PTransform):
+    def expand(self, results):
+        return results | "Enforce" >> beam.Map(enforce)
+
+
+# ---------------------------------------------------------------- uniqueness
+def _row_keys(columns: list[str], batch: pa.RecordBatch) -> list[str | None]:
+    """Return each row's key as JSON text, or None when a key column is null (not compared)."""
+    values = [batch.column(c).to_pylist() for c in columns]
+    return [
+        None if any(v is None for v in row) else dumps([json_safe(v) for v in row])
+        for row in zip(*values)
+    ]
+
+
+def _keys_of(columns: list[str], batch: pa.RecordBatch) -> Iterator[tuple[str, int]]:
+    for key in _row_keys(columns, batch):
+        if key is not None:
+            yield key, 1
+
+
+class _MarkDuplicatesFn(beam.DoFn):
+    def __init__(self, step: str, columns: list[str], reject: bool) -> None:
+        self._step = step
+        self._columns = columns
+        self._reject = reject
+
+    def process(self, batch: pa.RecordBatch, duplicates: dict[str, int]) -> Iterator[Any]:
+        keys = _row_keys(self._columns, batch)
+        flags = [key is not None and key in duplicates for key in keys]
+        yield beam.pvalue.TaggedOutput("rows", batch.num_rows)
+        if not self._reject or not any(flags):
+            yield batch
+            return
+        mask = pa.array(flags)
+        messages = [
+            f"Key ({', '.join(self._columns)}) = {key} occurs {duplicates[key]} times"
+            for key, flag in zip(keys, flags)
+            if flag and key is not None
+        ]
+        for letter in rejects_from_mask(
+            batch, mask, step=self._step, reason=DUPLICATE_KEY, messages=messages
+        ):
+            yield beam.pvalue.TaggedOutput(ERROR, letter)
+        if not all(flags):
+            yield batch.filter(pc.invert(mask))
+
+
+def _unique_result(rows, step, columns, severity, limit, duplicates) -> CheckResult:
+    failed = sum(count for _, count in duplicates)
+    examples = tuple(
+        {"value": key, "origin": f"{count} rows"} for key, count in sorted(duplicates)[:limit]
+    )
+    return CheckResult(
+        step,
+        f"unique_{'_'.join(columns)}",
+        "unique",
+        ", ".join(columns),
+        severity,
+        rows,
+        failed,
+        _outcome(bool(duplicates), severity),
+        examples,
+        f"{len(duplicates)} key(s) of ({', '.join(columns)}) occur more than once, in {failed} rows"
+        if duplicates
+        else "every key is unique",
+    )
+
+
+class CheckUnique(beam.PTransform):
+    """Find every row whose key (`columns`) occurs more than once across the whole dataset.
+
+    A keyed shuffle of the keys only (counted with a combiner), then the duplicated keys go
+    to every worker as a side input; rows keep their batches and order. Every row of a
+    duplicated key is affected (none of them is more right than another): with `reject`
+    they leave through `error` (reason `duplicate_key`), otherwise they pass and are reported.
+    Rows with a null in the key are not compared (completeness is `not_null`'s job).
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT, ERROR)
+
+    def __init__(
+        self,
+        columns: list[str],
+        *,
+        reject: bool = True,
+        severity: str = "warn",
+        examples: int = 5,
+    ) -> None:
+        """Args:
+        columns: the key column(s) that must be unique together.
+        reject: send every row of a duplicated key to `error` (true) or only report them.
+        severity: `warn` records the result; `fail` fails the run when a key repeats.
+        examples: duplicated keys kept for the quality report.
+        """
+        super().__init__()
+        if not columns or not all(isinstance(c, str) for c in columns):
+            raise ValueError("`columns` must list at least one column name")
+        self.columns = list(columns)
+        self.reject = reject
+        self.severity = _severity(severity)
+        self.examples = examples
+        self.results = None
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        from beam_etl.transforms.cleaning import check_columns
+
+        check_columns(schema, self.columns)
+        return schema
+
+    def expand(self, batches):
+        duplicates = (
+            batches
+            | "Keys" >> beam.FlatMap(functools.partial(_keys_of, self.columns))
+            | "Count" >> beam.CombinePerKey(sum)
+            | "Repeated" >> beam.Filter(lambda keyed: keyed[1] > 1)
+        )
+        marked = batches | "Mark" >> beam.ParDo(
+            _MarkDuplicatesFn(self.label, self.columns, self.reject),
+            beam.pvalue.AsDict(duplicates),
+        ).with_outputs(ERROR, "rows", main=OUTPUT)
+        rows = marked["rows"] | "Rows" >> beam.CombineGlobally(sum)
+        self.results = (
+            rows
+            | "Result"
+            >> beam.Map(
+                _unique_result,
+                self.label,
+                self.columns,
+                self.severity,
+                self.examples,
+                beam.pvalue.AsList(duplicates),
+            )
+            | "Enforce" >> _Enforce()
+        )
+        released = marked[OUTPUT] | "Gate" >> WaitOn(self.results)
+        return WithErrors(released, marked[ERROR])
+
+
+# ---------------------------------------------------------------- counts
+class _CountsFn(beam.CombineFn):
+    """Accumulate (rows, non-null count per column) over batches."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self._columns = columns
+
+    def create_accumulator(self) -> tuple[int, dict[str, int]]:
+        return 0, dict.fromkeys(self._columns, 0)
+
+    def add_input(self, accumulator, batch: pa.RecordBatch):
+        rows, present = accumulator
+        for column in self._columns:
+            array = batch.column(column)
+            nulls = pc.sum(pc.is_null(array, nan_is_null=pa.types.is_floating(array.type)))
+            present[column] += batch.num_rows - (nulls.as_py() or 0)
+        return rows + batch.num_rows, present
+
+    def merge_accumulators(self, accumulators):
+        rows, present = self.create_accumulator()
+        for more, seen in accumulators:
+            rows += more
+            for column, count in seen.items():
+                present[column] += count
+        return rows, present
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _row_count_results(step, minimum, maximum, severity, counts) -> Iterator[CheckResult]:
+    rows, _ = counts
+    bad = (minimum is not None and rows < minimum) or (maximum is not None and rows > maximum)
+    bounds = (
+        f"[{minimum if minimum is not None else 0}, {maximum if maximum is not None else 'inf'}]"
+    )
+    yield CheckResult(
+        step,
+        "row_count",
+        "row_count",
+        None,
+        severity,
+        rows,
+        rows if bad else 0,
+        _outcome(bad, severity),
+        (),
+        f"{rows} rows, {'outside' if bad else 'within'} {bounds}",
+    )
+
+
+def _completeness_results(step, columns, mostly, severity, counts) -> Iterator[CheckResult]:
+    rows, present = counts
+    for column in columns:
+        ratio = present[column] / rows if rows else 1.0
+        bad = ratio < mostly
+        yield CheckResult(
+            step,
+            f"completeness_{column}",
+            "completeness",
+            column,
+            severity,
+            rows,
+            rows - present[column],
+            _outcome(bad, severity),
+            (),
+            f"{ratio:.2%} of `{column}` present; at least {mostly:.2%} required",
+        )
+
+
+class _CountingCheck(beam.PTransform):
+    """Shared shape: count the rows (and non-nulls), judge, enforce, release the rows."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    columns: list[str] = []
+
+    def judge_function(self):
+        """Return a picklable `counts -> CheckResult`s function (subclasses implement it)."""
+        raise NotImplementedError
+
+    def expand(self, batches):
+        self.results = (
+            batches
+            | "Count" >> beam.CombineGlobally(_CountsFn(self.columns))
+            | "Judge" >> beam.FlatMap(self.judge_function())
+            | "Enforce" >> _Enforce()
+        )
+        return batches | "Gate" >> WaitOn(self.results)
+
+
+class CheckRowCount(_CountingCheck):
+    """Require the whole dataset's row count to lie within [`min_rows`, `max_rows`]; rows pass."""
+
+    def __init__(
+        self, *, min_rows: int | None = None, max_rows: int | None = None, severity: str = "fail"
+    ) -> None:
+        """Args:
+        min_rows: fewest rows allowed (inclusive).
+        max_rows: most rows allowed (inclusive).
+        severity: `fail` fails the run outside the bounds; `warn` records it.
+        """
+        super().__init__()
+        if min_rows is None and max_rows is None:
+            raise ValueError("`min_rows` or `max_rows` must be given")
+        if min_rows is not None and max_rows is not None and min_rows > max_rows:
+            raise ValueError(f"`min_rows` ({min_rows}) is above `max_rows` ({max_rows})")
+        self.min_rows, self.max_rows = min_rows, max_rows
+        self.severity = _severity(severity)
+        self.columns = []
+        self.results = None
+
+    def judge_function(self):
+        return functools.partial(
+            _row_count_results, self.label, self.min_rows, self.max_rows, self.severity
+        )
+
+
+class CheckCompleteness(_CountingCheck):
+    """Require at least `mostly` of the rows to hold a value (not null, not NaN) per column."""
+
+    def __init__(self, columns: list[str], *, mostly: float = 1.0, severity: str = "fail") -> None:
+        """Args:
+        columns: the columns to measure.
+        mostly: the least share of non-null values, e.g. 0.99.
+        severity: `fail` fails the run below the share; `warn` records it.
+        """
+        super().__init__()
+        if not columns or not all(isinstance(c, str) for c in columns):
+            raise ValueError("`columns` must list at least one column name")
+        if not isinstance(mostly, (int, float)) or not 0 <= mostly <= 1:
+            raise ValueError(f"`mostly` must be between 0 and 1, not `{mostly}`")
+        self.columns = list(columns)
+        self.mostly = float(mostly)
+        self.severity = _severity(severity)
+        self.results = None
+
+    def infer_schema(self, schema: pa.Schema) -> pa.Schema:
+        from beam_etl.transforms.cleaning import check_columns
+
+        check_columns(schema, self.columns)
+        return schema
+
+    def judge_function(self):
+        return functools.partial(
+            _completeness_results, self.label, self.columns, self.mostly, self.severity
+        )
+
+
+# ---------------------------------------------------------------- rejected share
+def _tally(step: str, element: Any) -> tuple[int, int]:
+    if isinstance(element, DeadLetter):
+        step_counter(step, ROWS_WRITTEN).inc(1)
+        return 0, 1
+    step_counter(step, ROWS_WRITTEN).inc(element.num_rows)
+    return element.num_rows, 0
+
+
+def _share_result(step, max_share, severity, totals) -> CheckResult:
+    kept, rejected = totals
+    total = kept + rejected
+    share = rejected / total if total else 0.0
+    bad = share > max_share
+    return CheckResult(
+        step,
+        "rejected_share",
+        "rejected_share",
+        None,
+        severity,
+        total,
+        rejected,
+        _outcome(bad, severity),
+        (),
+        f"{share:.2%} of rows rejected; at most {max_share:.2%} allowed",
+    )
+
+
+def _sum_pairs(pairs) -> tuple[int, int]:
+    kept = rejected = 0
+    for a, b in pairs:
+        kept, rejected = kept + a, rejected + b
+    return kept, rejected
+
+
+class CheckRejectedShare(beam.PTransform):
+    """Bound the share of rejected rows: dead letters / (dead letters + rows of batches).
+
+    Reads any number of inputs, outputs of batches and dead-letter outputs alike (in a spec:
+    `inputs: [final_step, read.error, cast.error, ...]`). A terminal node: its output is the
+    enforced `CheckResult`; every row read is counted as written, so the run's counts add up.
+    """
+
+    MULTI_INPUT: ClassVar[bool] = True
+
+    def __init__(self, max_share: float, *, severity: str = "fail") -> None:
+        """Args:
+        max_share: the largest share of rejected rows allowed, e.g. 0.01.
+        severity: `fail` fails the run above the share; `warn` records it.
+        """
+        super().__init__()
+        if not isinstance(max_share, (int, float)) or not 0 <= max_share <= 1:
+            raise ValueError(f"`max_share` must be between 0 and 1, not `{max_share}`")
+        self.max_share = float(max_share)
+        self.severity = _severity(severity)
+        self.results = None
+
+    def expand(self, inputs):
+        pcolls = list(inputs.values()) if isinstance(inputs, dict) else inputs
+        if not isinstance(pcolls, (list, tuple)):
+            pcolls = [pcolls]
+        self.results = (
+            tuple(pcolls)
+            | "Merge" >> beam.Flatten()
+            | "Tally" >> beam.Map(functools.partial(_tally, self.label))
+            | "Sum" >> beam.CombineGlobally(_sum_pairs)
+            | "Judge"
+            >> beam.Map(functools.partial(_share_result, self.label, self.max_share, self.severity))
+            | "Enforce" >> _Enforce()
+        )
+        return self.results

@@ -1,0 +1,1 @@
+"""Typed schemas: the model, conversions (Arrow, JSON, Avro, SQL DDL), inference, conformance."""

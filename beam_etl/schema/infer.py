@@ -1,0 +1,157 @@
+"""Infer a schema from a CSV sample: narrowest type per column, nullability, candidate keys.
+
+Every column is read as text, then each column gets the first type, in this order, that every
+sampled non-null value converts to: `bool` (true/false), `int64`, `float64`, `date`
+(ISO `YYYY-MM-DD`), `timestamp[us]` (ISO, no offset), `timestamp[us, UTC]` (ISO with
+offsets), else `string`. Numbers with a leading zero (`01234`) stay text. Values are trimmed
+first; empty strings and the `null_values` are nulls. A column is nullable when the sample
+holds a null. Candidate keys are the columns (else pairs of columns) that are unique and
+non-null in the sample, floats excluded. All of this holds for the sample only: pin the
+printed schema and review it. Integers are `int64`, never narrower, so that a later, larger
+value does not break a pinned schema.
+"""
+
+import itertools
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+
+from beam_etl.errors import ConnectorError
+from beam_etl.schema.model import Field, Schema
+
+NULL_VALUES: Final = ("", "NULL", "null", "\\N")
+_CANDIDATES: Final = (
+    pa.bool_(),
+    pa.int64(),
+    pa.float64(),
+    pa.date32(),
+    pa.timestamp("us"),
+    pa.timestamp("us", "UTC"),
+)
+_MAX_KEY_COLUMNS: Final = 20
+
+
+def read_sample(
+    path: str, sample_rows: int | None, delimiter: str = ",", encoding: str = "utf-8"
+) -> pa.Table:
+    """Return the first `sample_rows` rows of a CSV file (all of it when None), every column text.
+
+    Raises:
+        ConnectorError: the file cannot be read or parsed.
+    """
+    parse = pv.ParseOptions(delimiter=delimiter)
+    try:
+        with pv.open_csv(path, parse_options=parse) as header:
+            names = header.schema.names
+        convert = pv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+        )
+        read = pv.ReadOptions(encoding=encoding)
+        batches, rows = [], 0
+        with pv.open_csv(path, read, parse, convert) as reader:
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if sample_rows is not None and rows >= sample_rows:
+                    break
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ConnectorError(f"Cannot read a sample of `{path}`: {exc}") from None
+    table = pa.Table.from_batches(batches, pa.schema([pa.field(n, pa.string()) for n in names]))
+    return table.slice(0, sample_rows) if sample_rows is not None else table
+
+
+def _normalize(column: pa.ChunkedArray, null_values: tuple[str, ...]) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(column.combine_chunks())
+    is_null = pc.is_in(trimmed, value_set=pa.array(list(null_values), pa.string()))
+    return pc.if_else(is_null, pa.scalar(None, pa.string()), trimmed)
+
+
+def narrowest_type(values: pa.Array) -> pa.DataType:
+    """Return the first candidate type every non-null value of a text array converts to."""
+    present = values.drop_null()
+    if not len(present):
+        return pa.string()
+    # Codes such as zip codes keep their leading zeros: numbers would drop them.
+    padded = pc.any(pc.match_substring_regex(present, r"^[+-]?0\d")).as_py()
+    for candidate in _CANDIDATES:
+        if padded and candidate in (pa.int64(), pa.float64()):
+            continue
+        if candidate == pa.bool_():
+            lowered = pc.utf8_lower(present)
+            if pc.all(pc.is_in(lowered, value_set=pa.array(["true", "false"]))).as_py():
+                return candidate
+            continue
+        try:
+            pc.cast(present, candidate)
+            return candidate
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return pa.string()
+
+
+def candidate_keys(table: pa.Table, columns: list[str]) -> list[tuple[str, ...]]:
+    """Return the columns (or, when none, pairs) unique and non-null across `table`."""
+    usable = [
+        c
+        for c in columns[:_MAX_KEY_COLUMNS]
+        if table.column(c).null_count == 0 and not pa.types.is_floating(table.column(c).type)
+    ]
+    if not table.num_rows:
+        return []
+    single: list[tuple[str, ...]] = [
+        (c,) for c in usable if pc.count_distinct(table.column(c)).as_py() == table.num_rows
+    ]
+    if single:
+        return single
+    return [
+        pair
+        for pair in itertools.combinations(usable, 2)
+        if table.group_by(list(pair)).aggregate([]).num_rows == table.num_rows
+    ]
+
+
+def infer_schema(
+    path: str,
+    *,
+    sample_rows: int | None = 10_000,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    null_values: tuple[str, ...] = NULL_VALUES,
+) -> Schema:
+    """Return the schema inferred from the first `sample_rows` rows of a CSV file (None: all).
+
+    Raises:
+        ConnectorError: the file cannot be read or parsed.
+    """
+    if sample_rows is not None and sample_rows < 1:
+        raise ValueError(f"`sample_rows` must be at least 1 (or None for all), not `{sample_rows}`")
+    sample = read_sample(path, sample_rows, delimiter, encoding)
+    fields, typed = [], {}
+    for name in sample.schema.names:
+        values = _normalize(sample.column(name), null_values)
+        data_type = narrowest_type(values)
+        typed[name] = pc.cast(values, data_type)
+        fields.append(Field(name, data_type, nullable=values.null_count > 0))
+    keys = candidate_keys(pa.table(typed), list(typed)) if typed else []
+    return Schema(tuple(fields), (), tuple(keys))
+
+
+def infer_schema_text(
+    path: str, *, sample_rows: int | None = 10_000, output_format: str = "json", **options
+) -> str:
+    """Return the inferred schema as JSON or YAML text (what `infer-schema PATH` prints).
+
+    Raises:
+        ValueError: `output_format` is not `json` or `yaml`.
+        ConnectorError: the file cannot be read or parsed.
+    """
+    if output_format not in ("json", "yaml"):
+        raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
+    schema = infer_schema(path, sample_rows=sample_rows, **options)
+    if output_format == "json":
+        return schema.to_json() + "\n"
+    import yaml
+
+    return yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True)
