@@ -1,6 +1,6 @@
 """`python -m beam_etl.run`: load a spec, validate it, run it, report.
 
-With no arguments it runs the bundled demo. Arguments it does not know are Beam pipeline
+With no arguments it runs the bundled demo; `infer-schema PATH` prints a CSV file's schema. Arguments it does not know are Beam pipeline
 options and pass through (`--runner`, `--direct_num_workers`, `--job_endpoint`, ...).
 Exit codes: 0 success, 1 the pipeline failed (or its counts do not add up), 2 usage or spec
 error. Known errors print one line and no traceback, unless `--debug`.
@@ -102,12 +102,42 @@ def _variables(assignments: list[str]) -> dict[str, str]:
     return found
 
 
+def _infer_schema(argv: list[str]) -> int:
+    parser = _Parser(
+        prog="python -m beam_etl.run infer-schema",
+        description="Infer a schema from a CSV file and print it, to pin in a spec.",
+    )
+    parser.add_argument("path", help="the CSV file")
+    parser.add_argument(
+        "--sample-rows", default="10000", help="rows to look at, or `all` (default: 10000)"
+    )
+    parser.add_argument("--format", choices=("json", "yaml"), default="json")
+    parser.add_argument("--delimiter", default=",")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    if args.sample_rows != "all" and not args.sample_rows.isdigit():
+        raise UsageError(f"`--sample-rows` must be a number or `all`, not `{args.sample_rows}`")
+    from beam_etl.schema.infer import infer_schema_text
+
+    rows = None if args.sample_rows == "all" else int(args.sample_rows)
+    try:
+        text = infer_schema_text(
+            args.path, sample_rows=rows, output_format=args.format, delimiter=args.delimiter
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _configure_logging(debug)
     try:
+        if argv[:1] == ["infer-schema"]:
+            return _infer_schema(argv[1:])
         args, beam_args = _parser().parse_known_args(argv)
         unknown = [a for a in beam_args if not a.startswith("--")]
         if unknown:

@@ -217,3 +217,20 @@ sinks:
     rows = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT a, b FROM t ORDER BY a")
     assert rows.fetchall() == [(1, "x"), (2, "y")]
     assert os.path.getsize(tmp_path / "dl") == 0
+
+
+def test_infer_schema_prints_a_schema_to_pin(tmp_path, capsys):
+    data = tmp_path / "messy.csv"
+    data.write_text("id,amount,day,note\n1,2.5,2024-01-02,x\n2,3,2024-01-03,\n3,,2024-01-04,y\n")
+    assert main(["infer-schema", str(data)]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    types = {field["name"]: field["type"] for field in schema["fields"]}
+    assert types == {"id": "int64", "amount": "float64", "day": "date", "note": "string"}
+    assert schema["version"] == 1
+
+
+def test_infer_schema_errors_are_one_line(tmp_path, capsys):
+    assert main(["infer-schema", str(tmp_path / "nope.csv")]) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "nope.csv" in err
+    assert main(["infer-schema", "x.csv", "--sample-rows", "many"]) == 2

@@ -50,3 +50,32 @@ def test_python_api_example(tmp_path):
     table = pq.read_table(tmp_path / "good_customers")
     assert sorted(table.column("customer_id").to_pylist()) == [1, 3, 4]
     assert len((tmp_path / "rejected.jsonl").read_text().splitlines()) == 1
+
+
+def test_custom_step_example(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "custom_step.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(tmp_path / "scores")
+    scores = dict(zip(table.column("customer_id").to_pylist(), table.column("score").to_pylist()))
+    assert scores == pytest.approx({1: 0.815, 3: 0.67, 4: 0.9225, 5: 0.55})
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").open()]
+    assert [(r["step"], r["reason"], r["line"]) for r in rejected] == [
+        ("Clean/cast", "cast_failed", 8)
+    ]
+
+
+def test_revenue_example_outputs(tmp_path):
+    spec = EXAMPLES / "revenue_by_region.yaml"
+    assert main(["--pipeline", str(spec), "--output-dir", str(tmp_path)]) == 0
+    table = (tmp_path / "revenue_by_region.md").read_text().splitlines()
+    assert table[0] == "| region | orders | revenue | average |"
+    regions = sorted(line.split("|")[1].strip() for line in table[2:])
+    assert regions == ["Americas", "EU", "Europe (non-EU)"]
+    misses = [json.loads(x) for x in (tmp_path / "revenue_rejects.jsonl").open()]
+    assert {m["reason"] for m in misses} >= {"lookup_miss", "malformed_csv"}
+    assert all("JP" in m["message"] for m in misses if m["reason"] == "lookup_miss")
