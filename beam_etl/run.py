@@ -1,7 +1,8 @@
 """`python -m beam_etl.run`: load a spec, validate it, run it, report.
 
-With no arguments it runs the bundled demo; `infer-schema PATH` prints a CSV file's schema. Arguments it does not know are Beam pipeline
-options and pass through (`--runner`, `--direct_num_workers`, `--job_endpoint`, ...).
+With no arguments it runs the bundled demo; `infer-schema PATH` prints a CSV file's schema.
+Arguments it does not know are Beam pipeline options and pass through (`--runner`,
+`--direct_num_workers`, `--job_endpoint`, ...).
 Exit codes: 0 success, 1 the pipeline failed (or its counts do not add up), 2 usage or spec
 error. Known errors print one line and no traceback, unless `--debug`.
 """
