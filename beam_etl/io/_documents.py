@@ -19,77 +19,13 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import dumps, json_safe, visible
+from beam_etl.batches import dumps, json_safe
 from beam_etl.errors import ConnectorError
-from beam_etl.io._files import BundleWriter, Part, StageAndPublish, remove_if_empty, staging_dir
+from beam_etl.io._files import Part, StageAndPublish, remove_if_empty, staging_dir
+from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 
 #: Renders batches conforming to a schema into the file at the given (temporary) path.
 Render = Callable[[str, pa.Schema, Iterator[pa.RecordBatch]], None]
-
-
-class IpcPartWriter(BundleWriter):
-    """Stages a bundle's visible batches as Arrow IPC stream files, one per distinct schema."""
-
-    suffix = ".arrows"
-
-    def __init__(self, folder: str) -> None:
-        super().__init__(folder)
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._path = ""
-        self._rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        batch = visible(batch)
-        if batch.num_rows == 0:
-            return
-        if self._writer is not None and not batch.schema.equals(self._schema):
-            self._close_current()
-        if self._writer is None:
-            self._path = self.new_path()
-            self._schema = batch.schema
-            self._writer = pa.ipc.new_stream(self._path, batch.schema)
-            self._rows = 0
-        self._writer.write_batch(batch)
-        self._rows += batch.num_rows
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts.append((self._path, self._rows))
-            self._writer = None
-
-    def close(self) -> list[Part]:
-        self._close_current()
-        return self.parts
-
-
-def parts_schema(parts: list[Part]) -> pa.Schema:
-    """Return one schema for all staged parts: columns in first-seen order, types promoted."""
-    schemas = []
-    for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
-            schemas.append(reader.schema)
-    if not schemas:
-        return pa.schema([])
-    return pa.unify_schemas(schemas, promote_options="permissive")
-
-
-def read_parts(parts: list[Part], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Yield the staged batches one at a time, conformed to `schema` (missing columns null)."""
-    for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
-            for batch in reader:
-                if batch.schema.equals(schema):
-                    yield batch
-                    continue
-                columns = [
-                    batch.column(field.name).cast(field.type)
-                    if field.name in batch.schema.names
-                    else pa.nulls(batch.num_rows, field.type)
-                    for field in schema
-                ]
-                yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def cell_text(value: Any) -> str:

@@ -17,15 +17,14 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import visible
 from beam_etl.io._files import (
-    BundleWriter,
     Part,
     StageAndPublish,
     new_run_id,
     remove_if_empty,
     staging_dir,
 )
+from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
 
 MODES: Final = ("replace", "append")
@@ -50,55 +49,6 @@ def _to_sqlite_values(batch: pa.RecordBatch) -> Iterator[tuple]:
             column = pc.cast(column, pa.string())
         columns.append(column.to_pylist())
     return zip(*columns)
-
-
-class _IpcWriter(BundleWriter):
-    suffix = ".arrows"
-
-    def __init__(self, folder: str) -> None:
-        super().__init__(folder)
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._path = ""
-        self._rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        batch = visible(batch)
-        if batch.num_rows == 0:
-            return
-        if self._writer is not None and not batch.schema.equals(self._schema):
-            self._close_current()
-        if self._writer is None:
-            self._path = self.new_path()
-            self._schema = batch.schema
-            self._writer = pa.ipc.new_stream(self._path, batch.schema)
-            self._rows = 0
-        self._writer.write_batch(batch)
-        self._rows += batch.num_rows
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts.append((self._path, self._rows))
-            self._writer = None
-
-    def close(self) -> list[Part]:
-        self._close_current()
-        return self.parts
-
-
-def _read_parts(parts: list[Part]) -> Iterator[pa.RecordBatch]:
-    for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
-            yield from reader
-
-
-def _parts_schema(parts: list[Part]) -> pa.Schema | None:
-    schemas = []
-    for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
-            schemas.append(reader.schema)
-    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
 
 
 def _ensure_ledger(connection: sqlite3.Connection) -> None:
@@ -147,7 +97,7 @@ class _PublishSqlite:
         return rows
 
     def _load(self, connection: sqlite3.Connection, parts: list[Part]) -> None:
-        schema = _parts_schema(parts)
+        schema = parts_schema(parts) if parts else None
         target = quote_identifier(self.table)
         exists = connection.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
@@ -161,15 +111,10 @@ class _PublishSqlite:
         columns = ", ".join(f"{quote_identifier(f.name)} {sqlite_type(f.type)}" for f in schema)
         connection.execute(f"CREATE TABLE {stage} ({columns})")
         names = ", ".join(quote_identifier(f.name) for f in schema)
-        for batch in _read_parts(parts):
-            batch = pa.Table.from_batches([batch]).select(
-                [n for n in schema.names if n in batch.schema.names]
-            )
-            quoted = ", ".join(quote_identifier(n) for n in batch.column_names)
-            marks = ", ".join("?" * batch.num_columns)
-            insert = f"INSERT INTO {stage} ({quoted}) VALUES ({marks})"
-            for chunk in batch.to_batches():
-                connection.executemany(insert, _to_sqlite_values(chunk))
+        marks = ", ".join("?" * len(schema))
+        insert = f"INSERT INTO {stage} ({names}) VALUES ({marks})"
+        for batch in read_parts(parts, schema):  # conformed: missing columns are null
+            connection.executemany(insert, _to_sqlite_values(batch))
         if self.mode == "replace" or not exists:
             connection.execute(f"DROP TABLE IF EXISTS {target}")
             connection.execute(f"ALTER TABLE {stage} RENAME TO {quote_identifier(self.table)}")
@@ -214,7 +159,7 @@ class WriteToSqlite(beam.PTransform):
     def expand(self, batches):
         self.staging = folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
         return batches | StageAndPublish(
-            _IpcWriter,
+            IpcPartWriter,
             folder,
             _PublishSqlite(self.database, self.table, self.mode, folder, self.run_id),
             step=self.label,
