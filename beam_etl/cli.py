@@ -1,6 +1,7 @@
 """What the command line does: list transforms, print a plan, execute a plan with a report."""
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -100,7 +101,8 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
     runner = resolve(runner_name)
     started, clock = datetime.now(timezone.utc), time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    plan.build(pipeline)
+    checks_path = f"{report_path}.checks.jsonl"
+    plan.build(pipeline, checks_path)
     error, result = None, None
     try:
         result = pipeline.run()
@@ -131,11 +133,30 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
         conservation_ok=error is None or all(step.balanced for step in steps),
         error=error,
     )
+    report.quality = _quality(checks_path, report_path)
     report.write(report_path)
     if error is not None:
         print(report.summary(), file=sys.stderr)
         raise PipelineFailedError(f"{error} (report: {report_path})")
     return report
+
+
+def _quality(checks_path: str, report_path: str) -> dict | None:
+    """Read the run's check results (if any) and write the Markdown and HTML quality reports."""
+    if not os.path.exists(checks_path):
+        return None
+    from beam_etl.quality.checks import CheckResult
+    from beam_etl.quality.report import quality_section, render_html, render_markdown
+
+    with open(checks_path, encoding="utf-8") as lines:
+        results = [CheckResult(**json.loads(line)) for line in lines if line.strip()]
+    os.remove(checks_path)
+    section = quality_section(results)
+    stem = report_path.removesuffix(".json")
+    for suffix, render in ((".quality.md", render_markdown), (".quality.html", render_html)):
+        with open(stem + suffix, "w", encoding="utf-8") as out:
+            out.write(render(section))
+    return section
 
 
 def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str]) -> int:
@@ -156,4 +177,7 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     report = execute(plan, beam_args, run_id, report_path)
     print(report.summary())
     print(f"report: {report_path}")
+    if report.quality is not None:
+        stem = report_path.removesuffix(".json")
+        print(f"data quality: {report.quality['status']} (see {stem}.quality.md)")
     return 0

@@ -58,6 +58,7 @@ class RunReport:
     steps: list[StepReport] = field(default_factory=list)
     conservation_ok: bool = True
     error: str | None = None
+    quality: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)

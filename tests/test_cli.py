@@ -56,6 +56,16 @@ def test_demo_report_counts_add_up(demo_run):
     assert steps["orders_parquet"]["rows_out"] == steps["enrich"]["rows_out"]
 
 
+def test_demo_reports_data_quality(demo_run):
+    output, result = demo_run
+    report = json.loads((output / "run_report.json").read_text())
+    checks = {c["check"]: c for c in report["quality"]["checks"]}
+    assert checks["regex_customer_email"]["outcome"] == "warned"
+    assert checks["unique_order_id"]["outcome"] == "passed"
+    assert "| regex_customer_email |" in (output / "run_report.quality.md").read_text()
+    assert "data quality: warned" in result.stdout
+
+
 def test_demo_writes_parquet_sqlite_and_dead_letters(demo_run):
     output, _ = demo_run
     table = pq.read_table(output / "orders")

@@ -20,9 +20,12 @@ class Plan:
     transforms: dict[str, Any]
     loaded: Loaded
 
-    def build(self, pipeline) -> dict:
-        """Apply the plan to `pipeline`; return the named outputs of every node."""
-        return build(pipeline, self.ordered, self.transforms)
+    def build(self, pipeline, checks_path: str | None = None) -> dict:
+        """Apply the plan to `pipeline`; return the named outputs of every node.
+
+        With `checks_path`, quality-check results are written there (JSON Lines).
+        """
+        return build(pipeline, self.ordered, self.transforms, checks_path)
 
 
 def load_plan(path: str, *, run_id: str, variables: dict[str, str] | None = None) -> Plan:

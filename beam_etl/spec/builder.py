@@ -4,6 +4,8 @@ from typing import Any
 
 import apache_beam as beam
 
+from beam_etl.batches import dumps, json_safe
+from beam_etl.io._files import PublishSingleFile
 from beam_etl.metrics import CountRows, output_counter
 from beam_etl.spec.model import Node
 from beam_etl.spec.registry import SINK, outputs_of
@@ -33,15 +35,26 @@ def _input_of(node: Node, transform: Any, outputs: Outputs) -> Any:
     return tuple(pcolls) | f"{node.name}/MergeInputs" >> beam.Flatten()
 
 
-def build(pipeline: beam.Pipeline, ordered: list[Node], transforms: dict[str, Any]) -> Outputs:
+def _check_result_json(result: Any) -> str:
+    return dumps(json_safe(result._asdict() if hasattr(result, "_asdict") else result))
+
+
+def build(
+    pipeline: beam.Pipeline,
+    ordered: list[Node],
+    transforms: dict[str, Any],
+    checks_path: str | None = None,
+) -> Outputs:
     """Apply every node to `pipeline` in order; return each node's named outputs.
 
     Every output is also counted (`<node>:rows_out`, `<node>:rows_rejected`) for the run report.
     Sinks are applied last, so that each can be handed every quality gate of the run (the
     `gate` output of checks): a sink with a `gates` attribute publishes only if all pass.
+    With `checks_path`, the quality checks' results are written there as JSON Lines.
     """
     outputs: Outputs = {}
     gates: list[Any] = []
+    results: list[Any] = []
     for node in [n for n in ordered if n.kind != SINK] + [n for n in ordered if n.kind == SINK]:
         transform = transforms[node.name]
         if node.kind == SINK and hasattr(transform, "gates"):
@@ -54,8 +67,16 @@ def build(pipeline: beam.Pipeline, ordered: list[Node], transforms: dict[str, An
             gates.append(result.gate)
         if isinstance(getattr(transform, "results", None), beam.pvalue.PCollection):
             gates.append(transform.results)  # quality check results: a failed one gates
+            results.append(transform.results)
         for output, pcoll in _named_outputs(node, transform, result).items():
             outputs[(node.name, output)] = pcoll
             what = output_counter(output)
             _ = pcoll | f"Count[{node.name}.{output}]" >> CountRows(node.name, what)
+    if checks_path and results:
+        _ = (
+            tuple(results)
+            | "QualityResults/Merge" >> beam.Flatten()
+            | "QualityResults/ToJson" >> beam.Map(_check_result_json)
+            | "QualityResults/Write" >> PublishSingleFile(checks_path, label="QualityResults")
+        )
     return outputs
