@@ -12,6 +12,7 @@ from typing import Any
 
 _WHERE = {
     "ReadFromCsv": "beam_etl.io.csvio",
+    "WriteToCsv": "beam_etl.io.csvio",
     "WriteToParquet": "beam_etl.io.parquetio",
     "WriteToSqlite": "beam_etl.io.sqliteio",
     "WriteToDeadLetters": "beam_etl.deadletter",

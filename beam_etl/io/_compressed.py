@@ -92,3 +92,30 @@ class ChunkStream:
         else:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+
+#: Compressions a file sink can write, with the file extension that selects each.
+WRITE_COMPRESSIONS: Final = {"none": None, "gzip": ".gz", "bz2": ".bz2", "zstd": ".zst"}
+
+
+def resolve_compression(path: str, compression: str | None) -> str | None:
+    """Return the compression to write `path` with: the one asked, else by extension, else none.
+
+    Raises:
+        ValueError: an unknown compression name.
+    """
+    if compression is not None and compression not in WRITE_COMPRESSIONS:
+        choices = ", ".join(WRITE_COMPRESSIONS)
+        raise ValueError(f"Unknown compression `{compression}`; use one of {choices}")
+    if compression is None:
+        by_suffix = {suffix: name for name, suffix in WRITE_COMPRESSIONS.items() if suffix}
+        compression = next((n for s, n in by_suffix.items() if path.endswith(s)), "none")
+    return None if compression == "none" else compression
+
+
+def open_compressed_writer(path: str, compression: str | None):
+    """Open `path` for writing bytes through `compression` (pyarrow's C++ codecs)."""
+    import pyarrow as pa
+
+    raw = pa.OSFile(path, "wb")
+    return pa.CompressedOutputStream(raw, compression) if compression else raw

@@ -109,6 +109,7 @@ class WriteDocument(beam.PTransform):
 
     path: str
     max_rows: int | None
+    gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def renderer(self) -> Render:
         raise NotImplementedError
@@ -118,7 +119,9 @@ class WriteDocument(beam.PTransform):
         publish = _PublishDocument(
             self.path, folder, self.renderer(), sink=type(self).__name__, max_rows=self.max_rows
         )
-        return batches | StageAndPublish(IpcPartWriter, folder, publish, step=self.label)
+        return batches | StageAndPublish(
+            IpcPartWriter, folder, publish, step=self.label, gates=self.gates
+        )
 
 
 def check_max_rows(max_rows: int, ceiling: int | None = None) -> None:

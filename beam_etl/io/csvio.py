@@ -7,22 +7,32 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 
 import codecs
 import logging
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.batches import with_origin
+from beam_etl.batches import dumps, json_safe, with_origin
 from beam_etl.datatypes import parse_type
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _csvparse
-from beam_etl.io._compressed import ChunkStream, is_compressed
+from beam_etl.io._compressed import (
+    ChunkStream,
+    is_compressed,
+    open_compressed_writer,
+    resolve_compression,
+)
 from beam_etl.io._csvscan import split_points
-from beam_etl.io._files import match_files
+from beam_etl.io._files import Part, StageAndPublish, match_files, remove_if_empty, staging_dir
+from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
@@ -195,3 +205,93 @@ def _parallel(pipeline: beam.Pipeline) -> bool:
 def _check_char(name: str, value: Any) -> None:
     if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
         raise ValueError(f"`{name}` must be one character (not a newline), not `{value}`")
+
+
+def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return `batch` with nested columns (lists, structs, maps) as JSON text: CSV is flat."""
+    nested = [i for i, field in enumerate(batch.schema) if pa.types.is_nested(field.type)]
+    for i in nested:
+        values = [None if v is None else dumps(json_safe(v)) for v in batch.column(i).to_pylist()]
+        batch = batch.set_column(i, batch.schema.field(i).name, pa.array(values, pa.string()))
+    return batch
+
+
+class _PublishCsv:
+    """Writes every staged part into one (compressed) CSV file, atomically."""
+
+    def __init__(self, target: str, folder: str, options: dict[str, Any]) -> None:
+        self._target = target
+        self._folder = folder
+        self._options = options
+
+    def __call__(self, parts: list[Part]) -> int:
+        os.makedirs(os.path.dirname(os.path.abspath(self._target)), exist_ok=True)
+        temporary = f"{self._target}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open_compressed_writer(temporary, self._options["compression"]) as out:
+                if parts:
+                    self._write(out, parts)
+            os.replace(temporary, self._target)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        shutil.rmtree(self._folder, ignore_errors=True)
+        remove_if_empty(os.path.dirname(self._folder))
+        return sum(rows for _, rows in parts)
+
+    def _write(self, out, parts: list[Part]) -> None:
+        schema = parts_schema(parts)
+        batches = (_csv_ready(batch) for batch in read_parts(parts, schema))
+        first = next(batches, None)
+        if first is None:
+            return
+        options = pacsv.WriteOptions(
+            include_header=self._options["header"], delimiter=self._options["delimiter"]
+        )
+        with pacsv.CSVWriter(out, first.schema, write_options=options) as writer:
+            writer.write_batch(first)
+            for batch in batches:
+                writer.write_batch(batch)
+
+
+class WriteToCsv(beam.PTransform):
+    """Write record batches to one CSV file, published atomically when every bundle is done.
+
+    Bundles stage Arrow IPC parts; the publish step writes them into one file under a temporary
+    name (compressed if asked) and renames it into place, so a failed run never leaves a
+    partial file at `path`; a re-run replaces it. Nulls are empty fields; dates and timestamps
+    are ISO 8601; nested columns are JSON text; hidden origin columns are dropped. Batches
+    with other columns are aligned to one schema (missing columns empty). Row order is not
+    kept across bundles. Output: one element, the number of rows written.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        header: bool = True,
+        delimiter: str = ",",
+        compression: str | None = None,
+    ) -> None:
+        """Args:
+        path: the file to write (parent folders are created).
+        header: write a header line.
+        delimiter: field separator, one character.
+        compression: `gzip`, `bz2`, `zstd` or `none`; by default taken from the extension of
+            `path` (`.gz`, `.bz2`, `.zst`), else none.
+        """
+        super().__init__()
+        _check_char("delimiter", delimiter)
+        self.path = path
+        self.header = header
+        self.delimiter = delimiter
+        self.compression = resolve_compression(path, compression)
+        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
+
+    def expand(self, batches):
+        self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
+        options = {"header": self.header, "delimiter": self.delimiter}
+        publish = _PublishCsv(self.path, folder, options | {"compression": self.compression})
+        return batches | StageAndPublish(
+            IpcPartWriter, folder, publish, step=self.label, gates=self.gates
+        )

@@ -6,8 +6,6 @@ parse. Blocks of whole lines go to `pyarrow.json.read_json` in one call; only a 
 pyarrow refuses is looked at line by line, to turn exactly the bad lines into dead letters.
 """
 
-import bz2
-import gzip
 import io
 import json
 import os
@@ -22,13 +20,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
-import zstandard
 
 from beam_etl.batches import dumps, json_safe, payload_of, visible, with_origin
 from beam_etl.datatypes import parse_type, type_name
 from beam_etl.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._compressed import read_chunks
+from beam_etl.io._compressed import open_compressed_writer, read_chunks, resolve_compression
 from beam_etl.io._files import (
     BundleWriter,
     Part,
@@ -44,7 +41,6 @@ from beam_etl.transforms.outputs import WithErrors
 #: Reason code of a line that is not JSON, or JSON that is not an object.
 MALFORMED_JSON: Final = "malformed_json"
 _FORMATS: Final = ("auto", "lines", "array")
-_COMPRESSIONS: Final = {None: None, "none": None, "gzip": ".gz", "bz2": ".bz2", "zstd": ".zst"}
 _MB: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
 # Types pyarrow.json cannot read from JSON text: read as strings, then cast with casting.py.
@@ -534,16 +530,6 @@ class _JsonLinesWriter(BundleWriter):
         return [(self._path, self._rows)]
 
 
-def _open_compressed(path: str, compression: str | None) -> BinaryIO:
-    if compression == "gzip":
-        return gzip.open(path, "wb")  # type: ignore[return-value]
-    if compression == "bz2":
-        return bz2.open(path, "wb")  # type: ignore[return-value]
-    if compression == "zstd":
-        return zstandard.ZstdCompressor().stream_writer(open(path, "wb"))
-    return open(path, "wb")
-
-
 class _PublishJson:
     """Joins the staged parts into one file (compressed, as an array if asked), atomically."""
 
@@ -557,7 +543,7 @@ class _PublishJson:
         os.makedirs(os.path.dirname(os.path.abspath(self._target)), exist_ok=True)
         temporary = f"{self._target}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            with _open_compressed(temporary, self._compression) as out:
+            with open_compressed_writer(temporary, self._compression) as out:
                 if self._format == "lines":
                     for path, _ in parts:
                         with open(path, "rb") as part:
@@ -603,15 +589,10 @@ class WriteToJson(beam.PTransform):
         super().__init__()
         if format not in ("lines", "array"):
             raise ValueError(f"Unknown format `{format}`; use lines or array")
-        if compression not in _COMPRESSIONS:
-            choices = ", ".join(c for c in _COMPRESSIONS if c)
-            raise ValueError(f"Unknown compression `{compression}`; use one of {choices}")
-        if compression is None:
-            by_suffix = {suffix: name for name, suffix in _COMPRESSIONS.items() if suffix}
-            compression = by_suffix.get(os.path.splitext(path)[1])
         self.path = path
         self.format = format
-        self.compression = None if compression == "none" else compression
+        self.compression = resolve_compression(path, compression)
+        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
@@ -620,4 +601,5 @@ class WriteToJson(beam.PTransform):
             folder,
             _PublishJson(self.path, folder, self.format, self.compression),
             step=self.label,
+            gates=self.gates,
         )

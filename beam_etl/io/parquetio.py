@@ -321,6 +321,7 @@ class WriteToParquet(beam.PTransform):
         self.row_group_size = row_group_size
         self.partition_by = list(partition_by) if partition_by else None
         self.run_id = run_id or new_run_id()
+        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
@@ -336,6 +337,7 @@ class WriteToParquet(beam.PTransform):
                 partitioned=bool(self.partition_by),
             ),
             step=self.label,
+            gates=self.gates,
         )
 
 

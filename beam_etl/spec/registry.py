@@ -47,6 +47,7 @@ class Entry:
 
 _BUILTIN: Final = {
     "ReadFromCsv": (SOURCE, "beam_etl.io.csvio:ReadFromCsv"),
+    "WriteToCsv": (SINK, "beam_etl.io.csvio:WriteToCsv"),
     "WriteToParquet": (SINK, "beam_etl.io.parquetio:WriteToParquet"),
     "WriteToSqlite": (SINK, "beam_etl.io.sqliteio:WriteToSqlite"),
     "WriteToDeadLetters": (SINK, "beam_etl.deadletter:WriteToDeadLetters"),

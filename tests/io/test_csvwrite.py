@@ -1,0 +1,99 @@
+"""WriteToCsv: round trips through ReadFromCsv, compression, atomic publish."""
+
+import datetime
+import decimal
+import gzip
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from conftest import visible_rows
+
+from beam_etl.batches import with_origin
+from beam_etl.io.csvio import ReadFromCsv, WriteToCsv
+from beam_etl.runner import LocalRunner
+
+UTC = datetime.timezone.utc
+BATCH = pa.record_batch(
+    {
+        "id": pa.array([1, 2, 3], pa.int64()),
+        "name": pa.array(['Zoë, "the" first', None, "line\nbreak"]),
+        "amount": pa.array(
+            [decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")], pa.decimal128(10, 2)
+        ),
+        "day": pa.array([datetime.date(2024, 1, 31), None, datetime.date(1999, 12, 31)]),
+        "at": pa.array(
+            [
+                datetime.datetime(2024, 1, 1, 12, tzinfo=UTC),
+                None,
+                datetime.datetime(1970, 1, 1, tzinfo=UTC),
+            ],
+            pa.timestamp("us", tz="UTC"),
+        ),
+        "ok": pa.array([True, None, False]),
+    }
+)
+TYPES = {
+    "id": "int64",
+    "name": "string",
+    "amount": "decimal(10,2)",
+    "day": "date",
+    "at": "timestamp[us, UTC]",
+    "ok": "bool",
+}
+
+
+def _write(path, *batches, **options):
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    _ = p | beam.Create(list(batches)) | WriteToCsv(str(path), **options)
+    p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.csv.bz2", "out.csv.zst"])
+def test_round_trip_keeps_rows_and_types(tmp_path, pipeline, name):
+    path = tmp_path / name
+    _write(path, with_origin(BATCH, "in.csv", [2, 3, 4]))
+    if name.endswith(".gz"):
+        assert gzip.decompress(path.read_bytes()).startswith(b'"id","name"')
+    read = pipeline | ReadFromCsv(str(path), columns=TYPES)
+    assert_that(read.output | beam.FlatMap(visible_rows), equal_to(BATCH.to_pylist()), label="Rows")
+    assert_that(read.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary or staging left
+
+
+def test_semicolons_without_header_and_rerun_replaces(tmp_path):
+    path = tmp_path / "plain.csv"
+    small = BATCH.select(["id", "ok"])
+    _write(path, small, header=False, delimiter=";")
+    _write(path, small, header=False, delimiter=";")
+    assert sorted(path.read_text().splitlines()) == ["1;true", "2;", "3;false"]
+
+
+def test_batches_with_other_columns_share_one_header(tmp_path):
+    path = tmp_path / "mixed.csv"
+    _write(path, pa.record_batch({"a": [1]}), pa.record_batch({"a": [2], "b": ["x"]}))
+    lines = path.read_text().splitlines()
+    assert lines[0] == '"a","b"'
+    assert sorted(lines[1:]) == ["1,", '2,"x"']
+
+
+def test_nested_columns_are_json_text(tmp_path):
+    path = tmp_path / "nested.csv"
+    batch = pa.record_batch({"k": [1], "tags": pa.array([["a", "b"]]), "s": [{"x": 1}]})
+    _write(path, batch)
+    assert path.read_text().splitlines()[1] == '1,"[""a"",""b""]","{""x"":1}"'
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"compression": "rar"}, "Unknown compression `rar`", id="compression"),
+        pytest.param({"delimiter": "::"}, "`delimiter` must be one character", id="delimiter"),
+    ],
+)
+def test_bad_options_are_refused(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        WriteToCsv(str(tmp_path / "x.csv"), **options)
