@@ -14,11 +14,7 @@ import pyarrow.csv as pacsv
 from beam_etl.batches import payload_of
 from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._csvscan import (
-    iter_record_blocks,
-    last_record_end,
-    scan_records,
-)
+from beam_etl.io._csvscan import iter_record_blocks, last_record_end, masked, scan_records
 from beam_etl.transforms.casting import cast_batch, drop_rows
 
 _LOG = logging.getLogger(__name__)
@@ -35,6 +31,7 @@ class ParseSettings:
     types: dict[str, pa.DataType]
     delimiter: str
     quote_char: str | None
+    escape_char: str | None
     encoding: str
     null_values: list[str]
     block_size: int
@@ -63,9 +60,13 @@ def _read_sample(path: str, size: int) -> bytes:
         raise ConnectorError(f"Cannot read `{path}`: {exc}") from exc
 
 
-def _split_header(line: str, delimiter: str, quote_char: str | None) -> list[str]:
+def _split_header(
+    line: str, delimiter: str, quote_char: str | None, escape_char: str | None = None
+) -> list[str]:
     if quote_char:
-        rows = list(stdcsv.reader([line], delimiter=delimiter, quotechar=quote_char))
+        rows = list(
+            stdcsv.reader([line], delimiter=delimiter, quotechar=quote_char, escapechar=escape_char)
+        )
     else:
         rows = list(stdcsv.reader([line], delimiter=delimiter, quoting=stdcsv.QUOTE_NONE))
     return [name.strip() for name in rows[0]] if rows else []
@@ -79,6 +80,7 @@ def plan(
     header: bool,
     delimiter: str,
     quote_char: str | None,
+    escape_char: str | None = None,
     encoding: str,
     null_values: list[str],
     infer_bytes: int,
@@ -86,18 +88,19 @@ def plan(
 ) -> ParseSettings:
     """Fix column names and types from the declared ones and a sample of the first file."""
     quote = ord(quote_char) if quote_char else None
+    escape = ord(escape_char) if escape_char else None
     raw = _read_sample(path, infer_bytes)
     whole = raw.removeprefix(_BOM).decode(encoding, errors="replace").encode("utf-8")
     if len(raw) >= infer_bytes:  # a cut sample: keep its whole records only
-        cut = last_record_end(whole, quote)
+        cut = last_record_end(masked(whole, quote, escape), quote)
         whole = whole[:cut] if cut > 0 else whole
-    records = scan_records(whole, 1, quote).nonempty()
+    records = scan_records(masked(whole, quote, escape), 1, quote).nonempty()
     file_header = None
     if header:
         if not len(records):
             raise ConnectorError(f"`{path}` is empty: it has no header line to name the columns")
         first = whole[records.starts[0] : records.ends[0]].decode("utf-8")
-        file_header = _split_header(first, delimiter, quote_char)
+        file_header = _split_header(first, delimiter, quote_char, escape_char)
         whole = whole[records.starts[1] :] if len(records) > 1 else b""
     names = list(column_names or file_header or declared)
     if not names:
@@ -112,13 +115,14 @@ def plan(
             f"Column(s) {', '.join(f'`{n}`' for n in unknown)} in `columns` not in the file "
             f"(columns: {', '.join(names)})"
         )
-    types = _infer_types(whole, names, declared, delimiter, quote_char, null_values)
+    types = _infer_types(whole, names, declared, delimiter, quote_char, escape_char, null_values)
     return ParseSettings(
         names=names,
         file_header=file_header,
         types=types,
         delimiter=delimiter,
         quote_char=quote_char,
+        escape_char=escape_char,
         encoding=encoding,
         null_values=null_values,
         block_size=block_size,
@@ -131,6 +135,7 @@ def _infer_types(
     declared: dict[str, pa.DataType],
     delimiter: str,
     quote_char: str | None,
+    escape_char: str | None,
     null_values: list[str],
 ) -> dict[str, pa.DataType]:
     inferred: dict[str, pa.DataType] = {}
@@ -140,7 +145,9 @@ def _infer_types(
             table = pacsv.read_csv(
                 io.BytesIO(sample),
                 read_options=pacsv.ReadOptions(column_names=names),
-                parse_options=_parse_options(delimiter, quote_char, lambda row: "skip"),
+                parse_options=_parse_options(
+                    delimiter, quote_char, lambda row: "skip", escape_char
+                ),
                 convert_options=pacsv.ConvertOptions(
                     column_types=as_text, null_values=null_values, strings_can_be_null=True
                 ),
@@ -155,10 +162,13 @@ def _infer_types(
     return types
 
 
-def _parse_options(delimiter: str, quote_char: str | None, handler) -> pacsv.ParseOptions:
+def _parse_options(
+    delimiter: str, quote_char: str | None, handler, escape_char: str | None = None
+) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(
         delimiter=delimiter,
         quote_char=quote_char or False,
+        escape_char=escape_char or False,
         double_quote=True,
         newlines_in_values=quote_char is not None,
         invalid_row_handler=handler,
@@ -189,12 +199,18 @@ class RangeReader:
         self._line = first_line
         self._is_first = is_first
         self._quote = ord(settings.quote_char) if settings.quote_char else None
+        self._escape = ord(settings.escape_char) if settings.escape_char else None
         self.records = 0
+
+    def _records(self, block: bytes, line: int):
+        """Return the non-empty records of `block` (escaped quotes do not count)."""
+        return scan_records(masked(block, self._quote, self._escape), line, self._quote).nonempty()
 
     def read(self, stream: BinaryIO, length: int | None) -> Iterator:
         """Yield `(batch, lines)` pairs and `DeadLetter`s for the range."""
         first = self._is_first
-        for block in iter_record_blocks(stream, length, self._s.block_size, self._quote):
+        blocks = iter_record_blocks(stream, length, self._s.block_size, self._quote, self._escape)
+        for block in blocks:
             newlines = block.count(b"\n")
             next_line = self._line + newlines
             if first:
@@ -208,11 +224,11 @@ class RangeReader:
             self._line = next_line
 
     def _skip_header(self, block: bytes) -> bytes:
-        records = scan_records(block, self._line, self._quote).nonempty()
+        records = self._records(block, self._line)
         if not len(records):
             return b""
         text = block[records.starts[0] : records.ends[0]].decode(self._s.encoding, "replace")
-        found = _split_header(text, self._s.delimiter, self._s.quote_char)
+        found = _split_header(text, self._s.delimiter, self._s.quote_char, self._s.escape_char)
         if found != self._s.file_header:
             raise ConnectorError(
                 f"Header of `{self._path}` ({', '.join(found)}) differs from the first file's "
@@ -231,7 +247,7 @@ class RangeReader:
             return (block if self._s.is_utf8 else text.encode("utf-8")), None, []
         except UnicodeDecodeError:
             pass  # rare: find the bad records one by one below
-        records = scan_records(block, line, self._quote).nonempty()
+        records = self._records(block, line)
         good, lines, letters = [], [], []
         for start, end, record_line in zip(records.starts, records.ends, records.lines):
             raw = block[start:end]
@@ -279,7 +295,7 @@ class RangeReader:
             # One record per line: no empty lines, no quoted newlines. No scan needed.
             lines = np.arange(line, line + table.num_rows + len(invalid), dtype=np.int64)
         else:
-            lines = scan_records(block, line, self._quote).nonempty().lines
+            lines = self._records(block, line).lines
         self.records += len(lines)
         bad_records = self._locate(block, line, invalid)
         for text, index in zip(invalid, bad_records):
@@ -295,13 +311,15 @@ class RangeReader:
         yield from self._emit(table, failures, lines_ok)
 
     def _split(self, text: str) -> list[str]:
-        return _split_header(text.replace("\n", " "), self._s.delimiter, self._s.quote_char)
+        return _split_header(
+            text.replace("\n", " "), self._s.delimiter, self._s.quote_char, self._s.escape_char
+        )
 
     def _locate(self, block: bytes, line: int, texts: list[str]) -> list[int | None]:
         """Return the record index of each invalid row's text (None if not found)."""
         if not texts:
             return []
-        starts = scan_records(block, line, self._quote).nonempty().starts
+        starts = self._records(block, line).starts
         used: set[int] = set()
         found: list[int | None] = []
         for text in texts:
@@ -326,7 +344,9 @@ class RangeReader:
             return pacsv.read_csv(
                 io.BytesIO(block),
                 read_options=pacsv.ReadOptions(column_names=self._s.names, block_size=_PARSE_BLOCK),
-                parse_options=_parse_options(self._s.delimiter, self._s.quote_char, collect),
+                parse_options=_parse_options(
+                    self._s.delimiter, self._s.quote_char, collect, self._s.escape_char
+                ),
                 convert_options=pacsv.ConvertOptions(
                     column_types=types,
                     null_values=self._s.null_values,

@@ -85,8 +85,25 @@ def last_record_end(block: bytes, quote: int | None) -> int:
     return int(ends[-1]) + 1 if len(ends) else -1
 
 
+def masked(block: bytes, quote: int | None, escape: int | None) -> bytes:
+    """Return `block` with escaped quotes and escaped escapes blanked, for counting quotes.
+
+    With an escape character (`\\"` inside a quoted field) quote parity only holds once the
+    escaped pairs are taken out; they are replaced by two neutral bytes so that every offset
+    stays the same.
+    """
+    if escape is None or quote is None:
+        return block
+    pair = bytes([escape])
+    return block.replace(pair + pair, b"__").replace(pair + bytes([quote]), b"__")
+
+
 def iter_record_blocks(
-    stream: BinaryIO, limit: int | None, block_size: int, quote: int | None
+    stream: BinaryIO,
+    limit: int | None,
+    block_size: int,
+    quote: int | None,
+    escape: int | None = None,
 ) -> Iterator[bytes]:
     """Yield blocks of whole records read from `stream`, at most `limit` bytes in all.
 
@@ -105,7 +122,7 @@ def iter_record_blocks(
                 yield pending
             return
         buffer = pending + chunk if pending else chunk
-        cut = last_record_end(buffer, quote)
+        cut = last_record_end(masked(buffer, quote, escape), quote)
         if cut <= 0:
             pending = buffer  # one record longer than a block: keep reading
             continue

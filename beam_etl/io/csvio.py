@@ -118,6 +118,7 @@ class ReadFromCsv(beam.PTransform):
         header: bool = True,
         delimiter: str = ",",
         quote_char: str | None = '"',
+        escape_char: str | None = None,
         encoding: str = "utf-8",
         null_values: list[str] | None = None,
         infer_bytes: int = 1 << 20,
@@ -133,6 +134,8 @@ class ReadFromCsv(beam.PTransform):
         header: whether each file starts with a header line.
         delimiter: field separator, one character.
         quote_char: quoting character, or null for no quoting.
+        escape_char: escape character inside quoted fields (`\\`), or null (the default:
+            a quote inside a quoted field is doubled). Files are then not split by range.
         encoding: text encoding of the files (any ASCII-compatible codec).
         null_values: strings read as null (default: empty, `NULL`, `null`, `\\N`).
         infer_bytes: how much of the first file type inference looks at.
@@ -146,6 +149,10 @@ class ReadFromCsv(beam.PTransform):
         _check_char("delimiter", delimiter)
         if quote_char is not None:
             _check_char("quote_char", quote_char)
+        if escape_char is not None:
+            _check_char("escape_char", escape_char)
+            if escape_char in (quote_char, delimiter):
+                raise ValueError("`escape_char` must differ from `quote_char` and `delimiter`")
         try:
             codecs.lookup(encoding)
         except LookupError as exc:
@@ -164,6 +171,7 @@ class ReadFromCsv(beam.PTransform):
             header=header,
             delimiter=delimiter,
             quote_char=quote_char,
+            escape_char=escape_char,
             encoding=encoding,
             null_values=list(DEFAULT_NULL_VALUES if null_values is None else null_values),
             infer_bytes=infer_bytes,
@@ -178,6 +186,7 @@ class ReadFromCsv(beam.PTransform):
     def expand(self, pbegin):
         quote = ord(self._settings.quote_char) if self._settings.quote_char else None
         split = self.split if self.split is not None else _parallel(pbegin.pipeline)
+        split = split and self._settings.escape_char is None  # parity needs doubled quotes
         split_bytes = self._split_bytes if split else 1 << 62
         parsed = (
             pbegin

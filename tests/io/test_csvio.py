@@ -183,3 +183,27 @@ def test_truncated_compressed_file_fails_naming_the_file(tmp_path, suffix):
         # small files fail when the sample is read, large ones when the rest is
         _ = p | ReadFromCsv(str(path), columns={"id": "int64", "v": "string"})
         p.run().wait_until_finish()
+
+
+def test_escape_character_inside_quotes(pipeline, write_file):
+    path = write_file(
+        "esc.csv", 'id,text\n1,"say \\"hi\\", then\nleave"\n2,"back\\\\slash"\n3,x,y\n4,plain\n'
+    )
+    out = pipeline | "read" >> ReadFromCsv(path, escape_char="\\", block_size_mb=0.00002)
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to(
+            [
+                {"id": 1, "text": 'say "hi", then\nleave'},
+                {"id": 2, "text": "back\\slash"},
+                {"id": 4, "text": "plain"},
+            ]
+        ),
+        label="Rows",
+    )
+    assert_that(
+        out.error | beam.Map(letter_summary),
+        equal_to([("read", "malformed_csv", 5, "3,x,y")]),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()
