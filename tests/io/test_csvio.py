@@ -207,3 +207,31 @@ def test_escape_character_inside_quotes(pipeline, write_file):
         label="DeadLetters",
     )
     pipeline.run().wait_until_finish()
+
+
+def test_type_change_further_down_is_a_dead_letter_with_its_line(pipeline, write_file):
+    rows = "".join(f"{i},{i * 10}\n" for i in range(1, 200))
+    path = write_file("drift.csv", "id,n\n" + rows + "200,n/a\n201,2010\n")
+    read = ReadFromCsv(path, infer_bytes=200)  # the sample sees numbers only
+    assert str(read.schema.field("n").type) == "int64"
+    out = pipeline | "read" >> read
+    count = out.output | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
+    assert_that(count, equal_to([200]), label="Rows")
+    assert_that(
+        out.error | beam.Map(lambda d: (d.reason, d.line, d.message)),
+        equal_to([("cast_failed", 201, "Value `n/a` in column `n` is not a valid int64")]),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_latin1_file_with_semicolons(pipeline, write_file):
+    path = write_file("l1.csv", "name;city\nJürgen;Köln\nZoë;Besançon\n".encode("latin-1"))
+    out = pipeline | "read" >> ReadFromCsv(path, delimiter=";", encoding="latin-1")
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"name": "Jürgen", "city": "Köln"}, {"name": "Zoë", "city": "Besançon"}]),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
