@@ -113,3 +113,62 @@ def job_service():
 def test_portable_runner_on_a_job_service_gives_the_same_rows(spec, in_process, job_service):
     rows = _run(spec, "portable", "--runner=PortableRunner", f"--job_endpoint={job_service}")
     assert rows == in_process
+
+
+@pytest.fixture
+def pg_table():
+    """A PostgreSQL table of 20,000 rows on the test server, dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    name = f"runners_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test")
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, v double precision, s text)")
+        cursor.execute(
+            f"INSERT INTO {name} SELECT g, g * 0.5, 'row ' || g FROM generate_series(1, 20000) g"
+        )
+    yield name
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    connection.close()
+
+
+def test_partitioned_database_read_on_two_workers_reads_every_row_once(tmp_path, pg_table):
+    import sqlite3
+
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(f"""\
+sources:
+  - name: src
+    type: ReadFromPostgres
+    config: {{table: {pg_table}, database: test, partition_column: id, num_partitions: 4}}
+sinks:
+  - name: out
+    type: WriteToSqlite
+    input: src
+    config: {{database: "${{OUTPUT_DIR}}/copy.sqlite", table: copy}}
+""")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_etl.run",
+            "--pipeline",
+            str(spec),
+            "--output-dir",
+            str(tmp_path),
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    copy = sqlite3.connect(tmp_path / "copy.sqlite")
+    count, ids, total = copy.execute(
+        "SELECT count(*), count(DISTINCT id), sum(v) FROM copy"
+    ).fetchone()
+    assert (count, ids, total) == (20000, 20000, sum(g * 0.5 for g in range(1, 20001)))

@@ -1,0 +1,594 @@
+"""What the PostgreSQL and MySQL connectors share: connection settings with secret passwords,
+retries of transient failures, Arrow <-> SQL type mapping, key-range planning, schema drift, and
+the stage-then-publish composite with a dead-letter output.
+
+Sinks stage each bundle as Arrow IPC files (hidden origin columns kept, so that a row the
+database refuses is reported with its file and line); one publish step, after every bundle has
+finished, loads the committed bundles' files into a temporary staging table and applies the
+write mode in one transaction. A run that fails before publishing never touches the database,
+and a retried bundle's files never reach the publish step.
+"""
+
+import logging
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple, TypeVar
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of
+from beam_etl.config import Secret, mask_dsn
+from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
+from beam_etl.errors import CheckFailedError, ConnectorError
+from beam_etl.io._files import BundleWriter, Part, new_run_id, remove_if_empty
+from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
+from beam_etl.metrics import ROWS_DROPPED, ROWS_WRITTEN, step_counter
+
+_LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+__all__ = ["LEDGER_TABLE", "new_run_id"]  # re-exported for the connectors
+
+MODES: Final = ("append", "replace", "merge", "insert_only")
+DRIFT_POLICIES: Final = ("evolve", "freeze", "discard_columns")
+ON_REJECT: Final = ("dead_letter", "fail")
+ROW_COLUMN: Final = "__beam_etl_row"  # staging row number: bisects and dedup ties use it
+
+
+@dataclass(frozen=True, kw_only=True)
+class DbConfig:
+    """Where and how to connect; the password and any DSN print as `***`."""
+
+    dialect: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    database: str = ""
+    user: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    dsn: Secret | None = None
+    connect_timeout: float = 10.0
+    statement_timeout: float | None = None
+    retries: int = 3
+    retry_delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout <= 0:
+            raise ValueError(f"`connect_timeout` must be positive, not `{self.connect_timeout}`")
+        if self.statement_timeout is not None and self.statement_timeout <= 0:
+            raise ValueError(
+                f"`statement_timeout` must be positive, not `{self.statement_timeout}`"
+            )
+        if self.retries < 0:
+            raise ValueError(f"`retries` must be zero or more, not `{self.retries}`")
+
+    def describe(self) -> str:
+        """Return where this connects to, with any password masked."""
+        if self.dsn is not None:
+            return mask_dsn(self.dsn.reveal())
+        return f"{self.dialect}://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def make_config(
+    dialect: str,
+    *,
+    dsn: str | None,
+    dsn_env: str | None,
+    host: str,
+    port: int,
+    database: str | None,
+    user: str,
+    password_env: str | None,
+    connect_timeout: float,
+    statement_timeout: float | None,
+) -> DbConfig:
+    """Return the connection settings, reading the password or DSN from the environment now.
+
+    Raises:
+        ValueError: neither a DSN nor a database is given, or a named variable is unset.
+    """
+    secret_dsn = Secret(dsn) if dsn else None
+    if dsn_env:
+        if dsn_env not in os.environ:
+            raise ValueError(f"Environment variable `{dsn_env}` (dsn_env) is not set")
+        secret_dsn = Secret(os.environ[dsn_env])
+    if secret_dsn is None and not database:
+        raise ValueError("Give `dsn`, `dsn_env` or `database` to say where to connect")
+    password = Secret(os.environ.get(password_env, "")) if password_env else Secret("")
+    return DbConfig(
+        dialect=dialect,
+        host=host,
+        port=port,
+        database=database or "",
+        user=user,
+        password=password,
+        dsn=secret_dsn,
+        connect_timeout=connect_timeout,
+        statement_timeout=statement_timeout,
+    )
+
+
+def with_retries(
+    operation: Callable[[], T],
+    *,
+    config: DbConfig,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+) -> T:
+    """Run `operation`, retrying transient failures with exponential backoff and jitter.
+
+    Raises:
+        ConnectorError: a non-transient failure, or a transient one that outlived the retries;
+            the message names `what` and the masked connection, never the password.
+    """
+    for attempt in range(config.retries + 1):
+        try:
+            return operation()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            message = mask_dsn(str(exc).strip())
+            if not is_transient(exc) or attempt == config.retries:
+                kind = "after retries " if is_transient(exc) else ""
+                # `from None`: a driver's original error may quote a DSN with its password.
+                raise ConnectorError(
+                    f"{what} failed {kind}on `{config.describe()}`: {type(exc).__name__}: {message}"
+                ) from None
+            delay = config.retry_delay * (2**attempt) * (1 + random.random() / 2)
+            _LOG.warning(
+                "%s on `%s` hit a transient error (%s); retry %d of %d in %.1f s",
+                what,
+                config.describe(),
+                message,
+                attempt + 1,
+                config.retries,
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def sql_type(data_type: pa.DataType, dialect: str, *, key: bool = False) -> str:
+    """Return the column type for an Arrow type in `dialect` (`postgres` or `mysql`).
+
+    `key`: the column is part of a primary key (MySQL needs a bounded type there).
+
+    Raises:
+        ConnectorError: no column type holds the Arrow type (lists, structs, ...).
+    """
+    t = data_type.value_type if pa.types.is_dictionary(data_type) else data_type
+    pg = dialect == "postgres"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        bits = t.bit_width + (1 if pa.types.is_unsigned_integer(t) else 0)
+        if not pg and pa.types.is_unsigned_integer(t):
+            return {9: "tinyint unsigned", 17: "smallint unsigned", 33: "int unsigned"}.get(
+                bits, "bigint unsigned"
+            )
+        names = (("smallint", 16), ("integer", 32), ("bigint", 64))
+        return next((name for name, width in names if bits <= width), "numeric(20,0)")
+    if pa.types.is_floating(t):
+        return ("real" if pg else "float") if t.bit_width <= 32 else "double precision"
+    if pa.types.is_decimal(t):
+        return f"numeric({min(t.precision, 1000 if pg else 65)},{t.scale})"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        return "text" if pg else ("varchar(255)" if key else "longtext")
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "bytea" if pg else ("varbinary(255)" if key else "longblob")
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_timestamp(t):
+        if pg:
+            return "timestamp with time zone" if t.tz else "timestamp without time zone"
+        return "datetime(6)"  # MySQL keeps no zone: tz-aware values are stored in UTC
+    if pa.types.is_time(t):
+        return "time" if pg else "time(6)"
+    raise ConnectorError(f"No {dialect} column type for Arrow type `{data_type}`")
+
+
+def schema_drift(
+    loaded: pa.Schema, target_columns: list[str], policy: str, table: str
+) -> tuple[list[pa.Field], list[str]]:
+    """Return (columns to add to the target, loaded columns to discard) under `policy`.
+
+    Columns of the target missing from the load are allowed under every policy (they get
+    their default). Hidden origin columns are ignored.
+
+    Raises:
+        ConnectorError: `freeze` and the load has columns the target lacks (all are listed).
+    """
+    known = set(target_columns)
+    new = [f for f in loaded if f.name not in known and not f.name.startswith(HIDDEN_PREFIX)]
+    if not new:
+        return [], []
+    if policy == "evolve":
+        return new, []
+    if policy == "discard_columns":
+        return [], [f.name for f in new]
+    listed = ", ".join(f"`{f.name}` ({f.type})" for f in new)
+    raise ConnectorError(
+        f"Schema of `{table}` is frozen but the load has columns it lacks: {listed}; "
+        "add them to the table, or use schema_drift `evolve` or `discard_columns`"
+    )
+
+
+def plan_ranges(low: int, high: int, parts: int) -> list[tuple[int | None, int | None]]:
+    """Return `parts` half-open key ranges covering every value (and null) exactly once.
+
+    The first range is open below (and takes nulls), the last open above, so values outside
+    `[low, high]` are still read once.
+    """
+    if parts <= 1 or high <= low:
+        return [(None, None)]
+    step = max(1, -(-(high - low + 1) // parts))
+    cuts = list(range(low + step, high + 1, step))
+    starts: list[int | None] = [None, *cuts]
+    ends: list[int | None] = [*cuts, None]
+    return list(zip(starts, ends))
+
+
+def range_condition(column: str, start: int | None, end: int | None) -> tuple[str, list[int]]:
+    """Return the SQL condition (on the quoted `column`) and parameters for one key range."""
+    if start is None and end is None:
+        return "TRUE", []
+    if start is None:
+        return f"({column} < %s OR {column} IS NULL)", [end]  # type: ignore[list-item]
+    if end is None:
+        return f"{column} >= %s", [start]
+    return f"{column} >= %s AND {column} < %s", [start, end]
+
+
+def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Yield the batches regrouped into batches of about `rows` rows (the last may be smaller)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield from pa.Table.from_batches(pending).combine_chunks().to_batches(rows)
+            pending, count = [], 0
+    if count:
+        yield from pa.Table.from_batches(pending).combine_chunks().to_batches(rows)
+
+
+def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return `batch` with columns a CSV writer cannot render loadably turned into text.
+
+    Binary becomes PostgreSQL/MySQL hex text (`\\x...`), dictionaries their values.
+    """
+    arrays = []
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            column = pa.array(
+                [None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string()
+            )
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def staging_folder(staging_path: str | None, target: str) -> str:
+    """Return a fresh local folder for the staged parts of one write to `target`."""
+    base = staging_path or os.path.join(tempfile.gettempdir(), ".beam_etl-staging")
+    return os.path.join(base, f"{target}-{uuid.uuid4().hex[:12]}")
+
+
+class _IpcWriter(BundleWriter):
+    """Stages batches as Arrow IPC stream files, one per schema; origin columns are kept."""
+
+    suffix = ".arrows"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self._writer: Any = None
+        self._schema: pa.Schema | None = None
+        self._path = ""
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._writer is not None and not batch.schema.equals(self._schema):
+            self._close_current()
+        if self._writer is None:
+            self._path, self._schema, self._rows = self.new_path(), batch.schema, 0
+            self._writer = pa.ipc.new_stream(self._path, batch.schema)
+        self._writer.write_batch(batch)
+        self._rows += batch.num_rows
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.parts.append((self._path, self._rows))
+            self._writer = None
+
+    def close(self) -> list[Part]:
+        self._close_current()
+        return self.parts
+
+
+def read_parts(parts: list[Part]) -> Iterator[pa.RecordBatch]:
+    """Yield the staged batches of every part, in order."""
+    for path, _ in parts:
+        with pa.ipc.open_stream(path) as reader:
+            yield from reader
+
+
+def parts_schema(parts: list[Part]) -> pa.Schema | None:
+    """Return the unified schema of the staged parts, or None when nothing was staged."""
+    schemas = []
+    for path, _ in parts:
+        with pa.ipc.open_stream(path) as reader:
+            schemas.append(reader.schema)
+    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Return `batch` with the columns of `schema` in its order (missing ones null)."""
+    arrays = []
+    for f in schema:
+        if f.name in batch.schema.names:
+            column = batch.column(f.name)
+            arrays.append(column if column.type == f.type else pc.cast(column, f.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class Published(NamedTuple):
+    """What a publish did: rows written, rows dropped on purpose, rows the database refused."""
+
+    written: int
+    dropped: int
+    rejects: list[DeadLetter]
+
+
+class _StageFn(beam.DoFn):
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+        self._writer: _IpcWriter | None = None
+
+    def start_bundle(self) -> None:
+        self._writer = None
+
+    def process(self, batch: pa.RecordBatch):
+        if self._writer is None:
+            self._writer = _IpcWriter(self._folder)
+        self._writer.write(batch)
+        return ()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._writer is not None:
+            for part in self._writer.close():
+                yield WindowedValue(part, MIN_TIMESTAMP, (GlobalWindow(),))
+            self._writer = None
+
+
+class _PublishFn(beam.DoFn):
+    def __init__(self, publish: Callable[[list[Part]], Published], step: str, folder: str):
+        self._publish = publish
+        self._step = step
+        self._folder = folder
+
+    def process(self, parts: list[Part], gates=()):
+        failed = [gate for gate in gates if not getattr(gate, "passed", True)]
+        if failed:  # a `fail` check failed somewhere in the run: publish nothing
+            reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
+            raise CheckFailedError(f"Nothing published by `{self._step}`: {reasons}")
+        result = self._publish(sorted(parts))
+        discard_folder(self._folder)
+        step_counter(self._step, ROWS_WRITTEN).inc(result.written)
+        step_counter(self._step, ROWS_DROPPED).inc(result.dropped)
+        for letter in result.rejects:
+            yield beam.pvalue.TaggedOutput(ERROR, letter)
+        yield result.written
+
+
+def discard_folder(folder: str) -> None:
+    """Remove a staging folder (and its parent when that is left empty)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    remove_if_empty(os.path.dirname(folder))
+
+
+class StageAndPublishDb(beam.PTransform):
+    """Stage every bundle as IPC files, then call `publish(parts)` once, after all bundles.
+
+    Output: `(written, error)`: one element (rows written), and the `DeadLetter`s of rows the
+    database refused.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        publish: Callable[[list[Part]], Published],
+        *,
+        step: str,
+        gates: tuple = (),
+    ) -> None:
+        super().__init__()
+        self._folder = folder
+        self._publish = publish
+        self._step = step
+        self._gates = tuple(gates)
+
+    def expand(self, batches):
+        parts = (
+            batches
+            | "Stage" >> beam.ParDo(_StageFn(self._folder))
+            | "AwaitBundles" >> beam.combiners.ToList()
+        )
+        publish = beam.ParDo(_PublishFn(self._publish, self._step, self._folder))
+        if self._gates:
+            gates = self._gates | "MergeGates" >> beam.Flatten()
+            publish = beam.ParDo(
+                _PublishFn(self._publish, self._step, self._folder),
+                gates=beam.pvalue.AsList(gates),
+            )
+        out = parts | "Publish" >> publish.with_outputs(ERROR, main=OUTPUT)
+        return out[OUTPUT], out[ERROR]
+
+
+def check_write_args(
+    table: str,
+    mode: str,
+    primary_key: list[str] | str | None,
+    hard_delete_column: str | None,
+    dedup_sort: str | None,
+    schema_drift: str,
+    on_reject: str,
+) -> list[str]:
+    """Validate a database sink's arguments; return the primary key as a list.
+
+    Raises:
+        ValueError: an argument is invalid (named, with its value).
+    """
+    check_identifier(table.split(".")[-1], "table name")
+    for name, value, allowed in (
+        ("mode", mode, MODES),
+        ("schema_drift", schema_drift, DRIFT_POLICIES),
+        ("on_reject", on_reject, ON_REJECT),
+    ):
+        if value not in allowed:
+            raise ValueError(f"Unknown {name} `{value}`; use one of {', '.join(allowed)}")
+    keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+    for key in keys:
+        check_identifier(key, "primary_key column")
+    if mode in ("merge", "insert_only") and not keys:
+        raise ValueError(f"mode `{mode}` needs `primary_key`")
+    for name, column in (("hard_delete_column", hard_delete_column), ("dedup_sort", dedup_sort)):
+        if column is not None:
+            check_identifier(column, name)
+            if mode != "merge":
+                raise ValueError(f"`{name}` applies to mode `merge` only, not `{mode}`")
+    return keys
+
+
+def apply_bisecting(
+    cursor: Any,
+    run_range: Callable[[int, int], int],
+    low: int,
+    high: int,
+    *,
+    is_row_error: Callable[[BaseException], bool],
+    message_of: Callable[[BaseException], str],
+) -> tuple[int, list[tuple[int, str]]]:
+    """Apply `run_range(start, end)` to staging rows `[low, high)`, isolating refused rows.
+
+    Each range runs inside a savepoint; when the database refuses it for a row-level reason
+    (constraint, value out of range), the range is split in halves until single rows remain,
+    which are returned as `(row number, message)`. Rejects are rare, so this costs about
+    `2 * rejects * log2(rows)` extra statements. Other errors propagate.
+
+    Returns:
+        The sum of `run_range`'s results over applied ranges, and the refused rows.
+    """
+    applied, refused = 0, []
+    pending = [(low, high)]
+    while pending:
+        start, end = pending.pop()
+        cursor.execute("SAVEPOINT beam_etl_range")
+        try:
+            applied += run_range(start, end)
+        except Exception as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT beam_etl_range")
+            if not is_row_error(exc):
+                raise
+            if end - start <= 1:
+                refused.append((start, message_of(exc)))
+            else:
+                middle = (start + end) // 2
+                pending += [(middle, end), (start, middle)]  # lower half first: keeps order
+        else:
+            cursor.execute("RELEASE SAVEPOINT beam_etl_range")
+    return applied, refused
+
+
+class StagedOrigins:
+    """Stages the origin of each row (its file as a small integer code, and its line) and
+    numbers the rows.
+
+    A path per row would make staging a narrow table about half again as large.
+    """
+
+    FIELDS: Final = (
+        pa.field(FILE_COLUMN, pa.int32()),
+        pa.field(LINE_COLUMN, pa.int64()),
+        pa.field(ROW_COLUMN, pa.int64()),
+    )
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self._codes: dict[str, int] = {}
+        self._rows = 0
+
+    def batches(self, parts: list[Part], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """Yield the staged batches conformed to `schema`, file names replaced by codes."""
+        for batch in read_parts(parts):
+            if FILE_COLUMN in batch.schema.names:
+                column = batch.column(FILE_COLUMN)
+                if not pa.types.is_dictionary(column.type):
+                    column = column.dictionary_encode()
+                codes = [self._code(name) for name in column.dictionary.to_pylist()]
+                encoded = pc.take(pa.array(codes, pa.int32()), column.indices)
+                index = batch.schema.get_field_index(FILE_COLUMN)
+                batch = batch.set_column(index, FILE_COLUMN, encoded)
+            # Row numbers from 1 in staging order (cheaper than a server-side sequence).
+            numbers = pa.array(np.arange(self._rows + 1, self._rows + 1 + batch.num_rows))
+            self._rows += batch.num_rows
+            yield conform(batch, schema).set_column(len(schema) - 1, ROW_COLUMN, numbers)
+
+    def _code(self, name: str) -> int:
+        if name not in self._codes:
+            self._codes[name] = len(self.files)
+            self.files.append(name)
+        return self._codes[name]
+
+    def reject(
+        self, step: str, table: str, keys: list[str], row: dict[str, Any], message: str
+    ) -> DeadLetter:
+        """Return the `db_constraint` dead letter for a staged row the database refused."""
+        code = row.get(FILE_COLUMN)
+        source = self.files[code] if code is not None else table
+        payload = payload_of(row)  # hidden columns (origin, row number) left out
+        key = ",".join(str(row.get(k)) for k in keys) if keys else None
+        return DeadLetter(step, DB_CONSTRAINT, message, source, row.get(LINE_COLUMN), key, payload)
+
+
+def source_query(table: str | None, query: str | None, dialect: str) -> tuple[str, str]:
+    """Return (origin name, SELECT) for a table or a query; exactly one must be given."""
+    if (table is None) == (query is None):
+        raise ValueError("Give exactly one of `table` and `query`")
+    if table is not None:
+        return table, f"SELECT * FROM {quote_identifier(table, dialect)}"
+    assert query is not None
+    if not query.strip():
+        raise ValueError("`query` is empty")
+    return "query", query.strip().rstrip(";")
+
+
+def check_read_args(column, parts, batch_rows, lower, upper) -> None:
+    """Validate a database source's partitioning arguments (ValueError naming the argument)."""
+    if column is not None:
+        check_identifier(column, "partition_column")
+    if not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"`num_partitions` must be a positive integer, not `{parts}`")
+    if parts > 1 and column is None:
+        raise ValueError("`num_partitions` above 1 needs `partition_column`")
+    if not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
+    if lower is not None and upper is not None and lower > upper:
+        raise ValueError(f"`lower_bound` `{lower}` is above `upper_bound` `{upper}`")

@@ -1,0 +1,706 @@
+"""MySQL / MariaDB source and sink on PyMySQL: unbuffered key-range reads, `LOAD DATA LOCAL
+INFILE` (or multi-row INSERT) into a temporary staging table, set-based publishing with a ledger.
+
+pymysql decodes the protocol in Python (about 85k rows/s), so large reads should be split with
+`partition_column` and read by several workers. DDL commits implicitly in MySQL: a table the
+sink creates or evolves stays (empty, or with its new columns) if the publish later fails; the
+rows themselves are published in one transaction, and `replace` swaps tables with one atomic
+`RENAME TABLE`.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any, ClassVar, Final
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, with_origin
+from beam_etl.config import mask_dsn
+from beam_etl.deadletter import OUTPUT
+from beam_etl.errors import ConnectorError
+from beam_etl.io import _db
+from beam_etl.io._sql import quote_identifier
+from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.transforms.outputs import WithErrors
+
+_TRANSIENT: Final = frozenset({1205, 1213, 2003, 2006, 2013})  # lock wait, deadlock, lost link
+_ROW_ERRORS: Final = frozenset({1048, 1062, 1264, 1292, 1366, 1406, 1452, 3819, 4025})
+_INTEGER: Final = {1: 8, 2: 16, 9: 32, 3: 32, 8: 64, 13: 16}  # FIELD_TYPE -> bits
+_LOAD_METHODS: Final = ("auto", "load_data", "insert")
+
+
+def _q(name: str) -> str:
+    return quote_identifier(name, "mysql")
+
+
+def connect(config: _db.DbConfig) -> Any:
+    """Return a PyMySQL connection (retried while the failure is transient), session in UTC."""
+    import pymysql
+
+    def attempt():
+        if config.dsn is not None:
+            raise ConnectorError("MySQL connections take host, port, database and user, not a DSN")
+        connection = pymysql.connect(
+            host=config.host,
+            port=config.port,
+            user=config.user,
+            password=config.password.reveal(),
+            database=config.database,
+            connect_timeout=config.connect_timeout,
+            local_infile=True,
+            autocommit=True,
+            charset="utf8mb4",
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET time_zone = '+00:00'")
+            if config.statement_timeout is not None:
+                cursor.execute("SELECT VERSION()")
+                if "mariadb" in cursor.fetchone()[0].lower():
+                    timeout = f"max_statement_time = {config.statement_timeout:f}"
+                else:  # MySQL limits SELECTs only, in milliseconds
+                    timeout = f"max_execution_time = {round(config.statement_timeout * 1000)}"
+                cursor.execute(f"SET SESSION {timeout}")
+        return connection
+
+    return _db.with_retries(attempt, config=config, is_transient=is_transient, what="Connecting")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help: deadlocks, lock wait timeouts, lost or refused connections."""
+    import pymysql
+
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    return code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError)
+
+
+def arrow_type(field: Any) -> pa.DataType:
+    """Return the Arrow type a MySQL result column (a PyMySQL field) is read as."""
+    code, unsigned = field.type_code, bool(field.flags & 32)
+    if code == 1 and field.length == 1:
+        return pa.bool_()  # BOOLEAN is TINYINT(1)
+    if code in _INTEGER:
+        bits = _INTEGER[code]
+        return pa.type_for_alias(f"{'u' if unsigned else ''}int{bits}")
+    if code in (0, 246):
+        precision = field.length - (1 if field.scale else 0) - (0 if unsigned else 1)
+        make = pa.decimal128 if precision <= 38 else pa.decimal256
+        return make(precision, field.scale)
+    if code in (4, 5):
+        return pa.float32() if code == 4 else pa.float64()
+    if code == 10:
+        return pa.date32()
+    if code in (7, 12):
+        return pa.timestamp("us")  # TIMESTAMP is read in the session zone, UTC
+    if code in (249, 250, 251, 252, 253, 254) and field.charsetnr == 63:
+        return pa.binary()
+    return pa.string()  # text, JSON, ENUM, SET, TIME, ...
+
+
+class _PlanFn(beam.DoFn):
+    def __init__(self, config, query, column, parts, lower, upper) -> None:
+        self._config, self._query, self._column = config, query, column
+        self._parts, self._lower, self._upper = parts, lower, upper
+
+    def process(self, _):
+        low, high = self._lower, self._upper
+        if self._column and self._parts > 1 and (low is None or high is None):
+            column = _q(self._column)
+            found = _fetch_one(
+                self._config, f"SELECT min({column}), max({column}) FROM ({self._query}) AS q"
+            )
+            low = found[0] if low is None else low
+            high = found[1] if high is None else high
+        if any(v is not None and not isinstance(v, int) for v in (low, high)):
+            raise ConnectorError(f"partition_column `{self._column}` must hold integers")
+        if not self._column or low is None or high is None:
+            yield (None, None)
+        else:
+            yield from _db.plan_ranges(low, high, self._parts)
+
+
+def _fetch_one(config: _db.DbConfig, sql: str) -> tuple:
+    connection = connect(config)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()
+    finally:
+        connection.close()
+
+
+class _ReadRangeFn(beam.DoFn):
+    def __init__(self, step, config, query, column, source, batch_rows) -> None:
+        self._step, self._config, self._query = step, config, query
+        self._column, self._source, self._batch_rows = column, source, batch_rows
+
+    def setup(self) -> None:
+        self._rows_read = step_counter(self._step, ROWS_READ)
+
+    def process(self, key_range: tuple[int | None, int | None]) -> Iterator[pa.RecordBatch]:
+        connection = connect(self._config)
+        try:
+            for batch in self._read(connection, key_range):
+                self._rows_read.inc(batch.num_rows)
+                yield with_origin(batch, self._source, None)
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(
+                f"Reading `{self._source}` from `{self._config.describe()}` failed: "
+                f"{type(exc).__name__}: {mask_dsn(str(exc).strip())}"
+            ) from None
+        finally:
+            connection.close()
+
+    def _read(self, connection, key_range) -> Iterator[pa.RecordBatch]:
+        import pymysql
+
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        sql, params = f"SELECT * FROM ({self._query}) AS q", None
+        if self._column:
+            where, params = _db.range_condition(_q(self._column), *key_range)
+            # The query's own `%` must survive the driver's parameter formatting.
+            sql = f"{sql.replace('%', '%%')} WHERE {where}"
+        with connection.cursor(pymysql.cursors.SSCursor) as cursor:
+            cursor.execute(sql, params)
+            fields = cursor._result.fields  # charset and flags tell binary and unsigned apart
+            names = [f.name for f in fields]
+            if len(set(names)) != len(names):
+                raise ConnectorError(f"The query of `{self._source}` repeats column names")
+            schema = pa.schema([(f.name, arrow_type(f)) for f in fields])
+            while rows := cursor.fetchmany(self._batch_rows):
+                columns = list(zip(*rows))
+                yield pa.RecordBatch.from_arrays(
+                    [_to_arrow(column, t) for column, t in zip(columns, schema.types)],
+                    schema=schema,
+                )
+        connection.rollback()
+
+
+def _to_arrow(values: tuple, data_type: pa.DataType) -> pa.Array:
+    if pa.types.is_boolean(data_type):  # TINYINT(1) arrives as 0/1
+        return pc.cast(pa.array(values, pa.int8()), data_type)
+    return pa.array(values, data_type)
+
+
+class ReadFromMySql(beam.PTransform):
+    """Read a MySQL/MariaDB table or query into Arrow record batches, in parallel key ranges.
+
+    Bounded; order is not kept. Streams the result with an unbuffered cursor (bounded memory:
+    about `batch_rows` rows per worker). Each key range is read in its own REPEATABLE READ
+    transaction started WITH CONSISTENT SNAPSHOT; different ranges may see different moments.
+    Every row is read exactly once when `partition_column` does not change during the read.
+    Types: integers (TINYINT(1) as boolean), floats, decimals, dates, DATETIME/TIMESTAMP as
+    timestamps without zone (TIMESTAMP in UTC), binary strings and blobs as binary; text,
+    JSON, ENUM, SET, TIME as strings. Batches carry the table (or `query`) as origin.
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+
+    def __init__(
+        self,
+        *,
+        table: str | None = None,
+        query: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 3306,
+        database: str | None = None,
+        user: str = "root",
+        password_env: str | None = "MYSQL_PASSWORD",
+        partition_column: str | None = None,
+        num_partitions: int = 1,
+        lower_bound: int | None = None,
+        upper_bound: int | None = None,
+        batch_rows: int = 50_000,
+        connect_timeout: float = 10.0,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """Args:
+        table: the table to read (`name` or `database.name`); or give `query`.
+        query: a SELECT whose result to read (trusted SQL from the spec author).
+        host: server host.
+        port: server port.
+        database: database name.
+        user: user name.
+        password_env: environment variable holding the password (read at construction).
+        partition_column: integer column to split the read on.
+        num_partitions: number of key ranges (parallel reads).
+        lower_bound: smallest key to plan ranges from (queried when not given).
+        upper_bound: largest key to plan ranges from (queried when not given).
+        batch_rows: rows per output batch.
+        connect_timeout: seconds to wait for a connection.
+        statement_timeout: seconds a statement may run (no limit when not given).
+        """
+        super().__init__()
+        self.config = _config(
+            host, port, database, user, password_env, connect_timeout, statement_timeout
+        )
+        self.source, self.query = _db.source_query(table, query, "mysql")
+        _db.check_read_args(partition_column, num_partitions, batch_rows, lower_bound, upper_bound)
+        self.partition_column = partition_column
+        self.num_partitions = num_partitions
+        self.bounds = (lower_bound, upper_bound)
+        self.batch_rows = batch_rows
+
+    def expand(self, pbegin):
+        plan = _PlanFn(
+            self.config, self.query, self.partition_column, self.num_partitions, *self.bounds
+        )
+        read = _ReadRangeFn(
+            self.label, self.config, self.query, self.partition_column, self.source, self.batch_rows
+        )
+        return (
+            pbegin
+            | "Start" >> beam.Create([None])
+            | "PlanRanges" >> beam.ParDo(plan)
+            | "Distribute" >> beam.Reshuffle()
+            | "ReadRanges" >> beam.ParDo(read)
+        )
+
+
+def _config(host, port, database, user, password_env, connect_timeout, statement_timeout):
+    return _db.make_config(
+        "mysql",
+        dsn=None,
+        dsn_env=None,
+        host=host,
+        port=port,
+        database=database,
+        user=user,
+        password_env=password_env,
+        connect_timeout=connect_timeout,
+        statement_timeout=statement_timeout,
+    )
+
+
+def _load_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return `batch` as LOAD DATA text: escaped backslashes, `\\N` for null, hex for binary."""
+    arrays = []
+    for column in batch.columns:
+        column = _insertable(column)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            column = pa.array([None if v is None else v.hex() for v in column.to_pylist()])
+        text = pc.replace_substring(pc.cast(column, pa.string()), "\\", "\\\\")
+        arrays.append(pc.fill_null(text, "\\N"))
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _insertable(column: pa.Array) -> pa.Array:
+    """Return `column` in a type MySQL takes: zones dropped after converting to UTC, 0/1 bools."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_timestamp(column.type) and column.type.tz:
+        column = pc.cast(column, pa.timestamp(column.type.unit))  # keeps the UTC instant
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    return column
+
+
+class _MyLoad:
+    """One publish: table management (DDL, committed at once), staging, the mode's SQL."""
+
+    def __init__(self, connection, table: str, settings: dict[str, Any]) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+        self.table = table
+        self.target = _q(table)
+        self.s = settings
+        self.token = os.urandom(6).hex()
+        self.origins = _db.StagedOrigins()
+
+    def _execute(self, sql: str, params: Any = None) -> int:
+        return self.cursor.execute(sql, params)
+
+    def run(self, parts: list[Any]) -> _db.Published:
+        schema = _db.parts_schema(parts)
+        staged = sum(rows for _, rows in parts)
+        existing = self._columns()
+        fields = [f for f in (schema or []) if not f.name.startswith(HIDDEN_PREFIX)]
+        load = [f for f in fields if f.name != self.s["hard_delete"]]
+        if schema is None and existing is None:
+            return _db.Published(0, 0, [])
+        if existing is None:
+            if not self.s["create_table"]:
+                raise ConnectorError(f"Table `{self.table}` does not exist (create_table: false)")
+            self._create(load)
+        elif schema is not None:
+            add, discard = _db.schema_drift(
+                pa.schema(load), list(existing), self.s["drift"], self.table
+            )
+            for f in add:
+                column = f"{_q(f.name)} {_db.sql_type(f.type, 'mysql')}"
+                self._execute(f"ALTER TABLE {self.target} ADD COLUMN {column}")
+            fields = [f for f in fields if f.name not in discard]
+            load = [f for f in load if f.name not in discard]
+        names = [f.name for f in load]
+        if self.s["mode"] in ("merge", "insert_only") and set(self.s["keys"]) - set(names):
+            raise ConnectorError(
+                f"Primary key column(s) {self.s['keys']} are not all in the load for `{self.table}`"
+            )
+        self.load_data = self.s["load_method"] == "load_data" or (
+            self.s["load_method"] == "auto" and self._local_infile()
+        )
+        if self.s["mode"] == "append" and self.load_data and self._fast_append(parts, load):
+            return _db.Published(staged, 0, [])
+        source = self._stage(parts, fields)
+        if self.s["mode"] == "merge":
+            source = self._deduplicate(source)
+        new = None
+        if self.s["mode"] == "replace" and existing is not None:
+            new = _q(f"_beam_etl_new_{self.token}")
+            self._execute(f"CREATE TABLE {new} LIKE {self.target}")
+        try:
+            result = self._apply(source, new or self.target, names, staged, record=new is None)
+            if new is not None:  # the swap commits at once; a crash before the ledger row
+                old = _q(f"_beam_etl_old_{self.token}")  # leads to a re-run, which is harmless
+                self._execute(f"RENAME TABLE {self.target} TO {old}, {new} TO {self.target}")
+                self._record(result.written)
+                self._execute(f"DROP TABLE {old}")
+        except BaseException:
+            if new is not None:
+                self._execute(f"DROP TABLE IF EXISTS {new}")
+            raise
+        return result
+
+    def _columns(self) -> dict[str, str] | None:
+        schema, _, name = self.table.rpartition(".")
+        self._execute(
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s "
+            "ORDER BY ORDINAL_POSITION",
+            (schema or None, name),
+        )
+        found = dict(self.cursor.fetchall())
+        return found or None
+
+    def _create(self, load: list[pa.Field]) -> None:
+        keys = self.s["keys"]
+        columns = [
+            f"{_q(f.name)} {_db.sql_type(f.type, 'mysql', key=f.name in keys)}" for f in load
+        ]
+        if keys:
+            columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
+        self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4")
+
+    def _stage(self, parts: list[Any], fields: list[pa.Field]) -> str:
+        stage = _q(f"_beam_etl_stage_{self.token}")
+        columns = [f"{_q(f.name)} {_db.sql_type(f.type, 'mysql')}" for f in fields]
+        columns += [f"{_q(FILE_COLUMN)} int", f"{_q(LINE_COLUMN)} bigint"]
+        columns.append(f"{_q(_db.ROW_COLUMN)} bigint PRIMARY KEY")
+        self._execute(
+            f"CREATE TEMPORARY TABLE {stage} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4"
+        )
+        schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        batches = self.origins.batches(parts, schema)
+        if self.load_data:
+            self._load_data(stage, schema, batches)
+        else:
+            self._insert_rows(stage, schema, batches)
+        return stage
+
+    def _fast_append(self, parts: list[Any], load: list[pa.Field]) -> bool:
+        """LOAD DATA straight into the target; False (nothing kept) unless every row went in.
+
+        LOAD DATA LOCAL turns refused rows into warnings (it cannot stop the file transfer),
+        so any warning or missing row sends the load through staging instead.
+        """
+        schema = pa.schema(load)
+        staged = sum(rows for _, rows in parts)
+        self.connection.begin()
+        loaded = self._load_data(
+            self.target, schema, (_db.conform(b, schema) for b in _db.read_parts(parts))
+        )
+        if loaded != staged or self.cursor._result.warning_count:
+            self.connection.rollback()
+            return False
+        self._record(staged)
+        self.connection.commit()
+        return True
+
+    def _local_infile(self) -> bool:
+        self._execute("SELECT @@local_infile")
+        return bool(self.cursor.fetchone()[0])
+
+    def _load_data(self, table: str, schema: pa.Schema, batches) -> int:
+        targets, sets = [], []
+        for i, f in enumerate(schema):
+            if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+                targets.append(f"@b{i}")
+                sets.append(f"{_q(f.name)} = UNHEX(@b{i})")
+            else:
+                targets.append(_q(f.name))
+        with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as out:
+            for batch in batches:
+                pacsv.write_csv(_load_text(batch), out, pacsv.WriteOptions(include_header=False))
+        try:
+            return self._execute(
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
+                f"LINES TERMINATED BY '\\n' ({', '.join(targets)})"
+                + (f" SET {', '.join(sets)}" if sets else ""),
+                (out.name,),
+            )
+        finally:
+            os.unlink(out.name)
+
+    def _insert_rows(self, stage: str, schema: pa.Schema, batches) -> None:
+        """Multi-row INSERTs (PyMySQL's executemany batches the VALUES lists)."""
+        marks = ", ".join(["%s"] * len(schema))
+        sql = f"INSERT INTO {stage} ({', '.join(_q(n) for n in schema.names)}) VALUES ({marks})"
+        for batch in batches:
+            columns = [_insertable(column).to_pylist() for column in batch.columns]
+            self.cursor.executemany(sql, list(zip(*columns)))
+
+    def _deduplicate(self, stage: str) -> str:
+        keys = ", ".join(_q(k) for k in self.s["keys"])
+        order = f"{_q(self.s['dedup_sort'])} DESC, " if self.s["dedup_sort"] else ""
+        unique = _q(f"_beam_etl_dedup_{self.token}")
+        has_null = " OR ".join(f"{_q(k)} IS NULL" for k in self.s["keys"])
+        self._execute(
+            f"SELECT EXISTS (SELECT 1 FROM {stage} WHERE NOT ({has_null}) "
+            f"GROUP BY {keys} HAVING count(*) > 1)"
+        )
+        if not self.cursor.fetchone()[0]:  # every key once: no second copy of the load
+            return stage
+        self._execute(
+            f"CREATE TEMPORARY TABLE {unique} AS SELECT * FROM (SELECT s.*, ROW_NUMBER() OVER "
+            f"(PARTITION BY {keys} ORDER BY {order}{_q(_db.ROW_COLUMN)} DESC) AS _beam_etl_rank "
+            f"FROM {stage} s) AS ranked WHERE _beam_etl_rank = 1 OR {has_null}"
+        )
+        return unique
+
+    def _record(self, written: int) -> None:
+        self._execute(
+            f"INSERT INTO {_q(_db.LEDGER_TABLE)} (run_id, target, rows_written, published_at) "
+            "VALUES (%s, %s, %s, UTC_TIMESTAMP(6))",
+            (self.s["run_id"], self.table, written),
+        )
+
+    def _apply(
+        self, source: str, dest: str, names: list[str], staged: int, *, record: bool
+    ) -> _db.Published:
+        mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
+        row = _q(_db.ROW_COLUMN)
+        self._execute(f"SELECT count(*), min({row}), max({row}) FROM {source}")
+        candidates, low, high = self.cursor.fetchone()
+        in_range = f"s.{row} >= %s AND s.{row} < %s"
+        columns = ", ".join(_q(n) for n in names)
+        values = ", ".join(f"s.{_q(n)}" for n in names)
+        insert = f"INSERT INTO {dest} ({columns}) SELECT {values} FROM {source} s"
+        match = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        delete = None
+        if mode == "insert_only":
+            insert += f" LEFT JOIN {dest} t ON {match} WHERE t.{_q(keys[0])} IS NULL AND {in_range}"
+        elif mode == "merge":
+            others = [n for n in names if n not in keys] or keys[:1]
+            update = ", ".join(f"{_q(n)} = VALUES({_q(n)})" for n in others)
+            keep = f" AND NOT COALESCE(s.{_q(flag)}, 0)" if flag else ""
+            insert += f" WHERE {in_range}{keep} ON DUPLICATE KEY UPDATE {update}"
+            if flag:
+                delete = (
+                    f"DELETE t FROM {dest} t JOIN {source} s ON {match} "
+                    f"WHERE s.{_q(flag)} AND {in_range}"
+                )
+        else:
+            insert += f" WHERE {in_range}"
+
+        def run_range(start: int, end: int) -> int:
+            if delete:
+                self._execute(delete, (start, end))
+            return self._execute(insert, (start, end))
+
+        self.connection.begin()
+        applied, refused = 0, list[tuple[int, str]]()
+        if candidates:
+            applied, refused = _db.apply_bisecting(
+                self.cursor,
+                run_range,
+                low,
+                high + 1,
+                is_row_error=_is_row_error,
+                message_of=lambda exc: str(exc.args[-1]).replace(
+                    f"_beam_etl_new_{self.token}", self.table
+                ),
+            )
+        rejects = [self._reject(source, number, message) for number, message in refused]
+        if rejects and self.s["on_reject"] == "fail":
+            self.connection.rollback()
+            first = "; ".join(f"{r.origin}: {r.message}" for r in rejects[:3])
+            raise ConnectorError(
+                f"MySQL refused {len(rejects)} row(s) for `{self.table}` (on_reject: fail), "
+                f"nothing published: {first}"
+            )
+        written = applied if mode == "insert_only" else candidates - len(rejects)
+        if record:
+            self._record(written)
+        self.connection.commit()
+        return _db.Published(written, staged - written - len(rejects), rejects)
+
+    def _reject(self, source: str, number: int, message: str):
+        self._execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} = %s", (number,))
+        names = [c[0] for c in self.cursor.description]
+        row = dict(zip(names, self.cursor.fetchone()))
+        row.pop("_beam_etl_rank", None)
+        return self.origins.reject(self.s["step"], self.table, self.s["keys"], row, message)
+
+
+def _is_row_error(exc: BaseException) -> bool:
+    return bool(exc.args) and exc.args[0] in _ROW_ERRORS
+
+
+_LEDGER_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS {ledger} (run_id varchar(190) NOT NULL, "
+    "target varchar(190) NOT NULL, rows_written bigint NOT NULL, "
+    "published_at datetime(6) NOT NULL, PRIMARY KEY (run_id, target)) DEFAULT CHARSET=utf8mb4"
+)
+
+
+class _MyPublish:
+    """Publishes staged parts to MySQL, recorded in the ledger; one publish per target at once."""
+
+    def __init__(self, config: _db.DbConfig, table: str, settings: dict[str, Any]) -> None:
+        self.config = config
+        self.table = table
+        self.settings = settings
+
+    def __call__(self, parts: list[Any]) -> _db.Published:
+        return _db.with_retries(
+            lambda: self._publish(parts),
+            config=self.config,
+            is_transient=is_transient,
+            what=f"Publishing to `{self.table}`",
+        )
+
+    def _publish(self, parts: list[Any]) -> _db.Published:
+        import hashlib
+
+        ledger = _q(_db.LEDGER_TABLE)
+        run_id = self.settings["run_id"]
+        lock = "beam_etl:" + hashlib.blake2b(self.table.encode(), digest_size=16).hexdigest()
+        connection = connect(self.config)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_LEDGER_DDL.format(ledger=ledger))
+                cursor.execute("SELECT GET_LOCK(%s, 600)", (lock,))
+                cursor.execute(
+                    f"SELECT rows_written FROM {ledger} WHERE run_id = %s AND target = %s",
+                    (run_id, self.table),
+                )
+                done = cursor.fetchone()
+                if done is not None:  # this run was published before: change nothing
+                    staged = sum(rows for _, rows in parts)
+                    return _db.Published(done[0], staged - done[0], [])
+                return _MyLoad(connection, self.table, self.settings).run(parts)
+        finally:
+            connection.close()  # releases the lock and drops the temporary tables
+
+
+class WriteToMySql(beam.PTransform):
+    """Write record batches to a MySQL/MariaDB table, all at once, at the end of the run.
+
+    Bundles are staged as local Arrow IPC files; after every bundle has finished one publish
+    step loads them into a temporary staging table (`LOAD DATA LOCAL INFILE` where the server
+    allows `local_infile`, else multi-row INSERT) and applies `mode` in one transaction:
+    `append`, `replace` (a new table swapped in with one atomic `RENAME TABLE`: readers see the
+    old or the new content), `merge` (`INSERT ... ON DUPLICATE KEY UPDATE` on `primary_key`;
+    the last row per key, or the one with the highest `dedup_sort`, wins; `hard_delete_column`
+    true deletes), `insert_only` (keys already present are skipped and counted as dropped).
+    The run is recorded in `_beam_etl_runs`: publishing a recorded run id again changes
+    nothing. Rows the server refuses (constraints, values out of range in strict mode) become
+    `db_constraint` dead letters unless `on_reject` is `fail`. A table created or evolved by a
+    publish that then fails keeps its new shape (MySQL commits DDL at once), never rows.
+
+    Returns:
+        `WithErrors(output, error)`: the rows written (one element), and `DeadLetter`s.
+        A spec can reference only `error`.
+    """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("error",)
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        mode: str = "append",
+        primary_key: list[str] | str | None = None,
+        hard_delete_column: str | None = None,
+        dedup_sort: str | None = None,
+        create_table: bool = True,
+        schema_drift: str = "evolve",
+        on_reject: str = "dead_letter",
+        run_id: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 3306,
+        database: str | None = None,
+        user: str = "root",
+        password_env: str | None = "MYSQL_PASSWORD",
+        connect_timeout: float = 10.0,
+        statement_timeout: float | None = None,
+        load_method: str = "auto",
+        staging_path: str | None = None,
+    ) -> None:
+        """Args:
+        table: target table (`name` or `database.name`).
+        mode: `append` (default), `replace`, `merge` or `insert_only`.
+        primary_key: key column(s); needed by `merge` and `insert_only`, and used when
+            the table is created.
+        hard_delete_column: boolean column; in `merge`, rows where it is true delete their key.
+        dedup_sort: in `merge`, the column whose highest value picks the surviving row
+            when a key repeats within the load (default: the last row staged).
+        create_table: create the table from the batches' schema when it does not exist.
+        schema_drift: `evolve` (add new columns, nullable), `freeze` (fail, listing the
+            new columns) or `discard_columns` (drop columns the table lacks).
+        on_reject: `dead_letter` (default) or `fail` (refused rows fail the run).
+        run_id: the run recorded in the ledger; a fresh id when not given.
+        host: server host.
+        port: server port.
+        database: database name.
+        user: user name.
+        password_env: environment variable holding the password (read at construction).
+        connect_timeout: seconds to wait for a connection.
+        statement_timeout: seconds a statement may run (no limit when not given).
+        load_method: `auto` (LOAD DATA LOCAL INFILE when the server allows it), `load_data`
+            or `insert` (multi-row INSERT).
+        staging_path: local folder for staged parts (default: the system temp folder; on a
+            multi-host cluster, a folder every worker shares).
+        """
+        super().__init__()
+        keys = _db.check_write_args(
+            table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
+        )
+        if load_method not in _LOAD_METHODS:
+            raise ValueError(
+                f"Unknown load_method `{load_method}`; use one of {', '.join(_LOAD_METHODS)}"
+            )
+        self.config = _config(
+            host, port, database, user, password_env, connect_timeout, statement_timeout
+        )
+        self.table = table
+        self.run_id = run_id or _db.new_run_id()
+        self.settings = {
+            "mode": mode,
+            "keys": keys,
+            "hard_delete": hard_delete_column,
+            "dedup_sort": dedup_sort,
+            "create_table": create_table,
+            "drift": schema_drift,
+            "on_reject": on_reject,
+            "run_id": self.run_id,
+            "load_method": load_method,
+        }
+        self.staging_path = staging_path
+        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
+
+    def expand(self, batches):
+        self.staging = folder = _db.staging_folder(self.staging_path, self.table)
+        publish = _MyPublish(self.config, self.table, {**self.settings, "step": self.label})
+        written, error = batches | _db.StageAndPublishDb(
+            folder, publish, step=self.label, gates=self.gates
+        )
+        return WithErrors(written, error)

@@ -1,0 +1,357 @@
+"""MySQL/MariaDB source and sink against the real server: every mode, idempotent re-runs,
+atomic publishing, refused rows as dead letters, type round trips, partitioned reads, secrets."""
+
+import dataclasses
+import datetime
+import decimal
+import logging
+import os
+import threading
+import time
+import zlib
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from dbfixtures import my, unique_table
+
+from beam_etl.batches import visible, with_origin
+from beam_etl.errors import ConnectorError
+from beam_etl.io._files import discard_staging
+from beam_etl.io.mysqlio import ReadFromMySql, WriteToMySql, connect, is_transient
+from beam_etl.runner import LocalRunner
+
+DB = {"database": "test"}
+UTC = datetime.timezone.utc
+
+
+@pytest.fixture
+def table():
+    name = unique_table("my")
+    yield name
+    my(f"DROP TABLE IF EXISTS `{name}`")
+    my("DELETE FROM `_beam_etl_runs` WHERE target = %s", (name,))
+
+
+def _batch(ids, names=None, **extra):
+    columns = {"id": pa.array(ids, pa.int64()), "name": pa.array(names or [f"n{i}" for i in ids])}
+    columns.update(extra)
+    return pa.record_batch(columns)
+
+
+_RESULTS: dict[str, list] = {}
+
+
+def _collect(name, value):
+    _RESULTS.setdefault(name, []).append(value)
+
+
+def _write(batches, table, *, origin="in.csv", **options):
+    """Run a pipeline writing `batches`; return (rows written, dead letters by line)."""
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    marked = [with_origin(b, origin, list(range(2, 2 + b.num_rows))) for b in batches]
+    sink = WriteToMySql(table, **DB, **options)
+    written, errors = p | beam.Create(marked) | sink
+    _ = written | "W" >> beam.Map(lambda n: _collect("written", n))
+    _ = errors | "E" >> beam.Map(lambda letter: _collect("errors", letter))
+    _RESULTS.clear()
+    try:
+        p.run().wait_until_finish()
+    finally:
+        discard_staging([sink])  # what the CLI does after a failed run (a no-op after success)
+    letters = sorted(_RESULTS.get("errors", []), key=lambda letter: letter.line or 0)
+    return _RESULTS.get("written", []), letters
+
+
+def _rows(table):
+    return [tuple(row) for row in my(f"SELECT * FROM `{table}` ORDER BY id")]
+
+
+@pytest.mark.parametrize("load_method", ["load_data", "insert"])
+def test_append_creates_the_table_and_appends_on_the_next_run(table, load_method):
+    options = {"load_method": load_method}
+    assert _write([_batch([1, 2]), _batch([3])], table, primary_key="id", **options) == ([3], [])
+    assert _write([_batch([4], ['quote " back\\slash\nnew line'])], table, **options) == ([1], [])
+    assert _rows(table) == [(1, "n1"), (2, "n2"), (3, "n3"), (4, 'quote " back\\slash\nnew line')]
+    assert my(
+        "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = "
+        "DATABASE() AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY'",
+        (table,),
+    ) == [("id",)]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge", "insert_only"])
+def test_rerun_of_a_published_run_id_changes_nothing(table, mode):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name text)")
+    options = {"mode": mode, "primary_key": "id", "run_id": f"run-{mode}"}
+    _write([_batch([1, 2])], table, **options)
+    my(f"UPDATE `{table}` SET name = 'changed' WHERE id = 1")
+    assert _write([_batch([1, 2, 3])], table, **options) == ([2], [])
+    assert _rows(table) == [(1, "changed"), (2, "n2")]
+    assert my("SELECT rows_written FROM `_beam_etl_runs` WHERE target = %s", (table,)) == [(2,)]
+
+
+def test_replace_swaps_in_new_content_and_a_concurrent_reader_sees_old_or_new(table):
+    _write([_batch(list(range(1000)))], table, mode="replace", primary_key="id")
+    counts, stop = set(), threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            counts.add(my(f"SELECT count(*) FROM `{table}`")[0][0])
+            time.sleep(0.002)
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        batches = [_batch(list(range(i, i + 500))) for i in range(0, 3000, 500)]
+        _write(batches, table, mode="replace")
+    finally:
+        stop.set()
+        reader.join()
+    assert counts <= {1000, 3000} and 1000 in counts
+    assert my(f"SELECT count(*), sum(id) FROM `{table}`") == [(3000, sum(range(3000)))]
+    assert my("SHOW TABLES LIKE '\\_beam\\_etl\\_new%%'") == []
+
+
+def test_merge_updates_inserts_deletes_and_keeps_the_row_named_by_dedup_sort(table):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name text, version int)")
+    my(f"INSERT INTO `{table}` VALUES (1, 'old1', 0), (2, 'old2', 0), (3, 'old3', 0)")
+    load = pa.record_batch(
+        {
+            "id": pa.array([2, 2, 2, 3, 4, 5, 5], pa.int64()),
+            "name": ["v7", "v9", "v8", "gone", "new4", "new5", "dead5"],
+            "version": pa.array([7, 9, 8, 1, 1, 1, 2], pa.int32()),
+            "deleted": [False, False, False, True, None, False, True],
+        }
+    )
+    options = {"primary_key": ["id"], "dedup_sort": "version", "hard_delete_column": "deleted"}
+    assert _write([load], table, mode="merge", **options) == ([4], [])
+    assert _rows(table) == [(1, "old1", 0), (2, "v9", 9), (4, "new4", 1)]
+
+
+def test_merge_without_dedup_sort_keeps_the_last_staged_row(table):
+    _write([_batch([1, 1], ["first", "second"])], table, mode="merge", primary_key="id")
+    assert _rows(table) == [(1, "second")]
+
+
+def test_insert_only_skips_existing_keys(table):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name text)")
+    my(f"INSERT INTO `{table}` VALUES (1, 'kept')")
+    assert _write([_batch([1, 2])], table, mode="insert_only", primary_key="id") == ([1], [])
+    assert _rows(table) == [(1, "kept"), (2, "n2")]
+
+
+def test_failure_before_publish_leaves_the_target_as_it_was(table):
+    _write([_batch([1])], table)
+
+    def explode(batch):
+        raise RuntimeError("boom")
+
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    batches = p | beam.Create([_batch([2]), _batch([3])])
+    sink = WriteToMySql(table, **DB)
+    _ = batches | "Write" >> sink
+    _ = batches | "Other" >> beam.Map(explode)
+    with pytest.raises(Exception, match="boom"):
+        p.run().wait_until_finish()
+    discard_staging([sink])  # what the CLI does after a failed run
+    assert _rows(table) == [(1, "n1")]
+    assert not os.path.exists(sink.staging)
+
+
+@pytest.mark.parametrize(
+    ("mode", "bad", "message"),
+    [
+        ("append", {"name": None}, "Column 'name' cannot be null"),
+        ("append", {"amount": decimal.Decimal("-1.00")}, "CONSTRAINT `{t}_amount` failed"),
+        ("append", {"amount": decimal.Decimal("123456.00")}, "Out of range value for column"),
+        ("append", {"id": 1}, "Duplicate entry '1' for key 'PRIMARY'"),
+        ("merge", {"name": None}, "Column 'name' cannot be null"),
+        ("replace", {"amount": decimal.Decimal("-1.00")}, "CONSTRAINT `{t}_amount` failed"),
+    ],
+    ids=["not-null", "check", "out-of-range", "duplicate-key", "merge-not-null", "replace-check"],
+)
+def test_refused_rows_become_dead_letters_and_the_rest_is_written(table, mode, bad, message):
+    my(
+        f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(20) NOT NULL, "
+        f"amount decimal(6,2), CONSTRAINT `{table}_amount` CHECK (amount >= 0))"
+    )
+    rows = [{"id": i, "name": f"n{i}", "amount": decimal.Decimal("1.00")} for i in range(1, 9)]
+    rows[5] = {**rows[5], **bad}
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.decimal128(8, 2))])
+    batch = pa.RecordBatch.from_pylist(rows, schema)
+    written, errors = _write([batch], table, mode=mode, primary_key="id")
+    assert written == [7]
+    assert [(e.reason, e.source, e.line, e.key) for e in errors] == [
+        ("db_constraint", "in.csv", 7, str(rows[5]["id"]))
+    ]
+    assert message.format(t=table) in errors[0].message
+    expected = {k: (str(v) if isinstance(v, decimal.Decimal) else v) for k, v in rows[5].items()}
+    assert errors[0].payload == expected
+    assert len(_rows(table)) == 7
+
+
+def test_on_reject_fail_fails_the_run_and_publishes_nothing(table):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name text NOT NULL)")
+    with pytest.raises(Exception, match=r"refused 1 row\(s\).*in.csv:3: Column 'name'"):
+        _write([_batch([1, 2], ["a", None])], table, on_reject="fail")
+    assert _rows(table) == []
+
+
+def test_schema_drift_evolve_freeze_and_discard_columns(table):
+    _write([_batch([1])], table)
+    with pytest.raises(Exception, match=r"frozen.*`extra` \(double\)"):
+        _write([_batch([2], extra=pa.array([2.5]))], table, schema_drift="freeze")
+    _write([_batch([3], other=pa.array([1]))], table, schema_drift="discard_columns")
+    _write([_batch([4], extra=pa.array([2.5]))], table)
+    assert _rows(table) == [(1, "n1", None), (3, "n3", None), (4, "n4", 2.5)]
+
+
+ROUND_TRIP = pa.record_batch(
+    {
+        "id": pa.array([1, 2, 3], pa.int64()),
+        "small": pa.array([-32768, None, 7], pa.int16()),
+        "medium": pa.array([2**31 - 1, None, 0], pa.int32()),
+        "unsigned": pa.array([2**64 - 1, None, 0], pa.uint64()),
+        "double": pa.array([1e300, None, 0.1], pa.float64()),
+        "amount": pa.array(
+            [decimal.Decimal("12345678.901"), None, decimal.Decimal("-0.001")],
+            pa.decimal128(11, 3),
+        ),
+        "text": pa.array(["Grüße 東京 😀 \\N", None, ""]),
+        "flag": pa.array([True, None, False]),
+        "day": pa.array([datetime.date(1999, 12, 31), None, datetime.date(2024, 2, 29)]),
+        "local": pa.array(
+            [datetime.datetime(2024, 6, 1, 8), None, datetime.datetime(2000, 1, 1, 0, 0, 0, 1)],
+            pa.timestamp("us"),
+        ),
+        "blob": pa.array([b"\x00\x01\xff", None, b""], pa.binary()),
+    }
+)
+
+
+@pytest.mark.parametrize("load_method", ["load_data", "insert"])
+def test_round_trip_keeps_every_mapped_type_and_nulls(table, pipeline, load_method):
+    _write([ROUND_TRIP], table, mode="replace", primary_key="id", load_method=load_method)
+    read = pipeline | ReadFromMySql(table=table, **DB)
+    rows = read | beam.FlatMap(lambda b: visible(b).to_pylist())
+    assert_that(rows, equal_to(ROUND_TRIP.to_pylist()), label="RoundTrip")
+    assert_that(
+        read | beam.Map(lambda b: visible(b).schema), equal_to([ROUND_TRIP.schema]), label="Types"
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_tz_aware_timestamps_are_stored_in_utc_and_json_read_as_text(table, pipeline):
+    at = datetime.datetime(
+        2024, 1, 1, 12, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
+    batch = pa.record_batch(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "at": pa.array([at, None], pa.timestamp("us", "Europe/Berlin")),
+        }
+    )
+    _write([batch], table)
+    my(f"ALTER TABLE `{table}` ADD COLUMN doc json")
+    my(f"UPDATE `{table}` SET doc = '{{\"a\": [1, 2]}}' WHERE id = 1")
+    rows = (
+        pipeline | ReadFromMySql(table=table, **DB) | beam.FlatMap(lambda b: visible(b).to_pylist())
+    )
+    expected = [
+        {"id": 1, "at": datetime.datetime(2024, 1, 1, 10, 30), "doc": '{"a": [1, 2]}'},
+        {"id": 2, "at": None, "doc": None},
+    ]
+    assert_that(rows, equal_to(expected), label="UtcAndJson")
+    pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize(
+    "bounds", [{}, {"lower_bound": 100, "upper_bound": 900}], ids=["queried", "narrow"]
+)
+def test_partitioned_read_returns_every_row_exactly_once(table, pipeline, bounds):
+    my(f"CREATE TABLE `{table}` (id int, payload varchar(40))")
+    my(f"INSERT INTO `{table}` SELECT CAST(seq AS SIGNED) - 5, md5(seq) FROM seq_0_to_2005")
+    my(f"INSERT INTO `{table}` VALUES (NULL, 'null key'), (NULL, 'another')")
+    expected = [tuple(r) for r in my(f"SELECT id, payload FROM `{table}`")]
+    batches = pipeline | ReadFromMySql(
+        table=table, **DB, partition_column="id", num_partitions=4, batch_rows=300, **bounds
+    )
+    rows = batches | beam.FlatMap(lambda b: [(r["id"], r["payload"]) for r in b.to_pylist()])
+    summary = rows | beam.Map(lambda r: (1, _checksum(r))) | beam.CombineGlobally(_add_pairs)
+    assert_that(summary, equal_to([(len(expected), sum(map(_checksum, expected)))]), label="Sum")
+    sizes = batches | beam.Map(lambda b: b.num_rows <= 300)
+    assert_that(sizes | beam.Distinct(), equal_to([True]), label="BatchesAtMostBatchRows")
+    pipeline.run().wait_until_finish()
+
+
+def _checksum(row) -> int:
+    return zlib.crc32(repr(row).encode())
+
+
+def _add_pairs(pairs) -> tuple[int, int]:
+    pairs = list(pairs)
+    return (sum(p[0] for p in pairs), sum(p[1] for p in pairs))
+
+
+def test_password_never_appears_in_repr_errors_or_logs(monkeypatch, caplog):
+    password = "s3cr3t-Pa55"
+    monkeypatch.setenv("MYSQL_PASSWORD", password)
+    sink = WriteToMySql("t", database="test", port=1)
+    assert sink.config.password.reveal() == password
+    assert password not in repr(sink.config) and password not in str(vars(sink))
+    caplog.set_level(logging.DEBUG)
+    fast = dataclasses.replace(sink.config, retries=1, retry_delay=0.01, connect_timeout=2)
+    with pytest.raises(ConnectorError) as raised:
+        connect(fast)
+    assert "Connecting failed after retries on `mysql://root@127.0.0.1:1/test`" in str(raised.value)
+    assert "retry 1 of 1" in caplog.text
+    assert password not in str(raised.value) + caplog.text
+
+
+def test_errors_fail_fast_unless_transient(pipeline):
+    import pymysql
+
+    assert is_transient(pymysql.err.OperationalError(1213, "Deadlock found"))
+    assert is_transient(pymysql.err.OperationalError(2013, "Lost connection"))
+    assert not is_transient(pymysql.err.ProgrammingError(1146, "Table doesn't exist"))
+    _ = pipeline | ReadFromMySql(table="no_such_table_here", **DB)
+    with pytest.raises(Exception, match=r"Reading `no_such_table_here`.*ProgrammingError.*1146"):
+        pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "upsert"}, "Unknown mode `upsert`"),
+        ({"mode": "insert_only"}, "mode `insert_only` needs `primary_key`"),
+        ({"hard_delete_column": "gone"}, "`hard_delete_column` applies to mode `merge` only"),
+        ({"load_method": "bcp"}, "Unknown load_method `bcp`"),
+        ({"connect_timeout": -1}, "`connect_timeout` must be positive"),
+    ],
+    ids=["mode", "insert-only-without-key", "hard-delete-without-merge", "load-method", "timeout"],
+)
+def test_invalid_sink_arguments_are_refused_at_construction(options, message):
+    with pytest.raises(ValueError, match=message):
+        WriteToMySql("t", **{**DB, **options})
+
+
+def test_partitioned_query_keeps_its_own_percent_signs(table, pipeline):
+    my(f"CREATE TABLE `{table}` (id int, payload text)")
+    my(f"INSERT INTO `{table}` VALUES (1, 'a%'), (2, 'b'), (3, 'c%'), (4, 'a%')")
+    query = f"SELECT id FROM `{table}` WHERE payload LIKE '%\\%'"
+    ids = (
+        pipeline
+        | ReadFromMySql(query=query, partition_column="id", num_partitions=2, **DB)
+        | beam.FlatMap(lambda b: b.column("id").to_pylist())
+    )
+    assert_that(ids, equal_to([1, 3, 4]), label="Ids")
+    pipeline.run().wait_until_finish()
+
+
+def test_statement_timeout_stops_long_statements(pipeline):
+    _ = pipeline | ReadFromMySql(query="SELECT SLEEP(3) AS s", statement_timeout=0.2, **DB)
+    with pytest.raises(Exception, match="max_statement_time exceeded"):
+        pipeline.run().wait_until_finish()
