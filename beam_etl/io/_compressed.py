@@ -77,20 +77,24 @@ class ChunkStream:
 
     def __init__(self, path: str, chunk_size: int = 1 << 24) -> None:
         self._chunks = read_chunks(path, chunk_size)
-        self._buffer = b""
+        self._pending: list[bytes] = []
+        self._length = 0
         self._done = False
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
+        while not self._done and (size < 0 or self._length < size):
             chunk = next(self._chunks, None)
             if chunk is None:
                 self._done = True
             else:
-                self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
+                self._pending.append(chunk)
+                self._length += len(chunk)
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        if 0 <= size < len(data):
+            data, rest = data[:size], data[size:]
+            self._pending, self._length = [rest], len(rest)
         else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._pending, self._length = [], 0
         return data
 
 

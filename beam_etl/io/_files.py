@@ -28,6 +28,7 @@ from beam_etl.metrics import ROWS_WRITTEN, step_counter
 
 SUCCESS_MARKER: Final = "_SUCCESS"
 STAGING_DIR: Final = ".beam_etl-staging"
+SORT_LIMIT: Final = 100_000
 
 Part = tuple[str, int]  # (staged file path, rows in it)
 
@@ -187,12 +188,13 @@ def publish_concatenated(
 ) -> int:
     """Concatenate the staged text parts into `target` atomically; return the lines written.
 
-    With `sort_key`, lines are sorted (in memory: for small outputs such as dead letters).
+    With `sort_key`, lines are sorted in memory, up to `SORT_LIMIT` lines (small outputs such
+    as dead letters); larger outputs are concatenated unsorted.
     """
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
     with open(temporary, "wb") as out:
-        if sort_key is None:
+        if sort_key is None or sum(rows for _, rows in parts) > SORT_LIMIT:
             for path, _ in parts:
                 with open(path, "rb") as part:
                     shutil.copyfileobj(part, out)
