@@ -60,6 +60,23 @@ def origins(batch: pa.RecordBatch) -> tuple[list[str | None], list[int | None]]:
     return files, lines
 
 
+def split_compact(table: pa.Table, max_rows: int) -> list[pa.RecordBatch]:
+    """Return `table` as batches of at most `max_rows` rows that own their buffers.
+
+    `Table.to_batches(max_chunksize)` gives slices that share one large buffer; pickled to the
+    next stage, every slice would carry all of it.
+    """
+    batches = table.combine_chunks().to_batches(max_chunksize=max_rows)
+    if len(batches) <= 1:
+        return batches
+    return [
+        pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([column]) for column in batch.columns], schema=batch.schema
+        )
+        for batch in batches
+    ]
+
+
 def batch_to_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """Return the rows of `batch` as dicts (hidden origin columns included)."""
     return batch.to_pylist()
@@ -112,8 +129,9 @@ def json_safe(value: Any) -> Any:
 
 
 def payload_of(row: dict[str, Any]) -> dict[str, Any]:
-    """Return the visible part of `row`, JSON-safe, for a dead-letter payload."""
-    return {k: json_safe(v) for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
+    """Return the visible part of `row`, for a dead-letter payload (made JSON-safe when the
+    dead letter is written, see `dumps_safe`)."""
+    return {k: v for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
 
 
 def concat_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
@@ -127,3 +145,14 @@ def concat_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
 def dumps(value: Any) -> str:
     """Return compact JSON for a JSON-safe value."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_safe(value: Any) -> str:
+    """Return compact JSON for any value, converting what JSON lacks (dates, decimals, bytes,
+    NaN) as `json_safe` does; values JSON takes as they are are not walked twice."""
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), default=json_safe, allow_nan=False
+        )
+    except ValueError:  # a NaN or infinity somewhere: convert the whole value
+        return dumps(json_safe(value))

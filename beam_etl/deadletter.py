@@ -12,7 +12,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import dumps, json_safe, origins, payload_of
+from beam_etl.batches import dumps_safe, origins, payload_of
 
 #: Name of the tagged dead-letter output of every composite that can reject rows.
 ERROR: Final = "error"
@@ -62,7 +62,7 @@ class DeadLetter(NamedTuple):
 
     def to_json(self, run_id: str = "") -> str:
         """Return the record as one JSON line (without the newline)."""
-        return dumps(
+        return dumps_safe(
             {
                 "run_id": self.run_id or run_id,
                 "step": self.step,
@@ -72,7 +72,7 @@ class DeadLetter(NamedTuple):
                 "source": self.source,
                 "line": self.line,
                 "key": self.key,
-                "payload": json_safe(self.payload),
+                "payload": self.payload,
             }
         )
 

@@ -27,7 +27,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of, split_compact
 from beam_etl.config import Secret, mask_dsn
 from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import CheckFailedError, ConnectorError
@@ -256,10 +256,10 @@ def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordB
         pending.append(batch)
         count += batch.num_rows
         if count >= rows:
-            yield from pa.Table.from_batches(pending).combine_chunks().to_batches(rows)
+            yield from split_compact(pa.Table.from_batches(pending), rows)
             pending, count = [], 0
     if count:
-        yield from pa.Table.from_batches(pending).combine_chunks().to_batches(rows)
+        yield from split_compact(pa.Table.from_batches(pending), rows)
 
 
 def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:

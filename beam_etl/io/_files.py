@@ -28,7 +28,7 @@ from beam_etl.metrics import ROWS_WRITTEN, step_counter
 
 SUCCESS_MARKER: Final = "_SUCCESS"
 STAGING_DIR: Final = ".beam_etl-staging"
-SORT_LIMIT: Final = 100_000
+SORT_LIMIT: Final = 20_000
 
 Part = tuple[str, int]  # (staged file path, rows in it)
 
@@ -188,8 +188,8 @@ def publish_concatenated(
 ) -> int:
     """Concatenate the staged text parts into `target` atomically; return the lines written.
 
-    With `sort_key`, lines are sorted in memory, up to `SORT_LIMIT` lines (small outputs such
-    as dead letters); larger outputs are concatenated unsorted.
+    With `sort_key`, lines are sorted in memory, up to `SORT_LIMIT` (20,000) lines (small
+    outputs such as dead letters); larger outputs are concatenated unsorted.
     """
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, split_compact
 from beam_etl.deadletter import OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 
@@ -76,12 +76,13 @@ def _split(
         return
     assigned = key_buckets(batch, _key_columns(batch, columns), buckets)
     order = np.argsort(assigned, kind="stable")
-    grouped = batch.take(pa.array(order))
     counts = np.bincount(assigned, minlength=buckets)
     start = 0
     for bucket in np.flatnonzero(counts):
-        yield int(bucket), grouped.slice(start, int(counts[bucket]))
+        rows = order[start : start + counts[bucket]]
         start += int(counts[bucket])
+        # `take`, not `slice`: a slice would carry (and pickle) the whole batch's buffers.
+        yield int(bucket), batch.take(pa.array(rows))
 
 
 def survivors(
@@ -139,7 +140,7 @@ class _DedupeBucketFn(beam.DoFn):
         table = pa.concat_tables(tables, promote_options="permissive")
         kept = survivors(table, self._columns, self._keep, self._order_by)
         self._dropped.inc(table.num_rows - kept.num_rows)
-        yield from kept.combine_chunks().to_batches(max_chunksize=self._batch_rows)
+        yield from split_compact(kept, self._batch_rows)
 
 
 class DropDuplicates(beam.PTransform):
