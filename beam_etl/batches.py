@@ -129,9 +129,8 @@ def json_safe(value: Any) -> Any:
 
 
 def payload_of(row: dict[str, Any]) -> dict[str, Any]:
-    """Return the visible part of `row`, for a dead-letter payload (made JSON-safe when the
-    dead letter is written, see `dumps_safe`)."""
-    return {k: v for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
+    """Return the visible part of `row`, JSON-safe, for a dead-letter payload."""
+    return {k: json_safe(v) for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
 
 
 def concat_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
