@@ -6,10 +6,12 @@ parallel, with column projection and row filters pushed down to pyarrow.
 """
 
 import datetime
+import functools
 import json
 import os
 import shutil
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -90,6 +92,12 @@ def partition_segment(name: str, value: Any) -> str:
     return f"{quote(name, safe='')}={quote(text, safe='') or NULL_PARTITION}"
 
 
+@functools.cache
+def _writer_thread() -> ThreadPoolExecutor:
+    """One thread per worker process that encodes Parquet row groups in the background."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="beam_etl-parquet")
+
+
 class _ParquetWriter(BundleWriter):
     """Writes a bundle's batches to part files, gathering them into row groups of
     `row_group_size` rows (small batches would otherwise make small row groups)."""
@@ -105,6 +113,7 @@ class _ParquetWriter(BundleWriter):
         self._pending_rows = 0
         self._path = ""
         self._rows = 0
+        self._background: Future | None = None
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         data = (
@@ -130,13 +139,24 @@ class _ParquetWriter(BundleWriter):
     def _flush(self) -> None:
         if self._writer is not None and self._pending:
             table = pa.concat_tables(self._pending)
-            self._writer.write_table(table, row_group_size=self._row_group_size)
+            # Encoding releases the GIL: do it on a background thread so that the bundle's
+            # next batches are parsed meanwhile; at most one row group waits (bounded memory).
+            self._await_write()
+            self._background = _writer_thread().submit(
+                self._writer.write_table, table, row_group_size=self._row_group_size
+            )
             self._rows += table.num_rows
         self._pending, self._pending_rows = [], 0
+
+    def _await_write(self) -> None:
+        if self._background is not None:
+            background, self._background = self._background, None
+            background.result()  # re-raises a failed write here
 
     def _close_current(self) -> None:
         if self._writer is not None:
             self._flush()
+            self._await_write()
             self._writer.close()
             self.parts.append((self._path, self._rows))
             self._writer = None
