@@ -74,6 +74,7 @@ _BUILTIN: Final = {
     "MapBatches": (STEP, "beam_etl.transforms.rows:MapBatches"),
     "MapRows": (STEP, "beam_etl.transforms.rows:MapRows"),
     "FillNulls": (STEP, "beam_etl.transforms.cleaning:FillNulls"),
+    "FillForward": (STEP, "beam_etl.transforms.fill:FillForward"),
     "TrimWhitespace": (STEP, "beam_etl.transforms.cleaning:TrimWhitespace"),
     "ChangeCase": (STEP, "beam_etl.transforms.cleaning:ChangeCase"),
     "StandardizeNulls": (STEP, "beam_etl.transforms.cleaning:StandardizeNulls"),

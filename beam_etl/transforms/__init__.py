@@ -21,6 +21,7 @@ from beam_etl.transforms.cleaning import (
 )
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.expressions import DeriveColumns, FilterRows
+from beam_etl.transforms.fill import FillForward
 from beam_etl.transforms.outputs import WithErrors
 from beam_etl.transforms.relational import (
     Aggregate,
@@ -40,6 +41,7 @@ __all__ = [
     "DropColumns",
     "DropDuplicates",
     "DropNulls",
+    "FillForward",
     "FillNulls",
     "FilterRows",
     "JoinInputs",

@@ -17,72 +17,10 @@ import pyarrow.compute as pc
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, split_compact
 from beam_etl.deadletter import OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
+from beam_etl.transforms._buckets import key_columns, split_by_key
 
 KEEP: Final = ("first", "last")
 _INDEX: Final = "__beam_etl_index"
-_MIX: Final = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _text_hash(array: pa.Array) -> np.ndarray:
-    """Return a stable 64-bit hash of every value of `array` (its text form), vectorized."""
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        array = pc.cast(array, pa.string())
-    array = (
-        pc.cast(array, pa.large_string()).combine_chunks()
-        if isinstance(array, pa.ChunkedArray)
-        else pc.cast(array, pa.large_string())
-    )
-    count = len(array)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
-        array.offset : array.offset + count + 1
-    ]
-    data_buffer = array.buffers()[2]
-    data = (
-        np.frombuffer(data_buffer, dtype=np.uint8)
-        if data_buffer is not None
-        else np.zeros(0, np.uint8)
-    )
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    hashes = lengths.astype(np.uint64) * _MIX
-    if len(data) and lengths.sum():
-        spans = np.repeat(starts, lengths)
-        position = np.arange(offsets[0], offsets[-1], dtype=np.int64) - spans
-        values = data[offsets[0] : offsets[-1]].astype(np.uint64)
-        weighted = values * (position.astype(np.uint64) * np.uint64(2654435761) + np.uint64(97))
-        nonempty = lengths > 0
-        sums = np.add.reduceat(weighted, (starts - offsets[0])[nonempty])
-        hashes[nonempty] ^= sums * np.uint64(0xBF58476D1CE4E5B9)
-    valid = array.is_valid().to_numpy(zero_copy_only=False)
-    return np.where(valid, hashes, np.uint64(0x5BD1E995))
-
-
-def key_buckets(batch: pa.RecordBatch, columns: list[str], buckets: int) -> np.ndarray:
-    """Return the bucket (0 .. buckets-1) of every row, from a stable hash of its key columns."""
-    combined = np.zeros(batch.num_rows, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column in columns:
-            combined = combined * np.uint64(1000003) ^ _text_hash(batch.column(column))
-    return (combined % np.uint64(buckets)).astype(np.int64)
-
-
-def _key_columns(batch: pa.RecordBatch | pa.Table, columns: list[str] | None) -> list[str]:
-    return columns or [n for n in batch.schema.names if not n.startswith(HIDDEN_PREFIX)]
-
-
-def _split(
-    columns: list[str] | None, buckets: int, batch: pa.RecordBatch
-) -> Iterator[tuple[int, pa.RecordBatch]]:
-    if batch.num_rows == 0:
-        return
-    assigned = key_buckets(batch, _key_columns(batch, columns), buckets)
-    order = np.argsort(assigned, kind="stable")
-    counts = np.bincount(assigned, minlength=buckets)
-    start = 0
-    for bucket in np.flatnonzero(counts):
-        rows = order[start : start + counts[bucket]]
-        start += int(counts[bucket])
-        # `take`, not `slice`: a slice would carry (and pickle) the whole batch's buffers.
-        yield int(bucket), batch.take(pa.array(rows))
 
 
 def survivors(
@@ -93,7 +31,7 @@ def survivors(
     Nulls in `order_by` never win over values. Deterministic: the result does not depend on
     how the rows were batched or ordered.
     """
-    keys = _key_columns(table, columns)
+    keys = key_columns(table, columns)
     direction = "ascending" if keep == "first" else "descending"
     table = table.append_column(_INDEX, pa.array(np.arange(table.num_rows)))
     sort_keys = [(order_by, direction)] if order_by else []
@@ -194,7 +132,7 @@ class DropDuplicates(beam.PTransform):
 
         return (
             batches
-            | "Bucket" >> beam.FlatMap(functools.partial(_split, self.columns, self.buckets))
+            | "Bucket" >> beam.FlatMap(functools.partial(split_by_key, self.columns, self.buckets))
             | "Group" >> beam.GroupByKey()
             | "Survivors"
             >> beam.ParDo(

@@ -122,7 +122,7 @@ def test_load_function_errors_are_clear():
 def test_buckets_depend_on_values_only():
     import numpy as np
 
-    from beam_etl.transforms.dedupe import key_buckets
+    from beam_etl.transforms._buckets import key_buckets
 
     big = pa.record_batch({"k": ["x", "yy", None, "", "x"], "n": [1, 2, 3, 4, 1]})
     again = big.slice(3, 2)  # the same values in another batch, at other offsets
