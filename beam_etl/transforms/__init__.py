@@ -6,6 +6,7 @@ from beam_etl.transforms import CastColumns, DropDuplicates, FilterRows
 Composites that can reject rows return `WithErrors(output, error)`; `error` holds `DeadLetter`s.
 """
 
+from beam_etl.transforms.aggregate import Aggregate
 from beam_etl.transforms.chains import Chain, batch_step
 from beam_etl.transforms.cleaning import (
     CastColumns,
@@ -23,13 +24,8 @@ from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.expressions import DeriveColumns, FilterRows
 from beam_etl.transforms.fill import FillForward
 from beam_etl.transforms.outputs import WithErrors
-from beam_etl.transforms.relational import (
-    Aggregate,
-    JoinInputs,
-    LookupJoin,
-    SplitRows,
-    UnionInputs,
-)
+from beam_etl.transforms.relational import JoinInputs, LookupJoin
+from beam_etl.transforms.routing import SplitRows, UnionInputs
 from beam_etl.transforms.rows import MapBatches, MapRows, RowsToBatches, SchemaOf, ToKeyedRows
 
 __all__ = [

@@ -8,13 +8,9 @@ from conftest import letter_summary, visible_rows
 
 from beam_etl.batches import visible, with_origin
 from beam_etl.errors import ExpressionError
-from beam_etl.transforms.relational import (
-    Aggregate,
-    JoinInputs,
-    LookupJoin,
-    SplitRows,
-    UnionInputs,
-)
+from beam_etl.transforms.aggregate import Aggregate
+from beam_etl.transforms.relational import JoinInputs, LookupJoin
+from beam_etl.transforms.routing import SplitRows, UnionInputs
 
 ORDERS = [
     with_origin(
