@@ -22,6 +22,9 @@ DEMO_SPEC = os.path.join(DEMO_DIR, "pipeline.yaml")
 DEFAULT_OUTPUT_DIR = "beam_etl_output"
 
 _EPILOG = """\
+Print a CSV file's schema to pin in a spec:
+  python -m beam_etl.run infer-schema data/orders.csv [--format yaml] [--sample-rows N|all]
+
 Any other --option is a Beam pipeline option, for example:
   --direct_num_workers=2 --direct_running_mode=multi_processing   (two local processes)
   --runner=PortableRunner --job_endpoint=localhost:8099            (a Beam job service)
