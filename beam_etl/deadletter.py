@@ -111,11 +111,22 @@ class WriteToDeadLetters(beam.PTransform):
     def expand(self, letters):
         from beam_etl.io._files import PublishSingleFile
 
-        lines = letters | "ToJson" >> beam.Map(lambda letter, run: letter.to_json(run), self.run_id)
-        publish = PublishSingleFile(self.path, label=self.label, sort_key=_by_origin)
-        written = lines | "Publish" >> publish
+        publish = PublishSingleFile(
+            self.path, label=self.label, sort_key=_by_origin, render=_JsonLine(self.run_id)
+        )
+        written = letters | "Publish" >> publish
         self.staging = publish.staging
         return written
+
+
+class _JsonLine:
+    """Renders a dead letter as its JSON line, stamped with the run id (picklable)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def __call__(self, letter: DeadLetter) -> str:
+        return letter.to_json(self.run_id)
 
 
 def _by_origin(line: str) -> tuple:

@@ -8,6 +8,7 @@ reach the publish step).
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -167,14 +168,15 @@ class StageAndPublish(beam.PTransform):
 class _TextWriter(BundleWriter):
     suffix = ".txt"
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, render: Callable[[Any], str] | None = None) -> None:
         super().__init__(folder)
         self._path = self.new_path()
         self._file = open(self._path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._render = render
         self._rows = 0
 
-    def write(self, element: str) -> None:
-        self._file.write(element)
+    def write(self, element: Any) -> None:
+        self._file.write(self._render(element) if self._render else element)
         self._file.write("\n")
         self._rows += 1
 
@@ -225,21 +227,28 @@ class _PublishConcatenated:
 class PublishSingleFile(beam.PTransform):
     """Write a PCollection of text lines to one file at `path`, atomically, at the end.
 
+    With `render`, elements are turned into lines by it as they are written.
     With `sort_key`, the lines are sorted in memory first (only for small outputs).
     """
 
     def __init__(
-        self, path: str, *, label: str, sort_key: Callable[[str], Any] | None = None
+        self,
+        path: str,
+        *,
+        label: str,
+        sort_key: Callable[[str], Any] | None = None,
+        render: Callable[[Any], str] | None = None,
     ) -> None:
         super().__init__()
         self._path = path
         self._step = label
         self._sort_key = sort_key
+        self._render = render
 
     def expand(self, lines):
         self.staging = folder = staging_dir(self._path, uuid.uuid4().hex[:12])
         return lines | StageAndPublish(
-            _TextWriter,
+            functools.partial(_TextWriter, render=self._render),
             folder,
             _PublishConcatenated(self._path, folder, self._sort_key),
             step=self._step,
