@@ -90,6 +90,14 @@ def rejects_from_mask(
     ]
 
 
+def reject_all(batch: pa.RecordBatch, *, step: str, reason: str, message: str) -> list[DeadLetter]:
+    """Return one dead letter per row of `batch`, all with the same reason and message."""
+    return [
+        DeadLetter(step, reason, message, source, line, None, payload_of(row))
+        for source, line, row in zip(*origins(batch), batch.to_pylist())
+    ]
+
+
 class WriteToDeadLetters(beam.PTransform):
     """Write dead letters to one JSON Lines file, published only when the branch succeeds.
 

@@ -9,6 +9,7 @@ write mode in one transaction. A run that fails before publishing never touches 
 and a retried bundle's files never reach the publish step.
 """
 
+import functools
 import logging
 import os
 import random
@@ -23,15 +24,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of, split_compact
 from beam_etl.config import Secret, mask_dsn
 from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import CheckFailedError, ConnectorError
-from beam_etl.io._files import BundleWriter, Part, new_run_id, remove_if_empty
+from beam_etl.errors import ConnectorError
+from beam_etl.io._files import Part, StageFn, check_gates, discard_folder, new_run_id
+from beam_etl.io._ipcparts import IpcPartWriter
 from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
 from beam_etl.metrics import ROWS_DROPPED, ROWS_WRITTEN, step_counter
 
@@ -285,40 +284,6 @@ def staging_folder(staging_path: str | None, target: str) -> str:
     return os.path.join(base, f"{target}-{uuid.uuid4().hex[:12]}")
 
 
-class _IpcWriter(BundleWriter):
-    """Stages batches as Arrow IPC stream files, one per schema; origin columns are kept."""
-
-    suffix = ".arrows"
-
-    def __init__(self, folder: str) -> None:
-        super().__init__(folder)
-        self._writer: Any = None
-        self._schema: pa.Schema | None = None
-        self._path = ""
-        self._rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        if self._writer is not None and not batch.schema.equals(self._schema):
-            self._close_current()
-        if self._writer is None:
-            self._path, self._schema, self._rows = self.new_path(), batch.schema, 0
-            self._writer = pa.ipc.new_stream(self._path, batch.schema)
-        self._writer.write_batch(batch)
-        self._rows += batch.num_rows
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts.append((self._path, self._rows))
-            self._writer = None
-
-    def close(self) -> list[Part]:
-        self._close_current()
-        return self.parts
-
-
 def read_parts(parts: list[Part]) -> Iterator[pa.RecordBatch]:
     """Yield the staged batches of every part, in order."""
     for path, _ in parts:
@@ -355,27 +320,6 @@ class Published(NamedTuple):
     rejects: list[DeadLetter]
 
 
-class _StageFn(beam.DoFn):
-    def __init__(self, folder: str) -> None:
-        self._folder = folder
-        self._writer: _IpcWriter | None = None
-
-    def start_bundle(self) -> None:
-        self._writer = None
-
-    def process(self, batch: pa.RecordBatch):
-        if self._writer is None:
-            self._writer = _IpcWriter(self._folder)
-        self._writer.write(batch)
-        return ()
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._writer is not None:
-            for part in self._writer.close():
-                yield WindowedValue(part, MIN_TIMESTAMP, (GlobalWindow(),))
-            self._writer = None
-
-
 class _PublishFn(beam.DoFn):
     def __init__(self, publish: Callable[[list[Part]], Published], step: str, folder: str):
         self._publish = publish
@@ -383,10 +327,7 @@ class _PublishFn(beam.DoFn):
         self._folder = folder
 
     def process(self, parts: list[Part], gates=()):
-        failed = [gate for gate in gates if not getattr(gate, "passed", True)]
-        if failed:  # a `fail` check failed somewhere in the run: publish nothing
-            reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
-            raise CheckFailedError(f"Nothing published by `{self._step}`: {reasons}")
+        check_gates(gates, self._step)
         result = self._publish(sorted(parts))
         discard_folder(self._folder)
         step_counter(self._step, ROWS_WRITTEN).inc(result.written)
@@ -394,14 +335,6 @@ class _PublishFn(beam.DoFn):
         for letter in result.rejects:
             yield beam.pvalue.TaggedOutput(ERROR, letter)
         yield result.written
-
-
-def discard_folder(folder: str) -> None:
-    """Remove a staging folder (and its parent when that is left empty)."""
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    remove_if_empty(os.path.dirname(folder))
 
 
 class StageAndPublishDb(beam.PTransform):
@@ -428,7 +361,8 @@ class StageAndPublishDb(beam.PTransform):
     def expand(self, batches):
         parts = (
             batches
-            | "Stage" >> beam.ParDo(_StageFn(self._folder))
+            | "Stage"
+            >> beam.ParDo(StageFn(functools.partial(IpcPartWriter, keep_origin=True), self._folder))
             | "AwaitBundles" >> beam.combiners.ToList()
         )
         publish = beam.ParDo(_PublishFn(self._publish, self._step, self._folder))

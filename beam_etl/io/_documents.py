@@ -8,8 +8,6 @@ renamed into place, so a failed or refused run leaves nothing (or the previous f
 """
 
 import base64
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
@@ -21,7 +19,7 @@ import pyarrow as pa
 
 from beam_etl.batches import dumps, json_safe
 from beam_etl.errors import ConnectorError
-from beam_etl.io._files import Part, StageAndPublish, remove_if_empty, staging_dir
+from beam_etl.io._files import Part, StageAndPublish, discard_folder, replacing, staging_dir
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 
 #: Renders batches conforming to a schema into the file at the given (temporary) path.
@@ -77,27 +75,21 @@ class _PublishDocument:
                 f"has {rows:,}: write Parquet or CSV instead (nothing was written to "
                 f"`{self.path}`)"
             )
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        temporary = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            schema = parts_schema(parts)
-            self.render(temporary, schema, read_parts(parts, schema))
-            os.replace(temporary, self.path)
+            with replacing(self.path) as temporary:
+                schema = parts_schema(parts)
+                self.render(temporary, schema, read_parts(parts, schema))
         except ConnectorError:
             raise
         except Exception as exc:  # a value the format cannot hold, a full disk ...
             raise ConnectorError(
                 f"`{self.sink}` cannot write `{self.path}`: {type(exc).__name__}: {exc}"
             ) from exc
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         self._discard_staging()
         return rows
 
     def _discard_staging(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        remove_if_empty(os.path.dirname(self.folder))
+        discard_folder(self.folder)
 
 
 class WriteDocument(beam.PTransform):

@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import apache_beam as beam
 import pyarrow as pa
@@ -86,7 +86,9 @@ class BundleWriter:
         raise NotImplementedError
 
 
-class _StageFn(beam.DoFn):
+class StageFn(beam.DoFn):
+    """Writes each bundle with a fresh `make_writer(folder)`; emits the parts it wrote."""
+
     def __init__(self, make_writer: Callable[[str], BundleWriter], folder: str) -> None:
         self._make_writer = make_writer
         self._folder = folder
@@ -114,18 +116,23 @@ class _PublishFn(beam.DoFn):
         self._step = step
 
     def process(self, parts: list[Part], gates=()):
-        failed = [gate for gate in gates if _failed(gate)]
-        if failed:  # a `fail` check failed somewhere in the run: publish nothing
-            reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
-            raise CheckFailedError(f"Nothing published by `{self._step}`: {reasons}")
+        check_gates(gates, self._step)
         written = self._publish(sorted(parts))
         step_counter(self._step, ROWS_WRITTEN).inc(written)
         yield written
 
 
-def _failed(gate: Any) -> bool:
-    """A gate fails when it says `passed: False` or (quality results) `outcome: failed`."""
-    return getattr(gate, "passed", True) is False or getattr(gate, "outcome", "") == "failed"
+def check_gates(gates, step: str) -> None:
+    """Raise `CheckFailedError` if any gate failed: it says `passed: False`, or (a quality
+    check result) `outcome: failed`. Every sink calls this before it publishes anything."""
+    failed = [
+        gate
+        for gate in gates
+        if getattr(gate, "passed", True) is False or getattr(gate, "outcome", "") == "failed"
+    ]
+    if failed:
+        reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
+        raise CheckFailedError(f"Nothing published by `{step}`: {reasons}")
 
 
 class StageAndPublish(beam.PTransform):
@@ -155,7 +162,7 @@ class StageAndPublish(beam.PTransform):
     def expand(self, pcoll):
         parts = (
             pcoll
-            | "Stage" >> beam.ParDo(_StageFn(self._make_writer, self._folder))
+            | "Stage" >> beam.ParDo(StageFn(self._make_writer, self._folder))
             | "AwaitBundles" >> beam.combiners.ToList()
         )
         publish = _PublishFn(self._publish, self._step)
@@ -185,6 +192,35 @@ class _TextWriter(BundleWriter):
         return [(self._path, self._rows)]
 
 
+@contextlib.contextmanager
+def replacing(target: str) -> Iterator[str]:
+    """Yield a temporary path beside `target`; rename it to `target` when the block succeeds.
+
+    On failure the temporary file is removed and `target` keeps what it held before.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def copy_parts(parts: list[Part], out: BinaryIO) -> None:
+    """Append the bytes of every staged part to `out`, in order."""
+    for path, _ in parts:
+        with open(path, "rb") as part:
+            shutil.copyfileobj(part, out)
+
+
+def discard_folder(folder: str) -> None:
+    """Remove a staging folder, and the shared staging parent when it is left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    remove_if_empty(os.path.dirname(folder))
+
+
 def publish_concatenated(
     target: str, folder: str, parts: list[Part], sort_key: Callable[[str], Any] | None = None
 ) -> int:
@@ -193,23 +229,18 @@ def publish_concatenated(
     With `sort_key`, lines are sorted in memory, up to `SORT_LIMIT` (20,000) lines (small
     outputs such as dead letters); larger outputs are concatenated unsorted.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(temporary, "wb") as out:
-        if sort_key is None or sum(rows for _, rows in parts) > SORT_LIMIT:
-            for path, _ in parts:
-                with open(path, "rb") as part:
-                    shutil.copyfileobj(part, out)
+    rows = sum(count for _, count in parts)
+    with replacing(target) as temporary, open(temporary, "wb") as out:
+        if sort_key is None or rows > SORT_LIMIT:
+            copy_parts(parts, out)
         else:
             lines: list[str] = []
             for path, _ in parts:
                 with open(path, encoding="utf-8") as part:
                     lines.extend(part.read().splitlines())
             out.write("".join(f"{line}\n" for line in sorted(lines, key=sort_key)).encode())
-    os.replace(temporary, target)
-    shutil.rmtree(folder, ignore_errors=True)
-    remove_if_empty(os.path.dirname(folder))
-    return sum(rows for _, rows in parts)
+    discard_folder(folder)
+    return rows
 
 
 class _PublishConcatenated:
@@ -258,6 +289,7 @@ class PublishSingleFile(beam.PTransform):
 def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run_id: str) -> int:
     """Move staged parts into the folder `target`, replacing what a previous run wrote there.
 
+    Parts keep the subfolder they were staged in (Hive-style partitions).
     The new folder is assembled beside the target and swapped in with renames, so readers see
     either the old complete output or the new one. A `_SUCCESS` marker records the run.
 
@@ -275,7 +307,10 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
     assembled = os.path.join(folder, "assembled")
     os.makedirs(assembled)
     for index, (path, _) in enumerate(parts):
-        os.replace(path, os.path.join(assembled, f"part-{index:05d}{suffix}"))
+        # A part staged in a subfolder (`year=2013/`) keeps it: partitioned output.
+        destination = os.path.join(assembled, os.path.relpath(os.path.dirname(path), folder))
+        os.makedirs(destination, exist_ok=True)
+        os.replace(path, os.path.join(destination, f"part-{index:05d}{suffix}"))
     rows = sum(count for _, count in parts)
     marker = {"run_id": run_id, "rows": rows, "files": len(parts)}
     with open(os.path.join(assembled, SUCCESS_MARKER), "w", encoding="utf-8") as out:
@@ -285,8 +320,7 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
         old = os.path.join(folder, "previous")
         os.replace(target, old)
     os.replace(assembled, target)
-    shutil.rmtree(folder, ignore_errors=True)
-    remove_if_empty(os.path.dirname(folder))
+    discard_folder(folder)
     return rows
 
 
@@ -295,8 +329,7 @@ def discard_staging(transforms) -> None:
     for transform in transforms:
         folder = getattr(transform, "staging", None)
         if folder:
-            shutil.rmtree(folder, ignore_errors=True)
-            remove_if_empty(os.path.dirname(folder))
+            discard_folder(folder)
 
 
 def remove_if_empty(path: str) -> None:

@@ -14,19 +14,25 @@ from beam_etl.io._files import BundleWriter, Part
 
 
 class IpcPartWriter(BundleWriter):
-    """Stages a bundle's visible batches as Arrow IPC stream files, one per distinct schema."""
+    """Stages a bundle's batches as Arrow IPC stream files, one per distinct schema.
+
+    Hidden origin columns are dropped unless `keep_origin` (a database sink keeps them, to
+    name the file and line of a row the database refuses).
+    """
 
     suffix = ".arrows"
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, keep_origin: bool = False) -> None:
         super().__init__(folder)
+        self._keep_origin = keep_origin
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._schema: pa.Schema | None = None
         self._path = ""
         self._rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        batch = visible(batch)
+        if not self._keep_origin:
+            batch = visible(batch)
         if batch.num_rows == 0:
             return
         if self._writer is not None and not batch.schema.equals(self._schema):

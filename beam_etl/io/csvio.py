@@ -7,8 +7,6 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 
 import codecs
 import logging
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
@@ -31,7 +29,14 @@ from beam_etl.io._compressed import (
     resolve_compression,
 )
 from beam_etl.io._csvscan import split_points
-from beam_etl.io._files import Part, StageAndPublish, match_files, remove_if_empty, staging_dir
+from beam_etl.io._files import (
+    Part,
+    StageAndPublish,
+    discard_folder,
+    match_files,
+    replacing,
+    staging_dir,
+)
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
@@ -234,18 +239,14 @@ class _PublishCsv:
         self._options = options
 
     def __call__(self, parts: list[Part]) -> int:
-        os.makedirs(os.path.dirname(os.path.abspath(self._target)), exist_ok=True)
-        temporary = f"{self._target}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open_compressed_writer(temporary, self._options["compression"]) as out:
-                if parts:
-                    self._write(out, parts)
-            os.replace(temporary, self._target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        shutil.rmtree(self._folder, ignore_errors=True)
-        remove_if_empty(os.path.dirname(self._folder))
+        compression = self._options["compression"]
+        with (
+            replacing(self._target) as temporary,
+            open_compressed_writer(temporary, compression) as out,
+        ):
+            if parts:
+                self._write(out, parts)
+        discard_folder(self._folder)
         return sum(rows for _, rows in parts)
 
     def _write(self, out, parts: list[Part]) -> None:

@@ -8,9 +8,7 @@ pyarrow refuses is looked at line by line, to turn exactly the bad lines into de
 
 import io
 import json
-import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +28,10 @@ from beam_etl.io._files import (
     BundleWriter,
     Part,
     StageAndPublish,
+    copy_parts,
+    discard_folder,
     match_files,
-    remove_if_empty,
+    replacing,
     staging_dir,
 )
 from beam_etl.metrics import ROWS_READ, step_counter
@@ -540,22 +540,15 @@ class _PublishJson:
         self._compression = compression
 
     def __call__(self, parts: list[Part]) -> int:
-        os.makedirs(os.path.dirname(os.path.abspath(self._target)), exist_ok=True)
-        temporary = f"{self._target}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open_compressed_writer(temporary, self._compression) as out:
-                if self._format == "lines":
-                    for path, _ in parts:
-                        with open(path, "rb") as part:
-                            shutil.copyfileobj(part, out)
-                else:
-                    self._write_array(out, parts)
-            os.replace(temporary, self._target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        shutil.rmtree(self._folder, ignore_errors=True)
-        remove_if_empty(os.path.dirname(self._folder))
+        with (
+            replacing(self._target) as temporary,
+            open_compressed_writer(temporary, self._compression) as out,
+        ):
+            if self._format == "lines":
+                copy_parts(parts, out)
+            else:
+                self._write_array(out, parts)
+        discard_folder(self._folder)
         return sum(rows for _, rows in parts)
 
     @staticmethod

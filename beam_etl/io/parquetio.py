@@ -7,9 +7,7 @@ parallel, with column projection and row filters pushed down to pyarrow.
 
 import datetime
 import functools
-import json
 import os
-import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
@@ -25,14 +23,12 @@ import pyarrow.parquet as pq
 from beam_etl.batches import visible, with_origin
 from beam_etl.errors import ConnectorError, DataError
 from beam_etl.io._files import (
-    SUCCESS_MARKER,
     BundleWriter,
     Part,
     StageAndPublish,
     match_files,
     new_run_id,
     publish_folder,
-    remove_if_empty,
     staging_dir,
 )
 from beam_etl.metrics import ROWS_READ, step_counter
@@ -239,35 +235,6 @@ def _conform_parts(parts: list[Part], target: str, compression: str, row_group_s
         os.replace(rewritten, path)
 
 
-def _publish_tree(target: str, folder: str, parts: list[Part], run_id: str) -> int:
-    """Publish staged parts keeping their partition folders, like `publish_folder` does."""
-    if os.path.exists(target) and (
-        not os.path.isdir(target)
-        or (os.listdir(target) and not os.path.exists(os.path.join(target, SUCCESS_MARKER)))
-    ):
-        raise ConnectorError(
-            f"Refusing to replace `{target}`: it is not a folder written by beam_etl (no "
-            f"`{SUCCESS_MARKER}` marker); choose another path or empty it"
-        )
-    assembled = os.path.join(folder, "assembled")
-    os.makedirs(assembled)
-    for index, (path, _) in enumerate(parts):
-        relative = os.path.relpath(os.path.dirname(path), folder)
-        destination = os.path.join(assembled, relative)
-        os.makedirs(destination, exist_ok=True)
-        os.replace(path, os.path.join(destination, f"part-{index:05d}.parquet"))
-    rows = sum(count for _, count in parts)
-    with open(os.path.join(assembled, SUCCESS_MARKER), "w", encoding="utf-8") as out:
-        json.dump({"run_id": run_id, "rows": rows, "files": len(parts)}, out)
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    if os.path.exists(target):
-        os.replace(target, os.path.join(folder, "previous"))
-    os.replace(assembled, target)
-    shutil.rmtree(folder, ignore_errors=True)
-    remove_if_empty(os.path.dirname(folder))
-    return rows
-
-
 class _PublishParquet:
     def __init__(
         self,
@@ -276,19 +243,15 @@ class _PublishParquet:
         run_id: str,
         compression: str = "snappy",
         row_group_size: int | None = None,
-        partitioned: bool = False,
     ) -> None:
         self._path = path
         self._folder = folder
         self._run_id = run_id
         self._compression = compression
         self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
-        self._partitioned = partitioned
 
     def __call__(self, parts: list[Part]) -> int:
         _conform_parts(parts, self._path, self._compression, self._row_group_size)
-        if self._partitioned:
-            return _publish_tree(self._path, self._folder, parts, self._run_id)
         return publish_folder(self._path, self._folder, parts, ".parquet", self._run_id)
 
 
@@ -354,7 +317,6 @@ class WriteToParquet(beam.PTransform):
                 self.run_id,
                 self.compression,
                 self.row_group_size,
-                partitioned=bool(self.partition_by),
             ),
             step=self.label,
             gates=self.gates,

@@ -6,7 +6,6 @@ run id is a no-op.
 """
 
 import os
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import pyarrow.compute as pc
 from beam_etl.io._files import (
     Part,
     StageAndPublish,
+    discard_folder,
     new_run_id,
-    remove_if_empty,
     staging_dir,
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
@@ -92,8 +91,7 @@ class _PublishSqlite:
             raise
         finally:
             connection.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        remove_if_empty(os.path.dirname(self.folder))
+        discard_folder(self.folder)
         return rows
 
     def _load(self, connection: sqlite3.Connection, parts: list[Part]) -> None:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX, visible_schema
 from beam_etl.datatypes import parse_type
-from beam_etl.deadletter import CAST_FAILED, OUTPUT, DeadLetter, rejects_from_mask
+from beam_etl.deadletter import CAST_FAILED, OUTPUT, DeadLetter, reject_all, rejects_from_mask
 from beam_etl.errors import DataError
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.casting import cast_batch, drop_rows
@@ -40,10 +40,7 @@ def _missing(batch: pa.RecordBatch, columns, step: str) -> list[DeadLetter] | No
     if not absent:
         return None
     message = f"Column(s) {', '.join(f'`{c}`' for c in absent)} not in the input"
-    mask = pa.array([True] * batch.num_rows)
-    return rejects_from_mask(
-        batch, mask, step=step, reason=MISSING_COLUMN, messages=[message] * batch.num_rows
-    )
+    return reject_all(batch, step=step, reason=MISSING_COLUMN, message=message)
 
 
 def _cast(types: dict[str, pa.DataType], batch: pa.RecordBatch, step: str) -> BatchResult:

@@ -10,7 +10,7 @@ import functools
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.deadletter import rejects_from_mask
+from beam_etl.deadletter import reject_all
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.expr import compile_expression, evaluate, referenced_columns, result_type
 
@@ -24,11 +24,7 @@ def _compiled(text: str, schema: pa.Schema) -> pc.Expression:
 
 def _reject_all(batch: pa.RecordBatch, step: str, exc: Exception) -> BatchResult:
     message = f"Expression failed: {exc}"
-    mask = pa.array([True] * batch.num_rows)
-    letters = rejects_from_mask(
-        batch, mask, step=step, reason=EXPRESSION_FAILED, messages=[message] * batch.num_rows
-    )
-    return None, letters, 0
+    return None, reject_all(batch, step=step, reason=EXPRESSION_FAILED, message=message), 0
 
 
 def _filter(where: str, batch: pa.RecordBatch, step: str) -> BatchResult:

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.deadletter import ERROR, OUTPUT, reject_all
 from beam_etl.errors import DataError
 from beam_etl.transforms.expr import evaluate, referenced_columns, result_type
 from beam_etl.transforms.expressions import EXPRESSION_FAILED, _compiled
@@ -106,13 +106,8 @@ class _SplitFn(beam.DoFn):
         except (pa.ArrowInvalid, ArithmeticError) as exc:
             masks = {}
             message = f"Expression failed: {exc}"
-            everything = pa.array(np.ones(batch.num_rows, dtype=bool))
-            for letter in rejects_from_mask(
-                batch,
-                everything,
-                step=self._step,
-                reason=EXPRESSION_FAILED,
-                messages=[message] * batch.num_rows,
+            for letter in reject_all(
+                batch, step=self._step, reason=EXPRESSION_FAILED, message=message
             ):
                 yield beam.pvalue.TaggedOutput(ERROR, letter)
         for name, mask in masks.items():

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from beam_etl.batches import dumps, json_safe, key_of
-from beam_etl.deadletter import FUNCTION_FAILED, rejects_from_mask
+from beam_etl.deadletter import FUNCTION_FAILED, reject_all, rejects_from_mask
 from beam_etl.transforms._base import BatchResult, BatchStep
 
 
@@ -127,11 +128,7 @@ def _apply_batch_function(function: Callable, batch: pa.RecordBatch, step: str) 
         return result, [], max(removed, 0)
     except Exception as exc:  # a user function's failure rejects its batch, not the run
         message = f"{type(exc).__name__}: {exc}"
-        mask = pa.array([True] * batch.num_rows)
-        letters = rejects_from_mask(
-            batch, mask, step=step, reason=FUNCTION_FAILED, messages=[message] * batch.num_rows
-        )
-        return None, letters, 0
+        return None, reject_all(batch, step=step, reason=FUNCTION_FAILED, message=message), 0
 
 
 class MapBatches(BatchStep):
@@ -169,7 +166,9 @@ def _apply_row_function(function: Callable, batch: pa.RecordBatch, step: str) ->
             out_rows.append((index, result))
     letters = []
     if failed:
-        mask = pa.array([i in set(failed) for i in range(batch.num_rows)])
+        flags = np.zeros(batch.num_rows, dtype=bool)
+        flags[failed] = True
+        mask = pa.array(flags)
         letters = rejects_from_mask(
             batch, mask, step=step, reason=FUNCTION_FAILED, messages=messages
         )
