@@ -20,7 +20,8 @@ and writes snappy Parquet. Two comparison groups, each with a pyarrow reference:
 - `dedupe`: steps 1-5. `pyarrow_dedupe` reads the whole CSV (`pyarrow.csv.read_csv`), applies
   the steps to the table and keeps the first row per `id` (`Table.group_by(id).aggregate(
   [(row index, "min")])` then `take`), then writes; `beam_dedupe` adds `DropDuplicates(["id"])`
-  (a keyed shuffle of rows: batches -> dicts -> GroupByKey -> dicts -> batches).
+  (a keyed shuffle of batches: each batch split into 64 hash buckets of `id`, a GroupByKey of
+  the sub-batches in Arrow IPC, one sort per bucket).
 
 Note: ids in the generated data are unique, so dedupe drops nothing; every row still goes
 through the shuffle (the worst case for the row path, and the usual case for a "safety" dedupe).

@@ -5,14 +5,17 @@ from, so a GroupByKey on the bucket brings every copy of a key together while on
 sub-batches per input batch cross the shuffle.
 """
 
+import functools
 from collections.abc import Iterator
 from typing import Final
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX
+from beam_etl.coders import RecordBatchCoder  # noqa: F401  (registers the batch coder)
 
 _MIX: Final = np.uint64(0x9E3779B97F4A7C15)
 
@@ -69,11 +72,34 @@ def split_by_key(
     if batch.num_rows == 0:
         return
     assigned = key_buckets(batch, key_columns(batch, columns), buckets)
-    order = np.argsort(assigned, kind="stable")
     counts = np.bincount(assigned, minlength=buckets)
+    # One `take` into bucket order, then zero-copy slices: the batch coder (Arrow IPC) writes
+    # only each slice's own range when the shuffle encodes it.
+    ordered = batch.take(pa.array(np.argsort(assigned, kind="stable")))
     start = 0
     for bucket in np.flatnonzero(counts):
-        rows = order[start : start + counts[bucket]]
+        yield int(bucket), ordered.slice(start, int(counts[bucket]))
         start += int(counts[bucket])
-        # `take`, not `slice`: a slice would carry (and pickle) the whole batch's buffers.
-        yield int(bucket), batch.take(pa.array(rows))
+
+
+class GroupByKeyBuckets(beam.PTransform):
+    """Group sub-batches by a hash bucket of `columns`: every copy of a key meets in one group.
+
+    Input: record batches. Output: `(bucket, iterable of sub-batches)`. The sub-batches cross
+    the shuffle in Arrow IPC (`RecordBatchCoder`), not pickled.
+    """
+
+    def __init__(self, columns: list[str] | None, buckets: int) -> None:
+        super().__init__()
+        self._columns = columns
+        self._buckets = buckets
+
+    def expand(self, batches):
+        return (
+            batches
+            | "Bucket"
+            >> beam.FlatMap(
+                functools.partial(split_by_key, self._columns, self._buckets)
+            ).with_output_types(tuple[int, pa.RecordBatch])
+            | "Group" >> beam.GroupByKey()
+        )

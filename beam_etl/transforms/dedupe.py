@@ -17,10 +17,11 @@ import pyarrow.compute as pc
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, split_compact
 from beam_etl.deadletter import OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import key_columns, split_by_key
+from beam_etl.transforms._buckets import GroupByKeyBuckets, key_columns
 
 KEEP: Final = ("first", "last")
 _INDEX: Final = "__beam_etl_index"
+_SORT: Final = "__beam_etl_sort_"
 
 
 def survivors(
@@ -33,32 +34,50 @@ def survivors(
     """
     keys = key_columns(table, columns)
     direction = "ascending" if keep == "first" else "descending"
-    table = table.append_column(_INDEX, pa.array(np.arange(table.num_rows)))
-    sort_keys = [(order_by, direction)] if order_by else []
+    ordering = pa.table({name: table.column(name) for name in keys})
+    sort_keys = []
+    for name in [order_by] if order_by else []:
+        ordering = ordering.append_column(f"{_SORT}order", table.column(name))
+        sort_keys.append((f"{_SORT}order", direction))
     for hidden in (FILE_COLUMN, LINE_COLUMN):
         if hidden in table.schema.names:
-            if pa.types.is_dictionary(table.schema.field(hidden).type):
-                index = table.schema.get_field_index(hidden)
-                table = table.set_column(index, hidden, pc.cast(table.column(hidden), pa.string()))
-            sort_keys.append((hidden, direction))
-    # Rows still tied (no origin lines, e.g. from a database) are ordered by their content.
-    sort_keys += [
-        (field.name, "ascending")
-        for field in table.schema
-        if not field.name.startswith(HIDDEN_PREFIX)
-        and field.name != order_by
-        and not pa.types.is_nested(field.type)
-    ]
-    sort_keys.append((_INDEX, "ascending"))
+            ordering = ordering.append_column(f"{_SORT}{hidden}", _sortable(table.column(hidden)))
+            sort_keys.append((f"{_SORT}{hidden}", direction))
+    # Rows still tied (no origin lines, e.g. from a database) are ordered by their content;
+    # rows tied on everything are interchangeable (the sort is stable).
+    for field in table.schema:
+        if not (
+            field.name.startswith(HIDDEN_PREFIX)
+            or field.name == order_by
+            or pa.types.is_nested(field.type)
+        ):
+            ordering = ordering.append_column(f"{_SORT}{field.name}", table.column(field.name))
+            sort_keys.append((f"{_SORT}{field.name}", "ascending"))
+    if not sort_keys:
+        sort_keys.append((keys[0], "ascending"))
     placed = [(name, order, "at_end") for name, order in sort_keys]
-    ranked = table.take(pc.sort_indices(table, sort_keys=placed))
-    ranked = ranked.set_column(
-        ranked.schema.get_field_index(_INDEX), _INDEX, pa.array(np.arange(ranked.num_rows))
+    # Only the key columns are reordered; the whole table is taken once, at the end.
+    order = pc.sort_indices(ordering, sort_keys=placed)
+    ranked = (
+        ordering.select(keys).take(order).append_column(_INDEX, pa.array(np.arange(len(order))))
     )
     firsts = ranked.group_by(keys, use_threads=False).aggregate([(_INDEX, "min")])
-    chosen = pc.sort_indices(firsts.column(f"{_INDEX}_min"))
-    rows = pc.take(firsts.column(f"{_INDEX}_min"), chosen)
-    return ranked.take(rows).drop_columns([_INDEX])
+    firsts = firsts.column(f"{_INDEX}_min")
+    winners = pc.take(firsts, pc.sort_indices(firsts))
+    return table.take(pc.take(order, winners))
+
+
+def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Return `column` as something `sort_indices` orders: a dictionary becomes value ranks."""
+    if not pa.types.is_dictionary(column.type):
+        return column
+    column = pa.table({"c": column}).unify_dictionaries().column("c")
+    if column.num_chunks == 0:
+        return pa.chunked_array([], pa.int64())
+    ranks = pc.rank(column.chunk(0).dictionary, sort_keys="ascending", tiebreaker="dense")
+    return pa.chunked_array(
+        [pc.take(ranks, chunk.indices) for chunk in column.chunks], type=ranks.type
+    )
 
 
 class _DedupeBucketFn(beam.DoFn):
@@ -128,12 +147,10 @@ class DropDuplicates(beam.PTransform):
         return schema
 
     def expand(self, batches):
-        import functools
 
         return (
             batches
-            | "Bucket" >> beam.FlatMap(functools.partial(split_by_key, self.columns, self.buckets))
-            | "Group" >> beam.GroupByKey()
+            | "Shuffle" >> GroupByKeyBuckets(self.columns, self.buckets)
             | "Survivors"
             >> beam.ParDo(
                 _DedupeBucketFn(self.label, self.columns, self.keep, self.order_by, self.batch_rows)

@@ -6,7 +6,6 @@ see `_buckets`), each bucket is sorted by key, order column and origin, and ever
 the last value seen before it within its key — all vectorized.
 """
 
-import functools
 from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
@@ -17,7 +16,7 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, split_compact
 from beam_etl.deadletter import OUTPUT
-from beam_etl.transforms._buckets import split_by_key
+from beam_etl.transforms._buckets import GroupByKeyBuckets
 
 
 def _group_starts(table: pa.Table, by: list[str]) -> np.ndarray:
@@ -130,8 +129,7 @@ class FillForward(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "Bucket" >> beam.FlatMap(functools.partial(split_by_key, self.by, self.buckets))
-            | "Group" >> beam.GroupByKey()
+            | "Shuffle" >> GroupByKeyBuckets(self.by, self.buckets)
             | "Fill"
             >> beam.ParDo(_FillBucketFn(self.columns, self.by, self.order_by, self.batch_rows))
         )
