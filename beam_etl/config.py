@@ -45,3 +45,9 @@ def mask_dsn(text: str) -> str:
     """Return `text` with passwords in URLs (`scheme://user:pw@host`) and `password=...` masked."""
     text = _DSN_PASSWORD.sub(lambda m: m.group("head") + "***", text)
     return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message (drivers add context lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,6 +1,6 @@
 """`python -m beam_etl.run`: load a spec, validate it, run it, report.
 
-With no arguments it runs the bundled demo; `infer-schema PATH` prints a CSV file's schema.
+With no arguments it runs the bundled demo; `infer-schema PATH` prints a file's schema.
 Arguments it does not know are Beam pipeline options and pass through (`--runner`,
 `--direct_num_workers`, `--job_endpoint`, ...).
 Exit codes: 0 success, 1 the pipeline failed (or its counts do not add up), 2 usage or spec
@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from beam_etl import __version__
 from beam_etl.errors import BeamEtlError, UsageError
@@ -22,8 +23,9 @@ DEMO_SPEC = os.path.join(DEMO_DIR, "pipeline.yaml")
 DEFAULT_OUTPUT_DIR = "beam_etl_output"
 
 _EPILOG = """\
-Print a CSV file's schema to pin in a spec:
+Print a file's or a query's schema to pin in a spec:
   python -m beam_etl.run infer-schema data/orders.csv [--format yaml] [--sample-rows N|all]
+  python -m beam_etl.run infer-schema --source postgres --database shop --query "SELECT ..."
 
 Any other --option is a Beam pipeline option, for example:
   --direct_num_workers=2 --direct_running_mode=multi_processing   (two local processes)
@@ -109,29 +111,65 @@ def _variables(assignments: list[str]) -> dict[str, str]:
 def _infer_schema(argv: list[str]) -> int:
     parser = _Parser(
         prog="python -m beam_etl.run infer-schema",
-        description="Infer a schema from a CSV file and print it, to pin in a spec.",
+        description=(
+            "Infer a schema from a file (CSV, JSON, Parquet, Avro, Excel) or from a PostgreSQL "
+            "or MySQL table or query, and print it, to pin in a spec."
+        ),
     )
-    parser.add_argument("path", help="the CSV file")
+    parser.add_argument("path", nargs="?", help="the file (its extension names the format)")
+    parser.add_argument("--source", choices=("postgres", "mysql"), help="read a database")
+    parser.add_argument("--table", help="database table to sample (with --source)")
+    parser.add_argument("--query", help="SELECT to sample (with --source)")
+    parser.add_argument("--database", help="database name (with --source)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, help="server port (default: the dialect's)")
+    parser.add_argument("--user", help="user name (default: postgres / root)")
+    parser.add_argument("--dsn-env", help="environment variable holding a PostgreSQL DSN")
     parser.add_argument(
         "--sample-rows", default="10000", help="rows to look at, or `all` (default: 10000)"
     )
     parser.add_argument("--format", choices=("json", "yaml"), default="json")
-    parser.add_argument("--delimiter", default=",")
+    parser.add_argument("--delimiter", default=",", help="CSV field delimiter")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     if args.sample_rows != "all" and not args.sample_rows.isdigit():
         raise UsageError(f"`--sample-rows` must be a number or `all`, not `{args.sample_rows}`")
-    from beam_etl.schema.infer import infer_schema_text
+    if (args.path is None) == (args.source is None):
+        raise UsageError("Give a file PATH or `--source postgres|mysql` (see --help)")
+    from beam_etl.schema import infer
 
     rows = None if args.sample_rows == "all" else int(args.sample_rows)
     try:
-        text = infer_schema_text(
-            args.path, sample_rows=rows, output_format=args.format, delimiter=args.delimiter
-        )
+        if args.source:
+            schema = infer.infer_source_schema(_database_source(args), sample_rows=rows)
+        elif (reader := infer.reader_for_path(args.path)) is not None:
+            schema = infer.infer_source_schema(reader, sample_rows=rows)
+        else:
+            schema = infer.infer_schema(args.path, sample_rows=rows, delimiter=args.delimiter)
+        text = infer.schema_text(schema, args.format)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _database_source(args: argparse.Namespace) -> Any:
+    """Return the database reader `infer-schema --source` samples (password from the env)."""
+    if args.path is not None:
+        raise UsageError("Give either a file PATH or `--source`, not both")
+    common = {"table": args.table, "query": args.query, "database": args.database}
+    common["host"] = args.host
+    if args.port is not None:
+        common["port"] = args.port
+    if args.source == "postgres":
+        from beam_etl.io.postgresio import ReadFromPostgres
+
+        return ReadFromPostgres(**common, user=args.user or "postgres", dsn_env=args.dsn_env)
+    if args.dsn_env:
+        raise UsageError("`--dsn-env` is for PostgreSQL; give MySQL's --host, --port, --database")
+    from beam_etl.io.mysqlio import ReadFromMySql
+
+    return ReadFromMySql(**common, user=args.user or "root")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of, split_compact
-from beam_etl.config import Secret, mask_dsn
+from beam_etl.config import Secret, first_line, mask_dsn
 from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io._files import Part, StageFn, check_gates, discard_folder, new_run_id
@@ -135,7 +135,7 @@ def with_retries(
         except ConnectorError:
             raise
         except Exception as exc:
-            message = mask_dsn(str(exc).strip())
+            message = mask_dsn(first_line(exc))
             if not is_transient(exc) or attempt == config.retries:
                 kind = "after retries " if is_transient(exc) else ""
                 # `from None`: a driver's original error may quote a DSN with its password.

@@ -188,6 +188,15 @@ class ReadFromCsv(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._settings.schema
 
+    def sample(self, rows: int | None = 10_000) -> pa.Table:
+        """Return the first `rows` rows (None: all) as this source reads them, outside a
+        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
+        from beam_etl.io._local import read_locally
+
+        quote = ord(self._settings.quote_char) if self._settings.quote_char else None
+        stages = [_PlanRangesFn(1 << 62, quote), _ReadRangeFn(self.label, self._settings)]
+        return read_locally(stages, self._files, rows, self.schema)
+
     def expand(self, pbegin):
         quote = ord(self._settings.quote_char) if self._settings.quote_char else None
         split = self.split if self.split is not None else _parallel(pbegin.pipeline)

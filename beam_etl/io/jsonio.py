@@ -498,6 +498,14 @@ class ReadFromJson(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._settings.output_schema
 
+    def sample(self, rows: int | None = 10_000) -> pa.Table:
+        """Return the first `rows` rows (None: all) as this source reads them, outside a
+        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
+        from beam_etl.io._local import read_locally
+
+        stages = [_ReadFileFn(self.label, self._settings)]
+        return read_locally(stages, self._files, rows, self.schema)
+
     def expand(self, pbegin):
         parsed = (
             pbegin

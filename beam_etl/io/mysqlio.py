@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, with_origin
-from beam_etl.config import mask_dsn
+from beam_etl.config import first_line, mask_dsn
 from beam_etl.deadletter import OUTPUT
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _db
@@ -151,7 +151,7 @@ class _ReadRangeFn(beam.DoFn):
         except Exception as exc:
             raise ConnectorError(
                 f"Reading `{self._source}` from `{self._config.describe()}` failed: "
-                f"{type(exc).__name__}: {mask_dsn(str(exc).strip())}"
+                f"{type(exc).__name__}: {mask_dsn(first_line(exc))}"
             ) from None
         finally:
             connection.close()
@@ -247,6 +247,15 @@ class ReadFromMySql(beam.PTransform):
         self.num_partitions = num_partitions
         self.bounds = (lower_bound, upper_bound)
         self.batch_rows = batch_rows
+
+    def sample(self, rows: int | None = 10_000) -> pa.Table:
+        """Return the first `rows` rows (None: all) of the table or query, outside a pipeline
+        (for previews and `infer-schema`); in the database's order, with no partitioning."""
+        from beam_etl.io._local import read_locally
+
+        query = self.query if rows is None else f"SELECT * FROM ({self.query}) AS s LIMIT {rows:d}"
+        stage = _ReadRangeFn(self.label, self.config, query, None, self.source, self.batch_rows)
+        return read_locally([stage], [(None, None)], rows, pa.schema([]))
 
     def expand(self, pbegin):
         plan = _PlanFn(

@@ -439,6 +439,14 @@ class ReadFromParquet(beam.PTransform):
         names = self._scan.columns or self._scan.schema.names
         return pa.schema([self._scan.schema.field(name) for name in names])
 
+    def sample(self, rows: int | None = 10_000) -> pa.Table:
+        """Return the first `rows` rows (None: all) as this source reads them, outside a
+        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
+        from beam_etl.io._local import read_locally
+
+        stages = [_PlanRowGroupsFn(self._scan), _ReadRowGroupFn(self.label, self._scan)]
+        return read_locally(stages, self._files, rows, self.schema)
+
     def expand(self, pbegin):
         return (
             pbegin

@@ -1,18 +1,22 @@
-"""Infer a schema from a CSV sample: narrowest type per column, nullability, candidate keys.
+"""Infer a schema from a sample of a file or a query: types, nullability, candidate keys.
 
-Every column is read as text, then each column gets the first type, in this order, that every
-sampled non-null value converts to: `bool` (true/false), `int64`, `float64`, `date`
-(ISO `YYYY-MM-DD`), `timestamp[us]` (ISO, no offset), `timestamp[us, UTC]` (ISO with
-offsets), else `string`. Numbers with a leading zero (`01234`) stay text. Values are trimmed
-first; empty strings and the `null_values` are nulls. A column is nullable when the sample
-holds a null. Candidate keys are the columns (else pairs of columns) that are unique and
-non-null in the sample, floats excluded. All of this holds for the sample only: pin the
-printed schema and review it. Integers are `int64`, never narrower, so that a later, larger
-value does not break a pinned schema.
+CSV (the one untyped format) is read as text, then each column gets the first type, in this
+order, that every sampled non-null value converts to: `bool` (true/false), `int64`,
+`float64`, `date` (ISO `YYYY-MM-DD`), `timestamp[us]` (ISO, no offset), `timestamp[us, UTC]`
+(ISO with offsets), else `string`. Numbers with a leading zero (`01234`) stay text. Values
+are trimmed first; empty strings and the `null_values` are nulls. A column is nullable when
+the sample holds a null. Candidate keys are the columns (else pairs of columns) that are
+unique and non-null in the sample, floats excluded. All of this holds for the sample only:
+pin the printed schema and review it. Integers are `int64`, never narrower, so that a later,
+larger value does not break a pinned schema.
+
+Typed sources (JSON, Parquet, Avro, Excel files; PostgreSQL and MySQL tables or queries) are
+sampled through their own reader (`ReadFromX(...).sample(rows)`), so the types are the ones a
+pipeline would see; nullability and candidate keys come from the sample as for CSV.
 """
 
 import itertools
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,7 +100,9 @@ def candidate_keys(table: pa.Table, columns: list[str]) -> list[tuple[str, ...]]
     usable = [
         c
         for c in columns[:_MAX_KEY_COLUMNS]
-        if table.column(c).null_count == 0 and not pa.types.is_floating(table.column(c).type)
+        if table.column(c).null_count == 0
+        and not pa.types.is_floating(table.column(c).type)
+        and not pa.types.is_nested(table.column(c).type)
     ]
     if not table.num_rows:
         return []
@@ -125,17 +131,49 @@ def infer_schema(
     Raises:
         ConnectorError: the file cannot be read or parsed.
     """
-    if sample_rows is not None and sample_rows < 1:
-        raise ValueError(f"`sample_rows` must be at least 1 (or None for all), not `{sample_rows}`")
+    _check_sample_rows(sample_rows)
     sample = read_sample(path, sample_rows, delimiter, encoding)
+    return schema_of_sample(sample, null_values=null_values)
+
+
+def infer_source_schema(source: Any, *, sample_rows: int | None = 10_000) -> Schema:
+    """Return the schema inferred from the first `sample_rows` rows (None: all) of a source.
+
+    `source` is any beam_etl reader (`ReadFromJson`, `ReadFromParquet`, `ReadFromAvro`,
+    `ReadFromExcel`, `ReadFromPostgres`, `ReadFromMySql`, `ReadFromCsv`): its types are kept,
+    nullability and candidate keys come from the sample.
+
+    Raises:
+        ConnectorError: the source cannot be read, or the sample holds no column.
+    """
+    _check_sample_rows(sample_rows)
+    sample = source.sample(sample_rows)
+    if not sample.num_columns:
+        raise ConnectorError("The sample holds no rows to infer a schema from")
+    return schema_of_sample(sample, narrow_text=False)
+
+
+def schema_of_sample(
+    sample: pa.Table, *, narrow_text: bool = True, null_values: tuple[str, ...] = NULL_VALUES
+) -> Schema:
+    """Return the schema of a sample: text columns narrowed (when asked), nullability, keys."""
     fields, typed = [], {}
     for name in sample.schema.names:
-        values = _normalize(sample.column(name), null_values)
-        data_type = narrowest_type(values)
-        typed[name] = pc.cast(values, data_type)
-        fields.append(Field(name, data_type, nullable=values.null_count > 0))
+        column = sample.column(name)
+        if narrow_text and pa.types.is_string(column.type):
+            values = _normalize(column, null_values)
+            data_type = narrowest_type(values)
+            typed[name] = pc.cast(values, data_type)
+        else:
+            data_type, typed[name] = column.type, column
+        fields.append(Field(name, data_type, nullable=typed[name].null_count > 0))
     keys = candidate_keys(pa.table(typed), list(typed)) if typed else []
     return Schema(tuple(fields), (), tuple(keys))
+
+
+def _check_sample_rows(sample_rows: int | None) -> None:
+    if sample_rows is not None and sample_rows < 1:
+        raise ValueError(f"`sample_rows` must be at least 1 (or None for all), not `{sample_rows}`")
 
 
 def infer_schema_text(
@@ -150,8 +188,47 @@ def infer_schema_text(
     if output_format not in ("json", "yaml"):
         raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
     schema = infer_schema(path, sample_rows=sample_rows, **options)
+    return schema_text(schema, output_format)
+
+
+def schema_text(schema: Schema, output_format: str = "json") -> str:
+    """Return `schema` as JSON or YAML text, as `infer-schema` prints it."""
+    if output_format not in ("json", "yaml"):
+        raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
     if output_format == "json":
         return schema.to_json() + "\n"
     import yaml
 
     return yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+_COMPRESSIONS: Final = (".gz", ".bz2", ".zst", ".xz", ".deflate")
+
+
+def reader_for_path(path: str) -> Any:
+    """Return the reader of a JSON, Parquet, Avro or Excel file by its extension; None for CSV
+    and other text (inferred from text by `infer_schema`).
+
+    Raises:
+        ConnectorError: no file matches `path`.
+    """
+    name = path.lower()
+    for suffix in _COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    if name.endswith((".json", ".jsonl", ".ndjson")):
+        from beam_etl.io.jsonio import ReadFromJson
+
+        return ReadFromJson(path)
+    if name.endswith((".parquet", ".pq")):
+        from beam_etl.io.parquetio import ReadFromParquet
+
+        return ReadFromParquet(path)
+    if name.endswith(".avro"):
+        from beam_etl.io.avroio import ReadFromAvro
+
+        return ReadFromAvro(path)
+    if name.endswith((".xlsx", ".xlsm")):
+        from beam_etl.io.excelio import ReadFromExcel
+
+        return ReadFromExcel(path)
+    return None
