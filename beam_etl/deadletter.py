@@ -6,13 +6,13 @@ so the dead-letter output is a PCollection of `DeadLetter`, not of Arrow batches
 """
 
 import json
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import dumps_safe, origins, payload_of
+from beam_etl.batches import dumps_safe, origins, payloads
 
 #: Name of the tagged dead-letter output of every composite that can reject rows.
 ERROR: Final = "error"
@@ -82,19 +82,17 @@ def rejects_from_mask(
 ) -> list[DeadLetter]:
     """Return one dead letter per True entry of `rejected`, with messages given in that order."""
     taken = batch.take(pc.indices_nonzero(rejected))
-    files, lines = origins(taken)
-    rows = taken.to_pylist()
     return [
-        DeadLetter(step, reason, message, files[i], lines[i], None, payload_of(rows[i]))
-        for i, message in enumerate(messages)
+        DeadLetter(step, reason, message, source, line, None, payload)
+        for message, source, line, payload in zip(messages, *origins(taken), payloads(taken))
     ]
 
 
 def reject_all(batch: pa.RecordBatch, *, step: str, reason: str, message: str) -> list[DeadLetter]:
     """Return one dead letter per row of `batch`, all with the same reason and message."""
     return [
-        DeadLetter(step, reason, message, source, line, None, payload_of(row))
-        for source, line, row in zip(*origins(batch), batch.to_pylist())
+        DeadLetter(step, reason, message, source, line, None, payload)
+        for source, line, payload in zip(*origins(batch), payloads(batch))
     ]
 
 
@@ -103,7 +101,12 @@ class WriteToDeadLetters(beam.PTransform):
 
     The file is written under a temporary name and renamed into place once every bundle has
     finished, so a failed run never leaves a partial file at `path`. A re-run replaces the file.
+    Input: a PCollection of `DeadLetter`, or a tuple of them (`(a.error, b.error) | ...`):
+    prefer the tuple to a `beam.Flatten()`, which makes local runners copy every letter.
     """
+
+    #: The spec builder hands several inputs over as a tuple, not flattened.
+    TUPLE_INPUT: ClassVar[bool] = True
 
     def __init__(self, path: str, *, run_id: str | None = None) -> None:
         """Args:

@@ -127,7 +127,7 @@ def _run_beam(csv_path: str, out_dir: str, dead_letters: str, extra_args: list[s
     cast = read.output | "cast" >> CastColumns({"amount": "float64"})
     kept = cast.output | "filter" >> FilterRows(f"amount > {FILTER_THRESHOLD}")
     kept.output | "write" >> WriteToParquet(out_dir)
-    errors = (read.error, cast.error, kept.error) | "errors" >> beam.Flatten()
+    errors = (read.error, cast.error, kept.error)
     errors | "dl" >> WriteToDeadLetters(dead_letters)
     p.run().wait_until_finish()
 

@@ -135,7 +135,7 @@ def _run_beam(csv_path: str, out_dir: str, dead_letters: str, dedupe: bool) -> N
     if dedupe:
         final = final | "dedupe" >> DropDuplicates(["id"])
     final | "write" >> WriteToParquet(out_dir)
-    errors = (read.error, cast.error, derived.error, kept.error) | "errors" >> beam.Flatten()
+    errors = (read.error, cast.error, derived.error, kept.error)
     errors | "dl" >> WriteToDeadLetters(dead_letters)
     p.run().wait_until_finish()
 

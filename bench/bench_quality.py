@@ -94,7 +94,7 @@ def _pipeline(
         errors += [conformed.error, checked.error]
         final = checked.output
     final | "write" >> WriteToParquet(out_dir)
-    tuple(errors) | "errors" >> beam.Flatten() | "dl" >> WriteToDeadLetters(dead_letters)
+    tuple(errors) | "dl" >> WriteToDeadLetters(dead_letters)
     p.run().wait_until_finish()
 
 

@@ -40,7 +40,7 @@ def main(output: str) -> None:
         read = pipeline | "Read" >> ReadFromCsv(f"{HERE}/data/customers.csv", delimiter=";")
         cleaned = read.output | "Clean" >> clean
         _ = cleaned.output | "Write" >> WriteToParquet(f"{output}/scores")
-        errors = (read.error, cleaned.error) | "Errors" >> beam.Flatten()
+        errors = (read.error, cleaned.error)
         _ = errors | "DeadLetters" >> WriteToDeadLetters(f"{output}/rejected.jsonl")
 
 

@@ -26,7 +26,7 @@ def main(output: str, beam_args: list[str]) -> None:
         unique = typed.output | "Dedupe" >> DropDuplicates(["customer_id"])
         good = unique | "Good" >> FilterRows("score >= 60")
         _ = good.output | "Write" >> WriteToParquet(f"{output}/good_customers")
-        errors = (read.error, typed.error, good.error) | "AllErrors" >> beam.Flatten()
+        errors = (read.error, typed.error, good.error)  # a tuple: each is staged where made
         _ = errors | "DeadLetters" >> WriteToDeadLetters(f"{output}/rejected.jsonl")
 
 

@@ -140,6 +140,7 @@ class StageAndPublish(beam.PTransform):
 
     `gates`: PCollections of check results (objects with `passed` and `message`); when
     given, publishing waits for all of them and publishes nothing if any failed.
+    Input: a PCollection, or a tuple of them (each staged where it is produced).
     Output: a PCollection with one element, the number of rows published.
     """
 
@@ -160,11 +161,16 @@ class StageAndPublish(beam.PTransform):
         self._gates = tuple(gates)
 
     def expand(self, pcoll):
-        parts = (
-            pcoll
-            | "Stage" >> beam.ParDo(StageFn(self._make_writer, self._folder))
-            | "AwaitBundles" >> beam.combiners.ToList()
-        )
+        # Several inputs are staged each where it is produced, then only the parts meet: a
+        # Flatten of the elements themselves would make the runner materialize every one.
+        inputs = list(pcoll) if isinstance(pcoll, (tuple, list)) else [pcoll]
+        stage = StageFn(self._make_writer, self._folder)
+        if len(inputs) == 1:
+            staged = inputs[0] | "Stage" >> beam.ParDo(stage)
+        else:
+            staged = [p | f"Stage{i}" >> beam.ParDo(stage) for i, p in enumerate(inputs)]
+            staged = tuple(staged) | "MergeParts" >> beam.Flatten()
+        parts = staged | "AwaitBundles" >> beam.combiners.ToList()
         publish = _PublishFn(self._publish, self._step)
         if not self._gates:
             return parts | "Publish" >> beam.ParDo(publish)

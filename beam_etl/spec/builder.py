@@ -32,6 +32,8 @@ def _input_of(node: Node, transform: Any, outputs: Outputs) -> Any:
         return {str(ref): pcoll for ref, pcoll in zip(node.inputs, pcolls)}
     if len(pcolls) == 1:
         return pcolls[0]
+    if getattr(transform, "TUPLE_INPUT", False):
+        return tuple(pcolls)
     return tuple(pcolls) | f"{node.name}/MergeInputs" >> beam.Flatten()
 
 
