@@ -19,6 +19,12 @@ Contract modes, for columns not in the schema / declared columns missing from th
 - `discard_rows`: extra columns are dropped, and a row holding a non-null value in one of them
   is rejected (`schema_mismatch`) / missing ones as under `evolve`.
 
+Field constraints are enforced on the cast values, as row-level checks (nulls pass them, as
+in `ValidateRecords`): `min` / `max` (inclusive bounds), `pattern` (the whole value must
+match, RE2 syntax), `allowed_values`, `min_length` / `max_length`; a failing row is a
+`schema_mismatch` naming the constraint, column and value. `unique` needs the whole dataset:
+it is enforced by a `CheckUnique` step on those columns, not here.
+
 Output: declared columns in schema order with the declared types and nullability (then, under
 `evolve`, the extra columns), then the origin columns. Row order kept.
 """
@@ -32,6 +38,7 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX, json_safe
 from beam_etl.deadletter import CAST_FAILED, rejects_from_mask
+from beam_etl.quality.checks import RowCheck, parse_check
 from beam_etl.schema.model import Schema, SchemaError, load_schema
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.casting import cast_batch
@@ -97,7 +104,67 @@ def _nulls(array: pa.Array) -> np.ndarray:
     return np.asarray(pc.is_null(array).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def conform_batch(schema: Schema, mode: str, batch: pa.RecordBatch, step: str) -> BatchResult:
+def constraint_checks(schema: Schema) -> list[RowCheck]:
+    """Return the row-level checks that the fields' constraints ask for (see the module doc).
+
+    Raises:
+        ValueError: a constraint's value is not valid (a bad pattern, bounds of no use).
+    """
+    checks = []
+    for item in schema.fields:
+        c = item.constraints
+        configs = []
+        if c.get("min") is not None or c.get("max") is not None:
+            bounds = {k: c[k] for k in ("min", "max") if c.get(k) is not None}
+            configs.append(("range", {"check": "range", **bounds}))
+        if c.get("pattern") is not None:
+            configs.append(("pattern", {"check": "regex", "pattern": c["pattern"]}))
+            configs[-1][1]["full_match"] = True
+        if c.get("allowed_values") is not None:
+            configs.append(("allowed_values", {"check": "allowed_values"}))
+            configs[-1][1]["values"] = list(c["allowed_values"])
+        if c.get("min_length") is not None or c.get("max_length") is not None:
+            lengths = {
+                k: c[f"{k}_length"] for k in ("min", "max") if c.get(f"{k}_length") is not None
+            }
+            configs.append(("length", {"check": "length", **lengths}))
+        for key, config in configs:
+            config.update(column=item.name, name=f"constraint.{key}.{item.name}")
+            try:
+                checks.append(parse_check(config, _no_functions))
+            except ValueError as exc:
+                raise ValueError(f"Constraint on `{item.name}`: {exc}") from None
+    return checks
+
+
+def _no_functions(reference: str):
+    raise ValueError(f"Constraints cannot call functions (`{reference}`)")
+
+
+def _check_constraints(
+    checks: list[RowCheck],
+    arrays: dict[str, pa.Array],
+    problems: dict[int, list[tuple[bool, str]]],
+) -> None:
+    """Note every constraint each row fails (values that did not convert are nulls: passed)."""
+    if not checks:
+        return
+    declared = pa.RecordBatch.from_pydict(arrays)
+    for check in checks:
+        rows = np.flatnonzero(check.failed(declared))
+        if len(rows):
+            values = declared.column(check.column).take(pa.array(rows, pa.int64())).to_pylist()
+            explained = dict(zip(rows.tolist(), values))
+            _add_problem(problems, rows, False, lambda r, c=check, v=explained: c.explain(v[r]))
+
+
+def conform_batch(
+    schema: Schema,
+    mode: str,
+    batch: pa.RecordBatch,
+    step: str,
+    checks: tuple[RowCheck, ...] = (),
+) -> BatchResult:
     """Return `batch` conformed to `schema` under `mode`, and dead letters of rows that do not fit.
 
     Raises:
@@ -108,6 +175,7 @@ def conform_batch(schema: Schema, mode: str, batch: pa.RecordBatch, step: str) -
         raise SchemaContractError(f"{_contract_message(extra, missing)} (step `{step}`)")
     problems: dict[int, list[tuple[bool, str]]] = {}
     arrays = _columns(schema, batch, problems)
+    _check_constraints(list(checks), arrays, problems)
     if mode == "discard_rows":
         for column in extra:
             values = batch.column(column)
@@ -176,6 +244,7 @@ class ConformToSchema(BatchStep):
         except SchemaError as exc:
             raise ValueError(f"Invalid `schema`: {exc}") from None
         self.mode = mode
+        self.checks = tuple(constraint_checks(self.schema))
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
         """Return the output schema for an input `schema`; a frozen contract is checked here."""
@@ -188,4 +257,10 @@ class ConformToSchema(BatchStep):
         return pa.schema(fields)
 
     def batch_function(self):
-        return functools.partial(conform_batch, self.schema, self.mode)
+        return functools.partial(_conform, self.schema, self.mode, self.checks)
+
+
+def _conform(
+    schema: Schema, mode: str, checks: tuple[RowCheck, ...], batch: pa.RecordBatch, step: str
+) -> BatchResult:
+    return conform_batch(schema, mode, batch, step, checks)

@@ -156,3 +156,65 @@ def test_missing_required_column_rejects_its_rows():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ConformToSchema(**kwargs)
+
+
+CONSTRAINED = {
+    "version": 1,
+    "fields": [
+        {"name": "id", "type": "int64", "nullable": False},
+        {"name": "price", "type": "float64", "constraints": {"min": 0, "max": 100}},
+        {"name": "code", "type": "string", "constraints": {"pattern": "[A-Z]{2}"}},
+        {
+            "name": "size",
+            "type": "string",
+            "constraints": {"allowed_values": ["S", "M"], "max_length": 1},
+        },
+    ],
+}
+
+
+def test_field_constraints_are_enforced_every_failure_named(pipeline):
+    batch = with_origin(
+        pa.record_batch(
+            {
+                "id": ["1", "2", "3", "4"],
+                "price": ["5", "-1", None, "x"],
+                "code": ["FR", "fr", None, "FR"],
+                "size": ["S", "XL", None, "M"],
+            }
+        ),
+        "in.csv",
+        [2, 3, 4, 5],
+    )
+    out = pipeline | beam.Create([batch]) | "conform" >> ConformToSchema(CONSTRAINED)
+    # Nulls pass every constraint; a value that does not convert is a cast failure only.
+    assert_that(
+        out.output | beam.Map(lambda b: b.column("id").to_pylist()),
+        equal_to([[1, 3]]),
+        label="Valid",
+    )
+    assert_that(
+        out.error | beam.Map(lambda d: (d.reason, d.line, d.message)),
+        equal_to(
+            [
+                (
+                    "schema_mismatch",
+                    3,
+                    "constraint.range.price: `price` = `-1.0` is not in [0, 100]; "
+                    "constraint.pattern.code: `code` = `fr` does not match `[A-Z]{2}`; "
+                    "constraint.allowed_values.size: `size` = `XL` is not one of S, M; "
+                    "constraint.length.size: length of `size` = `XL` is not in [0, 1]",
+                ),
+                ("cast_failed", 5, "Value `x` in column `price` is not a valid float64"),
+            ]
+        ),
+        label="Invalid",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_bad_constraints_are_refused_when_built():
+    schema = {"version": 1, "fields": [{"name": "c", "type": "string"}]}
+    schema["fields"][0]["constraints"] = {"pattern": "(unclosed"}
+    with pytest.raises(ValueError, match="Constraint on `c`: Invalid `pattern`"):
+        ConformToSchema(schema)
