@@ -34,6 +34,18 @@ class LocalRunner(PipelineRunner):
         return runner.run_pipeline(pipeline, options)
 
 
+def runs_locally(pipeline) -> bool:
+    """Return whether `pipeline` runs on this machine (its workers share its file system)."""
+    from apache_beam.runners.direct.direct_runner import (
+        BundleBasedDirectRunner,
+        SwitchingDirectRunner,
+    )
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    local = (LocalRunner, SwitchingDirectRunner, BundleBasedDirectRunner, FnApiRunner)
+    return isinstance(getattr(pipeline, "runner", None), local)
+
+
 def _fn_api_runner(options):
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner

@@ -5,7 +5,7 @@ A source's own DoFns (planner, then reader) are run in this process, in order, s
 soon as enough rows have been read; dead letters are left out.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -15,7 +15,7 @@ from beam_etl.batches import visible
 
 
 def read_locally(
-    stages: list[beam.DoFn], elements: Iterable[Any], max_rows: int | None, schema: pa.Schema
+    stages: Sequence[beam.DoFn], elements: Iterable[Any], max_rows: int | None, schema: pa.Schema
 ) -> pa.Table:
     """Return the first `max_rows` rows (None: all) that `stages` make of `elements`.
 
@@ -25,7 +25,7 @@ def read_locally(
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"The sample must hold at least 1 row (or all), not `{max_rows}`")
 
-    def run(level: int, items: Iterable[Any]) -> Iterator[pa.RecordBatch]:
+    def run(level: int, items: Iterable[Any]) -> Generator[pa.RecordBatch, None, None]:
         for item in items:
             for out in stages[level].process(item) or ():
                 if isinstance(out, beam.pvalue.TaggedOutput):

@@ -20,7 +20,7 @@ from beam_etl.coders import RecordBatchCoder  # noqa: F401  (registers the batch
 _MIX: Final = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _text_hash(array: pa.Array) -> np.ndarray:
+def text_hash(array: pa.Array) -> np.ndarray:
     """Return a stable 64-bit hash of every value of `array` (its text form), vectorized."""
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
@@ -58,7 +58,7 @@ def key_buckets(batch: pa.RecordBatch, columns: list[str], buckets: int) -> np.n
     combined = np.zeros(batch.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in columns:
-            combined = combined * np.uint64(1000003) ^ _text_hash(batch.column(column))
+            combined = combined * np.uint64(1000003) ^ text_hash(batch.column(column))
     return (combined % np.uint64(buckets)).astype(np.int64)
 
 

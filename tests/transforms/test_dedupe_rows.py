@@ -1,11 +1,17 @@
 """Deduplication across batches and the row adapters (the slow path)."""
 
+import os
+
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
 from beam_etl.batches import with_origin
+from beam_etl.io.parquetio import WriteToParquet
+from beam_etl.runner import LocalRunner
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.rows import MapBatches, MapRows, load_function
 
@@ -34,8 +40,13 @@ def test_exact_duplicates_across_batches_and_files(pipeline):
     pipeline.run().wait_until_finish()
 
 
-def test_key_duplicates_keep_last_by_order_column_with_types_kept(pipeline):
-    out = pipeline | beam.Create([FIRST, SECOND]) | DropDuplicates(["k"], keep="last", order_by="t")
+STRATEGIES = pytest.mark.parametrize("spill", [True, False], ids=["spill", "shuffle"])
+
+
+@STRATEGIES
+def test_key_duplicates_keep_last_by_order_column_with_types_kept(pipeline, spill):
+    dedupe = DropDuplicates(["k"], keep="last", order_by="t", spill=spill)
+    out = pipeline | beam.Create([FIRST, SECOND]) | dedupe
     assert_that(
         out | "rows" >> beam.FlatMap(visible_rows),
         equal_to(
@@ -51,8 +62,9 @@ def test_key_duplicates_keep_last_by_order_column_with_types_kept(pipeline):
     pipeline.run().wait_until_finish()
 
 
-def test_key_duplicates_keep_first_breaks_ties_by_file_and_line(pipeline):
-    out = pipeline | beam.Create([SECOND, FIRST]) | DropDuplicates(["k"], order_by="t")
+@STRATEGIES
+def test_key_duplicates_keep_first_breaks_ties_by_file_and_line(pipeline, spill):
+    out = pipeline | beam.Create([SECOND, FIRST]) | DropDuplicates(["k"], order_by="t", spill=spill)
     # k=2 appears at a.csv:3 and b.csv:2 with the same t: a.csv comes first
     origins = out | beam.FlatMap(
         lambda b: zip(
@@ -63,6 +75,47 @@ def test_key_duplicates_keep_first_breaks_ties_by_file_and_line(pipeline):
     )
     assert_that(origins, equal_to([(1, "a.csv", 4), (2, "a.csv", 3), (3, "b.csv", 3)]))
     pipeline.run().wait_until_finish()
+
+
+@STRATEGIES
+def test_rows_without_origin_lines_keep_the_same_survivor_whatever_the_batching(spill, tmp_path):
+    """A database source has no line numbers: ties are broken by the rows' content."""
+    rows = [{"k": i % 5, "t": i % 2, "v": f"v{i % 11}"} for i in range(60)]
+    results = []
+    for size in (7, 60):
+        batches = [
+            with_origin(pa.RecordBatch.from_pylist(rows[i : i + size]), "db.table", None)
+            for i in range(0, len(rows), size)
+        ]
+        target = str(tmp_path / f"out{size}")
+        with beam.Pipeline(runner=LocalRunner()) as p:
+            out = p | beam.Create(batches) | DropDuplicates(["k"], order_by="t", spill=spill)
+            _ = out | WriteToParquet(target)
+        results.append(pq.read_table(target).sort_by("k").to_pylist())
+    assert results[0] == results[1]
+    assert [row["t"] for row in results[0]] == [0] * 5
+
+
+def test_spill_files_go_to_spill_dir_and_are_removed_after_the_run(tmp_path):
+    spill = tmp_path / "spill"
+
+    def while_reading(batch, spill=spill):
+        # Rows come back from the spill files, which are still there at this point.
+        names = [n for folder in spill.iterdir() for n in os.listdir(folder)]
+        if not names or not all(name.endswith(".arrow") for name in names):
+            raise AssertionError(f"no spill files in {spill}: {names}")
+        return [batch]
+
+    with beam.Pipeline(runner=LocalRunner()) as p:
+        out = p | beam.Create([FIRST, SECOND]) | DropDuplicates(["k"], spill_dir=str(spill))
+        kept = out | beam.FlatMap(while_reading) | beam.FlatMap(visible_rows)
+        assert_that(kept | beam.Map(lambda r: r["k"]), equal_to([1, 2, 3]))
+    assert list(spill.iterdir()) == []
+
+
+def test_spill_needs_key_columns():
+    with pytest.raises(ValueError, match="Spill files need key `columns`"):
+        DropDuplicates(spill=True)
 
 
 def double(batch):
