@@ -25,6 +25,10 @@ Checks (`ValidateRecords`):
 The figure of interest is the extra time of `quality` over `bare` in percent (issue target:
 at most 40%). Each run is checked: `bare` writes every row, and `quality`'s rows out plus its
 dead letters equal the input rows.
+
+A fourth variant, `unique`, is the bare pipeline plus `CheckUnique(["id"])` (a dataset-level
+check: only the keys cross the shuffle, rows wait in spill files); ids are unique, so every
+row is compared and none rejected.
 """
 
 import os
@@ -70,7 +74,12 @@ CHECKS_WARN = [dict(CHECKS[0], severity="warn"), *CHECKS[1:]]
 
 
 def _pipeline(
-    csv_path: str, out_dir: str, dead_letters: str, quality: bool, warn_only: bool = False
+    csv_path: str,
+    out_dir: str,
+    dead_letters: str,
+    quality: bool,
+    warn_only: bool = False,
+    unique: bool = False,
 ) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -78,6 +87,7 @@ def _pipeline(
     from beam_etl.deadletter import WriteToDeadLetters
     from beam_etl.io.csvio import ReadFromCsv
     from beam_etl.io.parquetio import WriteToParquet
+    from beam_etl.quality.dataset import CheckUnique
     from beam_etl.quality.validate import ValidateRecords
     from beam_etl.runner import LocalRunner
     from beam_etl.schema.conform import ConformToSchema
@@ -93,6 +103,10 @@ def _pipeline(
         )
         errors += [conformed.error, checked.error]
         final = checked.output
+    if unique:
+        checked_unique = final | "unique" >> CheckUnique(["id"])
+        errors.append(checked_unique.error)
+        final = checked_unique.output
     final | "write" >> WriteToParquet(out_dir)
     tuple(errors) | "dl" >> WriteToDeadLetters(dead_letters)
     p.run().wait_until_finish()
@@ -110,6 +124,10 @@ def run_quality_warn(csv_path: str, out_dir: str, dead_letters: str) -> None:
     _pipeline(csv_path, out_dir, dead_letters, quality=True, warn_only=True)
 
 
+def run_unique(csv_path: str, out_dir: str, dead_letters: str) -> None:
+    _pipeline(csv_path, out_dir, dead_letters, quality=False, unique=True)
+
+
 _ROWS = {}
 
 
@@ -124,7 +142,7 @@ def _check(name: str, out: str, dead_letters: str) -> dict:
 def _inputs(args) -> dict:
     _ROWS["rows"] = args.rows
     return dict.fromkeys(
-        ("bare", "quality", "quality_warn"), datagen.ensure_csv(args.rows, args.seed)
+        ("bare", "quality", "quality_warn", "unique"), datagen.ensure_csv(args.rows, args.seed)
     )
 
 
@@ -164,6 +182,7 @@ BENCH = h.Benchmark(
         h.Variant("bare", "bare read -> write (ref)", "q", run_bare, BEAM_IMPORTS),
         h.Variant("quality", "conform + 5 checks", "q", run_quality, BEAM_IMPORTS),
         h.Variant("quality_warn", "same, not_null as warn", "q", run_quality_warn, BEAM_IMPORTS),
+        h.Variant("unique", "bare + CheckUnique(id)", "q", run_unique, BEAM_IMPORTS),
     ],
     groups={"q": h.Group("Quality overhead (beam_etl, 1 worker)", False, "vs bare")},
     inputs=_inputs,

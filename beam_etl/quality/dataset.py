@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.util import WaitOn
@@ -54,6 +55,11 @@ def enforce(result: CheckResult) -> CheckResult:
             + (f"; e.g. {examples}" if examples else "")
         )
     return result
+
+
+def _enforce_all(results: list[CheckResult]) -> None:
+    for result in results:
+        enforce(result)
 
 
 class _Enforce(beam.PTransform):
@@ -128,8 +134,10 @@ def _unique_result(rows, step, columns, severity, limit, duplicates) -> CheckRes
 class CheckUnique(beam.PTransform):
     """Find every row whose key (`columns`) occurs more than once across the whole dataset.
 
-    A keyed shuffle of the keys only (counted with a combiner), then the duplicated keys go
-    to every worker as a side input; rows keep their batches and order. Every row of a
+    Only the keys cross the shuffle. On this machine (or with `spill_dir`, a folder every worker
+    reaches) rows wait in Arrow spill files meanwhile and keep their batches and order; on
+    another runner the keys are counted row by row (slower) and the repeated ones go to every
+    worker as a side input. Every row of a
     duplicated key is affected (none of them is more right than another): with `reject`
     they leave through `error` (reason `duplicate_key`), otherwise they pass and are reported.
     Rows with a null in the key are not compared (completeness is `not_null`'s job).
@@ -144,12 +152,19 @@ class CheckUnique(beam.PTransform):
         reject: bool = True,
         severity: str = "warn",
         examples: int = 5,
+        spill_dir: str | None = None,
+        spill: bool | None = None,
+        buckets: int = 64,
     ) -> None:
         """Args:
         columns: the key column(s) that must be unique together.
         reject: send every row of a duplicated key to `error` (true) or only report them.
         severity: `warn` records the result; `fail` fails the run when a key repeats.
         examples: duplicated keys kept for the quality report.
+        spill_dir: folder for spill files (see above); a temporary one on this machine.
+        spill: force (True) or forbid (False) spill files; by default they are used when
+            `spill_dir` is given or the pipeline runs on this machine.
+        buckets: hash buckets the keys are spread over (the shuffle's parallelism).
         """
         super().__init__()
         if not columns or not all(isinstance(c, str) for c in columns):
@@ -158,6 +173,9 @@ class CheckUnique(beam.PTransform):
         self.reject = reject
         self.severity = _severity(severity)
         self.examples = examples
+        self.spill_dir = spill_dir
+        self.spill = spill
+        self.buckets = buckets
         self.results = None
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
@@ -167,6 +185,54 @@ class CheckUnique(beam.PTransform):
         return schema
 
     def expand(self, batches):
+        from beam_etl.runner import runs_locally
+
+        by_default = self.spill_dir is not None or runs_locally(batches.pipeline)
+        if self.spill or (self.spill is None and by_default):
+            return self._by_spill(batches)
+        output, error, rows, duplicates = self._by_key_counts(batches)
+        self.results = self._results(rows, duplicates)
+        released = output | "Gate" >> WaitOn(self.results)
+        return WithErrors(released, error)
+
+    def _results(self, rows, duplicates, *, enforce: bool = True):
+        results = (
+            rows
+            | "Rows" >> beam.CombineGlobally(sum)
+            | "Result"
+            >> beam.Map(
+                _unique_result,
+                self.label,
+                self.columns,
+                self.severity,
+                self.examples,
+                beam.pvalue.AsList(duplicates),
+            )
+        )
+        return results | "Enforce" >> _Enforce() if enforce else results
+
+    def _by_spill(self, batches):
+        """Rows wait in spill files; they are read back once the result is known (its gate)."""
+        from beam_etl.transforms._spill import SpillByKey, spill_folder
+
+        # `staging`: the CLI removes it after a failed run (a successful one removes it).
+        self.staging = spill_folder(self.spill_dir, self.label)
+        spilled = batches | "BySpill" >> SpillByKey(
+            self.label,
+            self.columns,
+            carry=[],
+            buckets=self.buckets,
+            folder=self.staging,
+            select=functools.partial(repeated_keys, self.columns),
+            action="reject" if self.reject else "keep",
+            reason=DUPLICATE_KEY,
+            gate=functools.partial(self._results, enforce=False),
+            check=_enforce_all,
+        )
+        self.results = spilled.gate
+        return WithErrors(spilled.output, spilled.error)
+
+    def _by_key_counts(self, batches):
         duplicates = (
             batches
             | "Keys" >> beam.FlatMap(functools.partial(_keys_of, self.columns))
@@ -177,22 +243,42 @@ class CheckUnique(beam.PTransform):
             _MarkDuplicatesFn(self.label, self.columns, self.reject),
             beam.pvalue.AsDict(duplicates),
         ).with_outputs(ERROR, "rows", main=OUTPUT)
-        rows = marked["rows"] | "Rows" >> beam.CombineGlobally(sum)
-        self.results = (
-            rows
-            | "Result"
-            >> beam.Map(
-                _unique_result,
-                self.label,
-                self.columns,
-                self.severity,
-                self.examples,
-                beam.pvalue.AsList(duplicates),
-            )
-            | "Enforce" >> _Enforce()
-        )
-        released = marked[OUTPUT] | "Gate" >> WaitOn(self.results)
-        return WithErrors(released, marked[ERROR])
+        return marked[OUTPUT], marked[ERROR], marked["rows"], duplicates
+
+
+def repeated_keys(columns: list[str], keys: pa.Table) -> tuple[pa.Table, list[tuple[str, int]]]:
+    """Return the spilled rows of `keys` whose key occurs more than once (null keys are not
+    compared), each with its dead-letter message, and `(key, count)` per repeated key."""
+    from beam_etl.transforms._spill import NOTE, PART, ROW
+
+    index = "__beam_etl_index"
+    present = (
+        pc.and_kleene(*[pc.is_valid(keys.column(c)) for c in columns])
+        if len(columns) > 1
+        else pc.is_valid(keys.column(columns[0]))
+    )
+    compared = keys.filter(present)
+    counted = compared.select(columns).append_column(index, pa.array(np.arange(compared.num_rows)))
+    counts = counted.group_by(columns, use_threads=False).aggregate([(index, "count")])
+    repeated = counts.filter(pc.greater(counts.column(f"{index}_count"), 1))
+    if not repeated.num_rows:
+        return pa.table({PART: pa.array([], pa.string()), ROW: pa.array([], pa.int64())}), []
+    hits = counted.join(repeated, keys=columns, join_type="inner", use_threads=False)
+    rows = compared.take(hits.column(index))
+    texts = _key_texts(hits, columns)
+    notes = [
+        f"Key ({', '.join(columns)}) = {text} occurs {count} times"
+        for text, count in zip(texts, hits.column(f"{index}_count").to_pylist())
+    ]
+    summary = list(
+        zip(_key_texts(repeated, columns), repeated.column(f"{index}_count").to_pylist())
+    )
+    return pa.table({PART: rows.column(PART), ROW: rows.column(ROW), NOTE: notes}), summary
+
+
+def _key_texts(table: pa.Table, columns: list[str]) -> list[str]:
+    values = [table.column(c).to_pylist() for c in columns]
+    return [dumps([json_safe(v) for v in row]) for row in zip(*values)]
 
 
 # ---------------------------------------------------------------- counts

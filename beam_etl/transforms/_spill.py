@@ -1,22 +1,25 @@
-"""Deduplication by key that shuffles only the keys: whole rows wait in spill files.
+"""Keyed work that shuffles only the keys: whole rows wait in spill files meanwhile.
 
-The plain way (`GroupByKeyBuckets`) sends every row through the runner's shuffle. When the
-key is a few columns, most of those bytes are wasted, and a local runner keeps all of them in
-memory. Here each worker writes its batches, whole, to Arrow IPC spill files (one per bundle)
-and sends through the shuffle only what decides the survivor: the key columns, `order_by`,
-origin file and line (a content hash where lines are unknown), and where the row waits
-(file, row number). Each hash bucket of keys yields its losers; a last step reads every spill
-file back, memory-mapped, and leaves the losers out. Then the spill folder is removed.
+Sending every row through the runner's shuffle wastes most of its bytes when the key is a
+few columns, and a local runner keeps all of them in memory. Here each worker writes its
+batches, whole, to Arrow IPC spill files (one per bundle), and sends through the shuffle, in
+hash buckets of the key, only what the decision needs: the key columns, the `carry` columns
+(an `order_by`), origin file and line (and a content hash where lines are unknown), and where
+each row waits (spill file, row number). A `select` function sees a whole bucket of keys and
+names the rows to act on; a last step reads every spill file back, memory-mapped, and drops,
+rejects or only counts those rows. Then the spill folder is removed.
 
+Used by `DropDuplicates` (the rows that lose) and `CheckUnique` (every row of a repeated key).
 The spill folder must be reachable by every worker: a local folder for the local runners
-(one process or several on this machine), a shared one (any Beam file system path,
-`gs://...`, `s3://...`, ...) on a cluster.
+(one process or several on this machine), a shared one (a mount, `gs://...`) on a cluster.
 """
 
+import contextlib
 import os
+import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -28,14 +31,30 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
+from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.transforms._buckets import split_by_key, text_hash
 
 PART: Final = "__beam_etl_part"
 ROW: Final = "__beam_etl_row"
 CONTENT: Final = "__beam_etl_content"
+NOTE: Final = "__beam_etl_note"
+ACTIONS: Final = ("drop", "reject", "keep")
 _PARTS: Final = "parts"
 _DONE: Final = "done"
+_ROWS: Final = "row_counts"
+_SUMMARY: Final = "summary"
+_DEFAULT_BASE: Final = "beam_etl_spill"
+
+#: `select(keys)` returns the rows to act on, as a table of `PART` (text) and `ROW` (and,
+#: for `reject`, `NOTE`: the dead letter's message), plus summary items for the caller.
+Select = Callable[[pa.Table], tuple[pa.Table, list[Any]]]
+
+
+def spill_folder(spill_dir: str | None, label: str) -> str:
+    """Return a fresh folder for one transform's spill files, under `spill_dir` (or temp)."""
+    base = spill_dir or os.path.join(tempfile.gettempdir(), _DEFAULT_BASE)
+    return f"{base.rstrip('/')}/{label.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
 
 
 def _is_local(path: str) -> bool:
@@ -54,11 +73,11 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
 
 
 def key_batch(
-    batch: pa.RecordBatch, columns: list[str], order_by: str | None, part: str, first_row: int
+    batch: pa.RecordBatch, columns: list[str], carry: list[str], part: str, first_row: int
 ) -> pa.RecordBatch:
-    """Return what decides the survivor for each row of `batch`, and where the row waits."""
+    """Return what decides about each row of `batch`, and where the row waits."""
     names = batch.schema.names
-    wanted = [*columns, *([order_by] if order_by and order_by not in columns else [])]
+    wanted = [*columns, *(c for c in carry if c not in columns)]
     wanted += [name for name in (FILE_COLUMN, LINE_COLUMN) if name in names]
     arrays = [batch.column(name) for name in wanted]
     if LINE_COLUMN not in names or batch.column(LINE_COLUMN).null_count:
@@ -74,10 +93,10 @@ def key_batch(
 class _SpillFn(beam.DoFn):
     """Writes each bundle's batches to spill files; emits keys by bucket, and the files."""
 
-    def __init__(self, folder: str, columns: list[str], order_by: str | None, buckets: int):
+    def __init__(self, folder: str, columns: list[str], carry: list[str], buckets: int):
         self._folder = folder
         self._columns = columns
-        self._order_by = order_by
+        self._carry = carry
         self._buckets = buckets
 
     def start_bundle(self) -> None:
@@ -93,7 +112,7 @@ class _SpillFn(beam.DoFn):
         first = self._rows
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
-        keys = key_batch(batch, self._columns, self._order_by, self._path, first)
+        keys = key_batch(batch, self._columns, self._carry, self._path, first)
         yield from split_by_key(self._columns, self._buckets, keys)
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -104,7 +123,7 @@ class _SpillFn(beam.DoFn):
             )
 
     def _open(self, schema: pa.Schema) -> None:
-        self._path = f"{self._folder.rstrip('/')}/spill-{uuid.uuid4().hex}.arrow"
+        self._path = f"{self._folder}/spill-{uuid.uuid4().hex}.arrow"
         if _is_local(self._path):
             os.makedirs(self._folder, exist_ok=True)
             self._file = pa.OSFile(self._path, "wb")
@@ -122,111 +141,183 @@ class _SpillFn(beam.DoFn):
             self._file = None
 
 
-class _LosersFn(beam.DoFn):
-    """For one bucket of keys, yields `(spill file, row numbers)` of the rows that lose."""
+class _SelectFn(beam.DoFn):
+    """For one bucket of keys, yields `(spill file, (rows, notes))` of the rows to act on."""
 
-    def __init__(self, step: str, columns: list[str], keep: str, order_by: str | None):
+    def __init__(self, select: Select) -> None:
+        self._select = select
+
+    def process(self, bucket: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[Any]:
+        tables = [pa.Table.from_batches([part]) for part in bucket[1]]
+        keys = pa.concat_tables(tables, promote_options="permissive")
+        yield beam.pvalue.TaggedOutput(_ROWS, keys.num_rows)
+        chosen, summary = self._select(keys)
+        for item in summary:
+            yield beam.pvalue.TaggedOutput(_SUMMARY, item)
+        if not chosen.num_rows:
+            return
+        chosen = chosen.set_column(0, PART, pc.cast(chosen.column(PART), pa.string()))
+        aggregates = [(ROW, "list"), *([(NOTE, "list")] if NOTE in chosen.column_names else [])]
+        grouped = chosen.group_by(PART, use_threads=False).aggregate(aggregates)
+        notes = (
+            grouped.column(f"{NOTE}_list").to_pylist()
+            if NOTE in chosen.column_names
+            else [None] * grouped.num_rows
+        )
+        for path, rows, note in zip(
+            grouped.column(PART).to_pylist(), grouped.column(f"{ROW}_list"), notes
+        ):
+            yield path, (np.asarray(rows.values.to_numpy(), dtype=np.int64), note)
+
+
+class _ReadBackFn(beam.DoFn):
+    """Reads a spill file back and drops, rejects or keeps its chosen rows."""
+
+    def __init__(
+        self,
+        step: str,
+        action: str,
+        reason: str | None,
+        folder: str,
+        check: Callable[[list[Any]], None] | None,
+    ) -> None:
         self._step = step
-        self._columns = columns
-        self._keep = keep
-        self._order_by = order_by
+        self._action = action
+        self._reason = reason
+        self._folder = folder
+        self._check = check
 
     def setup(self) -> None:
         self._dropped = step_counter(self._step, ROWS_DROPPED)
 
-    def process(self, bucket: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[Any]:
-        from beam_etl.transforms.dedupe import survivor_indices
-
-        tables = [pa.Table.from_batches([part]) for part in bucket[1]]
-        keys = pa.concat_tables(tables, promote_options="permissive")
-        tiebreak = [CONTENT] if CONTENT in keys.schema.names else []
-        winners = survivor_indices(keys, self._columns, self._keep, self._order_by, tiebreak)
-        if len(winners) == keys.num_rows:
-            return
-        lost = np.ones(keys.num_rows, dtype=bool)
-        lost[winners.to_numpy()] = False
-        self._dropped.inc(int(lost.sum()))
-        losers = pa.table(
-            {
-                PART: pc.cast(keys.column(PART), pa.string()).filter(pa.array(lost)),
-                ROW: keys.column(ROW).filter(pa.array(lost)),
-            }
-        )
-        grouped = losers.group_by(PART, use_threads=False).aggregate([(ROW, "list")])
-        for path, rows in zip(grouped.column(PART).to_pylist(), grouped.column(f"{ROW}_list")):
-            yield path, np.asarray(rows.values.to_numpy(), dtype=np.int64)
-
-
-class _ReadBackFn(beam.DoFn):
-    """Reads a spill file back, without its losers; then says it is done with it."""
-
-    def process(self, path: str, losers: Any) -> Iterator[Any]:
-        dropped = [np.asarray(rows) for rows in losers[path]]
-        lost = np.concatenate(dropped) if dropped else np.zeros(0, np.int64)
-        if _is_local(path):
-            source = pa.memory_map(path)
-        else:
-            with FileSystems.open(path) as stream:
-                source = pa.BufferReader(stream.read())
+    def process(self, path: str, chosen: Any, *gates: Any) -> Iterator[Any]:
+        if self._check is not None:
+            try:
+                self._check([value for gate in gates for value in gate])
+            except Exception:
+                _remove_folder([], self._folder)  # the run stops here: nothing to read back
+                raise
+        entries = list(chosen[path])
+        rows = np.concatenate([r for r, _ in entries]) if entries else np.zeros(0, np.int64)
+        noted = bool(entries) and all(notes is not None for _, notes in entries)
+        notes = [note for _, entry in entries for note in entry] if noted else []
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        notes = [notes[i] for i in order] if notes else []
         first = 0
-        for batch in pa.ipc.open_stream(source):
-            rows = np.arange(first, first + batch.num_rows)
-            first += batch.num_rows
-            if len(lost):
-                batch = batch.filter(pa.array(~np.isin(rows, lost)))
+        for batch in pa.ipc.open_stream(self._open(path)):
+            n = batch.num_rows
+            hit = np.isin(np.arange(first, first + n), rows) if len(rows) else None
+            if hit is not None and self._action != "keep" and hit.any():
+                if self._action == "drop":
+                    self._dropped.inc(int(hit.sum()))
+                else:
+                    found = np.searchsorted(rows, np.flatnonzero(hit) + first)
+                    messages = [notes[i] for i in found]
+                    for letter in rejects_from_mask(
+                        batch,
+                        pa.array(hit),
+                        step=self._step,
+                        reason=self._reason or "",
+                        messages=messages,
+                    ):
+                        yield beam.pvalue.TaggedOutput(ERROR, letter)
+                batch = batch.filter(pa.array(~hit))
+            first += n
             if batch.num_rows:
                 yield batch
         yield beam.pvalue.TaggedOutput(_DONE, path)
+
+    @staticmethod
+    def _open(path: str) -> Any:
+        if _is_local(path):
+            return pa.memory_map(path)
+        with FileSystems.open(path) as stream:
+            return pa.BufferReader(stream.read())
 
 
 def _remove_folder(_done: list[str], folder: str) -> None:
     """Remove the spill folder once every file was read back (a failed run leaves it)."""
     if FileSystems.exists(folder):
         FileSystems.delete([folder])
+    parent = os.path.dirname(folder)
+    if _is_local(folder) and os.path.basename(parent) == _DEFAULT_BASE:
+        with contextlib.suppress(OSError):  # not empty: another transform spills there
+            os.rmdir(parent)
 
 
-class DedupeBySpill(beam.PTransform):
-    """`DropDuplicates` by key columns, shuffling only keys (see this module)."""
+class SpilledResult(NamedTuple):
+    """What `SpillByKey` gives: rows kept, dead letters, and what `gate` made of the keys."""
+
+    output: Any
+    error: Any
+    gate: Any
+
+
+#: `gate(rows, summary)` makes a PCollection from the row counts and summary items of the
+#: keys (a check's result); rows are read back only once it is computed (a side input), and
+#: `check(values)` is called on it first: when it raises, the spill folder is removed and the
+#: run fails before any row goes on.
+Gate = Callable[[Any, Any], Any]
+
+
+class SpillByKey(beam.PTransform):
+    """Spill rows, shuffle their keys, and drop / reject / keep the rows `select` names."""
 
     def __init__(
         self,
         step: str,
         columns: list[str],
-        keep: str,
-        order_by: str | None,
+        *,
+        carry: list[str],
         buckets: int,
         folder: str,
+        select: Select,
+        action: str,
+        reason: str | None = None,
+        gate: Gate | None = None,
+        check: Callable[[list[Any]], None] | None = None,
     ) -> None:
         super().__init__()
+        if action not in ACTIONS:
+            raise ValueError(f"`action` must be one of {', '.join(ACTIONS)}, not `{action}`")
         self._step = step
         self._columns = columns
-        self._keep = keep
-        self._order_by = order_by
+        self._carry = carry
         self._buckets = buckets
         self._folder = folder
+        self._select = select
+        self._action = action
+        self._reason = reason
+        self._gate = gate
+        self._check = check
 
-    def expand(self, batches):
-        spill = _SpillFn(self._folder, self._columns, self._order_by, self._buckets)
+    def expand(self, batches) -> SpilledResult:
+        spill = _SpillFn(self._folder, self._columns, self._carry, self._buckets)
         spilled = batches | "Spill" >> beam.ParDo(spill).with_output_types(
             tuple[int, pa.RecordBatch]
         ).with_outputs(_PARTS, main="keys")
-        losers = (
+        selected = (
             spilled.keys
             | "GroupKeys" >> beam.GroupByKey()
-            | "Losers"
-            >> beam.ParDo(_LosersFn(self._step, self._columns, self._keep, self._order_by))
+            | "Select"
+            >> beam.ParDo(_SelectFn(self._select)).with_outputs(_SUMMARY, _ROWS, main="rows")
         )
+        gate = self._gate(selected[_ROWS], selected[_SUMMARY]) if self._gate else None
+        waits = [beam.pvalue.AsList(gate)] if gate is not None else []
         read = (
             spilled[_PARTS]
             | "Distribute" >> beam.Reshuffle()
             | "ReadBack"
-            >> beam.ParDo(_ReadBackFn(), beam.pvalue.AsMultiMap(losers)).with_outputs(
-                _DONE, main="rows"
-            )
+            >> beam.ParDo(
+                _ReadBackFn(self._step, self._action, self._reason, self._folder, self._check),
+                beam.pvalue.AsMultiMap(selected.rows),
+                *waits,
+            ).with_outputs(_DONE, ERROR, main=OUTPUT)
         )
         _ = (
             read[_DONE]
             | "AllRead" >> beam.combiners.ToList()
             | "RemoveSpill" >> beam.Map(_remove_folder, self._folder)
         )
-        return read.rows
+        return SpilledResult(read[OUTPUT], read[ERROR], gate)

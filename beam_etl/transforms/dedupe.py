@@ -6,9 +6,7 @@ batch, file or worker it came from), and each bucket is deduplicated with one so
 Only a few thousand elements cross the shuffle, however many rows there are.
 """
 
-import os
-import tempfile
-import uuid
+import functools
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
@@ -86,6 +84,19 @@ def survivor_indices(
     firsts = ranked.group_by(keys, use_threads=False).aggregate([(_INDEX, "min")])
     firsts = firsts.column(f"{_INDEX}_min")
     return pc.take(order, pc.take(firsts, pc.sort_indices(firsts)))
+
+
+def losers(
+    columns: list[str], keep: str, order_by: str | None, keys: pa.Table
+) -> tuple[pa.Table, list]:
+    """Return the spilled rows (`PART`, `ROW`) of `keys` that are not survivors."""
+    from beam_etl.transforms._spill import CONTENT, PART, ROW
+
+    tiebreak = [CONTENT] if CONTENT in keys.column_names else []
+    winners = survivor_indices(keys, columns, keep, order_by, tiebreak)
+    lost = np.ones(keys.num_rows, dtype=bool)
+    lost[winners.to_numpy()] = False
+    return keys.select([PART, ROW]).filter(pa.array(lost)), []
 
 
 def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -187,13 +198,21 @@ class DropDuplicates(beam.PTransform):
         if self.columns and (
             self.spill or (self.spill is None and self._spill_by_default(batches))
         ):
-            from beam_etl.transforms._spill import DedupeBySpill
+            from beam_etl.transforms._spill import SpillByKey, spill_folder
 
-            base = self.spill_dir or os.path.join(tempfile.gettempdir(), "beam_etl_spill")
-            folder = f"{base.rstrip('/')}/{self.label.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
-            return batches | "BySpill" >> DedupeBySpill(
-                self.label, self.columns, self.keep, self.order_by, self.buckets, folder
+            select = functools.partial(losers, self.columns, self.keep, self.order_by)
+            # `staging`: the CLI removes it after a failed run (a successful one removes it).
+            self.staging = spill_folder(self.spill_dir, self.label)
+            spilled = batches | "BySpill" >> SpillByKey(
+                self.label,
+                self.columns,
+                carry=[self.order_by] if self.order_by else [],
+                buckets=self.buckets,
+                folder=self.staging,
+                select=select,
+                action="drop",
             )
+            return spilled.output
         return (
             batches
             | "Shuffle" >> GroupByKeyBuckets(self.columns, self.buckets)

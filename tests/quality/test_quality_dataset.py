@@ -33,8 +33,9 @@ def _pipeline(workers: int):
     )
 
 
+@pytest.mark.parametrize("spill", [True, False], ids=["spill", "key-counts"])
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
-def test_uniqueness_rejects_every_duplicate_across_files_and_batches(write_file, workers):
+def test_uniqueness_rejects_every_duplicate_across_files_and_batches(write_file, workers, spill):
     paths = [write_file("a.csv", A), write_file("b.csv", B)]
     pipeline = _pipeline(workers)
     # Tiny blocks: each file is parsed into several batches.
@@ -44,7 +45,7 @@ def test_uniqueness_rejects_every_duplicate_across_files_and_batches(write_file,
         equal_to([True]),
         label="SeveralBatches",
     )
-    check = CheckUnique(["id"])
+    check = CheckUnique(["id"], spill=spill)
     out = read.output | "unique" >> check
     assert_that(
         out.output | beam.FlatMap(lambda b: b.column("id").to_pylist()),
@@ -125,6 +126,21 @@ def test_a_failing_fail_check_fails_the_run_and_publishes_nothing(tmp_path, chec
         pipeline.run().wait_until_finish()
     assert isinstance(info.value, QualityCheckError) or "QualityCheckError" in str(info.value)
     assert pq.read_table(target).column("id").to_pylist() == [100]
+
+
+def test_a_failing_uniqueness_check_removes_its_spill_files(tmp_path):
+    spill = tmp_path / "spill"
+    batch = with_origin(pa.record_batch({"id": [1, 1, 2]}), "x", None)
+    pipeline = test_pipeline.TestPipeline(runner=LocalRunner())
+    checked = (
+        pipeline
+        | beam.Create([batch])
+        | "check" >> CheckUnique(["id"], severity="fail", spill_dir=str(spill))
+    )
+    _ = checked.output | beam.Map(lambda b: b)
+    with pytest.raises(Exception, match=r"Quality check `unique_id` of step `check` failed"):
+        pipeline.run().wait_until_finish()
+    assert list(spill.iterdir()) == []
 
 
 def test_row_count_and_completeness_pass_rows_and_record_warnings(pipeline):
