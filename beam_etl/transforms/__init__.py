@@ -10,15 +10,12 @@ from beam_etl.transforms.aggregate import Aggregate
 from beam_etl.transforms.chains import Chain, batch_step
 from beam_etl.transforms.cleaning import (
     CastColumns,
-    ChangeCase,
     DropColumns,
     DropNulls,
     FillNulls,
     RenameColumns,
     ReorderColumns,
     SelectColumns,
-    StandardizeNulls,
-    TrimWhitespace,
 )
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.expressions import DeriveColumns, FilterRows
@@ -27,6 +24,7 @@ from beam_etl.transforms.outputs import WithErrors
 from beam_etl.transforms.relational import JoinInputs, LookupJoin
 from beam_etl.transforms.routing import SplitRows, UnionInputs
 from beam_etl.transforms.rows import MapBatches, MapRows, RowsToBatches, SchemaOf, ToKeyedRows
+from beam_etl.transforms.text import ChangeCase, StandardizeNulls, TrimWhitespace
 
 __all__ = [
     "Aggregate",

@@ -9,9 +9,10 @@ from conftest import letter_summary, visible_rows
 
 from beam_etl.batches import with_origin
 from beam_etl.transforms.chains import REGISTERED, Chain, batch_step
-from beam_etl.transforms.cleaning import CastColumns, TrimWhitespace
+from beam_etl.transforms.cleaning import CastColumns
 from beam_etl.transforms.dedupe import DropDuplicates
 from beam_etl.transforms.expressions import FilterRows
+from beam_etl.transforms.text import TrimWhitespace
 
 BATCH = with_origin(
     pa.record_batch({"id": ["1", "2", "x", "4", " 5 "], "who": [" a ", "b", "c", "d ", "e"]}),
