@@ -30,7 +30,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, concat_batches
 from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.transforms._buckets import split_by_key, text_hash
@@ -148,8 +148,7 @@ class _SelectFn(beam.DoFn):
         self._select = select
 
     def process(self, bucket: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[Any]:
-        tables = [pa.Table.from_batches([part]) for part in bucket[1]]
-        keys = pa.concat_tables(tables, promote_options="permissive")
+        keys = concat_batches(bucket[1])
         yield beam.pvalue.TaggedOutput(_ROWS, keys.num_rows)
         chosen, summary = self._select(keys)
         for item in summary:

@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, split_compact
+from beam_etl.batches import (
+    FILE_COLUMN,
+    HIDDEN_PREFIX,
+    LINE_COLUMN,
+    concat_batches,
+    split_compact,
+)
 from beam_etl.deadletter import OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.transforms._buckets import GroupByKeyBuckets, key_columns
@@ -124,9 +130,7 @@ class _DedupeBucketFn(beam.DoFn):
         self._dropped = step_counter(self._step, ROWS_DROPPED)
 
     def process(self, bucket: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
-        _, parts = bucket
-        tables = [pa.Table.from_batches([part]) for part in parts]
-        table = pa.concat_tables(tables, promote_options="permissive")
+        table = concat_batches(bucket[1])
         kept = survivors(table, self._columns, self._keep, self._order_by)
         self._dropped.inc(table.num_rows - kept.num_rows)
         yield from split_compact(kept, self._batch_rows)
