@@ -25,13 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of, split_compact
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of
 from beam_etl.config import Secret, first_line, mask_dsn
 from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io._files import Part, StageFn, check_gates, discard_folder, new_run_id
 from beam_etl.io._ipcparts import IpcPartWriter
-from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
+from beam_etl.io._sql import LEDGER_TABLE, check_identifier
 from beam_etl.metrics import ROWS_DROPPED, ROWS_WRITTEN, step_counter
 
 _LOG = logging.getLogger(__name__)
@@ -219,46 +219,6 @@ def schema_drift(
         f"Schema of `{table}` is frozen but the load has columns it lacks: {listed}; "
         "add them to the table, or use schema_drift `evolve` or `discard_columns`"
     )
-
-
-def plan_ranges(low: int, high: int, parts: int) -> list[tuple[int | None, int | None]]:
-    """Return `parts` half-open key ranges covering every value (and null) exactly once.
-
-    The first range is open below (and takes nulls), the last open above, so values outside
-    `[low, high]` are still read once.
-    """
-    if parts <= 1 or high <= low:
-        return [(None, None)]
-    step = max(1, -(-(high - low + 1) // parts))
-    cuts = list(range(low + step, high + 1, step))
-    starts: list[int | None] = [None, *cuts]
-    ends: list[int | None] = [*cuts, None]
-    return list(zip(starts, ends))
-
-
-def range_condition(column: str, start: int | None, end: int | None) -> tuple[str, list[int]]:
-    """Return the SQL condition (on the quoted `column`) and parameters for one key range."""
-    if start is None and end is None:
-        return "TRUE", []
-    if start is None:
-        return f"({column} < %s OR {column} IS NULL)", [end]  # type: ignore[list-item]
-    if end is None:
-        return f"{column} >= %s", [start]
-    return f"{column} >= %s AND {column} < %s", [start, end]
-
-
-def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Yield the batches regrouped into batches of about `rows` rows (the last may be smaller)."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        pending.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield from split_compact(pa.Table.from_batches(pending), rows)
-            pending, count = [], 0
-    if count:
-        yield from split_compact(pa.Table.from_batches(pending), rows)
 
 
 def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -500,29 +460,3 @@ class StagedOrigins:
         payload = payload_of(row)  # hidden columns (origin, row number) left out
         key = ",".join(str(row.get(k)) for k in keys) if keys else None
         return DeadLetter(step, DB_CONSTRAINT, message, source, row.get(LINE_COLUMN), key, payload)
-
-
-def source_query(table: str | None, query: str | None, dialect: str) -> tuple[str, str]:
-    """Return (origin name, SELECT) for a table or a query; exactly one must be given."""
-    if (table is None) == (query is None):
-        raise ValueError("Give exactly one of `table` and `query`")
-    if table is not None:
-        return table, f"SELECT * FROM {quote_identifier(table, dialect)}"
-    assert query is not None
-    if not query.strip():
-        raise ValueError("`query` is empty")
-    return "query", query.strip().rstrip(";")
-
-
-def check_read_args(column, parts, batch_rows, lower, upper) -> None:
-    """Validate a database source's partitioning arguments (ValueError naming the argument)."""
-    if column is not None:
-        check_identifier(column, "partition_column")
-    if not isinstance(parts, int) or parts < 1:
-        raise ValueError(f"`num_partitions` must be a positive integer, not `{parts}`")
-    if parts > 1 and column is None:
-        raise ValueError("`num_partitions` above 1 needs `partition_column`")
-    if not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
-    if lower is not None and upper is not None and lower > upper:
-        raise ValueError(f"`lower_bound` `{lower}` is above `upper_bound` `{upper}`")

@@ -18,13 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, with_origin
-from beam_etl.config import first_line, mask_dsn
-from beam_etl.deadletter import OUTPUT
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db
+from beam_etl.io import _db, _dbread
 from beam_etl.io._sql import quote_identifier
-from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
 _TRANSIENT: Final = frozenset({1205, 1213, 2003, 2006, 2013})  # lock wait, deadlock, lost link
@@ -100,81 +97,32 @@ def arrow_type(field: Any) -> pa.DataType:
     return pa.string()  # text, JSON, ENUM, SET, TIME, ...
 
 
-class _PlanFn(beam.DoFn):
-    def __init__(self, config, query, column, parts, lower, upper) -> None:
-        self._config, self._query, self._column = config, query, column
-        self._parts, self._lower, self._upper = parts, lower, upper
+class _MySql(_dbread.Dialect):
+    """Reads with an unbuffered cursor in a REPEATABLE READ transaction WITH CONSISTENT
+    SNAPSHOT."""
 
-    def process(self, _):
-        low, high = self._lower, self._upper
-        if self._column and self._parts > 1 and (low is None or high is None):
-            column = _q(self._column)
-            found = _fetch_one(
-                self._config, f"SELECT min({column}), max({column}) FROM ({self._query}) AS q"
-            )
-            low = found[0] if low is None else low
-            high = found[1] if high is None else high
-        if any(v is not None and not isinstance(v, int) for v in (low, high)):
-            raise ConnectorError(f"partition_column `{self._column}` must hold integers")
-        if not self._column or low is None or high is None:
-            yield (None, None)
-        else:
-            yield from _db.plan_ranges(low, high, self._parts)
+    name = "mysql"
 
+    def connect(self, config: _db.DbConfig) -> Any:
+        return connect(config)
 
-def _fetch_one(config: _db.DbConfig, sql: str) -> tuple:
-    connection = connect(config)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()
-    finally:
-        connection.close()
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
 
-
-class _ReadRangeFn(beam.DoFn):
-    def __init__(self, step, config, query, column, source, batch_rows) -> None:
-        self._step, self._config, self._query = step, config, query
-        self._column, self._source, self._batch_rows = column, source, batch_rows
-
-    def setup(self) -> None:
-        self._rows_read = step_counter(self._step, ROWS_READ)
-
-    def process(self, key_range: tuple[int | None, int | None]) -> Iterator[pa.RecordBatch]:
-        connection = connect(self._config)
-        try:
-            for batch in self._read(connection, key_range):
-                self._rows_read.inc(batch.num_rows)
-                yield with_origin(batch, self._source, None)
-        except ConnectorError:
-            raise
-        except Exception as exc:
-            raise ConnectorError(
-                f"Reading `{self._source}` from `{self._config.describe()}` failed: "
-                f"{type(exc).__name__}: {mask_dsn(first_line(exc))}"
-            ) from None
-        finally:
-            connection.close()
-
-    def _read(self, connection, key_range) -> Iterator[pa.RecordBatch]:
+    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
         import pymysql
 
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        sql, params = f"SELECT * FROM ({self._query}) AS q", None
-        if self._column:
-            where, params = _db.range_condition(_q(self._column), *key_range)
-            # The query's own `%` must survive the driver's parameter formatting.
-            sql = f"{sql.replace('%', '%%')} WHERE {where}"
         with connection.cursor(pymysql.cursors.SSCursor) as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params or None)  # no `%` formatting without parameters
             fields = cursor._result.fields  # charset and flags tell binary and unsigned apart
             names = [f.name for f in fields]
             if len(set(names)) != len(names):
-                raise ConnectorError(f"The query of `{self._source}` repeats column names")
+                raise ConnectorError(f"The query of `{source}` repeats column names")
             schema = pa.schema([(f.name, arrow_type(f)) for f in fields])
-            while rows := cursor.fetchmany(self._batch_rows):
+            while rows := cursor.fetchmany(batch_rows):
                 columns = list(zip(*rows))
                 yield pa.RecordBatch.from_arrays(
                     [_to_arrow(column, t) for column, t in zip(columns, schema.types)],
@@ -189,7 +137,7 @@ def _to_arrow(values: tuple, data_type: pa.DataType) -> pa.Array:
     return pa.array(values, data_type)
 
 
-class ReadFromMySql(beam.PTransform):
+class ReadFromMySql(_dbread.ReadFromDatabase):
     """Read a MySQL/MariaDB table or query into Arrow record batches, in parallel key ranges.
 
     Bounded; order is not kept. Streams the result with an unbuffered cursor (bounded memory:
@@ -201,7 +149,7 @@ class ReadFromMySql(beam.PTransform):
     JSON, ENUM, SET, TIME as strings. Batches carry the table (or `query`) as origin.
     """
 
-    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    DIALECT = _MySql()
 
     def __init__(
         self,
@@ -238,38 +186,18 @@ class ReadFromMySql(beam.PTransform):
         statement_timeout: seconds a statement may run (no limit when not given).
         """
         super().__init__()
-        self.config = _config(
+        config = _config(
             host, port, database, user, password_env, connect_timeout, statement_timeout
         )
-        self.source, self.query = _db.source_query(table, query, "mysql")
-        _db.check_read_args(partition_column, num_partitions, batch_rows, lower_bound, upper_bound)
-        self.partition_column = partition_column
-        self.num_partitions = num_partitions
-        self.bounds = (lower_bound, upper_bound)
-        self.batch_rows = batch_rows
-
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) of the table or query, outside a pipeline
-        (for previews and `infer-schema`); in the database's order, with no partitioning."""
-        from beam_etl.io._local import read_locally
-
-        query = self.query if rows is None else f"SELECT * FROM ({self.query}) AS s LIMIT {rows:d}"
-        stage = _ReadRangeFn(self.label, self.config, query, None, self.source, self.batch_rows)
-        return read_locally([stage], [(None, None)], rows, pa.schema([]))
-
-    def expand(self, pbegin):
-        plan = _PlanFn(
-            self.config, self.query, self.partition_column, self.num_partitions, *self.bounds
-        )
-        read = _ReadRangeFn(
-            self.label, self.config, self.query, self.partition_column, self.source, self.batch_rows
-        )
-        return (
-            pbegin
-            | "Start" >> beam.Create([None])
-            | "PlanRanges" >> beam.ParDo(plan)
-            | "Distribute" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(read)
+        self._setup_read(
+            config,
+            table,
+            query,
+            partition_column,
+            num_partitions,
+            lower_bound,
+            upper_bound,
+            batch_rows,
         )
 
 

@@ -20,13 +20,10 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, with_origin
-from beam_etl.config import first_line, mask_dsn
-from beam_etl.deadletter import OUTPUT
+from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db
+from beam_etl.io import _db, _dbread
 from beam_etl.io._sql import quote_identifier
-from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
 _TRANSIENT_CODES: Final = frozenset({"40P01", "40001", "57P01", "57P02", "57P03"})
@@ -111,85 +108,27 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.D
     return pa.string()
 
 
-class _PlanFn(beam.DoFn):
-    def __init__(self, config, query, column, parts, lower, upper) -> None:
-        self._config, self._query, self._column = config, query, column
-        self._parts, self._lower, self._upper = parts, lower, upper
+class _Postgres(_dbread.Dialect):
+    """Reads with `COPY (query) TO STDOUT` in a REPEATABLE READ, READ ONLY transaction."""
 
-    def process(self, _):
-        low, high = self._lower, self._upper
-        if self._column and self._parts > 1 and (low is None or high is None):
-            column = quote_identifier(self._column, "postgres")
-            sql = f"SELECT min({column}), max({column}) FROM ({self._query}) AS q"
-            found = _db.with_retries(
-                lambda: _fetch_one(self._config, sql),
-                config=self._config,
-                is_transient=is_transient,
-                what="Planning key ranges",
-            )
-            low = found[0] if low is None else low
-            high = found[1] if high is None else high
-        if (low is not None and not isinstance(low, int)) or (
-            high is not None and not isinstance(high, int)
-        ):
-            raise ConnectorError(f"partition_column `{self._column}` must hold integers")
-        if not self._column or low is None or high is None:
-            yield (None, None)
-        else:
-            yield from _db.plan_ranges(low, high, self._parts)
+    name = "postgres"
 
+    def connect(self, config: _db.DbConfig) -> Any:
+        return connect(config, readonly=True)
 
-def _fetch_one(config: _db.DbConfig, sql: str) -> tuple:
-    connection = connect(config, readonly=True)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()
-    finally:
-        connection.close()
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
 
-
-class _ReadRangeFn(beam.DoFn):
-    def __init__(self, step, config, query, column, source, batch_rows) -> None:
-        self._step, self._config, self._query = step, config, query
-        self._column, self._source, self._batch_rows = column, source, batch_rows
-
-    def setup(self) -> None:
-        self._rows_read = step_counter(self._step, ROWS_READ)
-
-    def process(self, key_range: tuple[int | None, int | None]) -> Iterator[pa.RecordBatch]:
-        # Retried as a whole only before the first batch left: later failures fail the bundle,
-        # and the runner discards its output before retrying it.
-        connection = connect(self._config, readonly=True)
-        try:
-            for batch in _db.rebatch(self._read(connection, key_range), self._batch_rows):
-                self._rows_read.inc(batch.num_rows)
-                yield with_origin(batch, self._source, None)
-        except ConnectorError:
-            raise
-        except Exception as exc:
-            raise ConnectorError(
-                f"Reading `{self._source}` from `{self._config.describe()}` failed: "
-                f"{type(exc).__name__}: {mask_dsn(first_line(exc))}"
-            ) from None
-        finally:
-            connection.close()
-
-    def _read(self, connection, key_range) -> Iterator[pa.RecordBatch]:
+    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
         with connection.cursor() as cursor:
             cursor.execute(_SESSION)
-            sql = f"SELECT * FROM ({self._query}) AS q"
-            if self._column:
-                where, params = _db.range_condition(
-                    quote_identifier(self._column, "postgres"), *key_range
-                )
-                # The query's own `%` must survive the driver's parameter formatting.
-                sql = cursor.mogrify(f"{sql.replace('%', '%%')} WHERE {where}", params).decode()
+            if params:  # COPY takes no parameters: bind them into the text
+                sql = cursor.mogrify(sql, params).decode()
             cursor.execute(f"{sql} LIMIT 0")
             description = list(cursor.description)
             names = [column.name for column in description]
             if len(set(names)) != len(names):
-                raise ConnectorError(f"The query of `{self._source}` repeats column names")
+                raise ConnectorError(f"The query of `{source}` repeats column names")
             types = [arrow_type(c.type_code, c.precision, c.scale) for c in description]
             yield from _copy_out(cursor, f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", names, types)
 
@@ -244,7 +183,7 @@ def _decode_bytea(batch: pa.RecordBatch, types: list[pa.DataType]) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-class ReadFromPostgres(beam.PTransform):
+class ReadFromPostgres(_dbread.ReadFromDatabase):
     """Read a PostgreSQL table or query into Arrow record batches, in parallel key ranges.
 
     Bounded; order is not kept. Streams the result (bounded memory: about `batch_rows` rows
@@ -257,7 +196,7 @@ class ReadFromPostgres(beam.PTransform):
     `query`) as origin, with no line.
     """
 
-    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    DIALECT = _Postgres()
 
     def __init__(
         self,
@@ -298,7 +237,7 @@ class ReadFromPostgres(beam.PTransform):
         statement_timeout: seconds a statement may run (no limit when not given).
         """
         super().__init__()
-        self.config = _db.make_config(
+        config = _db.make_config(
             "postgres",
             dsn=dsn,
             dsn_env=dsn_env,
@@ -310,40 +249,15 @@ class ReadFromPostgres(beam.PTransform):
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
         )
-        self.source, self.query = _db.source_query(table, query, "postgres")
-        _db.check_read_args(partition_column, num_partitions, batch_rows, lower_bound, upper_bound)
-        self.partition_column = partition_column
-        self.num_partitions = num_partitions
-        self.bounds = (lower_bound, upper_bound)
-        self.batch_rows = batch_rows
-
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) of the table or query, outside a pipeline
-        (for previews and `infer-schema`); in the database's order, with no partitioning."""
-        from beam_etl.io._local import read_locally
-
-        query = self.query if rows is None else f"SELECT * FROM ({self.query}) AS s LIMIT {rows:d}"
-        stage = _ReadRangeFn(self.label, self.config, query, None, self.source, self.batch_rows)
-        return read_locally([stage], [(None, None)], rows, pa.schema([]))
-
-    def expand(self, pbegin):
-        plan = _PlanFn(
-            self.config, self.query, self.partition_column, self.num_partitions, *self.bounds
-        )
-        read = _ReadRangeFn(
-            self.label,
-            self.config,
-            self.query,
-            self.partition_column,
-            self.source,
-            self.batch_rows,
-        )
-        return (
-            pbegin
-            | "Start" >> beam.Create([None])
-            | "PlanRanges" >> beam.ParDo(plan)
-            | "Distribute" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(read)
+        self._setup_read(
+            config,
+            table,
+            query,
+            partition_column,
+            num_partitions,
+            lower_bound,
+            upper_bound,
+            batch_rows,
         )
 
 
