@@ -222,7 +222,13 @@ def copy_parts(parts: list[Part], out: BinaryIO) -> None:
 
 
 def discard_folder(folder: str) -> None:
-    """Remove a staging folder, and the shared staging parent when it is left empty."""
+    """Remove a staging folder, and the shared staging parent when it is left empty (a folder
+    on a Beam file system, `gs://...`, is removed file by file)."""
+    if "://" in folder:
+        from beam_etl.transforms._spill import remove_folder
+
+        remove_folder(folder)
+        return
     shutil.rmtree(folder, ignore_errors=True)
     remove_if_empty(os.path.dirname(folder))
 

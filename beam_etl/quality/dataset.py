@@ -185,10 +185,9 @@ class CheckUnique(beam.PTransform):
         return schema
 
     def expand(self, batches):
-        from beam_etl.runner import runs_locally
+        from beam_etl.transforms._spill import can_spill
 
-        by_default = self.spill_dir is not None or runs_locally(batches.pipeline)
-        if self.spill or (self.spill is None and by_default):
+        if self.spill or (self.spill is None and can_spill(batches, self.spill_dir)):
             return self._by_spill(batches)
         output, error, rows, duplicates = self._by_key_counts(batches)
         self.results = self._results(rows, duplicates)
@@ -249,16 +248,15 @@ class CheckUnique(beam.PTransform):
 def repeated_keys(columns: list[str], keys: pa.Table) -> tuple[pa.Table, list[tuple[str, int]]]:
     """Return the spilled rows of `keys` whose key occurs more than once (null keys are not
     compared), each with its dead-letter message, and `(key, count)` per repeated key."""
+    from beam_etl.transforms._buckets import decoded
     from beam_etl.transforms._spill import NOTE, PART, ROW
 
     index = "__beam_etl_index"
-    present = (
-        pc.and_kleene(*[pc.is_valid(keys.column(c)) for c in columns])
-        if len(columns) > 1
-        else pc.is_valid(keys.column(columns[0]))
-    )
+    present = functools.reduce(pc.and_, [pc.is_valid(keys.column(c)) for c in columns])
     compared = keys.filter(present)
-    counted = compared.select(columns).append_column(index, pa.array(np.arange(compared.num_rows)))
+    counted = pa.table({c: decoded(compared.column(c)) for c in columns}).append_column(
+        index, pa.array(np.arange(compared.num_rows))
+    )
     counts = counted.group_by(columns, use_threads=False).aggregate([(index, "count")])
     repeated = counts.filter(pc.greater(counts.column(f"{index}_count"), 1))
     if not repeated.num_rows:

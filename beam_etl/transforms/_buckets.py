@@ -14,21 +14,61 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX
+from beam_etl.batches import HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.coders import RecordBatchCoder  # noqa: F401  (registers the batch coder)
 
 _MIX: Final = np.uint64(0x9E3779B97F4A7C15)
+_NULL: Final = np.uint64(0x5BD1E9955BD1E995)
+#: One fixed random 64-bit word per byte value (tabulation hashing); the seed never changes.
+_BYTES: Final = np.random.default_rng(0x5EED_BEA3).integers(0, 2**64, 256, dtype=np.uint64)
 
 
-def text_hash(array: pa.Array) -> np.ndarray:
-    """Return a stable 64-bit hash of every value of `array` (its text form), vectorized."""
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        array = pc.cast(array, pa.string())
-    array = (
-        pc.cast(array, pa.large_string()).combine_chunks()
-        if isinstance(array, pa.ChunkedArray)
-        else pc.cast(array, pa.large_string())
+def _avalanche(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, element-wise: every input bit flips about half the output."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _as_bytes(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return `array` as large_binary: text and binary as they are, other values as text."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array, kind = array.dictionary_decode(), kind.value_type
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    ):
+        try:
+            array = pc.cast(array, pa.string())
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # no text form: use Python's
+            array = pa.array([None if v is None else repr(v) for v in array.to_pylist()])
+    return (
+        array.view(pa.large_binary())
+        if pa.types.is_large_string(array.type)
+        else pc.cast(
+            array.view(pa.binary()) if pa.types.is_string(array.type) else array, pa.large_binary()
+        )
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(length: int) -> np.ndarray:
+    """Return a mixed 64-bit word per byte position 0 .. length-1 (cached per length bucket)."""
+    size = 1 << max(6, (length - 1).bit_length())
+    return _avalanche(np.arange(1, size + 1, dtype=np.uint64))
+
+
+def text_hash(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Return a stable 64-bit hash of every value of `array` (its bytes, or its text form),
+    vectorized: a sum of per-byte random words times a mix of the position, then avalanched,
+    so that reordered bytes (`1221` / `2112`) do not collide. Nulls share one hash."""
+    array = _as_bytes(array)
     count = len(array)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
         array.offset : array.offset + count + 1
@@ -40,17 +80,46 @@ def text_hash(array: pa.Array) -> np.ndarray:
         else np.zeros(0, np.uint8)
     )
     starts, lengths = offsets[:-1], np.diff(offsets)
-    hashes = lengths.astype(np.uint64) * _MIX
-    if len(data) and lengths.sum():
-        spans = np.repeat(starts, lengths)
-        position = np.arange(offsets[0], offsets[-1], dtype=np.int64) - spans
-        values = data[offsets[0] : offsets[-1]].astype(np.uint64)
-        weighted = values * (position.astype(np.uint64) * np.uint64(2654435761) + np.uint64(97))
-        nonempty = lengths > 0
-        sums = np.add.reduceat(weighted, (starts - offsets[0])[nonempty])
-        hashes[nonempty] ^= sums * np.uint64(0xBF58476D1CE4E5B9)
+    with np.errstate(over="ignore"):
+        hashes = lengths.astype(np.uint64) * _MIX
+        total = int(lengths.sum())
+        if len(data) and total:
+            base = int(offsets[0])
+            position = np.arange(total, dtype=np.int64)
+            position -= np.repeat(starts - base, lengths)
+            weighted = _BYTES[data[base : base + total]]
+            weighted *= _positions(int(lengths.max()))[position]
+            nonempty = lengths > 0
+            hashes[nonempty] += np.add.reduceat(weighted, (starts - base)[nonempty])
     valid = array.is_valid().to_numpy(zero_copy_only=False)
-    return np.where(valid, hashes, np.uint64(0x5BD1E995))
+    return np.where(valid, _avalanche(hashes), _NULL)
+
+
+def row_hash(data: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """Return a stable 64-bit hash of every row's visible, non-nested values."""
+    combined = np.zeros(data.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for field in data.schema:
+            if field.name.startswith(HIDDEN_PREFIX) or pa.types.is_nested(field.type):
+                continue
+            combined = combined * np.uint64(1000003) ^ text_hash(data.column(field.name))
+    return _avalanche(combined)
+
+
+def tie_hash(data: pa.RecordBatch | pa.Table) -> pa.Array | None:
+    """Return the content hash that breaks ties between duplicates with no origin line: a
+    row's `row_hash` where its line is unknown, null where it is known; None when every row
+    has a line. The same for a row however it was batched."""
+    names = data.schema.names
+    if LINE_COLUMN in names and not data.column(LINE_COLUMN).null_count:
+        return None
+    hashes = pa.array(row_hash(data))
+    if LINE_COLUMN not in names:
+        return hashes
+    known = data.column(LINE_COLUMN)
+    if isinstance(known, pa.ChunkedArray):
+        known = known.combine_chunks()
+    return pc.if_else(pc.is_valid(known), pa.scalar(None, pa.uint64()), hashes)
 
 
 def key_buckets(batch: pa.RecordBatch, columns: list[str], buckets: int) -> np.ndarray:
@@ -60,6 +129,14 @@ def key_buckets(batch: pa.RecordBatch, columns: list[str], buckets: int) -> np.n
         for column in columns:
             combined = combined * np.uint64(1000003) ^ text_hash(batch.column(column))
     return (combined % np.uint64(buckets)).astype(np.int64)
+
+
+def decoded(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Return `column` with dictionary encoding undone (batches may bring other dictionaries,
+    which grouping and joining cannot mix)."""
+    if pa.types.is_dictionary(column.type):
+        return pc.cast(column, column.type.value_type)
+    return column
 
 
 def key_columns(batch: pa.RecordBatch | pa.Table, columns: list[str] | None) -> list[str]:

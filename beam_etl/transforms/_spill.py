@@ -16,6 +16,7 @@ The spill folder must be reachable by every worker: a local folder for the local
 
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -30,10 +31,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, concat_batches
+from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, concat_batches
 from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import split_by_key, text_hash
+from beam_etl.transforms._buckets import split_by_key, tie_hash
 
 PART: Final = "__beam_etl_part"
 ROW: Final = "__beam_etl_row"
@@ -57,19 +58,20 @@ def spill_folder(spill_dir: str | None, label: str) -> str:
     return f"{base.rstrip('/')}/{label.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
 
 
+def can_spill(pcoll: Any, spill_dir: str | None) -> bool:
+    """Whether spilling is the default for `pcoll`: in the global window (batch data), and a
+    `spill_dir` is given or the pipeline runs on this machine."""
+    from apache_beam.transforms.window import GlobalWindows
+
+    from beam_etl.runner import runs_locally
+
+    if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+        return False
+    return spill_dir is not None or runs_locally(pcoll.pipeline)
+
+
 def _is_local(path: str) -> bool:
     return "://" not in path
-
-
-def content_hash(batch: pa.RecordBatch) -> pa.Array:
-    """Return a stable 64-bit hash of every row's visible, non-nested values."""
-    combined = np.zeros(batch.num_rows, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for field in batch.schema:
-            if field.name.startswith(HIDDEN_PREFIX) or pa.types.is_nested(field.type):
-                continue
-            combined = combined * np.uint64(1000003) ^ text_hash(batch.column(field.name))
-    return pa.array(combined)
 
 
 def key_batch(
@@ -80,9 +82,10 @@ def key_batch(
     wanted = [*columns, *(c for c in carry if c not in columns)]
     wanted += [name for name in (FILE_COLUMN, LINE_COLUMN) if name in names]
     arrays = [batch.column(name) for name in wanted]
-    if LINE_COLUMN not in names or batch.column(LINE_COLUMN).null_count:
+    ties = tie_hash(batch)
+    if ties is not None:
         wanted.append(CONTENT)
-        arrays.append(content_hash(batch))
+        arrays.append(ties)
     n = batch.num_rows
     wanted += [PART, ROW]
     arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [part]))
@@ -121,6 +124,11 @@ class _SpillFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 _PARTS, WindowedValue(path, MIN_TIMESTAMP, (GlobalWindow(),))
             )
+
+    def teardown(self) -> None:
+        if getattr(self, "_file", None) is not None:  # a failed bundle: its file is abandoned
+            with contextlib.suppress(Exception):
+                self._file.close()
 
     def _open(self, schema: pa.Schema) -> None:
         self._path = f"{self._folder}/spill-{uuid.uuid4().hex}.arrow"
@@ -236,11 +244,21 @@ class _ReadBackFn(beam.DoFn):
 
 
 def _remove_folder(_done: list[str], folder: str) -> None:
-    """Remove the spill folder once every file was read back (a failed run leaves it)."""
-    if FileSystems.exists(folder):
-        FileSystems.delete([folder])
+    """Remove the spill folder once every file was read back (a crashed run leaves it)."""
+    remove_folder(folder)
+
+
+def remove_folder(folder: str) -> None:
+    """Remove a spill folder, local or on a Beam file system; a missing one is fine."""
+    if not _is_local(folder):
+        with contextlib.suppress(Exception):  # already gone, or removed by another worker
+            found = FileSystems.match([f"{folder}/*"])[0].metadata_list
+            if found:
+                FileSystems.delete([item.path for item in found])
+        return
+    shutil.rmtree(folder, ignore_errors=True)
     parent = os.path.dirname(folder)
-    if _is_local(folder) and os.path.basename(parent) == _DEFAULT_BASE:
+    if os.path.basename(parent) == _DEFAULT_BASE:
         with contextlib.suppress(OSError):  # not empty: another transform spills there
             os.rmdir(parent)
 

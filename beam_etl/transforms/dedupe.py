@@ -17,18 +17,18 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import (
     FILE_COLUMN,
-    HIDDEN_PREFIX,
     LINE_COLUMN,
     concat_batches,
     split_compact,
 )
 from beam_etl.deadletter import OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import GroupByKeyBuckets, key_columns
+from beam_etl.transforms._buckets import GroupByKeyBuckets, decoded, key_columns, tie_hash
 
 KEEP: Final = ("first", "last")
 _INDEX: Final = "__beam_etl_index"
 _SORT: Final = "__beam_etl_sort_"
+_TIES: Final = "__beam_etl_ties"
 
 
 def survivors(
@@ -51,30 +51,26 @@ def survivor_indices(
 ) -> pa.Array:
     """Return the row indices of `survivors(...)`, in survivor order.
 
-    Rows tied on `order_by`, file and line are ordered by `tiebreak` (by default every visible
-    column but nested ones: their content); rows tied on everything are interchangeable.
+    Rows tied on `order_by`, file and line are ordered by `tiebreak` (by default a hash of
+    their content where their line is unknown, `tie_hash`); rows tied on everything are
+    interchangeable.
     """
     keys = key_columns(table, columns)
     direction = "ascending" if keep == "first" else "descending"
-    ordering = pa.table({name: table.column(name) for name in keys})
+    ordering = pa.table({name: decoded(table.column(name)) for name in keys})
     sort_keys = []
     for name in [order_by] if order_by else []:
-        ordering = ordering.append_column(f"{_SORT}order", table.column(name))
+        ordering = ordering.append_column(f"{_SORT}order", decoded(table.column(name)))
         sort_keys.append((f"{_SORT}order", direction))
     for hidden in (FILE_COLUMN, LINE_COLUMN):
         if hidden in table.schema.names:
             ordering = ordering.append_column(f"{_SORT}{hidden}", _sortable(table.column(hidden)))
             sort_keys.append((f"{_SORT}{hidden}", direction))
-    if tiebreak is None:
-        tiebreak = [
-            field.name
-            for field in table.schema
-            if not (
-                field.name.startswith(HIDDEN_PREFIX)
-                or field.name == order_by
-                or pa.types.is_nested(field.type)
-            )
-        ]
+    if tiebreak is None:  # rows with no origin line: their content decides (see `tie_hash`)
+        ties = tie_hash(table)
+        if ties is not None:
+            table = table.append_column(_TIES, ties)
+        tiebreak = [_TIES]
     for name in tiebreak:
         if name in table.schema.names:
             ordering = ordering.append_column(f"{_SORT}{name}", table.column(name))
@@ -227,6 +223,6 @@ class DropDuplicates(beam.PTransform):
         )
 
     def _spill_by_default(self, batches) -> bool:
-        from beam_etl.runner import runs_locally
+        from beam_etl.transforms._spill import can_spill
 
-        return self.spill_dir is not None or runs_locally(batches.pipeline)
+        return can_spill(batches, self.spill_dir)

@@ -99,6 +99,28 @@ def test_uniqueness_of_a_column_set_can_report_without_rejecting(pipeline):
     pipeline.run().wait_until_finish()
 
 
+@pytest.mark.parametrize("spill", [True, False], ids=["spill", "key-counts"])
+def test_uniqueness_of_three_columns_with_dictionary_keys(pipeline, spill):
+    def batch(values):
+        columns = {name: pa.array(v).dictionary_encode() for name, v in zip("abc", values)}
+        return pa.record_batch(columns)
+
+    batches = [batch((["x", "x"], ["y", "y"], ["1", "2"])), batch((["x"], ["y"], ["2"]))]
+    check = CheckUnique(["a", "b", "c"], spill=spill)
+    out = pipeline | beam.Create(batches) | "unique" >> check
+    assert_that(
+        out.error | beam.Map(lambda d: d.message),
+        equal_to(['Key (a, b, c) = ["x","y","2"] occurs 2 times'] * 2),
+        label="Invalid",
+    )
+    assert_that(
+        out.output | beam.FlatMap(lambda b: b.column("c").to_pylist()),
+        equal_to(["1"]),
+        label="Valid",
+    )
+    pipeline.run().wait_until_finish()
+
+
 def _first_run(tmp_path) -> str:
     target = str(tmp_path / "out")
     with test_pipeline.TestPipeline(runner=LocalRunner()) as p:
