@@ -133,6 +133,13 @@ def payload_of(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json_safe(v) for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
 
 
+# Built once: `json.dumps` with options builds a new encoder on every call.
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SAFE: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=json_safe, allow_nan=False
+)
+
+
 def payloads(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """Return `payload_of` every row of `batch`, converted column by column (faster: values
     of JSON-native types are not walked)."""
@@ -167,15 +174,13 @@ def concat_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
 
 def dumps(value: Any) -> str:
     """Return compact JSON for a JSON-safe value."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def dumps_safe(value: Any) -> str:
     """Return compact JSON for any value, converting what JSON lacks (dates, decimals, bytes,
     NaN) as `json_safe` does; values JSON takes as they are are not walked twice."""
     try:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), default=json_safe, allow_nan=False
-        )
+        return _SAFE.encode(value)
     except ValueError:  # a NaN or infinity somewhere: convert the whole value
         return dumps(json_safe(value))
