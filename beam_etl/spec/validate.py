@@ -5,6 +5,7 @@ constructing every transform, so factory checks (bad values, missing files) are 
 same way; the constructed transforms are returned for the builder to apply.
 """
 
+import functools
 import inspect
 from typing import Any
 
@@ -153,12 +154,19 @@ def check_schemas(ordered: list[Node], transforms: dict[str, Any]) -> dict[str, 
             schemas[node.name] = getattr(transform, "schema", None)
             continue
         known = [schemas.get(ref.node) for ref in node.inputs if ref.output == "output"]
-        infer = getattr(transform, "infer_schema", None)
-        if len(node.inputs) != 1 or not known or known[0] is None or infer is None:
+        complete = len(known) == len(node.inputs) and None not in known
+        infer_one = getattr(transform, "infer_schema", None)
+        infer_many = getattr(transform, "infer_schemas", None)
+        infer: Any = None
+        if len(node.inputs) > 1 and infer_many is not None and complete:
+            infer = functools.partial(infer_many, {str(r): schemas[r.node] for r in node.inputs})
+        elif len(node.inputs) == 1 and complete and infer_one is not None:
+            infer = functools.partial(infer_one, known[0])
+        if infer is None:
             schemas[node.name] = None
             continue
         try:
-            schemas[node.name] = infer(known[0])
+            schemas[node.name] = infer()
         except (ValueError, KeyError, BeamEtlError) as exc:
             message = exc.message if isinstance(exc, SpecError) else str(exc).strip("'\"")
             key = next((k for k in node.config if f"`{k}`" in message), None)

@@ -228,6 +228,16 @@ class LookupJoin(beam.PTransform):
         self.how, self.unmatched, self.suffix = how, unmatched, suffix
         self.columns = list(columns) if columns is not None else None
 
+    def infer_schemas(self, schemas: dict[str, pa.Schema]) -> None:
+        """Check, when a spec is loaded, that both inputs have the key (and added) columns."""
+        stream, dimension, name = _two_inputs(schemas, self.dimension_name)
+        check_columns(stream, [left for left, _ in self.pairs])
+        added = self.columns if self.columns is not None else []
+        try:
+            check_columns(dimension, [right for _, right in self.pairs] + added)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (dimension `{name}`)") from None
+
     def expand(self, inputs):
         if isinstance(self.dimension, str):
             stream, dimension, _ = _two_inputs(inputs, self.dimension)
@@ -374,6 +384,16 @@ class JoinInputs(beam.PTransform):
             raise ValueError("`suffix` must be a non-empty string")
         self.pairs = key_pairs(on)
         self.how, self.suffix, self.batch_rows = how, suffix, batch_rows
+
+    def infer_schemas(self, schemas: dict[str, pa.Schema]) -> pa.Schema:
+        """Check the key columns of both inputs; return the joined schema."""
+        left, right, name = _two_inputs(schemas)
+        check_columns(left, [p[0] for p in self.pairs])
+        try:
+            check_columns(right, [p[1] for p in self.pairs])
+        except ValueError as exc:
+            raise ValueError(f"{exc} (right input `{name}`)") from None
+        return join_schema(left, right, self.pairs, self.suffix)[0]
 
     def expand(self, inputs):
         left, right, _ = _two_inputs(inputs)

@@ -62,6 +62,13 @@ class UnionInputs(beam.PTransform):
     MULTI_INPUT: ClassVar[bool] = True
     OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
 
+    def infer_schemas(self, schemas: dict[str, pa.Schema]) -> pa.Schema | None:
+        """Return the unified schema; inputs whose columns cannot unify are refused."""
+        try:
+            return unify(None, *schemas.values())
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+
     def expand(self, inputs):
         pcolls = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
         if not pcolls:

@@ -1,5 +1,6 @@
 """Every class of spec error is one line naming the step and the YAML line."""
 
+import re
 import textwrap
 
 import pytest
@@ -187,3 +188,67 @@ def test_secret_values_never_appear_in_errors(spec_file, monkeypatch):
         load_plan(path, run_id="r")
     assert "hunter2" not in str(caught.value)
     assert "Unknown type `***`" in str(caught.value)
+
+
+MULTI = """\
+name: multi
+sources:
+  - {{name: a, type: ReadFromCsv, config: {{path: "{a}"}}}}
+  - {{name: b, type: ReadFromCsv, config: {{path: "{b}"}}}}
+steps:
+  - name: joined
+    type: {step}
+    inputs: [a, b]
+    config: {config}
+sinks:
+  - {{name: out, type: WriteToParquet, input: joined, config: {{path: "{out}"}}}}
+  - {{name: dl, type: WriteToDeadLetters, inputs: {errors}, config: {{path: "{out}.jsonl"}}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "config", "message"),
+    [
+        ("JoinInputs", "{on: [nope]}", "nope"),
+        ("JoinInputs", "{on: {k: missing}}", "missing"),
+        ("LookupJoin", "{dimension: b, on: [k], columns: [absent]}", "absent"),
+        ("UnionInputs", "{}", "incompatible"),
+    ],
+    ids=["join-left-key", "join-right-key", "lookup-column", "union-types"],
+)
+def test_steps_with_several_inputs_are_checked_at_load_time(tmp_path, step, config, message):
+    (tmp_path / "a.csv").write_text("k,v\n1,2\n")
+    (tmp_path / "b.csv").write_text("k,w,v\n1,x,2024-01-01\n")
+    errors = "[a.error, b.error" + (", joined.error]" if step == "LookupJoin" else "]")
+    text = MULTI.format(
+        a=tmp_path / "a.csv",
+        b=tmp_path / "b.csv",
+        out=tmp_path / "out",
+        step=step,
+        config=config,
+        errors=errors,
+    )
+    (tmp_path / "spec.yaml").write_text(text)
+    with pytest.raises(SpecError, match=message) as info:
+        load_plan(str(tmp_path / "spec.yaml"), run_id="r")
+    # The step and its line: the config line when the message names a key, else the step's.
+    assert re.search(r"step `joined`, line (6|9)\)", str(info.value))
+
+
+def test_a_valid_join_gives_its_schema_to_the_next_step(tmp_path):
+    (tmp_path / "a.csv").write_text("k,v\n1,2\n")
+    (tmp_path / "b.csv").write_text("k,w\n1,x\n")
+    text = MULTI.format(
+        a=tmp_path / "a.csv",
+        b=tmp_path / "b.csv",
+        out=tmp_path / "out",
+        step="JoinInputs",
+        config="{on: [k]}",
+        errors="[a.error, b.error, f.error]",
+    ).replace(
+        "sinks:",
+        '  - {name: f, type: FilterRows, input: joined, config: {where: "w2 > 1"}}\nsinks:',
+    ).replace("WriteToParquet, input: joined", "WriteToParquet, input: f")
+    (tmp_path / "spec.yaml").write_text(text)
+    with pytest.raises(SpecError, match="w2"):
+        load_plan(str(tmp_path / "spec.yaml"), run_id="r")
