@@ -13,8 +13,10 @@ import functools
 import logging
 import os
 import random
+import re
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +44,9 @@ MODES: Final = ("append", "replace", "merge", "insert_only")
 DRIFT_POLICIES: Final = ("evolve", "freeze", "discard_columns")
 ON_REJECT: Final = ("dead_letter", "fail")
 ROW_COLUMN: Final = "__beam_etl_row"  # staging row number: bisects and dedup ties use it
+
+
+_KV_SECRET: Final = re.compile(r"\bpassword\s*=\s*(?P<pw>'[^']*'|\S+)", re.I)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,8 +78,28 @@ class DbConfig:
     def describe(self) -> str:
         """Return where this connects to, with any password masked."""
         if self.dsn is not None:
-            return mask_dsn(self.dsn.reveal())
+            return self.redact(self.dsn.reveal())
         return f"{self.dialect}://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def redact(self, text: str) -> str:
+        """Return `text` (a driver's message, a DSN) with every form of the password masked:
+        URL and `password=` patterns, and the literal password wherever it appears."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return mask_dsn(text)
+
+    def _secrets(self) -> list[str]:
+        found = [self.password.reveal()]
+        if self.dsn is not None:
+            dsn = self.dsn.reveal()
+            userinfo = urllib.parse.urlsplit(dsn).netloc.rpartition("@")[0] if "://" in dsn else ""
+            if ":" in userinfo:
+                raw = userinfo.partition(":")[2]
+                found += [raw, urllib.parse.unquote(raw)]
+            for match in _KV_SECRET.finditer(dsn):
+                found.append(match.group("pw").strip("'"))
+        # Longest first; one- or two-character values would mask ordinary text.
+        return sorted({value for value in found if len(value) > 2}, key=len, reverse=True)
 
 
 def make_config(
@@ -135,7 +160,7 @@ def with_retries(
         except ConnectorError:
             raise
         except Exception as exc:
-            message = mask_dsn(first_line(exc))
+            message = config.redact(first_line(exc))
             if not is_transient(exc) or attempt == config.retries:
                 kind = "after retries " if is_transient(exc) else ""
                 # `from None`: a driver's original error may quote a DSN with its password.

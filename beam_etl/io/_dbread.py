@@ -11,7 +11,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from beam_etl.batches import split_compact, with_origin
-from beam_etl.config import first_line, mask_dsn
+from beam_etl.config import first_line
 from beam_etl.deadletter import OUTPUT
 from beam_etl.errors import ConnectorError
 from beam_etl.io._db import DbConfig, with_retries
@@ -36,6 +36,10 @@ class Dialect:
         self, connection: Any, sql: str, params: list[Any], source: str, batch_rows: int
     ) -> Iterator[pa.RecordBatch]:
         """Yield the result of `sql` (parameters `params`) as Arrow batches."""
+        raise NotImplementedError
+
+    def describe(self, connection: Any, sql: str, source: str) -> pa.Schema:
+        """Return the Arrow schema `sql` reads as, without reading rows."""
         raise NotImplementedError
 
     def quote(self, name: str) -> str:
@@ -100,8 +104,9 @@ class ReadRangeFn(beam.DoFn):
             if self._column:
                 column = self._dialect.quote(self._column)
                 where, params = range_condition(column, *key_range)
-                # The query's own `%` must survive the driver's parameter formatting.
-                sql = f"{sql.replace('%', '%%')} WHERE {where}"
+                if params:  # the query's own `%` must survive the driver's formatting
+                    sql = sql.replace("%", "%%")
+                sql = f"{sql} WHERE {where}"
             batches = self._dialect.read(connection, sql, params, self._source, self._batch_rows)
             for batch in rebatch(batches, self._batch_rows):
                 self._rows_read.inc(batch.num_rows)
@@ -111,7 +116,7 @@ class ReadRangeFn(beam.DoFn):
         except Exception as exc:
             raise ConnectorError(
                 f"Reading `{self._source}` from `{self._config.describe()}` failed: "
-                f"{type(exc).__name__}: {mask_dsn(first_line(exc))}"
+                f"{type(exc).__name__}: {self._config.redact(first_line(exc))}"
             ) from None
         finally:
             connection.close()
@@ -141,7 +146,20 @@ class ReadFromDatabase(beam.PTransform):
         stage = ReadRangeFn(
             self.DIALECT, self.label, self.config, query, None, self.source, self.batch_rows
         )
-        return read_locally([stage], [(None, None)], rows, pa.schema([]))
+        sample = read_locally([stage], [(None, None)], rows, pa.schema([]))
+        if sample.num_columns:
+            return sample
+        connection = self.DIALECT.connect(self.config)  # no row: the columns still have types
+        try:
+            schema = self.DIALECT.describe(connection, self.query, self.source)
+        except Exception as exc:
+            raise ConnectorError(
+                f"Describing `{self.source}` on `{self.config.describe()}` failed: "
+                f"{type(exc).__name__}: {self.config.redact(first_line(exc))}"
+            ) from None
+        finally:
+            connection.close()
+        return schema.empty_table()
 
     def expand(self, pbegin):
         plan = PlanRangesFn(

@@ -117,11 +117,7 @@ class _MySql(_dbread.Dialect):
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         with connection.cursor(pymysql.cursors.SSCursor) as cursor:
             cursor.execute(sql, params or None)  # no `%` formatting without parameters
-            fields = cursor._result.fields  # charset and flags tell binary and unsigned apart
-            names = [f.name for f in fields]
-            if len(set(names)) != len(names):
-                raise ConnectorError(f"The query of `{source}` repeats column names")
-            schema = pa.schema([(f.name, arrow_type(f)) for f in fields])
+            schema = self._schema(cursor, source)
             while rows := cursor.fetchmany(batch_rows):
                 columns = list(zip(*rows))
                 yield pa.RecordBatch.from_arrays(
@@ -129,6 +125,19 @@ class _MySql(_dbread.Dialect):
                     schema=schema,
                 )
         connection.rollback()
+
+    def describe(self, connection, sql, source) -> pa.Schema:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM ({sql}) AS d LIMIT 0")
+            return self._schema(cursor, source)
+
+    @staticmethod
+    def _schema(cursor, source: str) -> pa.Schema:
+        fields = cursor._result.fields  # charset and flags tell binary and unsigned apart
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names):
+            raise ConnectorError(f"The query of `{source}` repeats column names")
+        return pa.schema([(f.name, arrow_type(f)) for f in fields])
 
 
 def _to_arrow(values: tuple, data_type: pa.DataType) -> pa.Array:

@@ -124,13 +124,25 @@ class _Postgres(_dbread.Dialect):
             cursor.execute(_SESSION)
             if params:  # COPY takes no parameters: bind them into the text
                 sql = cursor.mogrify(sql, params).decode()
-            cursor.execute(f"{sql} LIMIT 0")
-            description = list(cursor.description)
-            names = [column.name for column in description]
-            if len(set(names)) != len(names):
-                raise ConnectorError(f"The query of `{source}` repeats column names")
-            types = [arrow_type(c.type_code, c.precision, c.scale) for c in description]
-            yield from _copy_out(cursor, f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", names, types)
+            schema = self._describe(cursor, sql, source)
+            yield from _copy_out(
+                cursor, f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", schema.names, schema.types
+            )
+
+    def describe(self, connection, sql, source) -> pa.Schema:
+        with connection.cursor() as cursor:
+            cursor.execute(_SESSION)
+            return self._describe(cursor, sql, source)
+
+    @staticmethod
+    def _describe(cursor, sql: str, source: str) -> pa.Schema:
+        cursor.execute(f"{sql} LIMIT 0")
+        description = list(cursor.description)
+        names = [column.name for column in description]
+        if len(set(names)) != len(names):
+            raise ConnectorError(f"The query of `{source}` repeats column names")
+        types = [arrow_type(c.type_code, c.precision, c.scale) for c in description]
+        return pa.schema(list(zip(names, types)))
 
 
 def _copy_out(cursor, sql: str, names: list[str], types: list[pa.DataType]):

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import HIDDEN_PREFIX, json_safe
 from beam_etl.deadletter import CAST_FAILED, rejects_from_mask
+from beam_etl.errors import DataError
 from beam_etl.quality.checks import RowCheck, parse_check
 from beam_etl.schema.model import Schema, SchemaError, load_schema
 from beam_etl.transforms._base import BatchResult, BatchStep
@@ -128,12 +129,15 @@ def constraint_checks(schema: Schema) -> list[RowCheck]:
                 k: c[f"{k}_length"] for k in ("min", "max") if c.get(f"{k}_length") is not None
             }
             configs.append(("length", {"check": "length", **lengths}))
+        empty = pa.RecordBatch.from_pylist([], schema=pa.schema([pa.field(item.name, item.type)]))
         for key, config in configs:
             config.update(column=item.name, name=f"constraint.{key}.{item.name}")
             try:
-                checks.append(parse_check(config, _no_functions))
-            except ValueError as exc:
+                check = parse_check(config, _no_functions)
+                check.failed(empty)  # a bound or kind that does not fit the type fails here
+            except (ValueError, DataError) as exc:
                 raise ValueError(f"Constraint on `{item.name}`: {exc}") from None
+            checks.append(check)
     return checks
 
 

@@ -12,7 +12,9 @@ larger value does not break a pinned schema.
 
 Typed sources (JSON, Parquet, Avro, Excel files; PostgreSQL and MySQL tables or queries) are
 sampled through their own reader (`ReadFromX(...).sample(rows)`), so the types are the ones a
-pipeline would see; nullability and candidate keys come from the sample as for CSV.
+pipeline would see (a dictionary column as its values; a type the schema model cannot name,
+such as a time of day, as string); nullability and candidate keys come from the sample as for
+CSV. An empty table or query still gives its columns and types.
 """
 
 import itertools
@@ -23,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from beam_etl.errors import ConnectorError
-from beam_etl.schema.model import Field, Schema
+from beam_etl.schema.model import Field, Schema, SchemaError
+from beam_etl.transforms._buckets import decoded
 
 NULL_VALUES: Final = ("", "NULL", "null", "\\N")
 _CANDIDATES: Final = (
@@ -149,7 +152,7 @@ def infer_source_schema(source: Any, *, sample_rows: int | None = 10_000) -> Sch
     _check_sample_rows(sample_rows)
     sample = source.sample(sample_rows)
     if not sample.num_columns:
-        raise ConnectorError("The sample holds no rows to infer a schema from")
+        raise ConnectorError("The sample holds no column to infer a schema from")
     return schema_of_sample(sample, narrow_text=False)
 
 
@@ -165,8 +168,14 @@ def schema_of_sample(
             data_type = narrowest_type(values)
             typed[name] = pc.cast(values, data_type)
         else:
+            column = decoded(column)  # a category (dictionary) column is its values
             data_type, typed[name] = column.type, column
-        fields.append(Field(name, data_type, nullable=typed[name].null_count > 0))
+        unseen = not sample.num_rows  # no row: nothing says the column is never null
+        try:
+            fields.append(Field(name, data_type, nullable=unseen or typed[name].null_count > 0))
+        except SchemaError:  # a type schemas cannot name (time of day, ...): its text
+            typed[name] = pc.cast(typed[name], pa.string())
+            fields.append(Field(name, pa.string(), nullable=unseen or typed[name].null_count > 0))
     keys = candidate_keys(pa.table(typed), list(typed)) if typed else []
     return Schema(tuple(fields), (), tuple(keys))
 

@@ -235,3 +235,16 @@ def test_latin1_file_with_semicolons(pipeline, write_file):
     )
     assert_that(out.error, equal_to([]), label="NoErrors")
     pipeline.run().wait_until_finish()
+
+
+def test_a_repeated_header_name_still_gives_dead_letters(pipeline, write_file):
+    from beam_etl.transforms.cleaning import CastColumns
+
+    path = write_file("dup.csv", "a,a,b\n1,2,x\n3,4,5\n")
+    read = pipeline | ReadFromCsv(path)
+    cast = read.output | CastColumns({"b": "int64"})
+    assert_that(
+        cast.error | beam.Map(lambda d: (d.reason, d.line, d.payload)),
+        equal_to([("cast_failed", 2, {"a": 2, "b": "x"})]),
+    )
+    pipeline.run().wait_until_finish()

@@ -146,5 +146,35 @@ def test_command_line_refusals_are_one_line(tmp_path, capsys):
     )
     for line in capsys.readouterr().err.splitlines():
         assert line.startswith("error: ")
-    with pytest.raises(ConnectorError):
-        infer_source_schema(ReadFromPostgres(query="SELECT 1 AS a WHERE false", **PG))
+    empty = infer_source_schema(ReadFromPostgres(query="SELECT 1 AS a WHERE false", **PG))
+    assert _fields(empty) == {"a": ("int32", True)}  # no row: types from the catalog
+    empty = infer_source_schema(ReadFromMySql(query="SELECT 1.5 AS x FROM DUAL WHERE 0", **MY))
+    assert list(_fields(empty)) == ["x"]
+
+
+def test_dictionary_and_time_columns_of_parquet(tmp_path):
+    import datetime as dt
+
+    table = pa.table(
+        {
+            "cat": pa.array(["a", "b", "a"]).dictionary_encode(),
+            "at": pa.array([dt.time(1, 2), None, dt.time(3, 4)], pa.time64("us")),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    schema = infer_source_schema(reader_for_path(str(tmp_path / "t.parquet")))
+    assert _fields(schema) == {"cat": ("string", False), "at": ("string", True)}
+
+
+def test_percent_in_a_partitioned_query_read_as_one_range():
+    reader = ReadFromPostgres(
+        query="SELECT 1 AS id, 'a%b' AS v", partition_column="id", num_partitions=4, **PG
+    )
+    assert reader.sample(None).column("v").to_pylist() == ["a%b"]
+
+
+def test_a_password_never_shows_in_connection_errors(monkeypatch):
+    monkeypatch.setenv("BAD_DSN", "postgresql://postgres:s3%zzcret@127.0.0.1/test")
+    with pytest.raises(ConnectorError) as info:
+        ReadFromPostgres(table="t", dsn_env="BAD_DSN").sample(1)
+    assert "zzcret" not in str(info.value) and "***" in str(info.value)

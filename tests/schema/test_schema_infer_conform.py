@@ -213,8 +213,18 @@ def test_field_constraints_are_enforced_every_failure_named(pipeline):
     pipeline.run().wait_until_finish()
 
 
-def test_bad_constraints_are_refused_when_built():
-    schema = {"version": 1, "fields": [{"name": "c", "type": "string"}]}
-    schema["fields"][0]["constraints"] = {"pattern": "(unclosed"}
-    with pytest.raises(ValueError, match="Constraint on `c`: Invalid `pattern`"):
+@pytest.mark.parametrize(
+    ("kind", "constraints", "message"),
+    [
+        ("string", {"pattern": "(unclosed"}, "Invalid `pattern`"),
+        ("int64", {"pattern": "x"}, "regex needs a string column"),
+        ("int64", {"min_length": 1}, "cannot evaluate"),
+        ("int64", {"allowed_values": ["a"]}, "cannot evaluate"),
+        ("int64", {"min": "abc"}, "cannot evaluate"),
+    ],
+    ids=["bad-pattern", "pattern-on-int", "length-on-int", "text-values", "text-bound"],
+)
+def test_bad_constraints_are_refused_when_built(kind, constraints, message):
+    schema = {"version": 1, "fields": [{"name": "c", "type": kind, "constraints": constraints}]}
+    with pytest.raises(ValueError, match=f"Constraint on `c`: .*{message}"):
         ConformToSchema(schema)

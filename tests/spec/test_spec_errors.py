@@ -238,17 +238,21 @@ def test_steps_with_several_inputs_are_checked_at_load_time(tmp_path, step, conf
 def test_a_valid_join_gives_its_schema_to_the_next_step(tmp_path):
     (tmp_path / "a.csv").write_text("k,v\n1,2\n")
     (tmp_path / "b.csv").write_text("k,w\n1,x\n")
-    text = MULTI.format(
-        a=tmp_path / "a.csv",
-        b=tmp_path / "b.csv",
-        out=tmp_path / "out",
-        step="JoinInputs",
-        config="{on: [k]}",
-        errors="[a.error, b.error, f.error]",
-    ).replace(
-        "sinks:",
-        '  - {name: f, type: FilterRows, input: joined, config: {where: "w2 > 1"}}\nsinks:',
-    ).replace("WriteToParquet, input: joined", "WriteToParquet, input: f")
+    text = (
+        MULTI.format(
+            a=tmp_path / "a.csv",
+            b=tmp_path / "b.csv",
+            out=tmp_path / "out",
+            step="JoinInputs",
+            config="{on: [k]}",
+            errors="[a.error, b.error, f.error]",
+        )
+        .replace(
+            "sinks:",
+            '  - {name: f, type: FilterRows, input: joined, config: {where: "w2 > 1"}}\nsinks:',
+        )
+        .replace("WriteToParquet, input: joined", "WriteToParquet, input: f")
+    )
     (tmp_path / "spec.yaml").write_text(text)
     with pytest.raises(SpecError, match="w2"):
         load_plan(str(tmp_path / "spec.yaml"), run_id="r")
