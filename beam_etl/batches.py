@@ -143,8 +143,9 @@ _SAFE: Final = json.JSONEncoder(
 def payloads(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """Return `payload_of` every row of `batch`, converted column by column (faster: values
     of JSON-native types are not walked)."""
-    shown = [(i, name) for i, name in enumerate(batch.schema.names)]
-    shown = [(i, name) for i, name in shown if not name.startswith(HIDDEN_PREFIX)]
+    shown = [
+        (i, name) for i, name in enumerate(batch.schema.names) if not name.startswith(HIDDEN_PREFIX)
+    ]
     names = [name for _, name in shown]
     if not names:
         return [{} for _ in range(batch.num_rows)]

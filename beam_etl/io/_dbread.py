@@ -149,17 +149,20 @@ class ReadFromDatabase(beam.PTransform):
         sample = read_locally([stage], [(None, None)], rows, pa.schema([]))
         if sample.num_columns:
             return sample
-        connection = self.DIALECT.connect(self.config)  # no row: the columns still have types
+        schema = with_retries(  # no row: the columns still have types
+            self._describe,
+            config=self.config,
+            is_transient=self.DIALECT.is_transient,
+            what=f"Describing `{self.source}`",
+        )
+        return schema.empty_table()
+
+    def _describe(self) -> pa.Schema:
+        connection = self.DIALECT.connect(self.config)
         try:
-            schema = self.DIALECT.describe(connection, self.query, self.source)
-        except Exception as exc:
-            raise ConnectorError(
-                f"Describing `{self.source}` on `{self.config.describe()}` failed: "
-                f"{type(exc).__name__}: {self.config.redact(first_line(exc))}"
-            ) from None
+            return self.DIALECT.describe(connection, self.query, self.source)
         finally:
             connection.close()
-        return schema.empty_table()
 
     def expand(self, pbegin):
         plan = PlanRangesFn(

@@ -222,15 +222,22 @@ def copy_parts(parts: list[Part], out: BinaryIO) -> None:
 
 
 def discard_folder(folder: str) -> None:
-    """Remove a staging folder, and the shared staging parent when it is left empty (a folder
-    on a Beam file system, `gs://...`, is removed file by file)."""
-    if "://" in folder:
-        from beam_etl.transforms._spill import remove_folder
+    """Remove a staging folder, and the shared staging parent when it is left empty."""
+    remove_tree(folder)
+    if "://" not in folder:
+        remove_if_empty(os.path.dirname(folder))
 
-        remove_folder(folder)
+
+def remove_tree(folder: str) -> None:
+    """Remove a folder and what it holds, local or on a Beam file system (`gs://...`, file by
+    file); a missing one, or one another worker removes at the same time, is fine."""
+    if "://" not in folder:
+        shutil.rmtree(folder, ignore_errors=True)
         return
-    shutil.rmtree(folder, ignore_errors=True)
-    remove_if_empty(os.path.dirname(folder))
+    with contextlib.suppress(Exception):
+        found = FileSystems.match([f"{folder}/*"])[0].metadata_list
+        if found:
+            FileSystems.delete([item.path for item in found])
 
 
 def publish_concatenated(

@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import visible
+from beam_etl.batches import concat_batches, visible
 
 
 def read_locally(
@@ -51,5 +51,20 @@ def read_locally(
         produced.close()
         for stage in stages:
             stage.teardown()
-    table = pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
+    table = concat_batches(batches) if batches else schema.empty_table()
     return table.slice(0, max_rows) if max_rows is not None else table
+
+
+class LocalSample:
+    """Gives a file source `sample()`: its own DoFns (`_local_stages()`) run over its files."""
+
+    _files: list[Any]
+    schema: pa.Schema
+
+    def _local_stages(self) -> list[beam.DoFn]:
+        raise NotImplementedError
+
+    def sample(self, rows: int | None = 10_000) -> pa.Table:
+        """Return the first `rows` rows (None: all) as this source reads them, outside a
+        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
+        return read_locally(self._local_stages(), self._files, rows, self.schema)

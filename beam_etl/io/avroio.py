@@ -33,6 +33,7 @@ from beam_etl.batches import with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument
 from beam_etl.io._files import match_files
+from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 
 CODECS: Final = ("null", "deflate", "bzip2", "xz")
@@ -233,7 +234,7 @@ class _ReadAvroFileFn(beam.DoFn):
             ) from exc
 
 
-class ReadFromAvro(beam.PTransform):
+class ReadFromAvro(LocalSample, beam.PTransform):
     """Read Avro files into Arrow record batches, typed by the files' writer schema.
 
     Bounded. Each file is read by one worker (files are spread over workers), block by block,
@@ -263,13 +264,8 @@ class ReadFromAvro(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._schema
 
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) as this source reads them, outside a
-        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
-        from beam_etl.io._local import read_locally
-
-        stages = [_ReadAvroFileFn(self.label, self._schema, self.batch_rows)]
-        return read_locally(stages, self._files, rows, self.schema)
+    def _local_stages(self) -> list[beam.DoFn]:
+        return [_ReadAvroFileFn(self.label, self._schema, self.batch_rows)]
 
     def expand(self, pbegin):
         return (

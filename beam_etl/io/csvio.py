@@ -38,6 +38,7 @@ from beam_etl.io._files import (
     staging_dir,
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
+from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
@@ -98,7 +99,7 @@ class _ReadRangeFn(beam.DoFn):
         self._rows_read.inc(reader.records)
 
 
-class ReadFromCsv(beam.PTransform):
+class ReadFromCsv(LocalSample, beam.PTransform):
     """Read CSV files into Arrow record batches; bad rows leave through the `error` output.
 
     Bounded. Order within a file is kept inside each batch; batches of one file may arrive in
@@ -188,14 +189,9 @@ class ReadFromCsv(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._settings.schema
 
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) as this source reads them, outside a
-        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
-        from beam_etl.io._local import read_locally
-
+    def _local_stages(self) -> list[beam.DoFn]:
         quote = ord(self._settings.quote_char) if self._settings.quote_char else None
-        stages = [_PlanRangesFn(1 << 62, quote), _ReadRangeFn(self.label, self._settings)]
-        return read_locally(stages, self._files, rows, self.schema)
+        return [_PlanRangesFn(1 << 62, quote), _ReadRangeFn(self.label, self._settings)]
 
     def expand(self, pbegin):
         quote = ord(self._settings.quote_char) if self._settings.quote_char else None

@@ -26,6 +26,7 @@ from beam_etl.batches import with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
 from beam_etl.io._files import match_files
+from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 
 #: Excel's last row is 1,048,576; one is the header.
@@ -186,7 +187,7 @@ class _ReadSheetFn(beam.DoFn):
         return with_origin(batch, path, [number for number, _ in rows])
 
 
-class ReadFromExcel(beam.PTransform):
+class ReadFromExcel(LocalSample, beam.PTransform):
     """Read one sheet of Excel workbooks (.xlsx) into Arrow record batches.
 
     Bounded. Each workbook is read by one worker; rows keep their order within a batch. The
@@ -259,13 +260,8 @@ class ReadFromExcel(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._schema
 
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) as this source reads them, outside a
-        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
-        from beam_etl.io._local import read_locally
-
-        stages = [_ReadSheetFn(self.label, self.sheet, self.header_row, self._kinds, self.timezone)]
-        return read_locally(stages, self._files, rows, self.schema)
+    def _local_stages(self) -> list[beam.DoFn]:
+        return [_ReadSheetFn(self.label, self.sheet, self.header_row, self._kinds, self.timezone)]
 
     def expand(self, pbegin):
         read = _ReadSheetFn(self.label, self.sheet, self.header_row, self._kinds, self.timezone)

@@ -34,6 +34,7 @@ from beam_etl.io._files import (
     replacing,
     staging_dir,
 )
+from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.casting import cast_batch, drop_rows
 from beam_etl.transforms.outputs import WithErrors
@@ -428,7 +429,7 @@ class _ReadFileFn(beam.DoFn):
         self._rows_read.inc(parser.records)
 
 
-class ReadFromJson(beam.PTransform):
+class ReadFromJson(LocalSample, beam.PTransform):
     """Read JSON Lines files, or files holding one JSON array, into Arrow record batches.
 
     Bounded. Every file is read by one worker, whole (compressed files by their extension:
@@ -498,13 +499,8 @@ class ReadFromJson(beam.PTransform):
         """The schema of the output batches (without the hidden origin columns)."""
         return self._settings.output_schema
 
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) as this source reads them, outside a
-        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
-        from beam_etl.io._local import read_locally
-
-        stages = [_ReadFileFn(self.label, self._settings)]
-        return read_locally(stages, self._files, rows, self.schema)
+    def _local_stages(self) -> list[beam.DoFn]:
+        return [_ReadFileFn(self.label, self._settings)]
 
     def expand(self, pbegin):
         parsed = (

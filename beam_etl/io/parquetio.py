@@ -31,6 +31,7 @@ from beam_etl.io._files import (
     publish_folder,
     staging_dir,
 )
+from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.expr import compile_expression, result_type
 
@@ -395,7 +396,7 @@ class _ReadRowGroupFn(beam.DoFn):
                 yield with_origin(batch, path, None)
 
 
-class ReadFromParquet(beam.PTransform):
+class ReadFromParquet(LocalSample, beam.PTransform):
     """Read Parquet files into Arrow record batches, one row group per unit of work.
 
     Bounded. Files are matched and their footers read at construction: the output schema is
@@ -439,13 +440,8 @@ class ReadFromParquet(beam.PTransform):
         names = self._scan.columns or self._scan.schema.names
         return pa.schema([self._scan.schema.field(name) for name in names])
 
-    def sample(self, rows: int | None = 10_000) -> pa.Table:
-        """Return the first `rows` rows (None: all) as this source reads them, outside a
-        pipeline (for previews and `infer-schema`). Rejected rows are left out."""
-        from beam_etl.io._local import read_locally
-
-        stages = [_PlanRowGroupsFn(self._scan), _ReadRowGroupFn(self.label, self._scan)]
-        return read_locally(stages, self._files, rows, self.schema)
+    def _local_stages(self) -> list[beam.DoFn]:
+        return [_PlanRowGroupsFn(self._scan), _ReadRowGroupFn(self.label, self._scan)]
 
     def expand(self, pbegin):
         return (

@@ -185,9 +185,9 @@ class CheckUnique(beam.PTransform):
         return schema
 
     def expand(self, batches):
-        from beam_etl.transforms._spill import can_spill
+        from beam_etl.transforms._spill import use_spill
 
-        if self.spill or (self.spill is None and can_spill(batches, self.spill_dir)):
+        if use_spill(batches, self.spill_dir, self.spill):
             return self._by_spill(batches)
         output, error, rows, duplicates = self._by_key_counts(batches)
         self.results = self._results(rows, duplicates)

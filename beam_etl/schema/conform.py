@@ -119,11 +119,11 @@ def constraint_checks(schema: Schema) -> list[RowCheck]:
             bounds = {k: c[k] for k in ("min", "max") if c.get(k) is not None}
             configs.append(("range", {"check": "range", **bounds}))
         if c.get("pattern") is not None:
-            configs.append(("pattern", {"check": "regex", "pattern": c["pattern"]}))
-            configs[-1][1]["full_match"] = True
+            regex = {"check": "regex", "pattern": c["pattern"], "full_match": True}
+            configs.append(("pattern", regex))
         if c.get("allowed_values") is not None:
-            configs.append(("allowed_values", {"check": "allowed_values"}))
-            configs[-1][1]["values"] = list(c["allowed_values"])
+            allowed = {"check": "allowed_values", "values": list(c["allowed_values"])}
+            configs.append(("allowed_values", allowed))
         if c.get("min_length") is not None or c.get("max_length") is not None:
             lengths = {
                 k: c[f"{k}_length"] for k in ("min", "max") if c.get(f"{k}_length") is not None
@@ -165,9 +165,9 @@ def _check_constraints(
 def conform_batch(
     schema: Schema,
     mode: str,
+    checks: tuple[RowCheck, ...],
     batch: pa.RecordBatch,
     step: str,
-    checks: tuple[RowCheck, ...] = (),
 ) -> BatchResult:
     """Return `batch` conformed to `schema` under `mode`, and dead letters of rows that do not fit.
 
@@ -261,10 +261,4 @@ class ConformToSchema(BatchStep):
         return pa.schema(fields)
 
     def batch_function(self):
-        return functools.partial(_conform, self.schema, self.mode, self.checks)
-
-
-def _conform(
-    schema: Schema, mode: str, checks: tuple[RowCheck, ...], batch: pa.RecordBatch, step: str
-) -> BatchResult:
-    return conform_batch(schema, mode, batch, step, checks)
+        return functools.partial(conform_batch, self.schema, self.mode, self.checks)

@@ -18,6 +18,7 @@ CSV. An empty table or query still gives its columns and types.
 """
 
 import itertools
+import os
 from typing import Any, Final
 
 import pyarrow as pa
@@ -180,6 +181,11 @@ def schema_of_sample(
     return Schema(tuple(fields), (), tuple(keys))
 
 
+def _check_format(output_format: str) -> None:
+    if output_format not in ("json", "yaml"):
+        raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
+
+
 def _check_sample_rows(sample_rows: int | None) -> None:
     if sample_rows is not None and sample_rows < 1:
         raise ValueError(f"`sample_rows` must be at least 1 (or None for all), not `{sample_rows}`")
@@ -194,24 +200,18 @@ def infer_schema_text(
         ValueError: `output_format` is not `json` or `yaml`.
         ConnectorError: the file cannot be read or parsed.
     """
-    if output_format not in ("json", "yaml"):
-        raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
-    schema = infer_schema(path, sample_rows=sample_rows, **options)
-    return schema_text(schema, output_format)
+    _check_format(output_format)  # before reading anything
+    return schema_text(infer_schema(path, sample_rows=sample_rows, **options), output_format)
 
 
 def schema_text(schema: Schema, output_format: str = "json") -> str:
     """Return `schema` as JSON or YAML text, as `infer-schema` prints it."""
-    if output_format not in ("json", "yaml"):
-        raise ValueError(f"`output_format` must be json or yaml, not `{output_format}`")
+    _check_format(output_format)
     if output_format == "json":
         return schema.to_json() + "\n"
     import yaml
 
     return yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True)
-
-
-_COMPRESSIONS: Final = (".gz", ".bz2", ".zst", ".xz", ".deflate")
 
 
 def reader_for_path(path: str) -> Any:
@@ -221,9 +221,9 @@ def reader_for_path(path: str) -> Any:
     Raises:
         ConnectorError: no file matches `path`.
     """
-    name = path.lower()
-    for suffix in _COMPRESSIONS:
-        name = name.removesuffix(suffix)
+    from beam_etl.io._compressed import is_compressed
+
+    name = os.path.splitext(path)[0].lower() if is_compressed(path) else path.lower()
     if name.endswith((".json", ".jsonl", ".ndjson")):
         from beam_etl.io.jsonio import ReadFromJson
 

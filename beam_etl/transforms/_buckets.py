@@ -95,15 +95,23 @@ def text_hash(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.where(valid, _avalanche(hashes), _NULL)
 
 
-def row_hash(data: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """Return a stable 64-bit hash of every row's visible, non-nested values."""
+def columns_hash(data: pa.RecordBatch | pa.Table, columns: list[str]) -> np.ndarray:
+    """Return a stable 64-bit hash of every row's values in `columns` (in that order)."""
     combined = np.zeros(data.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for field in data.schema:
-            if field.name.startswith(HIDDEN_PREFIX) or pa.types.is_nested(field.type):
-                continue
-            combined = combined * np.uint64(1000003) ^ text_hash(data.column(field.name))
-    return _avalanche(combined)
+        for column in columns:
+            combined = combined * np.uint64(1000003) ^ text_hash(data.column(column))
+    return combined
+
+
+def row_hash(data: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """Return a stable 64-bit hash of every row's visible, non-nested values."""
+    shown = [
+        field.name
+        for field in data.schema
+        if not (field.name.startswith(HIDDEN_PREFIX) or pa.types.is_nested(field.type))
+    ]
+    return _avalanche(columns_hash(data, shown))
 
 
 def tie_hash(data: pa.RecordBatch | pa.Table) -> pa.Array | None:
@@ -124,11 +132,7 @@ def tie_hash(data: pa.RecordBatch | pa.Table) -> pa.Array | None:
 
 def key_buckets(batch: pa.RecordBatch, columns: list[str], buckets: int) -> np.ndarray:
     """Return the bucket (0 .. buckets-1) of every row, from a stable hash of its key columns."""
-    combined = np.zeros(batch.num_rows, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column in columns:
-            combined = combined * np.uint64(1000003) ^ text_hash(batch.column(column))
-    return (combined % np.uint64(buckets)).astype(np.int64)
+    return (columns_hash(batch, columns) % np.uint64(buckets)).astype(np.int64)
 
 
 def decoded(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -16,7 +16,6 @@ The spill folder must be reachable by every worker: a local folder for the local
 
 import contextlib
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, concat_batches
 from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.io._files import remove_tree
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.transforms._buckets import split_by_key, tie_hash
 
@@ -58,13 +58,15 @@ def spill_folder(spill_dir: str | None, label: str) -> str:
     return f"{base.rstrip('/')}/{label.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
 
 
-def can_spill(pcoll: Any, spill_dir: str | None) -> bool:
-    """Whether spilling is the default for `pcoll`: in the global window (batch data), and a
-    `spill_dir` is given or the pipeline runs on this machine."""
+def use_spill(pcoll: Any, spill_dir: str | None, spill: bool | None) -> bool:
+    """Whether to spill `pcoll`: when `spill` says so, else by default in the global window
+    (batch data) when a `spill_dir` is given or the pipeline runs on this machine."""
     from apache_beam.transforms.window import GlobalWindows
 
     from beam_etl.runner import runs_locally
 
+    if spill is not None:
+        return spill
     if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
         return False
     return spill_dir is not None or runs_locally(pcoll.pipeline)
@@ -202,7 +204,7 @@ class _ReadBackFn(beam.DoFn):
             try:
                 self._check([value for gate in gates for value in gate])
             except Exception:
-                _remove_folder([], self._folder)  # the run stops here: nothing to read back
+                remove_folder(self._folder)  # the run stops here: nothing to read back
                 raise
         entries = list(chosen[path])
         rows = np.concatenate([r for r, _ in entries]) if entries else np.zeros(0, np.int64)
@@ -214,13 +216,15 @@ class _ReadBackFn(beam.DoFn):
         first = 0
         for batch in pa.ipc.open_stream(self._open(path)):
             n = batch.num_rows
-            hit = np.isin(np.arange(first, first + n), rows) if len(rows) else None
-            if hit is not None and self._action != "keep" and hit.any():
+            # `rows` is sorted: this batch's chosen rows are one run of it.
+            low, high = np.searchsorted(rows, [first, first + n])
+            if high > low and self._action != "keep":
+                hit = np.zeros(n, dtype=bool)
+                hit[rows[low:high] - first] = True
                 if self._action == "drop":
-                    self._dropped.inc(int(hit.sum()))
+                    self._dropped.inc(int(high - low))
                 else:
-                    found = np.searchsorted(rows, np.flatnonzero(hit) + first)
-                    messages = [notes[i] for i in found]
+                    messages = notes[low:high]
                     for letter in rejects_from_mask(
                         batch,
                         pa.array(hit),
@@ -250,15 +254,9 @@ def _remove_folder(_done: list[str], folder: str) -> None:
 
 def remove_folder(folder: str) -> None:
     """Remove a spill folder, local or on a Beam file system; a missing one is fine."""
-    if not _is_local(folder):
-        with contextlib.suppress(Exception):  # already gone, or removed by another worker
-            found = FileSystems.match([f"{folder}/*"])[0].metadata_list
-            if found:
-                FileSystems.delete([item.path for item in found])
-        return
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
     parent = os.path.dirname(folder)
-    if os.path.basename(parent) == _DEFAULT_BASE:
+    if _is_local(folder) and os.path.basename(parent) == _DEFAULT_BASE:
         with contextlib.suppress(OSError):  # not empty: another transform spills there
             os.rmdir(parent)
 

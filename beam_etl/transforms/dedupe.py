@@ -94,8 +94,7 @@ def losers(
     """Return the spilled rows (`PART`, `ROW`) of `keys` that are not survivors."""
     from beam_etl.transforms._spill import CONTENT, PART, ROW
 
-    tiebreak = [CONTENT] if CONTENT in keys.column_names else []
-    winners = survivor_indices(keys, columns, keep, order_by, tiebreak)
+    winners = survivor_indices(keys, columns, keep, order_by, [CONTENT])  # when present
     lost = np.ones(keys.num_rows, dtype=bool)
     lost[winners.to_numpy()] = False
     return keys.select([PART, ROW]).filter(pa.array(lost)), []
@@ -195,11 +194,9 @@ class DropDuplicates(beam.PTransform):
         return schema
 
     def expand(self, batches):
-        if self.columns and (
-            self.spill or (self.spill is None and self._spill_by_default(batches))
-        ):
-            from beam_etl.transforms._spill import SpillByKey, spill_folder
+        from beam_etl.transforms._spill import SpillByKey, spill_folder, use_spill
 
+        if self.columns and use_spill(batches, self.spill_dir, self.spill):
             select = functools.partial(losers, self.columns, self.keep, self.order_by)
             # `staging`: the CLI removes it after a failed run (a successful one removes it).
             self.staging = spill_folder(self.spill_dir, self.label)
@@ -221,8 +218,3 @@ class DropDuplicates(beam.PTransform):
                 _DedupeBucketFn(self.label, self.columns, self.keep, self.order_by, self.batch_rows)
             )
         )
-
-    def _spill_by_default(self, batches) -> bool:
-        from beam_etl.transforms._spill import can_spill
-
-        return can_spill(batches, self.spill_dir)
