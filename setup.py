@@ -19,7 +19,7 @@ setup(
     description="ETL framework on Apache Beam with Arrow record batches between steps",
     long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["beam_etl", "beam_etl.*"]),
     package_data={"beam_etl": ["demo/*.yaml", "demo/*.csv", "py.typed"]},
     install_requires=[

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from beam_etl.errors import PipelineFailedError
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
@@ -99,7 +99,7 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
 
     options, runner_name = _pipeline_options(beam_args)
     runner = resolve(runner_name)
-    started, clock = datetime.now(timezone.utc), time.monotonic()
+    started, clock = datetime.now(UTC), time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     checks_path = f"{report_path}.checks.jsonl"
     plan.build(pipeline, checks_path)
@@ -126,7 +126,7 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
         spec=os.path.abspath(plan.spec.source),
         status="succeeded" if error is None else "failed",
         started_at=started.isoformat(),
-        ended_at=datetime.now(timezone.utc).isoformat(),
+        ended_at=datetime.now(UTC).isoformat(),
         elapsed_seconds=round(time.monotonic() - clock, 3),
         runner=runner_name if isinstance(runner, str) else type(runner).__name__,
         steps=steps,

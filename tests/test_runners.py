@@ -8,6 +8,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from dbfixtures import pg_connect
 
 SPEC = """\
 name: runners
@@ -120,10 +121,8 @@ def pg_table():
     """A PostgreSQL table of 20,000 rows on the test server, dropped afterwards."""
     import uuid
 
-    import psycopg2
-
     name = f"runners_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test")
+    connection = pg_connect()
     with connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, v double precision, s text)")
         cursor.execute(

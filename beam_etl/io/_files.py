@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
 import apache_beam as beam
@@ -36,7 +36,7 @@ Part = tuple[str, int]  # (staged file path, rows in it)
 
 def new_run_id() -> str:
     """Return a fresh run id: UTC time plus a random suffix, sortable and unique."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
 def match_files(pattern: str | list[str]) -> list[tuple[str, int]]:

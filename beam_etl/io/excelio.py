@@ -11,7 +11,7 @@ keeps date-times to the millisecond.
 """
 
 from collections.abc import Iterator
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
 
@@ -277,7 +277,7 @@ def excel_value(value: Any) -> Any:
     """Return `value` as openpyxl can store it: see `WriteToExcel` for the conversions."""
     if value is None or isinstance(value, (bool, int, float, date, time)):
         if isinstance(value, datetime) and value.tzinfo is not None:
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
+            return value.astimezone(UTC).replace(tzinfo=None)
         return value
     if isinstance(value, str):
         return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)

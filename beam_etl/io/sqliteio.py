@@ -9,7 +9,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 import apache_beam as beam
@@ -82,7 +82,7 @@ class _PublishSqlite:
                 self._load(connection, parts)
                 connection.execute(
                     f"INSERT INTO {quote_identifier(LEDGER_TABLE)} VALUES (?, ?, ?, ?)",
-                    (self.run_id, self.table, rows, datetime.now(timezone.utc).isoformat()),
+                    (self.run_id, self.table, rows, datetime.now(UTC).isoformat()),
                 )
             connection.execute("COMMIT")
         except BaseException:

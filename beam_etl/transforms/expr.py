@@ -178,9 +178,7 @@ def _temporal_literal(keyword: _Token, token: _Token) -> _Ast:
         raise _syntax(token.pos, f"invalid {keyword.text.lower()} `{token.value}`") from None
     if value.tzinfo is None:
         return _literal_ast(keyword.pos, value, pa.timestamp("us"))
-    return _literal_ast(
-        keyword.pos, value.astimezone(datetime.timezone.utc), pa.timestamp("us", "UTC")
-    )
+    return _literal_ast(keyword.pos, value.astimezone(datetime.UTC), pa.timestamp("us", "UTC"))
 
 
 class _Parser:

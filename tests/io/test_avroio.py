@@ -18,7 +18,7 @@ from beam_etl.io.avroio import ReadFromAvro, WriteToAvro, arrow_schema_of, avro_
 from beam_etl.metrics import NAMESPACE
 from beam_etl.runner import LocalRunner
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BATCH = pa.record_batch(
     {
         "id": pa.array([1, 2, 3], pa.int64()),

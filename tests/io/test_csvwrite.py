@@ -15,7 +15,7 @@ from beam_etl.batches import with_origin
 from beam_etl.io.csvio import ReadFromCsv, WriteToCsv
 from beam_etl.runner import LocalRunner
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BATCH = pa.record_batch(
     {
         "id": pa.array([1, 2, 3], pa.int64()),

@@ -17,7 +17,7 @@ from beam_etl.errors import ConnectorError
 from beam_etl.io.excelio import ReadFromExcel, WriteToExcel, unify_kinds
 from beam_etl.runner import LocalRunner
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BATCH = pa.record_batch(
     {
         "id": pa.array([1, 2, 3], pa.int64()),

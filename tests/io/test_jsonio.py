@@ -19,7 +19,7 @@ from beam_etl.errors import ConnectorError
 from beam_etl.io.jsonio import ReadFromJson, WriteToJson
 from beam_etl.runner import LocalRunner
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 ROWS = [
     {
         "id": 1,

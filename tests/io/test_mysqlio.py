@@ -24,7 +24,7 @@ from beam_etl.io.mysqlio import ReadFromMySql, WriteToMySql, connect, is_transie
 from beam_etl.runner import LocalRunner
 
 DB = {"database": "test"}
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 @pytest.fixture

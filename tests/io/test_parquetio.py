@@ -17,7 +17,7 @@ from beam_etl.errors import ConnectorError, ExpressionError
 from beam_etl.io.parquetio import ReadFromParquet, WriteToParquet, partition_segment
 from beam_etl.runner import LocalRunner
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 ROWS = [
     {
         "id": 1,

@@ -27,7 +27,7 @@ BATCH = pa.record_batch(
         ),
         "day": pa.array([datetime.date(2024, 1, 31), None, datetime.date(1999, 12, 31)]),
         "at": pa.array(
-            [datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc), None, None],
+            [datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.UTC), None, None],
             pa.timestamp("us", tz="UTC"),
         ),
         "ok": pa.array([True, None, False]),

@@ -3,12 +3,13 @@
 import io
 import json
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import fastavro
 import pyarrow as pa
 import pytest
+from dbfixtures import my_connect, pg_connect
 
 from beam_etl.schema.convert import from_avro, to_avro
 from beam_etl.schema.ddl import (
@@ -122,8 +123,8 @@ def test_arrow_avro_arrow_round_trip_is_lossless_and_fastavro_writes_it():
         "ok": True,
         "day": date(2024, 1, 31),
         "t_s": datetime(2024, 1, 31, 12),
-        "t_utc": datetime(2024, 1, 31, 12, tzinfo=timezone.utc),
-        "t_zone": datetime(2024, 1, 31, 12, tzinfo=timezone.utc),
+        "t_utc": datetime(2024, 1, 31, 12, tzinfo=UTC),
+        "t_zone": datetime(2024, 1, 31, 12, tzinfo=UTC),
         "t_ns": None,
         "raw": b"\x00",
         "tags": ["a", None],
@@ -198,8 +199,7 @@ def test_sqlite_ddl_round_trips_through_the_catalog(tmp_path):
 
 
 def test_postgres_ddl_round_trips_through_the_catalog():
-    psycopg2 = pytest.importorskip("psycopg2")
-    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test")
+    connection = pg_connect()
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute('DROP TABLE IF EXISTS "schema_round trip"')
@@ -213,8 +213,7 @@ def test_postgres_ddl_round_trips_through_the_catalog():
 
 
 def test_mysql_ddl_round_trips_through_the_catalog():
-    pymysql = pytest.importorskip("pymysql")
-    connection = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+    connection = my_connect(autocommit=True)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS schema_round_trip")
         cursor.execute(to_ddl(PLAIN, "schema_round_trip", "mysql", allow_lossy=True))
