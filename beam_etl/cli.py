@@ -8,8 +8,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from beam_etl.errors import PipelineFailedError
+from beam_etl.errors import BeamEtlError, PipelineFailedError
+from beam_etl.io._publish import publish_all
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
+from beam_etl.runs import RunFolders
 from beam_etl.spec import Plan, load_plan
 from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
 
@@ -86,40 +88,62 @@ def failure_message(exc: BaseException, redact) -> str:
     return redact(f"{kind.rsplit('.', 1)[-1]}: {message.strip()}")
 
 
-def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> RunReport:
-    """Run the plan; write and return the report.
+def execute(
+    plan: Plan, beam_args: list[str], run_id: str, report_path: str, *, work_dir: str | None = None
+) -> RunReport:
+    """Run the plan, decide the verdict, then publish every sink; write and return the report.
+
+    Sinks only prepare while the pipeline runs (see `beam_etl.io._publish`): nothing is
+    published unless the run finished, every count adds up and no quality gate failed.
+    `work_dir` holds the run's pending publishes and its list of staging folders (default:
+    `.beam_etl/` beside the report); runs killed earlier are cleaned up from there.
 
     Raises:
-        PipelineFailedError: the run failed or its counts do not add up (report written).
+        PipelineFailedError: the run failed, its counts do not add up or a sink could not
+            publish (report written).
     """
     import apache_beam as beam
 
-    from beam_etl.io._files import discard_staging
+    from beam_etl.io._publish import deferred_publishing
     from beam_etl.runner import resolve
 
     options, runner_name = _pipeline_options(beam_args)
     runner = resolve(runner_name)
     started, clock = datetime.now(UTC), time.monotonic()
+    runs = RunFolders(
+        work_dir or os.path.join(os.path.dirname(os.path.abspath(report_path)), ".beam_etl")
+    )
+    runs.sweep()
+    run_dir = runs.start(run_id)
+    pending = os.path.join(run_dir, "pending")
     pipeline = beam.Pipeline(runner=runner, options=options)
     checks_path = f"{report_path}.checks.jsonl"
-    plan.build(pipeline, checks_path)
-    error, result = None, None
+    with deferred_publishing(pending):
+        plan.build(pipeline, checks_path)
+    runs.remember_staging(run_dir, plan.transforms.values())
+    error, result, outcome = None, None, None
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as exc:  # any failure inside the run: report it, then fail the run
-        error = failure_message(exc, plan.loaded.redact)
-        discard_staging(plan.transforms.values())
-    names = [node.name for node in plan.ordered]
-    steps = step_reports(
-        plan.ordered,
-        counters(result) if result is not None else {},
-        step_seconds(result, names) if result is not None else {},
-        plan.transforms,
-    )
-    balanced = error is None and all(step.balanced for step in steps)
-    if error is None and not balanced:
-        error = "Row counts do not add up: " + ", ".join(s.name for s in steps if not s.balanced)
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as exc:  # any failure inside the run: report it, then fail the run
+            error = failure_message(exc, plan.loaded.redact)
+        names = [node.name for node in plan.ordered]
+        steps = step_reports(
+            plan.ordered,
+            counters(result) if result is not None else {},
+            step_seconds(result, names) if result is not None else {},
+            plan.transforms,
+        )
+        quality = _quality(checks_path, report_path)
+        error = error or verdict(steps, pending, quality)
+        if error is None:
+            try:
+                outcome = publish_all(pending)
+            except BeamEtlError as exc:
+                error = plan.loaded.redact(str(exc))
+    finally:
+        runs.finish(run_dir)  # pending publishes not made, and their staging, are discarded
     report = RunReport(
         run_id=run_id,
         pipeline=plan.spec.name,
@@ -130,15 +154,36 @@ def execute(plan: Plan, beam_args: list[str], run_id: str, report_path: str) -> 
         elapsed_seconds=round(time.monotonic() - clock, 3),
         runner=runner_name if isinstance(runner, str) else type(runner).__name__,
         steps=steps,
-        conservation_ok=error is None or all(step.balanced for step in steps),
+        conservation_ok=all(step.balanced for step in steps),
         error=error,
+        published=outcome.published if outcome else [],
+        already_published=outcome.skipped if outcome else [],
     )
-    report.quality = _quality(checks_path, report_path)
+    report.quality = quality
     report.write(report_path)
     if error is not None:
         print(report.summary(), file=sys.stderr)
         raise PipelineFailedError(f"{error} (report: {report_path})")
     return report
+
+
+def verdict(steps: list, pending: str, quality: dict | None) -> str | None:
+    """Return why the run must not publish (counts that do not add up, a failed quality
+    check), or None when every sink may publish."""
+    from beam_etl.io._publish import vetoes
+
+    unbalanced = [s.name for s in steps if not s.balanced]
+    if unbalanced:
+        return "Row counts do not add up: " + ", ".join(unbalanced) + "; nothing was published"
+    reasons = [r for found in vetoes(pending).values() for r in found]
+    for check in (quality or {}).get("checks", []):
+        if check.get("outcome") == "failed":
+            reasons.append(
+                f"`{check.get('check')}` of step `{check.get('step')}`: {check.get('message')}"
+            )
+    if reasons:
+        return f"A quality check failed: {'; '.join(dict.fromkeys(reasons))}; nothing was published"
+    return None
 
 
 def _quality(checks_path: str, report_path: str) -> dict | None:

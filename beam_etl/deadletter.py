@@ -120,10 +120,14 @@ class WriteToDeadLetters(beam.PTransform):
         self.run_id = run_id or new_run_id()
 
     def expand(self, letters):
-        from beam_etl.io._files import PublishSingleFile
+        from beam_etl.io._files import DEAD_LETTERS, PublishSingleFile
 
         publish = PublishSingleFile(
-            self.path, label=self.label, sort_key=_by_origin, render=_JsonLine(self.run_id)
+            self.path,
+            label=self.label,
+            sort_key=_by_origin,
+            render=_JsonLine(self.run_id),
+            order=DEAD_LETTERS,
         )
         written = letters | "Publish" >> publish
         self.staging = publish.staging

@@ -16,6 +16,7 @@ ROWS_REJECTED: Final = "rows_rejected"
 ROWS_DROPPED: Final = "rows_dropped"
 ROWS_READ: Final = "rows_read"
 ROWS_WRITTEN: Final = "rows_written"
+ALREADY_PUBLISHED: Final = "already_published"  # 1 when a sink found its run id published
 BATCHES: Final = "batches"
 ACTIVE_MSECS: Final = "active_msecs"
 

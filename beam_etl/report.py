@@ -59,6 +59,8 @@ class RunReport:
     conservation_ok: bool = True
     error: str | None = None
     quality: dict[str, Any] | None = None
+    published: list[str] = field(default_factory=list)  # sinks published by this run
+    already_published: list[str] = field(default_factory=list)  # published before: skipped
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -87,6 +89,8 @@ class RunReport:
             )
         read = sum(s.rows_in for s in self.steps if s.kind == SOURCE)
         rejected = sum(s.rows_rejected for s in self.steps)
+        for name in self.already_published:
+            lines.append(f"{name}: run {self.run_id} was already published there: skipped")
         lines.append(
             f"run {self.run_id} {self.status} in {self.elapsed_seconds:.1f} s: {read:,} rows read, "
             f"{rejected:,} rejected"

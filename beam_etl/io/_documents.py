@@ -19,7 +19,14 @@ import pyarrow as pa
 
 from beam_etl.batches import dumps, json_safe
 from beam_etl.errors import ConnectorError
-from beam_etl.io._files import Part, StageAndPublish, discard_folder, replacing, staging_dir
+from beam_etl.io._files import (
+    Part,
+    StageAndPublish,
+    check_file_target,
+    discard_folder,
+    replacing,
+    staging_dir,
+)
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 
 #: Renders batches conforming to a schema into the file at the given (temporary) path.
@@ -66,15 +73,13 @@ class _PublishDocument:
         self.sink = sink
         self.max_rows = max_rows
 
+    def prepare(self, parts: list[Part]) -> None:
+        """Fail the run (nothing published) when the file cannot hold the input or be written."""
+        self._check_rows(parts)
+        check_file_target(self.path)
+
     def __call__(self, parts: list[Part]) -> int:
-        rows = sum(count for _, count in parts)
-        if self.max_rows is not None and rows > self.max_rows:
-            self._discard_staging()
-            raise ConnectorError(
-                f"`{self.sink}` holds at most {self.max_rows:,} rows (`max_rows`); the input "
-                f"has {rows:,}: write Parquet or CSV instead (nothing was written to "
-                f"`{self.path}`)"
-            )
+        rows = self._check_rows(parts)
         try:
             with replacing(self.path) as temporary:
                 schema = parts_schema(parts)
@@ -86,6 +91,17 @@ class _PublishDocument:
                 f"`{self.sink}` cannot write `{self.path}`: {type(exc).__name__}: {exc}"
             ) from exc
         self._discard_staging()
+        return rows
+
+    def _check_rows(self, parts: list[Part]) -> int:
+        rows = sum(count for _, count in parts)
+        if self.max_rows is not None and rows > self.max_rows:
+            self._discard_staging()
+            raise ConnectorError(
+                f"`{self.sink}` holds at most {self.max_rows:,} rows (`max_rows`); the input "
+                f"has {rows:,}: write Parquet or CSV instead (nothing was written to "
+                f"`{self.path}`)"
+            )
         return rows
 
     def _discard_staging(self) -> None:

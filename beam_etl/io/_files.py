@@ -25,7 +25,21 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl.errors import CheckFailedError, ConnectorError
+from beam_etl.io._publish import (
+    DEAD_LETTERS,
+    FILES,
+    Pending,
+    discard_folder,
+    fault_point,
+    pending_folder,
+    record,
+    remove_if_empty,
+    remove_tree,
+    veto,
+)
 from beam_etl.metrics import ROWS_WRITTEN, step_counter
+
+__all__ = ["DEAD_LETTERS", "discard_folder", "remove_if_empty", "remove_tree"]
 
 SUCCESS_MARKER: Final = "_SUCCESS"
 STAGING_DIR: Final = ".beam_etl-staging"
@@ -111,28 +125,61 @@ class StageFn(beam.DoFn):
 
 
 class _PublishFn(beam.DoFn):
-    def __init__(self, publish: Callable[[list[Part]], int], step: str) -> None:
+    """Publishes the staged parts at once, or (under `deferred_publishing`) prepares them and
+    records a pending publish for the launcher (see `io/_publish.py`)."""
+
+    def __init__(
+        self,
+        publish: Callable[[list[Part]], int],
+        step: str,
+        *,
+        folder: str,
+        pending: str | None,
+        order: int,
+    ) -> None:
         self._publish = publish
         self._step = step
+        self._folder = folder
+        self._pending = pending
+        self._order = order
 
     def process(self, parts: list[Part], gates=()):
-        check_gates(gates, self._step)
-        written = self._publish(sorted(parts))
+        parts = sorted(parts)
+        failed = gate_failures(gates)
+        if self._pending is None:
+            check_gates(gates, self._step)
+            written = self._publish(parts)
+        elif failed:  # the launcher's verdict reads the veto; the run keeps its counts
+            veto(self._pending, self._step, failed)
+            written = sum(rows for _, rows in parts)
+        else:
+            prepare = getattr(self._publish, "prepare", None)
+            if prepare is not None:
+                prepare(parts)  # a target that cannot be written fails the run, not the publish
+            pending = Pending(self._step, self._order, self._publish, parts, self._folder)
+            record(self._pending, pending)
+            fault_point("after_prepare")
+            written = sum(rows for _, rows in parts)
         step_counter(self._step, ROWS_WRITTEN).inc(written)
         yield written
 
 
-def check_gates(gates, step: str) -> None:
-    """Raise `CheckFailedError` if any gate failed: it says `passed: False`, or (a quality
-    check result) `outcome: failed`. Every sink calls this before it publishes anything."""
-    failed = [
-        gate
+def gate_failures(gates) -> list[str]:
+    """Return the messages of the gates that failed: they say `passed: False`, or (a quality
+    check result) `outcome: failed`."""
+    return [
+        str(getattr(gate, "message", gate))
         for gate in gates
         if getattr(gate, "passed", True) is False or getattr(gate, "outcome", "") == "failed"
     ]
+
+
+def check_gates(gates, step: str) -> None:
+    """Raise `CheckFailedError` if any gate failed. Every sink that publishes at once calls
+    this before it publishes anything (deferred sinks record a veto instead)."""
+    failed = gate_failures(gates)
     if failed:
-        reasons = "; ".join(str(getattr(gate, "message", gate)) for gate in failed)
-        raise CheckFailedError(f"Nothing published by `{step}`: {reasons}")
+        raise CheckFailedError(f"Nothing published by `{step}`: {'; '.join(failed)}")
 
 
 class StageAndPublish(beam.PTransform):
@@ -140,6 +187,9 @@ class StageAndPublish(beam.PTransform):
 
     `gates`: PCollections of check results (objects with `passed` and `message`); when
     given, publishing waits for all of them and publishes nothing if any failed.
+    Built inside `deferred_publishing(folder)` (the CLI does), the sink only prepares and
+    records a pending publish; the launcher publishes after the run's verdict. `order` is the
+    publishing order of that record (`FILES`, `DEAD_LETTERS`), None to always publish at once.
     Input: a PCollection, or a tuple of them (each staged where it is produced).
     Output: a PCollection with one element, the number of rows published.
     """
@@ -152,6 +202,7 @@ class StageAndPublish(beam.PTransform):
         *,
         step: str,
         gates: tuple = (),
+        order: int | None = FILES,
     ) -> None:
         super().__init__()
         self._make_writer = make_writer
@@ -159,6 +210,7 @@ class StageAndPublish(beam.PTransform):
         self._publish = publish
         self._step = step
         self._gates = tuple(gates)
+        self._order = order
 
     def expand(self, pcoll):
         # Several inputs are staged each where it is produced, then only the parts meet: a
@@ -171,7 +223,13 @@ class StageAndPublish(beam.PTransform):
             staged = [p | f"Stage{i}" >> beam.ParDo(stage) for i, p in enumerate(inputs)]
             staged = tuple(staged) | "MergeParts" >> beam.Flatten()
         parts = staged | "AwaitBundles" >> beam.combiners.ToList()
-        publish = _PublishFn(self._publish, self._step)
+        publish = _PublishFn(
+            self._publish,
+            self._step,
+            folder=self._folder,
+            pending=pending_folder() if self._order is not None else None,
+            order=self._order or 0,
+        )
         if not self._gates:
             return parts | "Publish" >> beam.ParDo(publish)
         gates = self._gates | "MergeGates" >> beam.Flatten()
@@ -221,25 +279,6 @@ def copy_parts(parts: list[Part], out: BinaryIO) -> None:
             shutil.copyfileobj(part, out)
 
 
-def discard_folder(folder: str) -> None:
-    """Remove a staging folder, and the shared staging parent when it is left empty."""
-    remove_tree(folder)
-    if "://" not in folder:
-        remove_if_empty(os.path.dirname(folder))
-
-
-def remove_tree(folder: str) -> None:
-    """Remove a folder and what it holds, local or on a Beam file system (`gs://...`, file by
-    file); a missing one, or one another worker removes at the same time, is fine."""
-    if "://" not in folder:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    with contextlib.suppress(Exception):
-        found = FileSystems.match([f"{folder}/*"])[0].metadata_list
-        if found:
-            FileSystems.delete([item.path for item in found])
-
-
 def publish_concatenated(
     target: str, folder: str, parts: list[Part], sort_key: Callable[[str], Any] | None = None
 ) -> int:
@@ -273,6 +312,9 @@ class _PublishConcatenated:
     def __call__(self, parts: list[Part]) -> int:
         return publish_concatenated(self.target, self.folder, parts, self.sort_key)
 
+    def prepare(self, parts: list[Part]) -> None:
+        check_file_target(self.target)
+
 
 class PublishSingleFile(beam.PTransform):
     """Write a PCollection of text lines to one file at `path`, atomically, at the end.
@@ -288,12 +330,14 @@ class PublishSingleFile(beam.PTransform):
         label: str,
         sort_key: Callable[[str], Any] | None = None,
         render: Callable[[Any], str] | None = None,
+        order: int | None = FILES,
     ) -> None:
         super().__init__()
         self._path = path
         self._step = label
         self._sort_key = sort_key
         self._render = render
+        self._order = order
 
     def expand(self, lines):
         self.staging = folder = staging_dir(self._path, uuid.uuid4().hex[:12])
@@ -302,6 +346,7 @@ class PublishSingleFile(beam.PTransform):
             folder,
             _PublishConcatenated(self._path, folder, self._sort_key),
             step=self._step,
+            order=self._order,
         )
 
 
@@ -315,14 +360,7 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
     Raises:
         ConnectorError: `target` exists and was not written by beam_etl (it is never deleted).
     """
-    if os.path.exists(target):
-        if not os.path.isdir(target):
-            raise ConnectorError(f"Output path `{target}` exists and is not a folder")
-        if os.listdir(target) and not os.path.exists(os.path.join(target, SUCCESS_MARKER)):
-            raise ConnectorError(
-                f"Refusing to replace `{target}`: it is not empty and has no `{SUCCESS_MARKER}` "
-                "marker from an earlier beam_etl run; choose another path or empty it"
-            )
+    check_folder_target(target)
     assembled = os.path.join(folder, "assembled")
     os.makedirs(assembled)
     for index, (path, _) in enumerate(parts):
@@ -343,18 +381,52 @@ def publish_folder(target: str, folder: str, parts: list[Part], suffix: str, run
     return rows
 
 
+def check_folder_target(target: str) -> None:
+    """Raise `ConnectorError` unless `target` can be replaced by a folder of beam_etl's.
+
+    Called when a sink prepares (so that a run whose target cannot be written publishes
+    nothing) and again when it publishes.
+    """
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise ConnectorError(f"Output path `{target}` exists and is not a folder")
+        if os.listdir(target) and not os.path.exists(os.path.join(target, SUCCESS_MARKER)):
+            raise ConnectorError(
+                f"Refusing to replace `{target}`: it is not empty and has no `{SUCCESS_MARKER}` "
+                "marker from an earlier beam_etl run; choose another path or empty it"
+            )
+    _check_parent(target)
+
+
+def check_file_target(target: str) -> None:
+    """Raise `ConnectorError` unless a file can be written at `target` (not a folder, in a
+    folder that exists or can be made, writable)."""
+    if "://" in target:
+        return  # remote file systems say so when written
+    if os.path.isdir(target):
+        raise ConnectorError(f"Output path `{target}` is a folder; a file is written there")
+    _check_parent(target)
+
+
+def _check_parent(target: str) -> None:
+    if "://" in target:
+        return
+    parent = os.path.dirname(os.path.abspath(target))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConnectorError(f"Cannot write `{target}`: `{existing}` is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConnectorError(f"Cannot write `{target}`: no permission to write in `{existing}`")
+
+
 def discard_staging(transforms) -> None:
     """Remove the staging folders of the given sinks after a failed run (never published)."""
     for transform in transforms:
         folder = getattr(transform, "staging", None)
         if folder:
             discard_folder(folder)
-
-
-def remove_if_empty(path: str) -> None:
-    # Not empty: another sink of this or a concurrent run still stages there.
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
 
 
 def arrow_schema_key(schema: pa.Schema) -> str:

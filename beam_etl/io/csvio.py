@@ -32,6 +32,7 @@ from beam_etl.io._csvscan import split_points
 from beam_etl.io._files import (
     Part,
     StageAndPublish,
+    check_file_target,
     discard_folder,
     match_files,
     replacing,
@@ -242,6 +243,9 @@ class _PublishCsv:
         self._target = target
         self._folder = folder
         self._options = options
+
+    def prepare(self, parts: list[Part]) -> None:
+        check_file_target(self._target)
 
     def __call__(self, parts: list[Part]) -> int:
         compression = self._options["compression"]

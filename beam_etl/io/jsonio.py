@@ -28,6 +28,7 @@ from beam_etl.io._files import (
     BundleWriter,
     Part,
     StageAndPublish,
+    check_file_target,
     copy_parts,
     discard_folder,
     match_files,
@@ -542,6 +543,9 @@ class _PublishJson:
         self._folder = folder
         self._format = file_format
         self._compression = compression
+
+    def prepare(self, parts: list[Part]) -> None:
+        check_file_target(self._target)
 
     def __call__(self, parts: list[Part]) -> int:
         with (

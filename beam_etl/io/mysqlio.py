@@ -271,17 +271,23 @@ class _MyLoad:
         load = [f for f in fields if f.name != self.s["hard_delete"]]
         if schema is None and existing is None:
             return _db.Published(0, 0, [])
+        # MySQL commits DDL at once: a trial (`_db.prepare`) creates a missing table as a
+        # TEMPORARY one and adds no column (a new nullable column refuses no row).
+        trial = bool(self.s.get("trial"))
         if existing is None:
             if not self.s["create_table"]:
                 raise ConnectorError(f"Table `{self.table}` does not exist (create_table: false)")
-            self._create(load)
+            self._create(load, temporary=trial)
         elif schema is not None:
             add, discard = _db.schema_drift(
                 pa.schema(load), list(existing), self.s["drift"], self.table
             )
             for f in add:
                 column = f"{_q(f.name)} {_db.sql_type(f.type, 'mysql')}"
-                self._execute(f"ALTER TABLE {self.target} ADD COLUMN {column}")
+                if not trial:
+                    self._execute(f"ALTER TABLE {self.target} ADD COLUMN {column}")
+            if trial:
+                discard = [*discard, *(f.name for f in add)]
             fields = [f for f in fields if f.name not in discard]
             load = [f for f in load if f.name not in discard]
         names = [f.name for f in load]
@@ -303,7 +309,9 @@ class _MyLoad:
             self._execute(f"CREATE TABLE {new} LIKE {self.target}")
         try:
             result = self._apply(source, new or self.target, names, staged, record=new is None)
-            if new is not None:  # the swap commits at once; a crash before the ledger row
+            if new is not None and trial:
+                self._execute(f"DROP TABLE {new}")
+            elif new is not None:  # the swap commits at once; a crash before the ledger row
                 old = _q(f"_beam_etl_old_{self.token}")  # leads to a re-run, which is harmless
                 self._execute(f"RENAME TABLE {self.target} TO {old}, {new} TO {self.target}")
                 self._record(result.written)
@@ -325,14 +333,15 @@ class _MyLoad:
         found = dict(self.cursor.fetchall())
         return found or None
 
-    def _create(self, load: list[pa.Field]) -> None:
+    def _create(self, load: list[pa.Field], *, temporary: bool = False) -> None:
         keys = self.s["keys"]
         columns = [
             f"{_q(f.name)} {_db.sql_type(f.type, 'mysql', key=f.name in keys)}" for f in load
         ]
         if keys:
             columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
-        self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4")
+        create = "CREATE TEMPORARY TABLE" if temporary else "CREATE TABLE"
+        self._execute(f"{create} {self.target} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4")
 
     def _stage(self, parts: list[Any], fields: list[pa.Field]) -> str:
         stage = _q(f"_beam_etl_stage_{self.token}")
@@ -366,8 +375,20 @@ class _MyLoad:
             self.connection.rollback()
             return False
         self._record(staged)
-        self.connection.commit()
+        self._end(_db.Published(staged, 0, []))
         return True
+
+    def _end(self, result: _db.Published) -> None:
+        """Commit the open transaction, or roll it back when only trying (see `_db.prepare`)."""
+        try:
+            _db.check_expected(result, self.s.get("expect"), self.table)
+        except BaseException:
+            self.connection.rollback()
+            raise
+        if self.s.get("trial"):
+            self.connection.rollback()
+        else:
+            self.connection.commit()
 
     def _local_infile(self) -> bool:
         self._execute("SELECT @@local_infile")
@@ -485,8 +506,9 @@ class _MyLoad:
         written = applied if mode == "insert_only" else candidates - len(rejects)
         if record:
             self._record(written)
-        self.connection.commit()
-        return _db.Published(written, staged - written - len(rejects), rejects)
+        result = _db.Published(written, staged - written - len(rejects), rejects)
+        self._end(result)
+        return result
 
     def _reject(self, source: str, number: int, message: str):
         self._execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} = %s", (number,))
@@ -515,15 +537,20 @@ class _MyPublish:
         self.table = table
         self.settings = settings
 
-    def __call__(self, parts: list[Any]) -> _db.Published:
+    def __call__(
+        self, parts: list[Any], *, commit: bool = True, expect: _db.Published | None = None
+    ) -> _db.Published:
+        """Publish `parts`; with `commit=False`, only try (everything rolled back); with
+        `expect`, publish nothing unless the load does what the trial found."""
+        settings = {**self.settings, "trial": not commit, "expect": expect}
         return _db.with_retries(
-            lambda: self._publish(parts),
+            lambda: self._publish(parts, settings),
             config=self.config,
             is_transient=is_transient,
             what=f"Publishing to `{self.table}`",
         )
 
-    def _publish(self, parts: list[Any]) -> _db.Published:
+    def _publish(self, parts: list[Any], settings: dict[str, Any]) -> _db.Published:
         import hashlib
 
         ledger = _q(_db.LEDGER_TABLE)
@@ -541,8 +568,8 @@ class _MyPublish:
                 done = cursor.fetchone()
                 if done is not None:  # this run was published before: change nothing
                     staged = sum(rows for _, rows in parts)
-                    return _db.Published(done[0], staged - done[0], [])
-                return _MyLoad(connection, self.table, self.settings).run(parts)
+                    return _db.Published(done[0], staged - done[0], [], already=True)
+                return _MyLoad(connection, self.table, settings).run(parts)
         finally:
             connection.close()  # releases the lock and drops the temporary tables
 

@@ -26,6 +26,7 @@ from beam_etl.io._files import (
     BundleWriter,
     Part,
     StageAndPublish,
+    check_folder_target,
     match_files,
     new_run_id,
     publish_folder,
@@ -250,6 +251,9 @@ class _PublishParquet:
         self._run_id = run_id
         self._compression = compression
         self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
+
+    def prepare(self, parts: list[Part]) -> None:
+        check_folder_target(self._path)
 
     def __call__(self, parts: list[Part]) -> int:
         _conform_parts(parts, self._path, self._compression, self._row_group_size)

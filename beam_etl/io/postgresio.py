@@ -360,15 +360,21 @@ class _PgPublish:
         self.table = table
         self.settings = settings  # mode, keys, hard_delete, dedup_sort, create, drift, ...
 
-    def __call__(self, parts: list[Any]) -> _db.Published:
+    def __call__(
+        self, parts: list[Any], *, commit: bool = True, expect: _db.Published | None = None
+    ) -> _db.Published:
+        """Publish `parts`; with `commit=False`, only try (everything rolled back); with
+        `expect`, publish nothing unless the load does what the trial found."""
         return _db.with_retries(
-            lambda: self._transaction(parts),
+            lambda: self._transaction(parts, commit, expect),
             config=self.config,
             is_transient=is_transient,
             what=f"Publishing to `{self.table}`",
         )
 
-    def _transaction(self, parts: list[Any]) -> _db.Published:
+    def _transaction(
+        self, parts: list[Any], commit: bool, expect: _db.Published | None
+    ) -> _db.Published:
         ledger = quote_identifier(_db.LEDGER_TABLE, "postgres")
         staged = sum(rows for _, rows in parts)
         run_id = self.settings["run_id"]
@@ -390,7 +396,7 @@ class _PgPublish:
                 done = cursor.fetchone()
                 if done is not None:  # this run was published before: change nothing
                     connection.rollback()
-                    return _db.Published(done[0], staged - done[0], [])
+                    return _db.Published(done[0], staged - done[0], [], already=True)
                 result = _PgLoad(cursor, self.table, self.settings).run(parts)
                 if result.rejects and self.settings["on_reject"] == "fail":
                     first = "; ".join(f"{r.origin}: {r.message}" for r in result.rejects[:3])
@@ -403,7 +409,11 @@ class _PgPublish:
                     "VALUES (%s, %s, %s, now())",
                     (run_id, self.table, result.written),
                 )
-            connection.commit()
+                _db.check_expected(result, expect, self.table)
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
             return result
         finally:
             connection.close()  # without a commit, closing rolls everything back

@@ -66,7 +66,18 @@ class _PublishSqlite:
         self.folder = folder
         self.run_id = run_id
 
+    def prepare(self, parts: list[Part]) -> None:
+        """Try the load in a transaction that is rolled back: a load that would fail fails
+        the run before anything is published (a database file not there yet is not made)."""
+        if os.path.exists(self.database):
+            self._transaction(parts, commit=False)
+
     def __call__(self, parts: list[Part]) -> int:
+        rows = self._transaction(parts, commit=True)
+        discard_folder(self.folder)
+        return rows
+
+    def _transaction(self, parts: list[Part], *, commit: bool) -> int:
         rows = sum(count for _, count in parts)
         os.makedirs(os.path.dirname(os.path.abspath(self.database)), exist_ok=True)
         connection = sqlite3.connect(self.database, timeout=60, isolation_level=None)
@@ -84,14 +95,13 @@ class _PublishSqlite:
                     f"INSERT INTO {quote_identifier(LEDGER_TABLE)} VALUES (?, ?, ?, ?)",
                     (self.run_id, self.table, rows, datetime.now(UTC).isoformat()),
                 )
-            connection.execute("COMMIT")
+            connection.execute("COMMIT" if commit else "ROLLBACK")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
         finally:
             connection.close()
-        discard_folder(self.folder)
         return rows
 
     def _load(self, connection: sqlite3.Connection, parts: list[Part]) -> None:

@@ -24,6 +24,7 @@ from apache_beam.transforms.util import WaitOn
 from beam_etl.batches import dumps, json_safe
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter, rejects_from_mask
 from beam_etl.errors import BeamEtlError
+from beam_etl.io._publish import pending_folder
 from beam_etl.metrics import ROWS_WRITTEN, step_counter
 from beam_etl.quality.checks import CheckResult
 from beam_etl.transforms.outputs import WithErrors
@@ -62,8 +63,16 @@ def _enforce_all(results: list[CheckResult]) -> None:
         enforce(result)
 
 
+def _deferred() -> bool:
+    """Whether the launcher decides the verdict (see `io/_publish.py`): then a failed check
+    does not stop the pipeline; the sinks veto their publish and the run keeps its counts."""
+    return pending_folder() is not None
+
+
 class _Enforce(beam.PTransform):
     def expand(self, results):
+        if _deferred():
+            return results
         return results | "Enforce" >> beam.Map(enforce)
 
 
@@ -226,7 +235,7 @@ class CheckUnique(beam.PTransform):
             action="reject" if self.reject else "keep",
             reason=DUPLICATE_KEY,
             gate=functools.partial(self._results, enforce=False),
-            check=_enforce_all,
+            check=None if _deferred() else _enforce_all,
         )
         self.results = spilled.gate
         return WithErrors(spilled.output, spilled.error)

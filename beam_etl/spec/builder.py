@@ -79,6 +79,7 @@ def build(
             tuple(results)
             | "QualityResults/Merge" >> beam.Flatten()
             | "QualityResults/ToJson" >> beam.Map(_check_result_json)
-            | "QualityResults/Write" >> PublishSingleFile(checks_path, label="QualityResults")
+            | "QualityResults/Write"
+            >> PublishSingleFile(checks_path, label="QualityResults", order=None)
         )
     return outputs

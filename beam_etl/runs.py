@@ -1,0 +1,94 @@
+"""Run folders: where a run keeps its pending publishes and the list of its staging folders.
+
+Every run gets `<work dir>/runs/<run id>/` holding `owner.json` (process and host), the
+staging folders its sinks use (`staging.json`, written before the pipeline starts) and its
+pending publishes. A run that ends, in success or failure, removes its folder and every
+staging folder it used. A run that was killed (`kill -9`, a lost machine) cannot: the next run
+with the same work dir finds its folder, sees that its process is gone, and removes what it
+left (staged parts of database loads in the temp folder, `.beam_etl-staging/` beside file
+targets, pending publishes). Nothing a killed run staged was published: publishing happens
+after the verdict, from the launching process.
+"""
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterable
+
+from beam_etl.io._publish import discard, discard_folder, remove_tree
+
+_OWNER = "owner.json"
+_STAGING = "staging.json"
+
+
+class RunFolders:
+    """The run folders under one work dir (`.beam_etl/` beside the run report by default)."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.root = os.path.join(work_dir, "runs")
+
+    def start(self, run_id: str) -> str:
+        """Create and return the folder of run `run_id`, owned by this process."""
+        folder = os.path.join(self.root, run_id)
+        if os.path.isdir(folder):
+            discard(os.path.join(folder, "pending"))  # the same run id started again
+        os.makedirs(folder, exist_ok=True)
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        _write_json(os.path.join(folder, _OWNER), owner)
+        return folder
+
+    def remember_staging(self, folder: str, transforms: Iterable) -> None:
+        """Record the staging folders of the built sinks, so a killed run's can be removed."""
+        staging = sorted({t.staging for t in transforms if getattr(t, "staging", None)})
+        _write_json(os.path.join(folder, _STAGING), staging)
+
+    def finish(self, folder: str) -> None:
+        """Remove the run's folder, its pending publishes and every staging folder it used."""
+        discard(os.path.join(folder, "pending"))
+        for staging in _read_json(os.path.join(folder, _STAGING), []):
+            discard_folder(staging)
+        remove_tree(folder)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
+            os.rmdir(os.path.dirname(self.root))
+
+    def sweep(self) -> list[str]:
+        """Remove what runs killed earlier left behind; return their run ids."""
+        if not os.path.isdir(self.root):
+            return []
+        swept = []
+        for run_id in sorted(os.listdir(self.root)):
+            folder = os.path.join(self.root, run_id)
+            owner = _read_json(os.path.join(folder, _OWNER), {})
+            if owner.get("host") == socket.gethostname() and not _alive(owner.get("pid")):
+                self.finish(folder)
+                swept.append(run_id)
+        return swept
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _write_json(path: str, value) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as out:
+        json.dump(value, out)
+    os.replace(temporary, path)
+
+
+def _read_json(path: str, default):
+    try:
+        with open(path, encoding="utf-8") as source:
+            return json.load(source)
+    except (OSError, ValueError):
+        return default
