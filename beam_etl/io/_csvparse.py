@@ -1,25 +1,50 @@
-"""Parsing of CSV byte ranges into Arrow batches and dead letters (used by `csvio`)."""
+"""Parsing of CSV byte ranges into Arrow batches and dead letters (used by `csvio`).
 
-import csv as stdcsv
+Nulls and quoting: an unquoted field equal to one of `null_values` (by default the empty
+field, `NULL`, `null`, `\\N`) is null; a quoted field is never a null marker unless
+`quoted_nulls` is set, so `""` is the empty string in a text column and `"NULL"` the text
+`NULL` (in a column of another type a quoted empty field is then a `cast_failed` value).
+"""
+
 import io
 import logging
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beam_etl.batches import payload_of
 from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._csvscan import iter_record_blocks, last_record_end, masked, scan_records
+from beam_etl.io._compressed import (
+    HEAD_BYTES,
+    Prefixed,
+    Transcoded,
+    check_head,
+    is_ascii_compatible,
+)
+from beam_etl.io._csvscan import (
+    Oversized,
+    Records,
+    Syntax,
+    iter_record_blocks,
+    last_record_end,
+    masked,
+    scan_records,
+)
 from beam_etl.transforms.casting import cast_batch, drop_rows
 
 _LOG = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"
 _PARSE_BLOCK = 4 << 20
+_MAX_PARSE_BLOCK = (1 << 31) - 1  # pyarrow's block size is an int32
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
+_PLAIN_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,42 +59,86 @@ class ParseSettings:
     escape_char: str | None
     encoding: str
     null_values: list[str]
+    quoted_nulls: bool = False
     block_size: int
+    max_record: int = 64 << 20
 
     @property
     def schema(self) -> pa.Schema:
         return pa.schema([(name, self.types[name]) for name in self.names])
 
     @property
+    def syntax(self) -> Syntax:
+        return _syntax(self.delimiter, self.quote_char, self.escape_char)
+
+    @property
+    def transcode(self) -> bool:
+        """The files are decoded to UTF-8 before scanning (UTF-16/32: not ASCII-compatible)."""
+        return not is_ascii_compatible(self.encoding)
+
+    @property
     def is_utf8(self) -> bool:
-        return self.encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+        """The bytes the scanner and pyarrow see are UTF-8 (as read, or once transcoded)."""
+        name = self.encoding.lower().replace("_", "-")
+        return self.transcode or name in ("utf-8", "utf8", "utf-8-sig")
 
 
-def _read_sample(path: str, size: int) -> bytes:
+def _syntax(delimiter: str, quote_char: str | None, escape_char: str | None) -> Syntax:
+    return Syntax(
+        ord(delimiter),
+        ord(quote_char) if quote_char else None,
+        ord(escape_char) if escape_char else None,
+    )
+
+
+def open_text(stream: BinaryIO, path: str, encoding: str) -> BinaryIO:
+    """Check the first bytes of a file (`check_head`) and return a stream of its text from the
+    first byte after any byte-order mark, transcoded to UTF-8 when `encoding` is UTF-16/32.
+
+    Raises:
+        ConnectorError: the file is compressed under a plain name, in another encoding than
+            `encoding`, or binary.
+    """
+    head = stream.read(HEAD_BYTES)
+    check_head(path, head, reader="CSV", encoding=encoding)
+    text: BinaryIO = Prefixed(head, stream)  # type: ignore[assignment]
+    if not is_ascii_compatible(encoding):
+        text = Transcoded(text, encoding, path)  # type: ignore[assignment]
+    start = text.read(len(_BOM))
+    return Prefixed(start.removeprefix(_BOM), text)  # type: ignore[return-value]
+
+
+def _read_sample(path: str, size: int, encoding: str) -> bytes:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     from beam_etl.io._compressed import ChunkStream, is_compressed
 
     if is_compressed(path):
-        return ChunkStream(path, min(size, 1 << 24)).read(size)
+        return open_text(ChunkStream(path, min(size, 1 << 24)), path, encoding).read(size)  # type: ignore[arg-type]
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            return stream.read(size)
+            return open_text(stream, path, encoding).read(size)
+    except ConnectorError:
+        raise
     except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
         raise ConnectorError(f"Cannot read `{path}`: {exc}") from exc
 
 
-def _split_header(
-    line: str, delimiter: str, quote_char: str | None, escape_char: str | None = None
-) -> list[str]:
-    if quote_char:
-        rows = list(
-            stdcsv.reader([line], delimiter=delimiter, quotechar=quote_char, escapechar=escape_char)
+def split_fields(text: str, delimiter: str, quote_char: str | None, escape_char: str | None):
+    """Return the fields of one record as pyarrow reads them (a header, a rejected row)."""
+    data = text.encode("utf-8") + b"\n"  # pyarrow sees no row in text without a line end
+    if not data.strip(b"\r\n"):
+        return []
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(block_size=min(len(data) + 64, _MAX_PARSE_BLOCK)),
+            parse_options=_parse_options(delimiter, quote_char, None, escape_char),
         )
-    else:
-        rows = list(stdcsv.reader([line], delimiter=delimiter, quoting=stdcsv.QUOTE_NONE))
-    return [name.strip() for name in rows[0]] if rows else []
+    except pa.ArrowInvalid:
+        return []
+    return [name.strip() for name in table.column_names]
 
 
 def plan(
@@ -83,24 +152,28 @@ def plan(
     escape_char: str | None = None,
     encoding: str,
     null_values: list[str],
+    quoted_nulls: bool = False,
     infer_bytes: int,
     block_size: int,
+    max_record: int = 64 << 20,
 ) -> ParseSettings:
     """Fix column names and types from the declared ones and a sample of the first file."""
-    quote = ord(quote_char) if quote_char else None
-    escape = ord(escape_char) if escape_char else None
-    raw = _read_sample(path, infer_bytes)
-    whole = raw.removeprefix(_BOM).decode(encoding, errors="replace").encode("utf-8")
-    if len(raw) >= infer_bytes:  # a cut sample: keep its whole records only
-        cut = last_record_end(masked(whole, quote, escape), quote)
-        whole = whole[:cut] if cut > 0 else whole
-    records = scan_records(masked(whole, quote, escape), 1, quote).nonempty()
+    syntax = _syntax(delimiter, quote_char, escape_char)
+    raw = _read_sample(path, infer_bytes, encoding)  # UTF-8 already when transcoded
+    whole = raw
+    if is_ascii_compatible(encoding):
+        whole = raw.decode(encoding, errors="replace").encode("utf-8")
+    view = masked(whole, syntax)
+    cut = last_record_end(view, syntax, final=len(raw) < infer_bytes)
+    if len(raw) >= infer_bytes and cut > 0:  # a cut sample: keep its whole records only
+        whole, view = whole[:cut], view[:cut]
+    records = scan_records(view, 1, syntax).nonempty()
     file_header = None
     if header:
         if not len(records):
             raise ConnectorError(f"`{path}` is empty: it has no header line to name the columns")
         first = whole[records.starts[0] : records.ends[0]].decode("utf-8")
-        file_header = _split_header(first, delimiter, quote_char, escape_char)
+        file_header = split_fields(first, delimiter, quote_char, escape_char)
         whole = whole[records.starts[1] :] if len(records) > 1 else b""
     names = list(column_names or file_header or declared)
     if not names:
@@ -115,44 +188,51 @@ def plan(
             f"Column(s) {', '.join(f'`{n}`' for n in unknown)} in `columns` not in the file "
             f"(columns: {', '.join(names)})"
         )
-    types = _infer_types(whole, names, declared, delimiter, quote_char, escape_char, null_values)
-    return ParseSettings(
+    settings = ParseSettings(
         names=names,
         file_header=file_header,
-        types=types,
+        types={},
         delimiter=delimiter,
         quote_char=quote_char,
         escape_char=escape_char,
         encoding=encoding,
         null_values=null_values,
+        quoted_nulls=quoted_nulls,
         block_size=block_size,
+        max_record=max_record,
+    )
+    types = _infer_types(whole, declared, settings)
+    return replace(settings, types=types)
+
+
+def _read_sample_table(sample: bytes, settings: ParseSettings, types: dict) -> pa.Table:
+    return pacsv.read_csv(
+        io.BytesIO(sample),
+        read_options=pacsv.ReadOptions(
+            column_names=settings.names, block_size=min(len(sample) + 64, _MAX_PARSE_BLOCK)
+        ),
+        parse_options=_parse_options(
+            settings.delimiter, settings.quote_char, lambda row: "skip", settings.escape_char
+        ),
+        convert_options=_convert_options(settings, types),
     )
 
 
 def _infer_types(
-    sample: bytes,
-    names: list[str],
-    declared: dict[str, pa.DataType],
-    delimiter: str,
-    quote_char: str | None,
-    escape_char: str | None,
-    null_values: list[str],
+    sample: bytes, declared: dict[str, pa.DataType], settings: ParseSettings
 ) -> dict[str, pa.DataType]:
     inferred: dict[str, pa.DataType] = {}
+    names = settings.names
     if sample.strip() and len(declared) < len(names):
         as_text = {name: pa.string() for name in declared}
         try:
-            table = pacsv.read_csv(
-                io.BytesIO(sample),
-                read_options=pacsv.ReadOptions(column_names=names),
-                parse_options=_parse_options(
-                    delimiter, quote_char, lambda row: "skip", escape_char
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=as_text, null_values=null_values, strings_can_be_null=True
-                ),
-            )
+            table = _read_sample_table(sample, settings, as_text)
             inferred = {field.name: field.type for field in table.schema}
+            doubles = [n for n in names if n not in declared and inferred[n] == pa.float64()]
+            if doubles:
+                texts = _read_sample_table(sample, settings, {n: pa.string() for n in doubles})
+                for name in doubles:
+                    inferred[name] = exact_number_type(texts.column(name)) or pa.float64()
         except pa.ArrowInvalid as exc:
             _LOG.warning("Type inference failed (%s); undeclared columns are read as text", exc)
     types = {}
@@ -160,6 +240,36 @@ def _infer_types(
         data_type = declared.get(name) or inferred.get(name, pa.string())
         types[name] = pa.string() if pa.types.is_null(data_type) else data_type
     return types
+
+
+def exact_number_type(texts: pa.ChunkedArray) -> pa.DataType | None:
+    """Return decimal128 or string for sampled numbers that float64 would round: integers
+    beyond int64. None when float64 loses nothing an integer type would keep.
+
+    All integers: `decimal128(38, 0)`; plain decimals (no exponent): `decimal128(38, s)` with
+    the largest scale seen; if that cannot hold every value, or other notations are mixed in,
+    `string`. Vectorized (pyarrow.compute over the sample).
+    """
+    values = pc.utf8_trim_whitespace(texts.drop_null())
+    integers = pc.match_substring_regex(values, r"^[+-]?[0-9]+$")
+    big = pc.filter(values, integers)
+    digits = pc.utf8_length(pc.utf8_ltrim(pc.utf8_ltrim(big, "+-"), "0"))
+    if not len(big) or pc.max(digits).as_py() < 19:
+        return None
+    try:
+        pc.cast(big, pa.int64())
+        return None  # every integer fits int64: nothing is rounded beyond what float64 does
+    except (pa.ArrowInvalid, OverflowError):
+        pass
+    if pc.all(integers).as_py():
+        return pa.decimal128(38, 0) if pc.max(digits).as_py() <= 38 else pa.string()
+    if not pc.all(pc.match_substring_regex(values, _PLAIN_DECIMAL)).as_py():
+        return pa.string()
+    parts = pc.split_pattern(pc.utf8_ltrim(values, "+-0"), ".")
+    whole_digits = pc.max(pc.utf8_length(pc.list_element(parts, 0))).as_py()
+    fractions = pc.list_slice(parts, 1, 2)
+    scale = pc.max(pc.utf8_length(pc.list_flatten(fractions))).as_py() or 0
+    return pa.decimal128(38, scale) if whole_digits + scale <= 38 else pa.string()
 
 
 def _parse_options(
@@ -170,8 +280,17 @@ def _parse_options(
         quote_char=quote_char or False,
         escape_char=escape_char or False,
         double_quote=True,
-        newlines_in_values=quote_char is not None,
+        newlines_in_values=quote_char is not None or escape_char is not None,
         invalid_row_handler=handler,
+    )
+
+
+def _convert_options(settings: ParseSettings, types: dict) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=types,
+        null_values=settings.null_values,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=settings.quoted_nulls,
     )
 
 
@@ -183,7 +302,7 @@ def _raise_unless_conversion_error(exc: pa.ArrowInvalid, path: str) -> None:
     text = str(exc).lower()
     if "utf8" in text or "utf-8" in text:
         raise _InvalidUtf8() from exc
-    if "conversion error" not in text:
+    if "conversion error" not in text and "rescaling decimal" not in text:
         raise ConnectorError(f"Cannot parse `{path}`: {exc}") from exc
 
 
@@ -198,136 +317,177 @@ class RangeReader:
         self._path = path
         self._line = first_line
         self._is_first = is_first
-        self._quote = ord(settings.quote_char) if settings.quote_char else None
-        self._escape = ord(settings.escape_char) if settings.escape_char else None
+        self._syntax = settings.syntax
         self.records = 0
-
-    def _records(self, block: bytes, line: int):
-        """Return the non-empty records of `block` (escaped quotes do not count)."""
-        return scan_records(masked(block, self._quote, self._escape), line, self._quote).nonempty()
 
     def read(self, stream: BinaryIO, length: int | None) -> Iterator:
         """Yield `(batch, lines)` pairs and `DeadLetter`s for the range."""
-        first = self._is_first
-        blocks = iter_record_blocks(stream, length, self._s.block_size, self._quote, self._escape)
-        for block in blocks:
-            newlines = block.count(b"\n")
-            next_line = self._line + newlines
-            if first:
-                block = block.removeprefix(_BOM)
-                if self._s.file_header is not None:
-                    block = self._skip_header(block)
-                newlines = block.count(b"\n")
-            first = False
-            if block:
-                yield from self._parse_block(block, self._line, newlines)
-            self._line = next_line
+        if self._is_first:
+            start = stream.read(HEAD_BYTES if length is None else min(HEAD_BYTES, length))
+            stream = open_text(Prefixed(start, stream), self._path, self._s.encoding)  # type: ignore[arg-type]
+            if length is not None:  # UTF-16/32 files are never split: length is None
+                length -= len(_BOM) if start.startswith(_BOM) else 0
+        header_pending = self._is_first and self._s.file_header is not None
+        blocks = iter_record_blocks(
+            stream, length, self._s.block_size, self._syntax, self._line, self._s.max_record
+        )
+        for item in blocks:
+            if isinstance(item, Oversized):
+                if header_pending:
+                    raise ConnectorError(
+                        f"The header of `{self._path}` is longer than `max_record_mb`"
+                    )
+                self.records += 1
+                yield self._oversized(item)
+                continue
+            block, records = item
+            records = records.nonempty()
+            if header_pending and len(records):
+                block, records = self._skip_header(block, records)
+                header_pending = False
+            if len(records):
+                yield from self._parse_block(block, records)
 
-    def _skip_header(self, block: bytes) -> bytes:
-        records = self._records(block, self._line)
-        if not len(records):
-            return b""
-        text = block[records.starts[0] : records.ends[0]].decode(self._s.encoding, "replace")
-        found = _split_header(text, self._s.delimiter, self._s.quote_char, self._s.escape_char)
+    def _oversized(self, item: Oversized) -> DeadLetter:
+        limit = self._s.max_record / (1 << 20)
+        message = (
+            f"Record of {item.size:,} bytes is longer than the limit of {limit:g} MiB "
+            "(`max_record_mb`; an unclosed quote makes one record of the rest of the file)"
+        )
+        payload = item.head.decode(self._text_encoding, errors="backslashreplace") + "..."
+        return self._letter(MALFORMED_CSV, message, item.line, payload)
+
+    @property
+    def _text_encoding(self) -> str:
+        return "utf-8" if self._s.transcode else self._s.encoding
+
+    def _skip_header(self, block: bytes, records: Records) -> tuple[bytes, Records]:
+        raw = block[records.starts[0] : records.ends[0]]
+        text = raw.decode(self._text_encoding, "replace")
+        found = split_fields(text, self._s.delimiter, self._s.quote_char, self._s.escape_char)
         if found != self._s.file_header:
             raise ConnectorError(
                 f"Header of `{self._path}` ({', '.join(found)}) differs from the first file's "
                 f"({', '.join(self._s.file_header or [])})"
             )
         if len(records) == 1:
-            return b""
-        self._line = int(records.lines[1])
-        return block[records.starts[1] :]
+            return b"", records.after(1)
+        return block[records.starts[1] :], records.after(1)
 
-    def _decode(self, block: bytes, line: int) -> tuple[bytes, np.ndarray | None, list]:
-        """Return the block as UTF-8, the lines of its records if it had to be rebuilt, and
-        dead letters for records whose bytes are invalid in the encoding."""
-        try:
-            text = block.decode(self._s.encoding)
-            return (block if self._s.is_utf8 else text.encode("utf-8")), None, []
-        except UnicodeDecodeError:
-            pass  # rare: find the bad records one by one below
-        records = self._records(block, line)
+    def _decode(self, block: bytes, records: Records) -> tuple[bytes, np.ndarray, list]:
+        """Return the block as UTF-8 without NUL bytes, the lines of its records, and dead
+        letters for records with bytes invalid in the encoding or NUL bytes."""
+        if b"\x00" not in block:
+            try:
+                text = block.decode(self._text_encoding)
+                return (block if self._s.is_utf8 else text.encode("utf-8")), records.lines, []
+            except UnicodeDecodeError:
+                pass  # rare: find the bad records one by one below
         good, lines, letters = [], [], []
         for start, end, record_line in zip(records.starts, records.ends, records.lines):
             raw = block[start:end]
             try:
-                good.append(raw.decode(self._s.encoding).encode("utf-8"))
+                text = raw.decode(self._text_encoding)
+                if "\x00" in text:
+                    message = f"NUL byte (0x00) at byte {raw.index(0)}: text cannot hold it"
+                    letters.append(self._bad_bytes(message, int(record_line), raw))
+                    continue
+                good.append(text.encode("utf-8"))
                 lines.append(int(record_line))
             except UnicodeDecodeError as exc:
-                letters.append(
-                    self._letter(
-                        INVALID_ENCODING,
-                        f"Bytes invalid in encoding `{self._s.encoding}` at byte {exc.start}",
-                        int(record_line),
-                        raw.decode(self._s.encoding, errors="backslashreplace"),
-                    )
-                )
+                message = f"Bytes invalid in encoding `{self._text_encoding}` at byte {exc.start}"
+                letters.append(self._bad_bytes(message, int(record_line), raw))
         return b"\n".join(good) + b"\n" if good else b"", np.array(lines, np.int64), letters
+
+    def _bad_bytes(self, message: str, line: int, raw: bytes) -> DeadLetter:
+        payload = raw.decode(self._text_encoding, errors="backslashreplace")
+        payload = payload.replace("\x00", "\\x00")
+        return self._letter(INVALID_ENCODING, message, line, payload)
 
     def _letter(self, reason: str, message: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter(self._step, reason, message, self._path, line, None, payload)
 
-    def _parse_block(self, block: bytes, line: int, newlines: int) -> Iterator:
-        rebuilt_lines: np.ndarray | None = None
+    def _parse_block(self, block: bytes, records: Records) -> Iterator:
         letters: list[DeadLetter] = []
-        if not self._s.is_utf8:  # transcode first; pyarrow parses UTF-8 only
-            block, rebuilt_lines, letters = self._decode(block, line)
+        if records.open_quote:  # the last record runs to the end of the file
+            start, line = int(records.starts[-1]), int(records.lines[-1])
+            message = (
+                f"Quoted field never closed: the record from line {line} runs to the end of "
+                "the file"
+            )
+            text = block[start:].decode(self._text_encoding, errors="backslashreplace")
+            letters.append(self._letter(MALFORMED_CSV, message, line, text))
+            block = block[:start]
+            records = Records(records.starts[:-1], records.ends[:-1], records.lines[:-1], line)
+        if not len(records):
+            self.records += len(letters)
+            yield from letters
+            return
+        longest = int((records.ends - records.starts).max()) if len(records) else 0
+        lines = records.lines
+        if not self._s.is_utf8 or b"\x00" in block:
+            block, lines, more = self._decode(block, records)
+            letters += more
+            longest *= 4  # transcoding to UTF-8 makes a record at most 4 times longer
         invalid: list[str] = []
         try:
-            table, failures = self._convert(block, invalid) if block else (None, [])
+            table, failures = self._convert(block, invalid, longest) if block else (None, [])
         except _InvalidUtf8:  # rare: find and reject the records with invalid bytes
-            block, rebuilt_lines, letters = self._decode(block, line)
+            block, lines, more = self._decode(block, records)
+            letters += more
             invalid.clear()
             try:
-                table, failures = self._convert(block, invalid) if block else (None, [])
+                table, failures = self._convert(block, invalid, longest) if block else (None, [])
             except _InvalidUtf8 as exc:
                 raise ConnectorError(
-                    f"`{self._path}` holds bytes that are not UTF-8 near line {line}"
+                    f"`{self._path}` holds bytes that are not UTF-8 near line {records.lines[0]}"
                 ) from exc
         self.records += len(letters)
         yield from letters
         if table is None:
             return
-        if rebuilt_lines is not None:
-            lines = rebuilt_lines
-        elif table.num_rows + len(invalid) == newlines + (not block.endswith(b"\n")):
-            # One record per line: no empty lines, no quoted newlines. No scan needed.
-            lines = np.arange(line, line + table.num_rows + len(invalid), dtype=np.int64)
-        else:
-            lines = self._records(block, line).lines
-        self.records += len(lines)
-        bad_records = self._locate(block, line, invalid)
-        for text, index in zip(invalid, bad_records):
-            at = int(lines[index]) if index is not None and index < len(lines) else None
-            fields = len(self._split(text))
-            message = f"Expected {len(self._s.names)} fields, found {fields}"
-            yield self._letter(MALFORMED_CSV, message, at, text)
-        known = [i for i in bad_records if i is not None]
+        yield from self._rows(block, table, failures, invalid, lines, int(records.lines[0]))
+
+    def _rows(
+        self, block: bytes, table, failures, invalid: list[str], lines, first_line: int
+    ) -> Iterator:
+        parsed = table.num_rows + len(invalid)
+        self.records += parsed
+        known: list[int] = []
+        if invalid:
+            bad_records = self._locate(block, invalid)
+            for text, index in zip(invalid, bad_records):
+                at = int(lines[index]) if index is not None and index < len(lines) else None
+                fields = len(split_fields(text, *self._dialect))
+                message = f"Expected {len(self._s.names)} fields, found {fields}"
+                yield self._letter(MALFORMED_CSV, message, at, text)
+            known = [i for i in bad_records if i is not None]
         lines_ok: np.ndarray | None = np.delete(lines, known) if known else lines
-        if lines_ok is not None and (len(known) < len(invalid) or len(lines_ok) != table.num_rows):
-            _LOG.warning("Line numbers unknown for a block of `%s` near line %d", self._path, line)
+        if parsed != len(lines) or len(known) < len(invalid):
+            _LOG.warning("Line numbers unknown in `%s` near line %d", self._path, first_line)
             lines_ok = None
         yield from self._emit(table, failures, lines_ok)
 
-    def _split(self, text: str) -> list[str]:
-        return _split_header(
-            text.replace("\n", " "), self._s.delimiter, self._s.quote_char, self._s.escape_char
-        )
+    @property
+    def _dialect(self) -> tuple[str, str | None, str | None]:
+        return self._s.delimiter, self._s.quote_char, self._s.escape_char
 
-    def _locate(self, block: bytes, line: int, texts: list[str]) -> list[int | None]:
+    def _locate(self, block: bytes, texts: list[str]) -> list[int | None]:
         """Return the record index of each invalid row's text (None if not found)."""
-        if not texts:
-            return []
-        starts = self._records(block, line).starts
+        records = scan_records(masked(block, self._syntax), 1, self._syntax).nonempty()
+        starts, ends = records.starts, records.ends
         used: set[int] = set()
         found: list[int | None] = []
         for text in texts:
             needle, position, index = text.encode("utf-8"), 0, None
             while (position := block.find(needle, position)) >= 0:
                 candidate = int(np.searchsorted(starts, position))
-                is_start = candidate < len(starts) and starts[candidate] == position
-                if is_start and candidate not in used:
+                is_record = (
+                    candidate < len(starts)
+                    and starts[candidate] == position
+                    and ends[candidate] == position + len(needle)
+                )
+                if is_record and candidate not in used:
                     index = candidate
                     used.add(index)
                     break
@@ -335,24 +495,22 @@ class RangeReader:
             found.append(index)
         return found
 
-    def _convert(self, block: bytes, invalid: list[str]):
+    def _convert(self, block: bytes, invalid: list[str], longest: int):
         def collect(row) -> str:
             invalid.append(row.text)
             return "skip"
 
+        # pyarrow parses in blocks that must each hold a whole record: grow them for long ones
+        parse_block = min(max(_PARSE_BLOCK, longest + 64), _MAX_PARSE_BLOCK)
+
         def parse(types: dict[str, pa.DataType]) -> pa.Table:
             return pacsv.read_csv(
                 io.BytesIO(block),
-                read_options=pacsv.ReadOptions(column_names=self._s.names, block_size=_PARSE_BLOCK),
+                read_options=pacsv.ReadOptions(column_names=self._s.names, block_size=parse_block),
                 parse_options=_parse_options(
                     self._s.delimiter, self._s.quote_char, collect, self._s.escape_char
                 ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types,
-                    null_values=self._s.null_values,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
+                convert_options=_convert_options(self._s, types),
             )
 
         try:

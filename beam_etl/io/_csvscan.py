@@ -1,173 +1,372 @@
 """Pure, vectorized scanning of CSV bytes: record boundaries, line numbers, split points.
 
-Quoting is RFC 4180 style (a quote inside a quoted field is doubled), so a newline ends a
-record exactly when the number of quote characters before it in the record is even. Counting
-quotes with numpy finds every record boundary without a Python loop over rows, and lets a
-large file be split at byte offsets that are certainly record boundaries, even when quoted
-fields contain newlines.
+The scanner follows the state machine of pyarrow's CSV parser exactly, so that the records it
+finds are the rows pyarrow parses: a quote opens a quoted field only at the start of a field
+(after a delimiter, a line end, or at the start of the data); inside one, a doubled quote is a
+quote and a single quote closes it; any later quote in the same field is a plain character
+(`12" pizza`, `"a"b"c`). Lines end with `\\n`, `\\r\\n` or a lone `\\r`. With an escape
+character, the escaped byte is always a plain character.
+
+Counting quotes with numpy finds every record boundary without a Python loop over rows. When
+every quote that opens a quoted field under the simple parity rule (a newline ends a record
+when the number of quotes before it is even) sits at the start of a field, that rule is exact
+and costs one pass; otherwise (stray quotes) the state after each quote is found by composing
+small transition tables in a prefix scan (`O(q log q)` for `q` quotes, still vectorized).
 """
 
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from dataclasses import dataclass, replace
+from typing import BinaryIO, Final, NamedTuple
 
 import numpy as np
 
 NEWLINE = 10
 CARRIAGE_RETURN = 13
 
+# Quote states after a byte: outside a quoted field, inside one, or just after a quote that
+# closed one (a quote right after it makes a doubled quote and reopens).
+OUT, IN, CLOSED = 0, 1, 2
 
-class Records(NamedTuple):
+
+def _code(after_out: int, after_in: int, after_closed: int) -> int:
+    return after_out * 9 + after_in * 3 + after_closed
+
+
+# The three transitions a quote can make (state before the gap of plain bytes before the quote
+# -> state after the quote): right after another quote, at the start of a field, or anywhere
+# else (a plain character unless inside a quoted field).
+_ADJACENT = _code(OUT, CLOSED, IN)
+_AT_FIELD_START = _code(IN, CLOSED, IN)
+_PLAIN = _code(OUT, CLOSED, OUT)
+_APPLY = np.array([[code // 9, code // 3 % 3, code % 3] for code in range(27)], np.uint8)
+_COMPOSE = np.array(  # _COMPOSE[later, earlier]: the map of `earlier` then `later`
+    [[_code(*_APPLY[later][_APPLY[earlier]]) for earlier in range(27)] for later in range(27)],
+    np.uint8,
+)
+
+
+class Syntax(NamedTuple):
+    """The bytes that structure CSV text: delimiter, quote (or None), escape (or None)."""
+
+    delimiter: int
+    quote: int | None = ord('"')
+    escape: int | None = None
+
+
+class Carry(NamedTuple):
+    """What scanning one chunk hands to the next: the quote state and the last byte."""
+
+    state: int = OUT
+    last: int = NEWLINE
+
+
+_AT_BOUNDARY: Final = Carry()
+
+
+@dataclass(frozen=True)
+class Records:
     """The records of a block of whole records.
 
-    starts/ends: byte offsets of each record (end excludes the newline and any `\\r`).
+    starts/ends: byte offsets of each record (end excludes the line end).
     lines: the 1-based line where each record starts.
+    next_line: the line just after the block.
+    open_quote: the last record ends inside a quoted field that is never closed.
     """
 
     starts: np.ndarray
     ends: np.ndarray
     lines: np.ndarray
+    next_line: int
+    open_quote: bool = False
 
     def nonempty(self) -> "Records":
         """Return only the records with content (a CSV reader skips empty lines)."""
         keep = self.ends > self.starts
-        return Records(self.starts[keep], self.ends[keep], self.lines[keep])
+        return replace(self, starts=self.starts[keep], ends=self.ends[keep], lines=self.lines[keep])
+
+    def after(self, index: int) -> "Records":
+        """Return the records from `index` on, with offsets counted from its start."""
+        offset = self.starts[index] if index < len(self.starts) else 0
+        return replace(
+            self,
+            starts=self.starts[index:] - offset,
+            ends=self.ends[index:] - offset,
+            lines=self.lines[index:],
+        )
 
     def __len__(self) -> int:
         return len(self.starts)
 
 
-def _record_newlines(data: np.ndarray, quote: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Return (positions of newlines that end records, their index among all newlines)."""
-    newlines = np.flatnonzero(data == NEWLINE)
-    if quote is None:
-        return newlines, np.arange(len(newlines))
-    quotes = np.flatnonzero(data == quote)
-    even = (np.searchsorted(quotes, newlines) & 1) == 0
-    return newlines[even], np.flatnonzero(even)
+class Scan(NamedTuple):
+    """Line ends of a chunk: `ends` (offset of each line end's last byte), `closing` (True
+    where the line end also ends a record), and the carry after the chunk."""
+
+    ends: np.ndarray
+    closing: np.ndarray
+    carry: Carry
 
 
-def scan_records(block: bytes, first_line: int, quote: int | None) -> Records:
-    """Return every record of `block` (which starts at a record boundary)."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    ends, newline_index = _record_newlines(data, quote)
-    starts = np.concatenate(([0], ends + 1)).astype(np.int64)
-    lines = np.concatenate(([first_line], first_line + newline_index + 1)).astype(np.int64)
-    record_ends = np.concatenate((ends, [len(block)])).astype(np.int64)
-    if len(starts) and starts[-1] >= len(block):  # the block ends with a newline
-        starts, lines, record_ends = starts[:-1], lines[:-1], record_ends[:-1]
-    has_cr = (record_ends > starts) & (data[np.maximum(record_ends - 1, 0)] == CARRIAGE_RETURN)
-    record_ends = record_ends - has_cr
-    return Records(starts, record_ends, lines)
+def masked(block: bytes, syntax: Syntax) -> bytes:
+    """Return `block` with every escape pair that matters blanked, for scanning.
 
-
-def last_record_end(block: bytes, quote: int | None) -> int:
-    """Return the offset just past the last record-ending newline of `block`, or -1.
-
-    Walks back from the end over newlines, counting quotes with `bytes.count` (C speed), so
-    the usual case touches only the last few lines of the block.
+    An escaped quote, delimiter, line end or escape is a plain character; the pairs are
+    replaced by two neutral bytes so that every offset stays the same. Escapes pair from the
+    left, as the parser reads them.
     """
-    if quote is None:
-        position = block.rfind(b"\n")
-        return position + 1 if position >= 0 else -1
-    mark = bytes([quote])
-    total = block.count(mark)
-    end, after = len(block), 0
-    for _ in range(256):
-        position = block.rfind(b"\n", 0, end)
-        if position < 0:
-            return -1
-        after += block.count(mark, position, end)
-        if (total - after) % 2 == 0:
-            return position + 1
-        end = position
-    data = np.frombuffer(block, dtype=np.uint8)  # a very long quoted field: scan it all
-    ends, _ = _record_newlines(data, quote)
-    return int(ends[-1]) + 1 if len(ends) else -1
-
-
-def masked(block: bytes, quote: int | None, escape: int | None) -> bytes:
-    """Return `block` with escaped quotes and escaped escapes blanked, for counting quotes.
-
-    With an escape character (`\\"` inside a quoted field) quote parity only holds once the
-    escaped pairs are taken out; they are replaced by two neutral bytes so that every offset
-    stays the same.
-    """
-    if escape is None or quote is None:
+    if syntax.escape is None:
         return block
-    pair = bytes([escape])
-    return block.replace(pair + pair, b"__").replace(pair + bytes([quote]), b"__")
+    escape = bytes([syntax.escape])
+    out = block.replace(escape + escape, b"__")
+    specials = [syntax.delimiter, NEWLINE, CARRIAGE_RETURN]
+    specials += [syntax.quote] if syntax.quote is not None else []
+    for special in specials:
+        out = out.replace(escape + bytes([special]), b"__")
+    return out
+
+
+def _line_ends(data: np.ndarray, carry: Carry) -> np.ndarray:
+    """Offsets of the last byte of each line end: `\\n`, `\\r\\n` (its `\\n`) or a lone `\\r`.
+
+    A `\\r` that is the last byte counts as a lone one; a `\\n` right after a `\\r` that ended
+    the previous chunk does not count again.
+    """
+    newlines = np.flatnonzero(data == NEWLINE)
+    if carry.last == CARRIAGE_RETURN and len(newlines) and newlines[0] == 0:
+        newlines = newlines[1:]
+    if not np.count_nonzero(data == CARRIAGE_RETURN):
+        return newlines
+    returns = np.flatnonzero(data == CARRIAGE_RETURN)
+    following = data[np.minimum(returns + 1, len(data) - 1)]
+    lone = returns[(returns + 1 >= len(data)) | (following != NEWLINE)]
+    return np.union1d(newlines, lone) if len(lone) else newlines
+
+
+def _states_after_quotes(
+    data: np.ndarray, quotes: np.ndarray, syntax: Syntax, carry: Carry
+) -> np.ndarray | None:
+    """Return the quote state after each quote, or None when the parity rule holds (the state
+    is then IN after every quote that opens and CLOSED after every quote that closes)."""
+    previous = data[np.maximum(quotes - 1, 0)]
+    if len(quotes) and quotes[0] == 0:
+        previous[0] = carry.last
+    adjacent = previous == syntax.quote
+    field_start = (
+        (previous == syntax.delimiter) | (previous == NEWLINE) | (previous == CARRIAGE_RETURN)
+    )
+    opening = 1 if carry.state == IN else 0
+    may_open = field_start | adjacent
+    if carry.state == OUT and len(quotes):
+        may_open[0] = field_start[0]  # after a plain quote, an adjacent one does not reopen
+    if may_open[opening::2].all():
+        return None
+    codes = np.where(adjacent, _ADJACENT, np.where(field_start, _AT_FIELD_START, _PLAIN))
+    codes = codes.astype(np.uint8)
+    step = 1
+    while step < len(codes):  # Hillis-Steele prefix composition of the transitions
+        codes[step:] = _COMPOSE[codes[step:], codes[:-step]]
+        step *= 2
+    return _APPLY[codes, carry.state]
+
+
+def scan(chunk: bytes, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
+    """Find the line ends of `chunk` (bytes already `masked`) and which of them end records.
+
+    `carry` is the state at the start of the chunk (the default: at a record boundary).
+    """
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    if not len(data):
+        return Scan(np.array([], np.int64), np.array([], bool), carry)
+    ends = _line_ends(data, carry)
+    last = int(data[-1])
+    if syntax.quote is None:
+        return Scan(ends, np.ones(len(ends), bool), Carry(OUT, last))
+    quotes = np.flatnonzero(data == syntax.quote)
+    if not len(quotes):
+        state = IN if carry.state == IN else OUT
+        return Scan(ends, np.full(len(ends), state != IN), Carry(state, last))
+    before = np.searchsorted(quotes, ends)  # quotes before each line end
+    states = _states_after_quotes(data, quotes, syntax, carry)
+    if states is None:
+        start_inside = carry.state == IN
+        inside = ((before & 1) == 1) != start_inside
+        final = (len(quotes) & 1 == 1) != start_inside
+        state_after_last = IN if final else CLOSED
+    else:
+        initial = np.uint8(carry.state)
+        at_end = np.where(before > 0, states[np.maximum(before - 1, 0)], initial)
+        inside = at_end == IN
+        state_after_last = int(states[-1])
+    if quotes[-1] != len(data) - 1 and state_after_last == CLOSED:
+        state_after_last = OUT
+    return Scan(ends, ~inside, Carry(state_after_last, last))
+
+
+def _records(block: bytes, first_line: int, found: Scan, stop: int) -> Records:
+    """Return the records of `block[:stop]`, given the scan of `block`."""
+    if not stop:
+        empty = np.array([], np.int64)
+        return Records(empty, empty, empty, first_line)
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = found.ends[found.ends < stop] if stop < len(block) else found.ends
+    closing = found.closing[: len(ends)]
+    record_ends = ends[closing].astype(np.int64)
+    starts = np.concatenate(([0], record_ends + 1)).astype(np.int64)
+    lines = np.concatenate(([first_line], first_line + np.flatnonzero(closing) + 1))
+    if starts[-1] >= stop:  # the block ends with a line end
+        starts, lines = starts[:-1], lines[:-1]
+    else:
+        record_ends = np.concatenate((record_ends, [stop])).astype(np.int64)
+    # A record ends before its line end: at the `\n` or lone `\r`, or before a `\r\n`.
+    at = np.minimum(record_ends, len(data) - 1)
+    crlf = (
+        (record_ends > starts)
+        & (record_ends < stop)
+        & (data[at] == NEWLINE)
+        & (data[np.maximum(at - 1, 0)] == CARRIAGE_RETURN)
+    )
+    return Records(starts, record_ends - crlf, lines.astype(np.int64), first_line + len(ends))
+
+
+def scan_records(block: bytes, first_line: int, syntax: Syntax) -> Records:
+    """Return every record of `block` (masked, starting at a record boundary, complete)."""
+    found = scan(block, syntax)
+    records = _records(block, first_line, found, len(block))
+    return replace(records, open_quote=found.carry.state == IN)
+
+
+def last_record_end(block: bytes, syntax: Syntax, final: bool = False) -> int:
+    """Return the offset just past the last record-ending line end of `block` (masked), or -1.
+
+    Unless `final`, a `\\r` that is the last byte is no boundary: its `\\n` may follow.
+    """
+    return _cut(block, scan(block, syntax), final)
+
+
+def _cut(block: bytes, found: Scan, final: bool) -> int:
+    closing = found.ends[found.closing]
+    at_end = len(closing) and closing[-1] == len(block) - 1
+    if at_end and not final and block[-1] == CARRIAGE_RETURN:  # its `\n` may come next
+        closing = closing[:-1]
+    return int(closing[-1]) + 1 if len(closing) else -1
+
+
+class Oversized(NamedTuple):
+    """A record longer than the limit, skipped: its first line, size in bytes (with its line
+    end) and first bytes."""
+
+    line: int
+    size: int
+    head: bytes
 
 
 def iter_record_blocks(
     stream: BinaryIO,
     limit: int | None,
     block_size: int,
-    quote: int | None,
-    escape: int | None = None,
-) -> Iterator[bytes]:
-    """Yield blocks of whole records read from `stream`, at most `limit` bytes in all.
+    syntax: Syntax,
+    first_line: int = 1,
+    max_record: int = 1 << 62,
+) -> Iterator[tuple[bytes, Records] | Oversized]:
+    """Yield `(block, records)` of whole records read from `stream`, at most `limit` bytes.
 
-    The stream must be positioned at a record boundary. The last block may end without a
-    newline (the last record of a file) or inside a quote (an unterminated quoted field).
+    The stream must be positioned at a record boundary. A record longer than `max_record`
+    bytes is skipped (read on to its end without holding it) and yielded as `Oversized`.
+    The last block may end without a line end (the last record of a file) or inside a quote
+    (an unterminated quoted field: `records.open_quote`).
     """
-    pending = b""
-    remaining = limit
+    reader = _Limited(stream, limit)
+    pending, line = b"", first_line
     while True:
-        size = block_size if remaining is None else min(block_size, remaining)
-        chunk = stream.read(size) if size > 0 else b""
-        if remaining is not None:
-            remaining -= len(chunk)
+        chunk = reader.read(block_size)
         if not chunk:
             if pending:
-                yield pending
+                yield pending, scan_records(masked(pending, syntax), line, syntax)
             return
         buffer = pending + chunk if pending else chunk
-        cut = last_record_end(masked(buffer, quote, escape), quote)
+        view = masked(buffer, syntax)
+        found = scan(view, syntax)
+        cut = _cut(view, found, final=False)
         if cut <= 0:
-            pending = buffer  # one record longer than a block: keep reading
+            if len(buffer) > max_record:
+                skipped = yield from _skip(reader, buffer, found, line, block_size, syntax)
+                pending, line = skipped
+            else:
+                pending = buffer  # one record longer than a block: keep reading
             continue
-        yield buffer[:cut]
-        pending = buffer[cut:]
+        records = _records(view, line, found, cut)
+        yield buffer[:cut], records
+        pending, line = buffer[cut:], records.next_line
+
+
+def _skip(reader, buffer: bytes, found: Scan, line: int, block_size: int, syntax: Syntax):
+    """Read past the record that fills `buffer` (no record end in it); yield it `Oversized`.
+
+    Returns what follows it and the line where that starts.
+    """
+    head, size, carry, lines = buffer[:1024], len(buffer), found.carry, len(found.ends)
+    while True:
+        chunk = reader.read(block_size)
+        if not chunk:
+            yield Oversized(line, size, head)
+            return b"", line + lines
+        view = masked(chunk, syntax)
+        part = scan(view, syntax, carry)
+        closing = part.ends[part.closing]
+        if len(closing):
+            end = int(closing[0]) + 1
+            if view[end - 1] == CARRIAGE_RETURN and end == len(view):
+                chunk += reader.read(1)  # the `\n` of a `\r\n` split between reads
+                end += chunk[end : end + 1] == b"\n"
+            yield Oversized(line, size + end, head)
+            return chunk[end:], line + lines + int(np.count_nonzero(part.ends < closing[0])) + 1
+        size, carry, lines = size + len(chunk), part.carry, lines + len(part.ends)
+
+
+class _Limited:
+    """Reads at most `limit` bytes (None: all) from a stream."""
+
+    def __init__(self, stream: BinaryIO, limit: int | None) -> None:
+        self._stream = stream
+        self._remaining = limit
+
+    def read(self, size: int) -> bytes:
+        if self._remaining is None:
+            return self._stream.read(size)
+        size = min(size, self._remaining)
+        chunk = self._stream.read(size) if size > 0 else b""
+        self._remaining -= len(chunk)
+        return chunk
 
 
 def split_points(
-    stream: BinaryIO, size: int, split_size: int, quote: int | None, read_size: int = 1 << 24
+    stream: BinaryIO, size: int, split_size: int, syntax: Syntax, read_size: int = 1 << 24
 ) -> list[tuple[int, int]]:
     """Return `(offset, line)` of record boundaries about every `split_size` bytes.
 
-    The first is always `(0, 1)`. One sequential pass counts quotes and newlines per chunk
-    (C speed); numpy looks at positions only in the chunks where a split falls.
+    The first is always `(0, 1)`. One sequential pass scans each chunk (numpy, no Python loop
+    over rows), carrying the quote state from chunk to chunk.
     """
     points = [(0, 1)]
-    target = split_size
-    position = 0
-    parity = 0
-    lines = 0
+    target, position, lines, carry = split_size, 0, 0, _AT_BOUNDARY
     while target < size:
         chunk = stream.read(read_size)
         if not chunk:
             break
+        found = scan(chunk, syntax, carry)
+        boundaries = found.ends[found.closing] + 1
+        if chunk[-1] == CARRIAGE_RETURN and len(boundaries) and boundaries[-1] == len(chunk):
+            boundaries = boundaries[:-1]  # its `\n` may start the next chunk
+        line_of = np.searchsorted(found.ends, boundaries)  # line ends before each boundary
         end = position + len(chunk)
         while target < end:
-            found = _boundary_after(chunk, target - position, parity, quote)
-            if found < 0:
-                target = end  # no boundary in the rest of this chunk: look in the next one
-                break
-            offset = position + found
+            index = int(np.searchsorted(boundaries, target - position))
+            if index >= len(boundaries):
+                break  # no boundary in the rest of this chunk: look in the next one
+            offset = position + int(boundaries[index])
             if offset < size:
-                points.append((offset, 1 + lines + chunk.count(b"\n", 0, found)))
+                points.append((offset, 1 + lines + int(line_of[index])))
             target = offset + split_size
-        parity = (parity + (chunk.count(bytes([quote])) if quote is not None else 0)) & 1
-        lines += chunk.count(b"\n")
-        position = end
+        lines += len(found.ends)
+        position, carry = end, found.carry
     return points
-
-
-def _boundary_after(chunk: bytes, start: int, parity: int, quote: int | None) -> int:
-    data = np.frombuffer(chunk, dtype=np.uint8)
-    newlines = np.flatnonzero(data == NEWLINE)
-    newlines = newlines[newlines >= max(start - 1, 0)]
-    if quote is not None:
-        quotes = np.flatnonzero(data == quote)
-        newlines = newlines[((parity + np.searchsorted(quotes, newlines)) & 1) == 0]
-    return int(newlines[0]) + 1 if len(newlines) else -1

@@ -28,7 +28,7 @@ from beam_etl.io._compressed import (
     open_compressed_writer,
     resolve_compression,
 )
-from beam_etl.io._csvscan import split_points
+from beam_etl.io._csvscan import Syntax, split_points
 from beam_etl.io._files import (
     Part,
     StageAndPublish,
@@ -51,16 +51,16 @@ _MB: Final = 1 << 20
 class _PlanRangesFn(beam.DoFn):
     """Cut each file into `(path, start, length, first_line, is_first)` ranges."""
 
-    def __init__(self, split_bytes: int, quote: int | None) -> None:
+    def __init__(self, split_bytes: int, syntax: Syntax) -> None:
         self._split_bytes = split_bytes
-        self._quote = quote
+        self._syntax = syntax
 
     def process(self, file: tuple[str, int]) -> Iterator[tuple[str, int, int | None, int, bool]]:
         path, size = file
         points, bounds = [(0, 1)], [size]
         if not is_compressed(path) and size > self._split_bytes:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                points = split_points(stream, size, self._split_bytes, self._quote)
+                points = split_points(stream, size, self._split_bytes, self._syntax)
             bounds = [offset for offset, _ in points[1:]] + [size]
         for (offset, line), end in zip(points, bounds):
             length = None if len(points) == 1 else end - offset  # one range: to the end
@@ -106,9 +106,24 @@ class ReadFromCsv(LocalSample, beam.PTransform):
     Bounded. Order within a file is kept inside each batch; batches of one file may arrive in
     any order. Large uncompressed files are split into byte ranges cut at record boundaries
     (quoted newlines included), so several workers read one file; compressed files (`.gz`,
-    `.bz2`, ...) are read whole. Rows with the wrong number of fields or bytes invalid in the
-    encoding become `malformed_csv` / `invalid_encoding` dead letters, and values that do not
-    convert to their column's type `cast_failed` dead letters, each with file and line.
+    `.bz2`, ...) and UTF-16/32 files are read whole. Records are found exactly as pyarrow
+    parses them (a quote opens a quoted field only at the start of a field; lines end with
+    `\n`, `\r\n` or a lone `\r`), so every record ends exactly once in the output or in the
+    dead letters, with the line where it starts, however the file is split.
+
+    Dead letters: rows with the wrong number of fields, a quoted field never closed, or a
+    record longer than `max_record_mb` become `malformed_csv`; bytes invalid in the encoding
+    or NUL bytes `invalid_encoding`; values that do not convert to their column's type
+    `cast_failed`. A file that is not text in `encoding` (compressed data under a plain name,
+    UTF-16/32 text read as UTF-8, binary data) fails with one `ConnectorError` naming it.
+
+    Nulls: an unquoted field equal to one of `null_values` (the empty field by default) is
+    null; a quoted field is never null unless `quoted_nulls` is set, so `""` reads as the
+    empty string in a text column and `"NULL"` as the text `NULL` (what `WriteToCsv` writes
+    reads back equal).
+
+    Undeclared columns are inferred from a sample; integers beyond int64 infer
+    `decimal128(38, 0)` (or `string` past 38 digits), never a rounding float64.
 
     Returns:
         `WithErrors(output, error)`: batches, and `DeadLetter`s.
@@ -128,9 +143,11 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         escape_char: str | None = None,
         encoding: str = "utf-8",
         null_values: list[str] | None = None,
+        quoted_nulls: bool = False,
         infer_bytes: int = 1 << 20,
         split_size_mb: float = 64,
         block_size_mb: float = 16,
+        max_record_mb: float = 64,
         split: bool | None = None,
     ) -> None:
         """Args:
@@ -143,11 +160,18 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         quote_char: quoting character, or null for no quoting.
         escape_char: escape character inside quoted fields (`\\`), or null (the default:
             a quote inside a quoted field is doubled). Files are then not split by range.
-        encoding: text encoding of the files (any ASCII-compatible codec).
-        null_values: strings read as null (default: empty, `NULL`, `null`, `\\N`).
+        encoding: text encoding of the files: `utf-16` / `utf-32` (files then read whole,
+            by one worker each; `utf-16-le`/`-be` without a byte-order mark) or any
+            ASCII-compatible codec. A UTF-8 byte-order mark is skipped.
+        null_values: unquoted strings read as null (default: empty, `NULL`, `null`, `\\N`).
+        quoted_nulls: also read quoted `null_values` as null (`""`, `"NULL"`), as files
+            written with every field quoted need.
         infer_bytes: how much of the first file type inference looks at.
         split_size_mb: files larger than this are read in ranges of about this size.
-        block_size_mb: how much one parse call handles (bounds memory per worker).
+        block_size_mb: how much one parse call handles (bounds memory per worker); a longer
+            record is read whole all the same.
+        max_record_mb: a record longer than this becomes one `malformed_csv` dead letter
+            (read past without being held in memory) instead of being parsed.
         split: cut large files into ranges (true), never (false), or when the run has more
             than one worker (null, the default: one local worker gains nothing from splits,
             which cost one extra pass over the file to find record boundaries).
@@ -166,6 +190,8 @@ class ReadFromCsv(LocalSample, beam.PTransform):
             raise ValueError(f"Unknown encoding `{encoding}`") from exc
         if split_size_mb <= 0 or block_size_mb <= 0:
             raise ValueError("`split_size_mb` and `block_size_mb` must be positive")
+        if not 0 < max_record_mb <= 1024:
+            raise ValueError(f"`max_record_mb` must be in (0, 1024], not `{max_record_mb}`")
         declared = {name: parse_type(t) for name, t in (columns or {}).items()}
         self.path = path
         self._files = match_files(path)
@@ -181,8 +207,10 @@ class ReadFromCsv(LocalSample, beam.PTransform):
             escape_char=escape_char,
             encoding=encoding,
             null_values=list(DEFAULT_NULL_VALUES if null_values is None else null_values),
+            quoted_nulls=quoted_nulls,
             infer_bytes=infer_bytes,
             block_size=int(block_size_mb * _MB),
+            max_record=int(max_record_mb * _MB),
         )
 
     @property
@@ -191,18 +219,18 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         return self._settings.schema
 
     def _local_stages(self) -> list[beam.DoFn]:
-        quote = ord(self._settings.quote_char) if self._settings.quote_char else None
-        return [_PlanRangesFn(1 << 62, quote), _ReadRangeFn(self.label, self._settings)]
+        syntax = self._settings.syntax
+        return [_PlanRangesFn(1 << 62, syntax), _ReadRangeFn(self.label, self._settings)]
 
     def expand(self, pbegin):
-        quote = ord(self._settings.quote_char) if self._settings.quote_char else None
         split = self.split if self.split is not None else _parallel(pbegin.pipeline)
-        split = split and self._settings.escape_char is None  # parity needs doubled quotes
+        # An escape may pair across a range boundary; UTF-16/32 offsets are not text offsets.
+        split = split and self._settings.escape_char is None and not self._settings.transcode
         split_bytes = self._split_bytes if split else 1 << 62
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, quote))
+            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, self._settings.syntax))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
             >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)
@@ -264,8 +292,12 @@ class _PublishCsv:
         first = next(batches, None)
         if first is None:
             return
+        # "needed" quotes every text value and never a null: null is an empty field, the
+        # empty string `""`, so `ReadFromCsv` reads both back apart.
         options = pacsv.WriteOptions(
-            include_header=self._options["header"], delimiter=self._options["delimiter"]
+            include_header=self._options["header"],
+            delimiter=self._options["delimiter"],
+            quoting_style="needed",
         )
         with pacsv.CSVWriter(out, first.schema, write_options=options) as writer:
             writer.write_batch(first)
@@ -278,8 +310,10 @@ class WriteToCsv(beam.PTransform):
 
     Bundles stage Arrow IPC parts; the publish step writes them into one file under a temporary
     name (compressed if asked) and renames it into place, so a failed run never leaves a
-    partial file at `path`; a re-run replaces it. Nulls are empty fields; dates and timestamps
-    are ISO 8601; nested columns are JSON text; hidden origin columns are dropped. Batches
+    partial file at `path`; a re-run replaces it. A null is an empty unquoted field and every
+    text value is quoted (the empty string as `""`, the text `NULL` as `"NULL"`), so
+    `ReadFromCsv` reads the file back equal; dates and timestamps are ISO 8601; nested columns
+    are JSON text; hidden origin columns are dropped. Batches
     with other columns are aligned to one schema (missing columns empty). Row order is not
     kept across bundles. Output: one element, the number of rows written.
     """

@@ -1,15 +1,22 @@
 """ReadFromCsv on real files: types, dead letters with lines, globs, splitting."""
 
+import io
+import os
 import random
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
 from beam_etl.errors import ConnectorError
+from beam_etl.io._csvscan import Syntax
 from beam_etl.io.csvio import ReadFromCsv, _PlanRangesFn
+from beam_etl.runner import LocalRunner
 
 
 def test_reads_typed_rows_and_rejects_bad_ones_with_their_lines(pipeline, write_file):
@@ -153,7 +160,7 @@ def test_byte_range_splits_read_every_row_exactly_once(pipeline, tmp_path):
     assert_that(out.error, equal_to([]), label="NoErrors")
     assert path.stat().st_size > 1_000_000
     ranges = list(
-        _PlanRangesFn(int(0.05 * 2**20), ord('"')).process((str(path), path.stat().st_size))
+        _PlanRangesFn(int(0.05 * 2**20), Syntax(ord(","))).process((str(path), path.stat().st_size))
     )
     assert len(ranges) > 20  # the file really is read in many ranges
     pipeline.run().wait_until_finish()
@@ -248,3 +255,134 @@ def test_a_repeated_header_name_still_gives_dead_letters(pipeline, write_file):
         equal_to([("cast_failed", 2, {"a": 2, "b": "x"})]),
     )
     pipeline.run().wait_until_finish()
+
+
+def _line_ends(text: bytes) -> int:
+    return text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
+
+
+def _random_csv(rng: random.Random) -> tuple[bytes, list[tuple[int, bool]], int | None]:
+    """CSV text built record by record, so that where each record starts is known: quoted
+    fields with every line end inside, stray quotes, `\\n`, `\\r\\n` and lone `\\r` line ends,
+    a few ragged rows. Returns (text, [(line, well formed)], line of an unclosed quote)."""
+    plain = [b"x", b"", b'12" pizza', b"a b", b'7"', b"NULL"]
+    quoted = [b'"q"', b'"multi\nline"', b'"cr\r\nlf"', b'"lone\rcr"', b'"say ""hi"""', b'""']
+    quoted += [b'"a"b"c', b'"NULL"']
+    parts, records, line = [b"a,b,c\n"], [], 2
+    for _ in range(rng.randint(5, 40)):
+        count = 3 if rng.random() > 0.1 else rng.choice([2, 4])
+        text = b",".join(rng.choice(plain + quoted) for _ in range(count))
+        text += rng.choice([b"\n", b"\r\n", b"\r"])
+        records.append((line, count == 3))
+        line += _line_ends(text)
+        parts.append(text)
+    unclosed = None
+    if rng.random() < 0.3:
+        unclosed = line
+        parts.append(b'9,"never closed\n' + b"1,2,3\n")
+    return b"".join(parts), records, unclosed
+
+
+def _expected(name: str, data: bytes, records, unclosed) -> tuple[list, list]:
+    """Rows (file, line, a, b, c) and dead letters (file, reason, line) pyarrow's own parse
+    of the well-formed records implies."""
+    end = data.index(b'9,"never closed') if unclosed else len(data)
+    table = pacsv.read_csv(
+        io.BytesIO(data[:end]),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys("abc", pa.string()),
+            null_values=["", "NULL", "null", "\\N"],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    good = [line for line, ok in records if ok]
+    assert table.num_rows == len(good)
+    rows = [(name, line, *row.values()) for line, row in zip(good, table.to_pylist())]
+    letters = [(name, "malformed_csv", line) for line, ok in records if not ok]
+    letters += [(name, "malformed_csv", unclosed)] if unclosed else []
+    return rows, letters
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"split": False}, id="one-range"),
+        pytest.param(
+            {"split": True, "split_size_mb": 0.0002, "block_size_mb": 0.0001}, id="many-ranges"
+        ),
+    ],
+)
+def test_random_csv_rows_and_dead_letters_add_up_however_split(tmp_path, options):
+    """Stray quotes, quoted line ends and `\\r` line ends: every record ends once in the output
+    or the dead letters, at its line, as pyarrow parses the whole file, in any number of
+    ranges (issue 4: 6 rows became 12 `malformed_csv` halves)."""
+    rng = random.Random(4)
+    expected_rows, expected_letters = [], []
+    for index in range(12):
+        data, records, unclosed = _random_csv(rng)
+        (tmp_path / f"r{index:02d}.csv").write_bytes(data)
+        rows, letters = _expected(f"r{index:02d}.csv", data, records, unclosed)
+        expected_rows += rows
+        expected_letters += letters
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    read = ReadFromCsv(str(tmp_path / "*.csv"), columns=dict.fromkeys("abc", "string"), **options)
+    out = p | "read" >> read
+    rows = out.output | beam.FlatMap(
+        lambda b: [
+            (os.path.basename(f), line, *row.values())
+            for f, line, row in zip(
+                b.column("__beam_etl_file").to_pylist(),
+                b.column("__beam_etl_line").to_pylist(),
+                visible_rows(b),
+            )
+        ]
+    )
+    letters = out.error | beam.Map(lambda d: (os.path.basename(d.source), d.reason, d.line))
+    assert_that(rows, equal_to(expected_rows), label="Rows")
+    assert_that(letters, equal_to(expected_letters), label="DeadLetters")
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("read:rows_read"))["counters"]
+    assert sum(c.committed for c in counters) == len(expected_rows) + len(expected_letters)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-range", "many-ranges"])
+def test_stray_quote_before_a_quoted_line_end_and_lone_cr_lose_nothing(write_file, split):
+    """The probe of issue 4, exactly."""
+    stray = write_file(
+        "stray.csv", 'id,name,n\n100,12" pizza,100\n2,b,2\n3,"multi\nline",3\n4,d,4\n'
+    )
+    lone_cr = write_file("cr.csv", 'id,name,n\r1,a,1\r2,"x\ry",2\r3,c,3\r')
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    options = {"split": split, "split_size_mb": 0.00001, "block_size_mb": 0.00001}
+    for label, path in (("stray", stray), ("cr", lone_cr)):
+        out = p | label >> ReadFromCsv(path, **options)
+        assert_that(
+            out.output
+            | f"{label}Rows"
+            >> beam.FlatMap(
+                lambda b: zip(visible_rows(b), b.column("__beam_etl_line").to_pylist())
+            ),
+            equal_to(
+                {
+                    "stray": [
+                        ({"id": 100, "name": '12" pizza', "n": 100}, 2),
+                        ({"id": 2, "name": "b", "n": 2}, 3),
+                        ({"id": 3, "name": "multi\nline", "n": 3}, 4),
+                        ({"id": 4, "name": "d", "n": 4}, 6),
+                    ],
+                    "cr": [
+                        ({"id": 1, "name": "a", "n": 1}, 2),
+                        ({"id": 2, "name": "x\ry", "n": 2}, 3),
+                        ({"id": 3, "name": "c", "n": 3}, 5),
+                    ],
+                }[label]
+            ),
+            label=f"{label}CheckRows",
+        )
+        assert_that(out.error, equal_to([]), label=f"{label}NoDeadLetters")
+    p.run().wait_until_finish()

@@ -1,30 +1,34 @@
-"""Record boundaries, line numbers and split points from raw CSV bytes."""
+"""Record boundaries, line numbers and split points from raw CSV bytes, checked against
+pyarrow's own parser on random text."""
 
 import io
+import random
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
-from beam_etl.io._csvscan import iter_record_blocks, scan_records, split_points
+from beam_etl.io._csvscan import Oversized, Syntax, iter_record_blocks, scan_records, split_points
 
-QUOTE = ord('"')
+CSV = Syntax(ord(","), ord('"'))
 
 
 def test_records_know_their_first_line_across_quoted_newlines():
     block = b'a,b\n1,"x\ny"\n\n2,z\r\n3,"q""\n"\n'
-    records = scan_records(block, 10, QUOTE).nonempty()
+    records = scan_records(block, 10, CSV).nonempty()
     texts = [block[s:e] for s, e in zip(records.starts, records.ends)]
     assert texts == [b"a,b", b'1,"x\ny"', b"2,z", b'3,"q""\n"']
     assert records.lines.tolist() == [10, 11, 14, 15]
 
 
 def test_last_record_without_newline_is_a_record():
-    records = scan_records(b"a\nb", 1, QUOTE)
+    records = scan_records(b"a\nb", 1, CSV)
     assert records.lines.tolist() == [1, 2]
 
 
 def test_blocks_hold_whole_records_only():
     data = b"".join(b'%d,"line\nbreak %d"\n' % (i, i) for i in range(500))
-    blocks = list(iter_record_blocks(io.BytesIO(data), None, 97, QUOTE))
+    blocks = [block for block, _ in iter_record_blocks(io.BytesIO(data), None, 97, CSV)]
     assert b"".join(blocks) == data
     for block in blocks:
         assert block.count(b'"') % 2 == 0
@@ -33,7 +37,7 @@ def test_blocks_hold_whole_records_only():
 @pytest.mark.parametrize("split_size", [50, 333, 4096])
 def test_split_points_are_record_boundaries(split_size):
     data = b"".join(b'%d,"a\nb,%d",x\n' % (i, i) for i in range(2000))
-    points = split_points(io.BytesIO(data), len(data), split_size, QUOTE, read_size=1000)
+    points = split_points(io.BytesIO(data), len(data), split_size, CSV, read_size=1000)
     assert points[0] == (0, 1)
     assert len(points) > 3
     starts = {0} | {i + 1 for i in range(len(data)) if data[i : i + 1] == b"\n"}
@@ -41,3 +45,91 @@ def test_split_points_are_record_boundaries(split_size):
         assert offset in starts
         assert data[:offset].count(b'"') % 2 == 0
         assert line == data[:offset].count(b"\n") + 1
+
+
+# Pieces of CSV text that exercise every rule of pyarrow's parser: quoted fields with line ends
+# and doubled quotes inside, stray quotes in unquoted fields, and all three line ends.
+_PIECES = [b"a", b"bc", b'"', b'""', b'"x"', b'"y\nz"', b'"r\r\nq"', b",", b",", b",", b"\n"]
+_PIECES += [b"\n", b"\r\n", b"\r", b" ", b'12" p', b'"a"b"', b'""""']
+
+
+def _pyarrow_rows(data: bytes) -> tuple[int, list]:
+    """(rows + invalid rows, rows) as pyarrow parses `data` into three text columns."""
+    invalid = []
+
+    def handler(row):
+        invalid.append(row.text)
+        return "skip"
+
+    if not data.strip(b"\r\n"):
+        return 0, []
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=["a", "b", "c"]),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys("abc", pa.string())),
+    )
+    return table.num_rows + len(invalid), table.to_pylist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_records_are_exactly_the_rows_pyarrow_parses(seed):
+    """Parsing each record alone gives what parsing the whole text gives, row for row."""
+    rng = random.Random(seed)
+    for _ in range(250):
+        data = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 40)))
+        records = scan_records(data, 1, CSV).nonempty()
+        count, rows = 0, []
+        for start, end in zip(records.starts, records.ends):
+            last = start == records.starts[-1] and (records.open_quote or end == len(data))
+            found = _pyarrow_rows(data[start:] if last else data[start:end] + b"\n")
+            count, rows = count + found[0], rows + found[1]
+        assert (count, rows) == _pyarrow_rows(data), data
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_blocks_and_split_points_agree_with_one_scan(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        data = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 60)))
+        whole = scan_records(data, 1, CSV)
+        want = [(data[s:e], line) for s, e, line in zip(whole.starts, whole.ends, whole.lines)]
+        got = []
+        for block, records in iter_record_blocks(io.BytesIO(data), None, rng.randint(1, 9), CSV):
+            got += [(block[s:e], n) for s, e, n in zip(records.starts, records.ends, records.lines)]
+        assert [g for g in got if g[0]] == [w for w in want if w[0]], data
+        starts = dict(zip(whole.starts.tolist(), whole.lines.tolist()))
+        size, step = rng.randint(1, 8), rng.randint(1, 9)
+        for offset, line in split_points(io.BytesIO(data), len(data), size, CSV, step)[1:]:
+            assert starts.get(offset) == line, (data, offset, line)
+
+
+def test_stray_quote_and_lone_carriage_return_end_where_pyarrow_ends_rows():
+    data = b'id,t\r100,12" pizza\r\n2,"multi\nline"\r3,"a"b"c\n4,x'
+    records = scan_records(data, 1, CSV)
+    texts = [data[s:e] for s, e in zip(records.starts, records.ends)]
+    assert texts == [b"id,t", b'100,12" pizza', b'2,"multi\nline"', b'3,"a"b"c', b"4,x"]
+    assert records.lines.tolist() == [1, 2, 3, 5, 6]
+    assert records.next_line == 6
+
+
+def test_unclosed_quote_runs_to_the_end():
+    records = scan_records(b'a\n"open\nb\n', 1, CSV)
+    assert records.open_quote
+    assert records.starts.tolist() == [0, 2]
+
+
+def test_a_record_over_the_limit_is_skipped_without_holding_it():
+    data = b"a\n" + b'"' + b"x\n" * 5000 + b'"\r\n' + b"b\r\nc\n"
+    items = list(iter_record_blocks(io.BytesIO(data), None, 1000, CSV, max_record=4000))
+    skipped = [item for item in items if isinstance(item, Oversized)]
+    assert [(item.line, item.size) for item in skipped] == [(2, 10_004)]  # with its \r\n
+    assert skipped[0].head.startswith(b'"x\nx\n')
+    texts = [
+        (block[s:e], line)
+        for item in items
+        if not isinstance(item, Oversized)
+        for block, records in [item]
+        for s, e, line in zip(records.starts, records.ends, records.lines)
+    ]
+    assert texts == [(b"a", 1), (b"b", 5003), (b"c", 5004)]
