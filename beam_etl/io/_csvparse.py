@@ -351,11 +351,42 @@ class RangeReader:
     def _oversized(self, item: Oversized) -> DeadLetter:
         limit = self._s.max_record / (1 << 20)
         message = (
-            f"Record of {item.size:,} bytes is longer than the limit of {limit:g} MiB "
+            f"Record of {item.size / (1 << 20):.1f} MiB is longer than the limit of {limit:g} MiB "
             "(`max_record_mb`; an unclosed quote makes one record of the rest of the file)"
         )
-        payload = item.head.decode(self._text_encoding, errors="backslashreplace") + "..."
-        return self._letter(MALFORMED_CSV, message, item.line, payload)
+        return self._letter(MALFORMED_CSV, message, item.line, self._head(item.head, item.size))
+
+    def _head(self, raw: bytes, size: int) -> str:
+        """The payload of a record too long to keep whole in a dead letter: its first KiB."""
+        text = raw[:1024].decode(self._text_encoding, errors="backslashreplace")
+        return text + "..." if size > 1024 else text
+
+    def _set_aside(self, block: bytes, records: Records) -> tuple[bytes, Records, list]:
+        """Take out, as dead letters, the records that are not parsed: a quoted field never
+        closed at the end of the file, and records longer than `max_record`."""
+        sizes = records.ends - records.starts
+        keep = sizes <= self._s.max_record
+        keep[-1:] &= not records.open_quote
+        if keep.all():
+            return block, records, []
+        letters = []
+        for index in np.flatnonzero(~keep):
+            start, end, line = (
+                int(v[index]) for v in (records.starts, records.ends, records.lines)
+            )
+            if records.open_quote and index == len(records) - 1:
+                message = f"Quoted field never closed: the record from line {line} runs to the end"
+                letters.append(
+                    self._letter(
+                        MALFORMED_CSV, message, line, self._head(block[start:], len(block) - start)
+                    )
+                )
+            else:
+                letters.append(self._oversized(Oversized(line, end - start, block[start:end])))
+        kept = [block[s:e] for s, e in zip(records.starts[keep], records.ends[keep])]
+        ends = np.cumsum(sizes[keep] + 1) - 1
+        rebuilt = Records(ends - sizes[keep], ends, records.lines[keep], records.next_line)
+        return b"\n".join(kept) + b"\n" if kept else b"", rebuilt, letters
 
     @property
     def _text_encoding(self) -> str:
@@ -408,17 +439,7 @@ class RangeReader:
         return DeadLetter(self._step, reason, message, self._path, line, None, payload)
 
     def _parse_block(self, block: bytes, records: Records) -> Iterator:
-        letters: list[DeadLetter] = []
-        if records.open_quote:  # the last record runs to the end of the file
-            start, line = int(records.starts[-1]), int(records.lines[-1])
-            message = (
-                f"Quoted field never closed: the record from line {line} runs to the end of "
-                "the file"
-            )
-            text = block[start:].decode(self._text_encoding, errors="backslashreplace")
-            letters.append(self._letter(MALFORMED_CSV, message, line, text))
-            block = block[:start]
-            records = Records(records.starts[:-1], records.ends[:-1], records.lines[:-1], line)
+        block, records, letters = self._set_aside(block, records)
         if not len(records):
             self.records += len(letters)
             yield from letters

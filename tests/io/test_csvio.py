@@ -1,5 +1,6 @@
 """ReadFromCsv on real files: types, dead letters with lines, globs, splitting."""
 
+import decimal
 import io
 import os
 import random
@@ -386,3 +387,221 @@ def test_stray_quote_before_a_quoted_line_end_and_lone_cr_lose_nothing(write_fil
         )
         assert_that(out.error, equal_to([]), label=f"{label}NoDeadLetters")
     p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="default-blocks"),
+        pytest.param({"block_size_mb": 0.5}, id="small-blocks"),
+        pytest.param({"split": True, "split_size_mb": 1, "block_size_mb": 1}, id="ranges"),
+    ],
+)
+def test_a_10_mb_field_is_read_whatever_the_block_size(pipeline, tmp_path, options):
+    """Issue 9: a field longer than pyarrow's parse block failed the whole run."""
+    big = "x" * (10 << 20)
+    path = tmp_path / "big.csv"
+    path.write_text(f'id,text\n1,"{big}"\n2,small\n3,{big}\n')
+    read = ReadFromCsv(str(path), columns={"id": "int64"}, **options)  # the sample is the header
+    out = pipeline | "read" >> read
+    rows = out.output | beam.FlatMap(
+        lambda b: zip(
+            b.column("id").to_pylist(),
+            [len(text) for text in b.column("text").to_pylist()],
+            b.column("__beam_etl_line").to_pylist(),
+        )
+    )
+    assert_that(rows, equal_to([(1, 10 << 20, 2), (2, 5, 3), (3, 10 << 20, 4)]), label="Rows")
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("block_size_mb", [16, 0.25], ids=["record-in-one-block", "skipped"])
+def test_a_record_over_max_record_mb_is_one_dead_letter(pipeline, tmp_path, block_size_mb):
+    path = tmp_path / "huge.csv"
+    path.write_text(f'id,text\n1,"{"y" * (2 << 20)}"\n2,ok\n3,"never closed\n4,lost\n')
+    read = ReadFromCsv(
+        str(path), columns={"id": "int64"}, max_record_mb=1, block_size_mb=block_size_mb
+    )
+    out = pipeline | "read" >> read
+    assert_that(
+        out.output | beam.FlatMap(visible_rows), equal_to([{"id": 2, "text": "ok"}]), label="Rows"
+    )
+    assert_that(
+        out.error
+        | beam.Map(lambda d: (d.reason, d.line, d.message, d.payload[:8], len(d.payload))),
+        equal_to(
+            [
+                (
+                    "malformed_csv",
+                    2,
+                    "Record of 2.0 MiB is longer than the limit of 1 MiB (`max_record_mb`; an "
+                    "unclosed quote makes one record of the rest of the file)",
+                    '1,"yyyyy',
+                    1027,
+                ),
+                (
+                    "malformed_csv",
+                    4,
+                    "Quoted field never closed: the record from line 4 runs to the end",
+                    '3,"never',
+                    23,
+                ),
+            ]
+        ),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_integers_beyond_int64_are_never_rounded(pipeline, write_file):
+    """Issue 11: `9223372036854775808` was inferred float64 and read as 9.223372036854776e18."""
+    path = write_file(
+        "big.csv",
+        "fits,beyond,negative,huge,mixed,declared\n"
+        "9223372036854775807,9223372036854775808,1,1,1.5,9223372036854775808\n"
+        f"1,2,-9223372036854775809,{'9' * 39},99999999999999999999,1\n",
+    )
+    read = ReadFromCsv(path, columns={"declared": "float64"})
+    assert read.schema == pa.schema(
+        [
+            ("fits", pa.int64()),
+            ("beyond", pa.decimal128(38, 0)),
+            ("negative", pa.decimal128(38, 0)),
+            ("huge", pa.string()),
+            ("mixed", pa.decimal128(38, 1)),
+            ("declared", pa.float64()),  # declared types keep their behaviour
+        ]
+    )
+    out = pipeline | "read" >> read
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to(
+            [
+                {
+                    "fits": 9223372036854775807,
+                    "beyond": decimal.Decimal("9223372036854775808"),
+                    "negative": decimal.Decimal(1),
+                    "huge": "1",
+                    "mixed": decimal.Decimal("1.5"),
+                    "declared": 9.223372036854776e18,
+                },
+                {
+                    "fits": 1,
+                    "beyond": decimal.Decimal(2),
+                    "negative": decimal.Decimal("-9223372036854775809"),
+                    "huge": "9" * 39,
+                    "mixed": decimal.Decimal("99999999999999999999.0"),
+                    "declared": 1.0,
+                },
+            ]
+        ),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+UTF16_TEXT = 'id,name\n1,Zoë\n2,"a,b"\n'
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "encoding"),
+    [
+        pytest.param(
+            UTF16_TEXT.encode("utf-16"),
+            r"`.*u\.csv` is UTF-16 text \(it starts with a UTF-16 byte-order mark\), not "
+            r"`utf-8`: set `encoding: utf-16`",
+            "utf-16",
+            id="utf-16-bom",
+        ),
+        pytest.param(
+            UTF16_TEXT.encode("utf-16-be"),
+            r"UTF-16 text without a byte-order mark \(utf-16-be\), not `utf-8`: set "
+            r"`encoding: utf-16-be`",
+            "utf-16-be",
+            id="utf-16-be-no-bom",
+        ),
+        pytest.param(
+            UTF16_TEXT.encode("utf-32"),
+            r"UTF-32 text .*: set `encoding: utf-32`",
+            "utf-32",
+            id="utf-32-bom",
+        ),
+    ],
+)
+def test_utf16_is_refused_as_utf8_and_read_when_declared(
+    pipeline, write_file, data, message, encoding
+):
+    """Issue 12: UTF-16 read as UTF-8 loaded NUL-laced garbage with exit 0."""
+    path = write_file("u.csv", data)
+    with pytest.raises(ConnectorError, match=message):
+        ReadFromCsv(path)
+    out = pipeline | "read" >> ReadFromCsv(path, encoding=encoding, split=True, split_size_mb=1e-5)
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"id": 1, "name": "Zoë"}, {"id": 2, "name": "a,b"}]),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+def test_a_later_utf16_file_of_a_glob_fails_the_run_naming_it(write_file):
+    write_file("g/a.csv", "id,name\n1,x\n")
+    write_file("g/b.csv", UTF16_TEXT.encode("utf-16"))
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    _ = p | ReadFromCsv(write_file("g/c.txt", "")[:-5] + "*.csv")
+    with pytest.raises(Exception, match=r"b\.csv` is UTF-16 text .* set `encoding: utf-16`"):
+        p.run().wait_until_finish()
+
+
+def test_utf8_bom_is_skipped_without_a_header(pipeline, write_file):
+    path = write_file("bom.csv", "\ufeff1,x\n2,y\n")
+    out = pipeline | "read" >> ReadFromCsv(path, header=False, column_names=["id", "v"])
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"id": 1, "v": "x"}, {"id": 2, "v": "y"}]),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize(
+    ("quoted_nulls", "expected"),
+    [
+        pytest.param(
+            False,
+            [("", "NULL", None, None, 1), (None, None, None, None, None)],
+            id="quoted-values-are-values",
+        ),
+        pytest.param(
+            True,
+            [(None, None, None, None, 1), (None, None, None, None, None)],
+            id="quoted-nulls",
+        ),
+    ],
+)
+def test_quoted_empty_and_quoted_null_are_values_unless_asked(
+    pipeline, write_file, quoted_nulls, expected
+):
+    """Issue 14: `""` and `"NULL"` both became null; no setting kept them apart."""
+    path = write_file("q.csv", 'a,b,c,d,n\n"","NULL",,NULL,1\n,,NULL,,""\n')
+    read = ReadFromCsv(path, columns={"n": "int64"}, quoted_nulls=quoted_nulls)
+    out = pipeline | "read" >> read
+    assert_that(
+        out.output | beam.FlatMap(lambda b: [tuple(r.values()) for r in visible_rows(b)]),
+        equal_to(expected if quoted_nulls else expected[:1]),
+        label="Rows",
+    )
+    assert_that(
+        out.error | beam.Map(lambda d: (d.reason, d.line, d.message)),
+        equal_to(
+            []
+            if quoted_nulls
+            else [("cast_failed", 3, "Value `` in column `n` is not a valid int64")]
+        ),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()

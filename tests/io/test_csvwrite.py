@@ -97,3 +97,23 @@ def test_nested_columns_are_json_text(tmp_path):
 def test_bad_options_are_refused(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         WriteToCsv(str(tmp_path / "x.csv"), **options)
+
+
+def test_null_and_empty_text_are_written_apart_and_read_back_equal(tmp_path, pipeline):
+    """Issue 14: `""` and `"NULL"` read back as null, so a written file did not read back."""
+    batch = pa.record_batch(
+        {
+            "id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+            "text": ["", None, "NULL", "null", "\\N"],
+            "n": pa.array([1, None, 3, None, 5], pa.int64()),
+        }
+    )
+    path = tmp_path / "nulls.csv"
+    _write(path, batch)
+    lines = path.read_text().splitlines()
+    assert lines[0] == '"id","text","n"'
+    assert sorted(lines[1:]) == ['1,"",1', "2,,", '3,"NULL",3', '4,"null",', '5,"\\N",5']
+    read = pipeline | ReadFromCsv(str(path), columns={"id": "int64", "text": "string"})
+    assert_that(read.output | beam.FlatMap(visible_rows), equal_to(batch.to_pylist()), label="Rows")
+    assert_that(read.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
