@@ -36,5 +36,5 @@ setup(
         "excel": ["openpyxl>=3.1"],
         "test": ["pytest>=8", "ruff", "mypy", "types-PyYAML"],
     },
-    entry_points={"console_scripts": ["beam-etl = beam_etl.run:main"]},
+    entry_points={"console_scripts": ["beam-etl = beam_etl.run:console_main"]},
 )

@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from beam_etl import errors
 from beam_etl.errors import BeamEtlError, PipelineFailedError
 from beam_etl.io._publish import publish_all
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
@@ -17,6 +18,13 @@ from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
 
 _ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+INTERRUPTED = "Interrupted (Ctrl-C) while running; nothing was published"
+_OUR_ERRORS = frozenset(
+    name
+    for name, value in vars(errors).items()
+    if isinstance(value, type) and name.endswith("Error")
+)
+_WHILE_RUNNING = re.compile(r"\s*\[while running '([^']+)'\]")
 
 
 def list_transforms() -> str:
@@ -74,8 +82,9 @@ def _pipeline_options(beam_args: list[str]):
     return options, runner_name
 
 
-def failure_message(exc: BaseException, redact) -> str:
-    """Return one line saying why a run failed, from Beam's (often nested) exception text."""
+def failure_message(exc: BaseException, redact, lines: dict[str, int] | None = None) -> str:
+    """Return one line saying why a run failed, from Beam's (often nested) exception text,
+    naming the step (and its spec line, from `lines`) where Beam says which step it ran."""
     text = str(exc)
     found = _ERROR_LINE.findall(text)
     ours = [(kind, msg) for kind, msg in found if kind.startswith("beam_etl.")]
@@ -85,7 +94,17 @@ def failure_message(exc: BaseException, redact) -> str:
         kind, message = found[-1]
     else:
         kind, message = type(exc).__name__, (text.strip().splitlines() or [""])[0]
-    return redact(f"{kind.rsplit('.', 1)[-1]}: {message.strip()}")
+    message = message.strip()
+    running = _WHILE_RUNNING.search(message) or _WHILE_RUNNING.search(text)
+    message = _WHILE_RUNNING.sub("", message).rstrip()
+    where = ""
+    if running:
+        step = running.group(1).split("/")[0]
+        line = (lines or {}).get(step)
+        where = f" (step `{step}`" + (f", line {line})" if line else ")")
+    name = kind.rsplit(".", 1)[-1]
+    prefix = "" if kind.startswith("beam_etl.") or name in _OUR_ERRORS else f"{name}: "
+    return redact(f"{prefix}{message}{where}")
 
 
 def execute(
@@ -127,7 +146,12 @@ def execute(
             result = pipeline.run()
             result.wait_until_finish()
         except Exception as exc:  # any failure inside the run: report it, then fail the run
-            error = failure_message(exc, plan.loaded.redact)
+            lines = {node.name: node.line for node in plan.ordered}
+            error = failure_message(exc, plan.loaded.redact, lines)
+            if "KeyboardInterrupt" in error:  # Ctrl-C inside a step, wrapped by Beam
+                error = INTERRUPTED
+        except KeyboardInterrupt:
+            error = INTERRUPTED
         names = [node.name for node in plan.ordered]
         steps = step_reports(
             plan.ordered,
@@ -212,6 +236,9 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     output_dir = os.path.abspath(args.output_dir)
     run_id = args.run_id or new_run_id()
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **variables}
+    from beam_etl.runner import resolve
+
+    resolve(_pipeline_options(beam_args)[1])  # a runner typo fails before anything is loaded
     spec_path = args.pipeline or DEMO_SPEC
     plan = load_plan(spec_path, run_id=run_id, variables=names)
     if args.dry_run:

@@ -3,14 +3,17 @@
 With no arguments it runs the bundled demo; `infer-schema PATH` prints a file's schema.
 Arguments it does not know are Beam pipeline options and pass through (`--runner`,
 `--direct_num_workers`, `--job_endpoint`, ...).
-Exit codes: 0 success, 1 the pipeline failed (or its counts do not add up), 2 usage or spec
-error. Known errors print one line and no traceback, unless `--debug`.
+Exit codes: 0 success, 1 the pipeline failed (its counts do not add up, a quality check
+failed, a sink could not publish, Ctrl-C), 2 usage or spec error. Known errors print one line
+and no traceback, unless `--debug`.
 """
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -81,10 +84,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _QuietBeam(logging.Filter):
-    """Hide Beam's import-time chatter (missing GCP clients, ...) unless --debug."""
+    """Hide Beam's own log lines unless --debug: its import-time chatter (missing GCP clients,
+    ...), and the ERROR lines and tracebacks it logs when a step fails, which the run reports
+    in one line of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or "apache_beam" not in record.pathname
+        return "apache_beam" not in record.pathname and not record.name.startswith(
+            ("apache_beam", "grpc", "absl")
+        )
 
 
 def _configure_logging(debug: bool) -> None:
@@ -92,10 +99,21 @@ def _configure_logging(debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not debug:
+    if debug:
+        os.environ["BEAM_ETL_DEBUG"] = "1"  # worker processes log at the launcher's level
+    else:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_QuietBeam())
         warnings.filterwarnings("ignore")
+        # Beam's runner threads (worker handlers, data channels) die with tracebacks of their
+        # own when a run is stopped; the run reports why it stopped in one line.
+        threading.excepthook = _quiet_thread_exception
+
+
+def _quiet_thread_exception(args: threading.ExceptHookArgs) -> None:
+    logging.getLogger(__name__).debug(
+        "thread %s: %s", getattr(args.thread, "name", "?"), args.exc_value
+    )
 
 
 def _variables(assignments: list[str]) -> dict[str, str]:
@@ -196,9 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        if debug:
+            raise
+        print("error: interrupted (Ctrl-C); nothing was published", file=sys.stderr)
+        return 1
+
+
+def console_main() -> None:
+    """Entry point of `python -m beam_etl.run` and `beam-etl`: exit with `main`'s code.
+
+    A Ctrl-C that arrives after the run has ended (while Beam's threads shut down) must not turn
+    its exit code into a signal death: the outcome is already decided and printed.
+    """
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -8,10 +8,14 @@ its provision info) when the pipeline allows it, else BundleBasedDirectRunner (T
 processing-time timers, streaming sources).
 """
 
+import difflib
 import logging
+import sys
 from typing import Final
 
 from apache_beam.runners.runner import PipelineRunner
+
+from beam_etl.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,15 +51,61 @@ def runs_locally(pipeline) -> bool:
 
 
 def _fn_api_runner(options):
+    from apache_beam.options.pipeline_options import DirectOptions
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    from apache_beam.transforms import environments
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision_info = fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     )
-    return fn_runner.FnApiRunner(provision_info=provision_info)
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return fn_runner.FnApiRunner(provision_info=provision_info)
+    # Beam starts its own worker module for multi_processing, which logs at INFO to the
+    # terminal and prints tracebacks on Ctrl-C; `beam_etl.worker` runs the same harness with
+    # the launcher's log level. FnApiRunner replaces its environment when it sees
+    # multi_processing, so the runner is given the environment and told `in_memory` (the
+    # workers still receive the user's options through the provision info).
+    environment = environments.SubprocessSDKEnvironment.from_command_string(
+        # `exec`: Beam runs the command through /bin/sh, which would die of Ctrl-C itself.
+        command_string=f"exec {sys.executable} -m beam_etl.worker"
+    )
+    runner = fn_runner.FnApiRunner(default_environment=environment, provision_info=provision_info)
+    return _Multiprocess(runner, direct.direct_num_workers)
+
+
+class _Multiprocess:
+    """Runs a pipeline on an FnApiRunner with subprocess workers of beam_etl's own."""
+
+    def __init__(self, runner, workers: int) -> None:
+        self._runner = runner
+        self._workers = workers
+
+    def run_pipeline(self, pipeline, options):
+        from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+        local = PipelineOptions.from_dictionary(options.get_all_options())
+        local.view_as(DirectOptions).direct_running_mode = "in_memory"
+        local.view_as(DirectOptions).direct_num_workers = self._workers
+        with _quiet("apache_beam.runners.portability.fn_api_runner.fn_runner"):
+            return self._runner.run_pipeline(pipeline, local)
+
+
+class _quiet:
+    """Silence one logger inside the block (a warning that does not apply here)."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def __enter__(self) -> None:
+        self._disabled = self._logger.disabled
+        self._logger.disabled = True
+
+    def __exit__(self, *exc) -> None:
+        self._logger.disabled = self._disabled
 
 
 def _fn_api_runner_can_run(pipeline) -> bool:
@@ -105,9 +155,32 @@ def _fn_api_runner_can_run(pipeline) -> bool:
 def resolve(runner_name: str | None):
     """Return the runner to use for `--runner`: a `LocalRunner` for local names, else the name.
 
-    `DirectRunner` is taken as the local runner: it makes the same choice without Prism. Ask
-    for `PrismRunner` explicitly to use Prism.
+    `DirectRunner` (and Beam's short name `Direct`) is taken as the local runner: it makes the
+    same choice without Prism. Ask for `PrismRunner` explicitly to use Prism. Names are matched
+    as Beam matches them (case-insensitive, `Runner` optional).
+
+    Raises:
+        UsageError: not a runner Beam knows (with a did-you-mean).
     """
-    if runner_name is None or runner_name in LOCAL_NAMES:
+    if runner_name is None:
         return LocalRunner()
-    return runner_name
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    known = {name.lower(): name for name in StandardOptions.KNOWN_RUNNER_NAMES}
+    known |= {name.lower(): name for name in LOCAL_NAMES}
+    lowered = runner_name.lower()
+    name = known.get(lowered) or known.get(lowered + "runner")
+    if name is None and "." not in runner_name:  # a dotted name is a PipelineRunner class
+        choices = sorted({*StandardOptions.KNOWN_RUNNER_NAMES, "LocalRunner"})
+        spellings = {c.lower(): c for c in choices} | {
+            c.lower().removesuffix("runner"): c for c in choices
+        }
+        close = difflib.get_close_matches(lowered, list(spellings), n=1, cutoff=0.6)
+        hint = f" Did you mean `{spellings[close[0]]}`?" if close else ""
+        raise UsageError(
+            f"Unknown runner `{runner_name}`.{hint} Known runners: {', '.join(choices)} "
+            "(or the dotted name of a PipelineRunner class)"
+        )
+    if name in LOCAL_NAMES:
+        return LocalRunner()
+    return name or runner_name

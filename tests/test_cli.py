@@ -161,7 +161,8 @@ sinks:
     err = capsys.readouterr().err
     assert code == 1
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ConnectorError: Header of `")
+    assert last.startswith("error: Header of `")
+    assert "(step `src`, line 2)" in last
     assert "Traceback" not in err
     report = json.loads((tmp_path / "run_report.json").read_text())
     assert report["status"] == "failed"

@@ -147,7 +147,7 @@ def publish_all(folder: str) -> PublishOutcome:
             fault_point("between_publishes")
         try:
             result = pending.run()
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C: the open transaction is lost
             rest = [p.step for p in pendings[index + 1 :]]
             done = ", ".join(f"`{s}`" for s in outcome.published + outcome.skipped) or "none"
             raise ConnectorError(

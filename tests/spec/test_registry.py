@@ -132,6 +132,6 @@ def test_a_failed_gate_stops_publishing_and_fails_the_run(plugin, tmp_path, caps
     spec = _gated_spec(tmp_path, minimum=5)
     assert main(["--pipeline", spec, "--output-dir", str(tmp_path), "--run-id", "no"]) == 1
     err = capsys.readouterr().err
-    assert "CheckFailedError: Nothing published by `out`: 3 rows, fewer than 5" in err
+    assert "error: A quality check failed: 3 rows, fewer than 5; nothing was published" in err
     runs = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT run_id FROM _beam_etl_runs")
     assert runs.fetchall() == [("ok",)]  # the failed run published nothing
