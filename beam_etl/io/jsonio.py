@@ -23,7 +23,13 @@ from beam_etl.batches import dumps, json_safe, payload_of, visible, with_origin
 from beam_etl.datatypes import parse_type, type_name
 from beam_etl.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io._compressed import open_compressed_writer, read_chunks, resolve_compression
+from beam_etl.io._compressed import (
+    HEAD_BYTES,
+    check_head,
+    open_compressed_writer,
+    read_chunks,
+    resolve_compression,
+)
 from beam_etl.io._files import (
     BundleWriter,
     Part,
@@ -44,6 +50,8 @@ from beam_etl.transforms.outputs import WithErrors
 MALFORMED_JSON: Final = "malformed_json"
 _FORMATS: Final = ("auto", "lines", "array")
 _MB: Final = 1 << 20
+_INT64: Final = range(-(1 << 63), 1 << 63)
+_DEEP: Final = "nests arrays or objects too deeply to read (Python's limit is about 1,000 levels)"
 _BOM: Final = b"\xef\xbb\xbf"
 # Types pyarrow.json cannot read from JSON text: read as strings, then cast with casting.py.
 _CAST_AFTER: Final = (pa.types.is_date, pa.types.is_time, pa.types.is_binary, pa.types.is_duration)
@@ -128,6 +136,7 @@ def infer_schema(
             break
     complete = len(sample) < sample_bytes
     chunks.close()
+    check_head(path, sample[:HEAD_BYTES], reader="JSON")
     text = sample.removeprefix(_BOM).decode("utf-8", errors="replace")
     if _detect(text.encode(), file_format) == "array":
         objects = [obj for obj, _ in _array_elements(text, path, strict=complete)]
@@ -151,8 +160,22 @@ def infer_schema(
         if pa.types.is_string(data_type) or pa.types.is_timestamp(data_type):
             texts = [r[field.name] for r in rows if isinstance(r.get(field.name), str)]
             data_type = _temporal_type(texts) or pa.string()
+        if pa.types.is_floating(data_type):
+            numbers = [r[field.name] for r in rows if r.get(field.name) is not None]
+            data_type = _exact_number_type(numbers) or data_type
         types[field.name] = data_type
     return pa.schema([(name, types[name]) for name in dict.fromkeys(order)])
+
+
+def _exact_number_type(values: list) -> pa.DataType | None:
+    """decimal128(38, 0) for sampled integers beyond int64 (string past 38 digits, or with
+    fractions mixed in), which float64 would round; None when there are none."""
+    integers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if all(v in _INT64 for v in integers):
+        return None
+    if len(integers) < len(values) or max(len(str(abs(v))) for v in integers) > 38:
+        return pa.string()
+    return pa.decimal128(38, 0)
 
 
 def _infer_table(rows: list[dict]) -> pa.Table:
@@ -170,7 +193,7 @@ def _mixed(rows: list[dict]) -> bool:
 def _loads_or_none(line: str) -> Any:
     try:
         return json.loads(line) if line.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -210,6 +233,10 @@ def _array_elements(text: str, path: str, strict: bool = True) -> Iterator[tuple
             if not strict:
                 return
             raise fail(pos, exc.msg) from exc
+        except RecursionError as exc:
+            if not strict:
+                return
+            raise fail(pos, f"an element {_DEEP}") from exc
         line, counted = line + text.count("\n", counted, pos), pos
         yield value, line
         pos = skip(after)
@@ -246,10 +273,11 @@ class _FileParser:
     def read(self) -> Iterator:
         chunks = read_chunks(self._path, self._s.block_size)
         head = b""
-        for chunk in chunks:  # up to the first non-blank byte: it tells lines from an array
+        for chunk in chunks:  # the first bytes, up to a non-blank one: lines or an array?
             head += chunk
-            if len(head) >= len(_BOM) and not _is_blank(head.removeprefix(_BOM)):
+            if len(head) >= HEAD_BYTES and not _is_blank(head.removeprefix(_BOM)):
                 break
+        check_head(self._path, head, reader="JSON")
         rest = (c for part in ([head.removeprefix(_BOM)], chunks) for c in part)
         if _detect(head, self._s.format) == "array":
             yield from self._read_array(b"".join(rest))
@@ -321,6 +349,8 @@ class _FileParser:
             return self._letter(INVALID_ENCODING, message, line, payload)
         try:
             value = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            return self._deep(raw, line)
         except ValueError as exc:
             where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             message = f"Line is not valid JSON: {getattr(exc, 'msg', exc)}{where}"
@@ -329,6 +359,17 @@ class _FileParser:
             return self._not_object(value, line, text.strip())
         obj = self._coerce(value)
         return _Record(line, dumps(obj).encode() if obj is not value else raw, obj)
+
+    def _deep(self, raw: bytes, line: int) -> "_Record | DeadLetter":
+        """A line nested deeper than Python's json module follows: pyarrow reads it as the
+        fast path does (keys not in the schema ignored), or it is `malformed_json`."""
+        try:
+            obj = self._parse(raw).to_pylist()[0]
+        except (pa.ArrowInvalid, RecursionError, IndexError):
+            text = raw.decode("utf-8", errors="backslashreplace").strip()
+            payload = text[:1024] + "..." if len(text) > 1024 else text
+            return self._letter(MALFORMED_JSON, f"Line {_DEEP}", line, payload)
+        return _Record(line, dumps(json_safe(obj)).encode(), obj)
 
     def _not_object(self, value: Any, line: int, payload: str) -> DeadLetter:
         kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
@@ -350,7 +391,15 @@ class _FileParser:
         options = pajson.ParseOptions(
             explicit_schema=schema or self._read_schema, unexpected_field_behavior="ignore"
         )
-        return pajson.read_json(io.BytesIO(block), parse_options=options)
+        try:
+            return pajson.read_json(io.BytesIO(block), parse_options=options)
+        except pa.ArrowInvalid as exc:
+            if "straddling" not in str(exc):
+                raise
+        # A line longer than pyarrow's parse block (1 MiB): parse with a block that holds it.
+        size = min(len(block) + 64, (1 << 31) - 1)
+        read = pajson.ReadOptions(block_size=size)
+        return pajson.read_json(io.BytesIO(block), read_options=read, parse_options=options)
 
     def _load(self, records: list[_Record]) -> tuple[list[pa.Table], np.ndarray, list]:
         """Parse records, halving the list around pyarrow failures to isolate the bad ones."""
@@ -438,9 +487,13 @@ class ReadFromJson(LocalSample, beam.PTransform):
     `ConnectorError` naming it, never yields a shorter output). Array files are held in memory.
     Order within a file is kept inside each batch. Keys not in the schema are ignored, missing
     keys are null; numbers and booleans in a text column become their JSON text. Lines that
-    are not JSON, or JSON that is not an object, become `malformed_json` dead letters (bytes
-    that are not UTF-8: `invalid_encoding`), and values that do not fit their column's type
-    `cast_failed` dead letters, each with file and line (an array element's first line).
+    are not JSON, JSON that is not an object, or lines nested too deeply to read (about 1,000
+    levels, where a key of the schema holds the depth) become `malformed_json` dead letters
+    (bytes that are not UTF-8: `invalid_encoding`), and values that do not fit their column's
+    type `cast_failed` dead letters, each with file and line (an array element's first line).
+    Lines of any length are read. A file that is not UTF-8 JSON text (compressed data under a
+    plain name, UTF-16/32 text, binary data) fails with one `ConnectorError` naming it, as
+    does an array file that is not one valid JSON array.
 
     Returns:
         `WithErrors(output, error)`: batches, and `DeadLetter`s.
@@ -465,7 +518,8 @@ class ReadFromJson(LocalSample, beam.PTransform):
         columns: types of top-level keys by name (`{amount: decimal(12,2), day: date}`); keys
             not named here are inferred from the first `infer_bytes` of the first file that
             holds an object (text that is only ISO dates or timestamps becomes `date` or
-            `timestamp[us]` / `timestamp[us, UTC]`; declare decimals, JSON has none).
+            `timestamp[us]` / `timestamp[us, UTC]`; integers beyond int64 become
+            `decimal128(38, 0)`, or `string` past 38 digits; declare other decimals).
         flatten: nested objects become columns `a.b` instead of struct columns.
         infer_bytes: how much of the first file type inference looks at.
         block_size_mb: how much text one parse call handles (bounds memory per worker).

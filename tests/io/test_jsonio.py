@@ -279,3 +279,104 @@ def test_empty_file_with_declared_columns_gives_nothing(pipeline, write_file):
 def test_write_rejects_bad_configuration(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         WriteToJson(str(tmp_path / "x.json"), **kwargs)
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+
+
+def test_deeply_nested_line_is_a_dead_letter_not_a_traceback(pipeline, write_file):
+    """Issue 16: JSON nested 10,000 deep raised RecursionError. Where a key of the schema holds
+    the depth the line is `malformed_json`; under a key not in the schema it is ignored, as
+    pyarrow's fast path ignores it."""
+    path = write_file(
+        "deep.jsonl", f'{{"id": 1, "a": [1]}}\n{{"id": 2, "a": {DEEP}}}\n{{"id": 3, "b": {DEEP}}}\n'
+    )
+    out = pipeline | "read" >> ReadFromJson(path, block_size_mb=0.00001)
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"id": 1, "a": [1]}, {"id": 3, "a": None}]),
+        label="Rows",
+    )
+    assert_that(
+        out.error | beam.Map(lambda d: (d.reason, d.line, d.message, d.payload[:18])),
+        equal_to(
+            [
+                (
+                    "malformed_json",
+                    2,
+                    "Line nests arrays or objects too deeply to read (Python's limit is about "
+                    "1,000 levels)",
+                    '{"id": 2, "a": [[[',
+                )
+            ]
+        ),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_deeply_nested_array_document_is_one_clear_error(write_file):
+    path = write_file("deep.json", f'[{{"id": 1}},\n {{"id": 2, "a": {DEEP}}}]')
+    with pytest.raises(
+        ConnectorError,
+        match=r"deep\.json` is not a valid JSON array: an element nests arrays or objects too "
+        r"deeply to read .* \(line 2\)",
+    ):
+        ReadFromJson(path)
+
+
+def test_integers_beyond_int64_are_never_rounded(pipeline, write_file):
+    """Issue 11: `9223372036854775808` was inferred float64."""
+    path = write_file(
+        "big.jsonl",
+        '{"fits": 9223372036854775807, "beyond": 9223372036854775808, "mixed": 1.5, '
+        '"declared": 9223372036854775808}\n'
+        f'{{"fits": 1, "beyond": -9223372036854775809, "mixed": {"9" * 20}, "declared": 1}}\n',
+    )
+    read = ReadFromJson(path, columns={"declared": "float64"})
+    assert read.schema == pa.schema(
+        [
+            ("fits", pa.int64()),
+            ("beyond", pa.decimal128(38, 0)),
+            ("mixed", pa.string()),
+            ("declared", pa.float64()),  # declared types keep their behaviour
+        ]
+    )
+    out = pipeline | "read" >> read
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to(
+            [
+                {
+                    "fits": 9223372036854775807,
+                    "beyond": decimal.Decimal("9223372036854775808"),
+                    "mixed": "1.5",
+                    "declared": 9.223372036854776e18,
+                },
+                {
+                    "fits": 1,
+                    "beyond": decimal.Decimal("-9223372036854775809"),
+                    "mixed": "9" * 20,
+                    "declared": 1.0,
+                },
+            ]
+        ),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
+
+
+def test_a_line_longer_than_pyarrows_block_is_read(pipeline, write_file):
+    """A 3 MB line was a `malformed_json` dead letter (`straddling object`)."""
+    path = write_file(
+        "long.jsonl", '{"a": 1, "t": "x"}\n{"a": 2, "t": "' + "y" * (3 << 20) + '"}\n'
+    )
+    out = pipeline | "read" >> ReadFromJson(path)
+    assert_that(
+        out.output | beam.FlatMap(lambda b: [(r["a"], len(r["t"])) for r in visible_rows(b)]),
+        equal_to([(1, 1), (2, 3 << 20)]),
+        label="Rows",
+    )
+    assert_that(out.error, equal_to([]), label="NoErrors")
+    pipeline.run().wait_until_finish()
