@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 from beam_etl import errors
 from beam_etl.errors import BeamEtlError, PipelineFailedError
-from beam_etl.io._publish import publish_all
+from beam_etl.io._publish import fault_point, publish_all
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
 from beam_etl.runs import RunFolders
 from beam_etl.spec import Plan, load_plan
 from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
+from beam_etl.state import RunState, StateStore, incremental_state
 
 _ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -137,7 +138,10 @@ def execute(
     pending = os.path.join(run_dir, "pending")
     pipeline = beam.Pipeline(runner=runner, options=options)
     checks_path = f"{report_path}.checks.jsonl"
-    with deferred_publishing(pending):
+    state = RunState(
+        StateStore(os.path.join(runs.work_dir, "state.sqlite")), plan.spec.name, run_id
+    )
+    with deferred_publishing(pending), incremental_state(state):
         plan.build(pipeline, checks_path)
     runs.remember_staging(run_dir, plan.transforms.values())
     error, result, outcome = None, None, None
@@ -166,7 +170,12 @@ def execute(
                 outcome = publish_all(pending)
             except BeamEtlError as exc:
                 error = plan.loaded.redact(str(exc))
+        if error is None:  # state only moves once every sink has published
+            fault_point("before_state_commit")
+            state.commit()
     finally:
+        if error is not None or outcome is None:
+            state.discard()
         runs.finish(run_dir)  # pending publishes not made, and their staging, are discarded
     report = RunReport(
         run_id=run_id,

@@ -9,6 +9,7 @@ and no traceback, unless `--debug`.
 """
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -171,6 +172,40 @@ def _infer_schema(argv: list[str]) -> int:
     return 0
 
 
+def _state(argv: list[str]) -> int:
+    """`state show|reset`: print or forget what incremental sources remember between runs."""
+    parser = _Parser(
+        prog="python -m beam_etl.run state",
+        description="Show or reset the state incremental sources keep between runs.",
+    )
+    parser.add_argument("action", choices=("show", "reset"))
+    parser.add_argument("--pipeline", metavar="FILE", help="the spec (default: the demo)")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="as for a run")
+    parser.add_argument("--source", help="only this source or step")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    from beam_etl.spec import load_plan
+    from beam_etl.state import StateStore
+
+    output_dir = os.path.abspath(args.output_dir)
+    names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **_variables(args.set)}
+    plan = load_plan(args.pipeline or DEMO_SPEC, run_id="state", variables=names)
+    store = StateStore(os.path.join(output_dir, ".beam_etl", "state.sqlite"))
+    pipeline = plan.spec.name
+    if args.action == "reset":
+        removed = store.reset(pipeline, args.source)
+        what = f"source `{args.source}`" if args.source else "every source"
+        print(f"state of pipeline `{pipeline}` reset for {what} ({removed} entries removed)")
+        return 0
+    entries = store.entries(pipeline, args.source)
+    if not entries:
+        print(f"pipeline `{pipeline}` has no state in {store.path}")
+    for entry in entries:
+        value = json.dumps(entry["value"], sort_keys=True)
+        print(f"{entry['source']}: {value} (run {entry['run_id']}, {entry['updated_at']})")
+    return 0
+
+
 def _database_source(args: argparse.Namespace) -> Any:
     """Return the database reader `infer-schema --source` samples (password from the env)."""
     if args.path is not None:
@@ -198,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["infer-schema"]:
             return _infer_schema(argv[1:])
+        if argv[:1] == ["state"]:
+            return _state(argv[1:])
         args, beam_args = _parser().parse_known_args(argv)
         unknown = [a for a in beam_args if not a.startswith("--")]
         if unknown:

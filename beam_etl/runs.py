@@ -26,6 +26,7 @@ class RunFolders:
     """The run folders under one work dir (`.beam_etl/` beside the run report by default)."""
 
     def __init__(self, work_dir: str) -> None:
+        self.work_dir = work_dir
         self.root = os.path.join(work_dir, "runs")
 
     def start(self, run_id: str) -> str:

@@ -71,6 +71,7 @@ _BUILTIN: Final = {
     "FilterRows": (STEP, "beam_etl.transforms.expressions:FilterRows"),
     "DeriveColumns": (STEP, "beam_etl.transforms.expressions:DeriveColumns"),
     "DropDuplicates": (STEP, "beam_etl.transforms.dedupe:DropDuplicates"),
+    "DiffSnapshots": (STEP, "beam_etl.transforms.diff:DiffSnapshots"),
     "MapBatches": (STEP, "beam_etl.transforms.rows:MapBatches"),
     "MapRows": (STEP, "beam_etl.transforms.rows:MapRows"),
     "FillNulls": (STEP, "beam_etl.transforms.cleaning:FillNulls"),
