@@ -73,7 +73,7 @@ def test_five_runs_of_snapshot_diffs_keep_the_target_equal_to_the_source(case, c
     capsys.readouterr()
     assert run(source) == 0  # nothing changed: nothing is written
     report = (case[3] / "out" / "run_report.json").read_text()
-    assert '"rows_dropped": %d' % len(source) in report  # every row unchanged
+    assert f'"rows_dropped": {len(source)}' in report  # every row unchanged
     assert target() == source
 
 
