@@ -2,6 +2,8 @@
 
 import datetime
 import pickle
+import re
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,6 +12,8 @@ import pytest
 from beam_etl.errors import ExpressionError
 from beam_etl.transforms.expr import (
     FUNCTIONS,
+    MAX_DEPTH,
+    compile_checked,
     compile_expression,
     evaluate,
     referenced_columns,
@@ -410,3 +414,134 @@ def test_compiled_expressions_pickle() -> None:
     expression = compile_expression("a in (1, 2) and contains(s, 'l') or a / 2 > 1", BATCH.schema)
     clone = pickle.loads(pickle.dumps(expression))
     assert evaluate(clone, BATCH).to_pylist() == [False, True, None, True]
+
+
+FAILING = pa.record_batch(
+    {
+        "id": pa.array([7, 8, 9, 10, 11], pa.int64()),
+        "a": pa.array([1, 0, 2, None, 0], pa.int64()),
+        "big": pa.array([1, 2, 2**63 - 1, 4, 5], pa.int64()),
+        "s": pa.array(["1", "2", "x", "4", "5"]),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "failures"),
+    [
+        pytest.param(
+            "id / a",
+            [7.0, None, 4.5, None, None],
+            [
+                (1, "divide by zero in `/` at position 3 with `id` = 8, `a` = 0"),
+                (4, "divide by zero in `/` at position 3 with `id` = 11, `a` = 0"),
+            ],
+            id="divide-by-zero-rows-only",
+        ),
+        pytest.param(
+            "big + 1",
+            [2, 3, None, 5, 6],
+            [(2, "overflow in `+` at position 4 with `big` = 9223372036854775807")],
+            id="overflow-found-by-bisection",
+        ),
+        pytest.param(
+            "id % a + big * 2",
+            [2, None, None, None, None],
+            [
+                (1, "divide by zero in `%` at position 3 with `id` = 8, `a` = 0"),
+                (2, "overflow in `*` at position 13 with `big` = 9223372036854775807"),
+                (4, "divide by zero in `%` at position 3 with `id` = 11, `a` = 0"),
+            ],
+            id="first-failure-of-a-row-is-reported",
+        ),
+        pytest.param(
+            "cast(s, 'int64') + 1",
+            [2, 3, None, 5, 6],
+            [
+                (
+                    2,
+                    "Failed to parse string: 'x' as a scalar of type int64 in `cast` at "
+                    "position 0 with `s` = 'x'",
+                )
+            ],
+            id="bad-cast-in-an-expression",
+        ),
+        pytest.param(
+            "if(a = 0, -1.0, id / a)",
+            [7.0, -1.0, 4.5, None, -1.0],
+            [],
+            id="branch-not-taken-does-not-fail",
+        ),
+        pytest.param(
+            "if(a = 0, id / a, 0.0)",
+            [0.0, None, 0.0, None, None],
+            [
+                (1, "divide by zero in `/` at position 13 with `id` = 8, `a` = 0"),
+                (4, "divide by zero in `/` at position 13 with `id` = 11, `a` = 0"),
+            ],
+            id="branch-taken-fails",
+        ),
+        pytest.param(
+            "id / 0",
+            [None] * 5,
+            [
+                (row, "divide by zero in `/` at position 3 with `id` = " + str(row + 7))
+                for row in range(5)
+            ],
+            id="constant-divisor-zero",
+        ),
+    ],
+)
+def test_only_the_failing_rows_fail(text: str, values: list, failures: list) -> None:
+    found_values, found = compile_checked(text, FAILING.schema).evaluate(FAILING)
+    assert found_values.to_pylist() == values
+    assert found == failures
+
+
+def test_a_batch_that_does_not_fail_is_evaluated_once(monkeypatch) -> None:
+    import beam_etl.transforms.expr as expr
+
+    def slow_path(*_):
+        raise AssertionError("the row-by-row path must not run when nothing fails")
+
+    monkeypatch.setattr(expr, "_rows_failing", slow_path)
+    values, failures = compile_checked("id * 2 + a", FAILING.schema).evaluate(FAILING)
+    assert (len(values), failures) == (5, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("(" * 20_000 + "a" + ")" * 20_000, id="20000-parentheses"),
+        pytest.param("not " * 20_000 + "f", id="20000-nots"),
+        pytest.param("- " * 20_000 + "a", id="20000-minus-signs"),
+        pytest.param("abs(" * 20_000 + "a" + ")" * 20_000, id="20000-nested-calls"),
+        pytest.param(" + ".join(["a"] * 20_000), id="20000-term-chain"),
+        pytest.param("a > 0" + " and a > 1" * 200_000, id="2-million-characters"),
+    ],
+)
+def test_too_deep_expressions_are_refused_at_once_in_one_short_line(text: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError) as caught:
+        compile_expression(text, BATCH.schema)
+    assert time.perf_counter() - started < 1
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"Too deep at position \d+ in expression `.{1,70}`: expressions nest "
+        r"at most 200 levels",
+        message,
+    ), message
+
+
+def test_expressions_as_deep_as_the_limit_compile_and_isolate_failures() -> None:
+    deep = "(" * (MAX_DEPTH - 3) + "id / a" + ")" * (MAX_DEPTH - 3)
+    chain = " + ".join(["a"] * (MAX_DEPTH - 2)) + " + id / a"
+    for text in (deep, chain):
+        _, failures = compile_checked(text, FAILING.schema).evaluate(FAILING)
+        assert [row for row, _ in failures] == [1, 4]
+
+
+def test_identifiers_may_use_letters_of_any_script() -> None:
+    batch = pa.record_batch({"größe": [1, 2], "prix_€": [3, 4]})
+    assert run("größe * 10 + `prix_€`", batch) == [13, 24]
+    assert referenced_columns("Größe > 1 and größe < 2") == ["Größe", "größe"]
