@@ -3,7 +3,8 @@
 Sources attach two hidden columns to every batch so that any later step can say where a row
 came from: `__beam_etl_file` (dictionary-encoded file or table name) and `__beam_etl_line`
 (1-based line of the row's first physical line, or null when unknown). Sinks drop every column
-whose name starts with `HIDDEN_PREFIX`.
+whose name starts with `HIDDEN_PREFIX`, so sources refuse input columns named so (`with_origin`)
+rather than lose them.
 """
 
 import json
@@ -16,13 +17,37 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
+from beam_etl.errors import ConnectorError
+
 HIDDEN_PREFIX: Final = "__beam_etl_"
 FILE_COLUMN: Final = "__beam_etl_file"
 LINE_COLUMN: Final = "__beam_etl_line"
 
 
+def check_names(names: Iterable[str], source: str) -> None:
+    """Refuse column names that start with `HIDDEN_PREFIX`: every sink would drop them.
+
+    Raises:
+        ConnectorError: naming the first such column and `source`.
+    """
+    for name in names:
+        if str(name).startswith(HIDDEN_PREFIX):
+            raise ConnectorError(
+                f"Column `{name}` of `{source}` starts with `{HIDDEN_PREFIX}`, which beam_etl "
+                "reserves for its hidden columns (no output keeps them); rename it in the "
+                "source (its header, field name or query alias)"
+            )
+
+
 def with_origin(batch: pa.RecordBatch, source: str, lines: Sequence[int] | None) -> pa.RecordBatch:
-    """Return `batch` with the hidden origin columns set to `source` and `lines`."""
+    """Return `batch` with the hidden origin columns set to `source` and `lines`.
+
+    Every source calls this on every batch it reads.
+
+    Raises:
+        ConnectorError: a column of `batch` is named like a hidden column (`check_names`).
+    """
+    check_names(batch.schema.names, source)
     n = batch.num_rows
     files = pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(n, dtype=np.int32)), pa.array([source])
@@ -31,6 +56,35 @@ def with_origin(batch: pa.RecordBatch, source: str, lines: Sequence[int] | None)
     arrays = [*batch.columns, files, line_array]
     names = [*batch.schema.names, FILE_COLUMN, LINE_COLUMN]
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def describe_schema(schema: pa.Schema) -> str:
+    """Return `schema` on one line for messages: `id: int64 not null, name: string`.
+
+    `str(schema)` spans several lines (nested children, metadata), which cuts a one-line
+    error message short.
+    """
+    return ", ".join(
+        f"{field.name}: {field.type}{'' if field.nullable else ' not null'}" for field in schema
+    )
+
+
+def schema_changes(found: pa.Schema, expected: pa.Schema) -> str:
+    """Return how `found` differs from `expected`, on one line (missing, extra, changed)."""
+    changes = []
+    missing = [name for name in expected.names if name not in found.names]
+    extra = [name for name in found.names if name not in expected.names]
+    if missing:
+        changes.append("missing " + ", ".join(f"`{name}`" for name in missing))
+    if extra:
+        changes.append("extra " + ", ".join(f"`{name}`" for name in extra))
+    for field in found:
+        if field.name in expected.names and not field.equals(expected.field(field.name)):
+            was = describe_schema(pa.schema([expected.field(field.name)]))
+            changes.append(f"`{describe_schema(pa.schema([field]))}` instead of `{was}`")
+    if not changes and found.names != expected.names:
+        changes.append("columns in another order")
+    return "; ".join(changes)
 
 
 def visible(batch: pa.RecordBatch | pa.Table) -> Any:

@@ -29,7 +29,7 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.batches import with_origin
+from beam_etl.batches import check_names, describe_schema, schema_changes, with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument
 from beam_etl.io._files import match_files
@@ -165,7 +165,7 @@ def _open_reader(path: str, stream: Any) -> tuple[Any, Any]:
         reader = fastavro.reader(stream)
         schema = reader.writer_schema
     except Exception as exc:  # fastavro raises ValueError, EOFError, ... on damaged headers
-        raise ConnectorError(f"Cannot read `{path}` as Avro: {exc}") from exc
+        raise ConnectorError(f"Cannot read `{path}` as Avro: {_one_line(exc)}") from exc
     return reader, schema
 
 
@@ -188,7 +188,12 @@ def _mapping_in(path: str, avro_schema: dict) -> tuple[pa.Schema, list[str]]:
     try:
         return _mapping(avro_schema)
     except ValueError as exc:
-        raise ConnectorError(f"Cannot read `{path}`: {exc}") from exc
+        raise ConnectorError(f"Cannot read `{path}`: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    """The exception's text on one line (a library's message may span several)."""
+    return " ".join(str(exc).split())
 
 
 def _uuids_as_text(rows: list[dict], columns: list[str]) -> None:
@@ -213,8 +218,10 @@ class _ReadAvroFileFn(beam.DoFn):
             found, uuids = _mapping_in(path, avro_schema)
             if found != self._schema:
                 raise ConnectorError(
-                    f"The schema of `{path}` ({found}) differs from the first file's "
-                    f"({self._schema}); read files of different schemas with separate sources"
+                    f"The schema of `{path}` ({describe_schema(found)}) differs from the first "
+                    f"file's ({describe_schema(self._schema)}): "
+                    f"{schema_changes(found, self._schema)}; read files of different schemas "
+                    "with separate sources"
                 )
             records, first = iter(reader), 1
             while rows := self._next_rows(records, path, first):
@@ -230,7 +237,7 @@ class _ReadAvroFileFn(beam.DoFn):
         except Exception as exc:  # truncated blocks, bad sync markers, codec errors
             raise ConnectorError(
                 f"Cannot read `{path}`: the Avro data is damaged after record {first - 1} "
-                f"or soon after ({type(exc).__name__}: {exc})"
+                f"or soon after ({type(exc).__name__}: {_one_line(exc)})"
             ) from exc
 
 
@@ -258,6 +265,7 @@ class ReadFromAvro(LocalSample, beam.PTransform):
         self.batch_rows = batch_rows
         self._files = [file for file, _ in match_files(path)]
         self._schema = read_avro_schema(self._files[0])
+        check_names(self._schema.names, self._files[0])
 
     @property
     def schema(self) -> pa.Schema:

@@ -6,14 +6,18 @@ one kind of value keeps its type (`int64`, `float64`, `bool`, `string`, `timesta
 floats give `float64`; dates mixed with date-times give `timestamp[us]`; any other mix (text
 with numbers, numbers with dates, booleans with numbers ...) gives `string`, where values are
 written as `cell_text` shows them (`true`, `2024-01-31`, `1.5`). A column with no value at all
-is `string`. Error cells (`#DIV/0!`) are read as their text. Excel stores no time zones and
-keeps date-times to the millisecond.
+is `string`. Error cells (`#DIV/0!`) are read as their text. A formula is read as the value
+saved with it; a workbook holding a formula without one (written by a program that does not
+calculate formulas) is refused, naming the cells, rather than read as empty cells. Excel stores
+no time zones and keeps date-times to the millisecond.
 """
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
+from xml.etree import ElementTree
 
 import apache_beam as beam
 import openpyxl
@@ -22,7 +26,7 @@ import pyarrow.compute as pc
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles.numbers import is_datetime
 
-from beam_etl.batches import with_origin
+from beam_etl.batches import check_names, with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
 from beam_etl.io._files import match_files
@@ -32,6 +36,9 @@ from beam_etl.metrics import ROWS_READ, step_counter
 #: Excel's last row is 1,048,576; one is the header.
 EXCEL_MAX_ROWS: Final = 1_048_575
 _BATCH_ROWS: Final = 50_000
+_SHEET_NS: Final = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_FORMULA: Final = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s>/]")
+_CHUNK: Final = 1 << 20
 _KIND_TYPES: Final[dict[str, pa.DataType]] = {
     "bool": pa.bool_(),
     "int": pa.int64(),
@@ -77,7 +84,8 @@ def _open_sheet(path: str, sheet: int | str) -> tuple[Any, Any]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # not a zip, not a workbook, damaged XML
-        raise ConnectorError(f"Cannot read `{path}` as an Excel workbook: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise ConnectorError(f"Cannot read `{path}` as an Excel workbook: {reason}") from exc
     names = workbook.sheetnames
     if (isinstance(sheet, str) and sheet not in names) or (
         isinstance(sheet, int) and not 0 <= sheet < len(names)
@@ -86,6 +94,56 @@ def _open_sheet(path: str, sheet: int | str) -> tuple[Any, Any]:
         listed = ", ".join(f"`{name}`" for name in names)
         raise ConnectorError(f"`{path}` has no sheet `{sheet}`; its sheets are {listed}")
     return workbook, workbook[sheet if isinstance(sheet, str) else names[sheet]]
+
+
+def _has_formulas(worksheet: Any) -> bool:
+    """Whether the sheet's XML holds a formula element at all (a fast scan of its bytes)."""
+    with worksheet._get_source() as stream:  # openpyxl's read-only sheets read their part so
+        tail = b""
+        while chunk := stream.read(_CHUNK):
+            if _FORMULA.search(tail + chunk):
+                return True
+            tail = chunk[-32:]
+    return False
+
+
+def uncached_formulas(worksheet: Any, first_row: int = 1) -> list[str]:
+    """Return the cells (`B7`) at or below `first_row` holding a formula without a saved value.
+
+    Such cells read as empty (openpyxl gives the value Excel saved with the formula, and
+    programs that write workbooks without calculating them save none), so they must not be
+    read as nulls. Cells are listed in sheet order.
+    """
+    if not _has_formulas(worksheet):
+        return []
+    found = []
+    with worksheet._get_source() as stream:
+        for _, element in ElementTree.iterparse(stream):
+            if element.tag == f"{_SHEET_NS}c":
+                formula = element.find(f"{_SHEET_NS}f")
+                value = element.find(f"{_SHEET_NS}v")
+                # `<v/>` is no value, except for a formula whose text result is empty.
+                saved = value is not None and (bool(value.text) or element.get("t") == "str")
+                if formula is not None and not saved:
+                    cell = element.get("r", "?")
+                    row = int(re.sub(r"\D", "", cell) or 0)
+                    if row >= first_row:
+                        found.append(cell)
+            elif element.tag == f"{_SHEET_NS}row":
+                element.clear()
+    return found
+
+
+def _check_formulas(path: str, worksheet: Any, header_row: int) -> None:
+    cells = uncached_formulas(worksheet, header_row)
+    if cells:
+        listed = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
+        raise ConnectorError(
+            f"Cell(s) {listed} of sheet `{worksheet.title}` of `{path}` hold a formula without "
+            "a saved value (the program that wrote the file did not calculate it), which "
+            "would read as empty; open and save the file in Excel or LibreOffice, or write "
+            "values instead of formulas"
+        )
 
 
 def _header(path: str, worksheet: Any, header_row: int) -> list[str]:
@@ -118,11 +176,14 @@ def scan_sheet(path: str, sheet: int | str, header_row: int) -> tuple[list[str],
     """Return the header of a sheet and the set of value kinds in each column.
 
     Raises:
-        ConnectorError: the file is not a workbook, the sheet is missing or has no header.
+        ConnectorError: the file is not a workbook, the sheet is missing or has no header, a
+            column is named like a hidden one, or a cell holds a formula without a value.
     """
     workbook, worksheet = _open_sheet(path, sheet)
     try:
+        _check_formulas(path, worksheet, header_row)
         names = _header(path, worksheet, header_row)
+        check_names(names, path)
         kinds: list[set[str]] = [set() for _ in names]
         for _, cells in _data_rows(worksheet, header_row, len(names)):
             for found, cell in zip(kinds, cells):

@@ -203,6 +203,47 @@ def test_a_later_file_with_another_schema_fails_the_run(tmp_path):
         _run(lambda p: p | read)
 
 
+def test_schema_evolution_is_one_line_naming_what_changed(tmp_path):
+    first = [
+        {"name": "id", "type": "long"},
+        {"name": "tags", "type": {"type": "map", "values": "int"}},
+    ]
+    _write_avro(
+        tmp_path / "a1.avro",
+        {"type": "record", "name": "r", "fields": first},
+        [{"id": 1, "tags": {}}],
+    )
+    second = [*first, {"name": "note", "type": ["null", "string"]}]
+    _write_avro(
+        tmp_path / "a2.avro",
+        {"type": "record", "name": "r", "fields": second},
+        [{"id": 2, "tags": {}, "note": None}],
+    )
+    read = ReadFromAvro(str(tmp_path / "a*.avro"))
+    with pytest.raises(ConnectorError) as raised:
+        _run(lambda p: p | read)
+    message = str(raised.value).split(" [while running")[0]
+    assert message == (
+        f"The schema of `{tmp_path}/a2.avro` (id: int64 not null, tags: map<string, int32> not "
+        "null, note: string) differs from the first file's (id: int64 not null, tags: "
+        "map<string, int32> not null): extra `note`; read files of different schemas with "
+        "separate sources"
+    )
+
+
+def test_a_field_named_like_a_hidden_column_is_refused(tmp_path):
+    schema = {
+        "type": "record",
+        "name": "r",
+        "fields": [{"name": "__beam_etl_file", "type": "long"}],
+    }
+    path = _write_avro(tmp_path / "h.avro", schema, [{"__beam_etl_file": 1}])
+    with pytest.raises(
+        ConnectorError, match=r"Column `__beam_etl_file` of `.*h\.avro` starts with"
+    ):
+        ReadFromAvro(path)
+
+
 def test_writer_unifies_batch_schemas_and_replaces_on_rerun(pipeline, tmp_path):
     path = str(tmp_path / "u.avro")
     one = pa.record_batch({"a": pa.array([1], pa.int64()), "b": pa.array(["x"])})

@@ -160,6 +160,26 @@ def test_glob_reads_every_workbook_with_types_unified_across_files(pipeline, tmp
         pytest.param({"S": [["a", "a"]]}, {}, "repeats a", id="duplicate-header"),
         pytest.param({"S": [["a"]]}, {"timezone": "Mars/Base"}, "Unknown time zone", id="tz"),
         pytest.param({"S": [["a"]]}, {"header_row": 0}, "`header_row` must be", id="header-row"),
+        pytest.param(
+            {"S": [["a", "b"], [1, "=A2*2"], [2, "=A3*2"]]},
+            {},
+            r"Cell\(s\) B2, B3 of sheet `S` of `.*book.xlsx` hold a formula without a saved "
+            "value .* open and save the file in Excel or LibreOffice",
+            id="formulas-without-saved-values",
+        ),
+        pytest.param(
+            {"S": [["a"], *([f"=ROW()*{i}"] for i in range(6))]},
+            {},
+            r"Cell\(s\) A2, A3, A4 and 3 more of sheet `S`",
+            id="many-formulas-without-saved-values",
+        ),
+        pytest.param(
+            {"S": [["id", "__beam_etl_note"], [1, "x"]]},
+            {},
+            "Column `__beam_etl_note` of `.*book.xlsx` starts with `__beam_etl_`, which "
+            "beam_etl reserves",
+            id="hidden-column-name",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error_at_construction(tmp_path, sheets, kwargs, message):
@@ -207,3 +227,32 @@ def test_rerun_replaces_the_workbook(tmp_path):
 def test_writer_refuses_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         WriteToExcel(str(tmp_path / "x.xlsx"), **kwargs)
+
+
+def _save_formula_values(path, values: dict[str, str]) -> None:
+    """Give formulas of the first sheet saved values (`{"B2": "2"}`), as Excel does on save."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    for cell, value in values.items():
+        kind = ' t="str"' if not value else ""
+        sheet = re.sub(
+            rf'<c r="{cell}"([^>]*)><f>([^<]*)</f><v ?/>',
+            rf'<c r="{cell}"\1{kind}><f>\2</f><v>{value}</v>',
+            sheet,
+        )
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+
+
+def test_formulas_read_as_their_saved_values(pipeline, tmp_path):
+    path = _workbook(tmp_path / "book.xlsx", {"S": [["a", "b", "c"], [1, "=A2*2", '=""']]})
+    _save_formula_values(path, {"B2": "2", "C2": ""})
+    read = pipeline | ReadFromExcel(path)
+    assert_that(read | beam.FlatMap(visible_rows), equal_to([{"a": 1, "b": 2, "c": None}]))
+    pipeline.run().wait_until_finish()
