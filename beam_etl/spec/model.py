@@ -123,7 +123,7 @@ def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:
     name = item.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(
-            f"Each node needs a `name` of letters, digits, `_` or `-`, not `{name}`",
+            f"Each node needs a `name` of ASCII letters, digits, `_` or `-`, not `{name}`",
             line=item.lines.get("name", line),
         )
     for key in item:

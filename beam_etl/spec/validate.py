@@ -7,9 +7,13 @@ same way; the constructed transforms are returned for the builder to apply.
 
 import functools
 import inspect
-from typing import Any
+import types
+import typing
+from typing import Any, Final
 
-from beam_etl.errors import BeamEtlError, SpecError
+from beam_etl.batches import check_names
+from beam_etl.errors import BeamEtlError, ConnectorError, SpecError
+from beam_etl.spec.loader import Substituted
 from beam_etl.spec.model import Node, Spec
 from beam_etl.spec.registry import SINK, SOURCE, Entry, arguments, did_you_mean, lookup, outputs_of
 
@@ -123,9 +127,84 @@ def check_consumed(spec: Spec, transforms: dict[str, Any]) -> None:
             raise SpecError(message, step=node.name, line=node.line)
 
 
+_TRUE: Final = frozenset({"true", "yes", "on", "1"})
+_FALSE: Final = frozenset({"false", "no", "off", "0"})
+_NULL: Final = frozenset({"", "null", "none", "~"})
+_NOUNS: Final = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _scalar_types(annotation: Any, default: Any) -> set[Any]:
+    """The plain types a config key accepts: from its annotation, else from its default."""
+    if annotation is inspect.Parameter.empty:
+        if default is inspect.Parameter.empty or default is None:
+            return {Any}
+        return {type(default)}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {arg for arg in typing.get_args(annotation)}
+    return {annotation}
+
+
+def _typed_value(value: Substituted, accepted: set[Any], key: str, node: Node) -> Any:
+    """Return the text of a variable as the type `key` takes (text stays text)."""
+    numeric = accepted & {bool, int, float}
+    if not numeric or str in accepted or Any in accepted:
+        return str(value)
+    text = value.strip()
+    if type(None) in accepted and text.lower() in _NULL:
+        return None
+    if bool in accepted and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    for kind in (int, float):
+        if kind in accepted:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    expected = " or ".join(_NOUNS[kind] for kind in (bool, int, float) if kind in numeric)
+    raise SpecError(
+        f"Config key `{key}` takes {expected}, but its variable gave `{value}`",
+        step=node.name,
+        line=node.config_line(key),
+    )
+
+
+def _plain_text(value: Any) -> Any:
+    if isinstance(value, Substituted):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_text(v) for v in value]
+    return value
+
+
+def typed_config(node: Node, factory: Any) -> dict[str, Any]:
+    """Return the node's config with text from variables typed by each key's declared type.
+
+    `split_size_mb: ${SPLIT_MB:-64}` gives the int 64 when the factory's `split_size_mb` is
+    annotated `int` (or defaults to an int); a key that also accepts text keeps the text.
+
+    Raises:
+        SpecError: a variable's text is not a value of the key's type (naming key and line).
+    """
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    config = {}
+    for key, value in node.config.items():
+        parameter = parameters.get(key)
+        if isinstance(value, Substituted) and parameter is not None:
+            accepted = _scalar_types(parameter.annotation, parameter.default)
+            config[key] = _typed_value(value, accepted, key, node)
+        else:
+            config[key] = _plain_text(value)
+    return config
+
+
 def construct(node: Node, factory: Any, run_id: str) -> Any:
     """Build the node's transform from its config; factory errors become SpecErrors."""
-    config = dict(node.config)
+    config = typed_config(node, factory)
     try:
         accepts_run_id = "run_id" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -151,7 +230,7 @@ def check_schemas(ordered: list[Node], transforms: dict[str, Any]) -> dict[str, 
     for node in ordered:
         transform = transforms[node.name]
         if not node.inputs:
-            schemas[node.name] = getattr(transform, "schema", None)
+            schemas[node.name] = _source_schema(node, transform)
             continue
         known = [schemas.get(ref.node) for ref in node.inputs if ref.output == "output"]
         complete = len(known) == len(node.inputs) and None not in known
@@ -173,6 +252,18 @@ def check_schemas(ordered: list[Node], transforms: dict[str, Any]) -> dict[str, 
             line = node.config_line(key) if key else node.config_line(_first_key(node))
             raise SpecError(message, step=node.name, line=line) from exc
     return schemas
+
+
+def _source_schema(node: Node, transform: Any) -> Any:
+    """A source's schema, if it knows one; a column named like a hidden one is an error."""
+    schema = getattr(transform, "schema", None)
+    if schema is not None:
+        path = getattr(transform, "path", None)
+        try:
+            check_names(schema.names, path if isinstance(path, str) else node.name)
+        except ConnectorError as exc:
+            raise SpecError(str(exc), step=node.name, line=node.line) from None
+    return schema
 
 
 def _first_key(node: Node) -> str:

@@ -256,3 +256,102 @@ def test_a_valid_join_gives_its_schema_to_the_next_step(tmp_path):
     (tmp_path / "spec.yaml").write_text(text)
     with pytest.raises(SpecError, match="w2"):
         load_plan(str(tmp_path / "spec.yaml"), run_id="r")
+
+
+TYPED = """\
+name: typed
+sources:
+  - name: src
+    type: ReadFromCsv
+    config:
+      path: {csv}
+      split_size_mb: ${{SPLIT_MB:-64}}
+      split: "${{SPLIT:-true}}"
+steps:
+  - name: dedupe
+    type: DropDuplicates
+    input: src
+    config:
+      columns: ["${{KEY:-k}}"]
+      buckets: "${{NP:-4}}"
+      spill: ${{SPILL:-}}
+      order_by: ${{ORDER:-v}}
+      spill_dir: ${{OUT}}/spill-${{NP:-4}}
+sinks:
+  - {{name: out, type: WriteToParquet, input: dedupe, config: {{path: "{out}"}}}}
+  - {{name: dl, type: WriteToDeadLetters, inputs: [src.error], config: {{path: "{out}.jsonl"}}}}
+"""
+
+
+def _typed_spec(tmp_path) -> str:
+    (tmp_path / "in.csv").write_text("k,v,7\n1,2,3\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TYPED.format(csv=tmp_path / "in.csv", out=tmp_path / "out"))
+    return str(spec)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param(
+            {},
+            {"size": 64.0, "split": True, "buckets": 4, "spill": None, "order_by": "v"},
+            id="defaults",
+        ),
+        pytest.param(
+            {"SPLIT_MB": "0.5", "SPLIT": "no", "NP": "12", "SPILL": "TRUE", "ORDER": "7"},
+            {"size": 0.5, "split": False, "buckets": 12, "spill": True, "order_by": "7"},
+            id="from-the-environment",
+        ),
+    ],
+)
+def test_variables_are_typed_by_the_declared_type_of_their_key(
+    tmp_path, monkeypatch, env, expected
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plan = load_plan(_typed_spec(tmp_path), run_id="r", variables={"OUT": str(tmp_path)})
+    source, dedupe = plan.transforms["src"], plan.transforms["dedupe"]
+    assert {
+        "size": source._split_bytes / (1 << 20),
+        "split": source.split,
+        "buckets": dedupe.buckets,
+        "spill": dedupe.spill,
+        "order_by": dedupe.order_by,
+    } == expected
+    assert (type(dedupe.buckets), type(dedupe.order_by)) == (int, str)  # `str | None`: text
+    assert dedupe.columns == ["k"] and type(dedupe.columns[0]) is str
+    assert dedupe.spill_dir == f"{tmp_path}/spill-{expected['buckets']}"  # partly: text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("NP", "4x", r"Config key `buckets` takes an integer, but its variable gave `4x` "),
+        # Values of 3 characters or more from the environment are never shown (secrets).
+        ("SPLIT_MB", "64MB", r"Config key `split_size_mb` takes a number, but its variable gave "),
+        ("SPLIT", "maybe", r"Config key `split` takes true or false, but its variable gave `\*"),
+        ("SPILL", "2", r"Config key `spill` takes true or false, but its variable gave `2`"),
+    ],
+)
+def test_a_variable_of_the_wrong_type_is_one_line_naming_key_and_line(
+    tmp_path, monkeypatch, variable, value, message
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SpecError) as caught:
+        load_plan(_typed_spec(tmp_path), run_id="r", variables={"OUT": str(tmp_path)})
+    line = next(i for i, text in enumerate(TYPED.splitlines(), 1) if "{" + variable + ":" in text)
+    assert re.match(message + r".*\(step `\w+`, line " + str(line) + r"\)$", str(caught.value))
+
+
+def test_a_source_column_named_like_a_hidden_one_is_refused_at_load(tmp_path):
+    (tmp_path / "in.csv").write_text("k,__beam_etl_file\n1,2\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.format(csv=tmp_path / "in.csv", out=tmp_path / "out"))
+    with pytest.raises(SpecError) as caught:
+        load_plan(str(spec), run_id="r")
+    assert str(caught.value) == (
+        f"Column `__beam_etl_file` of `{tmp_path}/in.csv` starts with `__beam_etl_`, which "
+        "beam_etl reserves for its hidden columns (no output keeps them); rename it in the "
+        "source (its header, field name or query alias) (step `src`, line 3)"
+    )
