@@ -277,7 +277,10 @@ Gate = Callable[[Any, Any], Any]
 
 
 class SpillByKey(beam.PTransform):
-    """Spill rows, shuffle their keys, and drop / reject / keep the rows `select` names."""
+    """Spill rows, shuffle their keys, and drop / reject / keep the rows `select` names.
+
+    Returns a `SpilledResult`.
+    """
 
     def __init__(
         self,
@@ -307,7 +310,9 @@ class SpillByKey(beam.PTransform):
         self._gate = gate
         self._check = check
 
-    def expand(self, batches) -> SpilledResult:
+    # No return annotation: Beam reads it as the output type hint and warns, on every pipeline,
+    # that a NamedTuple of PCollections is not one.
+    def expand(self, batches):
         spill = _SpillFn(self._folder, self._columns, self._carry, self._buckets)
         spilled = batches | "Spill" >> beam.ParDo(spill).with_output_types(
             tuple[int, pa.RecordBatch]

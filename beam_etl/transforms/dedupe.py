@@ -8,7 +8,7 @@ Only a few thousand elements cross the shuffle, however many rows there are.
 
 import functools
 from collections.abc import Iterable, Iterator
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -21,7 +21,7 @@ from beam_etl.batches import (
     concat_batches,
     split_compact,
 )
-from beam_etl.deadletter import OUTPUT
+from beam_etl.deadletter import ERROR, OUTPUT
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.transforms._buckets import GroupByKeyBuckets, decoded, key_columns, tie_hash
 
@@ -113,6 +113,21 @@ def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
     )
 
 
+class Deduplicated(NamedTuple):
+    """What `DropDuplicates` gives: `output` (batches) and `error` (`DeadLetter`s; always empty
+    today, as no row is rejected), the shape of `WithErrors`.
+
+    Piping it on (`deduplicated | next_step`) reads `output`, as when `DropDuplicates` gave
+    its batches alone.
+    """
+
+    output: Any
+    error: Any
+
+    def __or__(self, transform: Any) -> Any:
+        return self.output | transform
+
+
 class _DedupeBucketFn(beam.DoFn):
     def __init__(self, step: str, columns, keep: str, order_by, batch_rows: int) -> None:
         self._step = step
@@ -144,6 +159,8 @@ class DropDuplicates(beam.PTransform):
     is about twice as fast and holds about a fifth of the memory on the local runners. On
     another runner give a `spill_dir` every worker reaches (`gs://...`), or whole rows are
     shuffled. Order is kept within each input batch with spill files, not kept otherwise.
+    Output: `Deduplicated(output, error)`; `error` stays empty (no row is rejected), and a spec
+    reads only `output`.
     """
 
     OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
@@ -209,12 +226,13 @@ class DropDuplicates(beam.PTransform):
                 select=select,
                 action="drop",
             )
-            return spilled.output
-        return (
+            return Deduplicated(spilled.output, spilled.error)
+        survivors = (
             batches
             | "Shuffle" >> GroupByKeyBuckets(self.columns, self.buckets)
             | "Survivors"
             >> beam.ParDo(
                 _DedupeBucketFn(self.label, self.columns, self.keep, self.order_by, self.batch_rows)
-            )
+            ).with_outputs(ERROR, main=OUTPUT)
         )
+        return Deduplicated(survivors[OUTPUT], survivors[ERROR])

@@ -1,5 +1,6 @@
 """Deduplication across batches and the row adapters (the slow path)."""
 
+import logging
 import os
 
 import apache_beam as beam
@@ -12,7 +13,7 @@ from conftest import letter_summary, visible_rows
 from beam_etl.batches import with_origin
 from beam_etl.io.parquetio import WriteToParquet
 from beam_etl.runner import LocalRunner
-from beam_etl.transforms.dedupe import DropDuplicates
+from beam_etl.transforms.dedupe import Deduplicated, DropDuplicates
 from beam_etl.transforms.rows import MapBatches, MapRows, load_function
 
 FIRST = with_origin(
@@ -254,3 +255,42 @@ def test_windowed_input_is_deduplicated_per_window():
             | DropDuplicates(["k"])  # spill files are for the global window: a shuffle here
         )
         assert_that(out | beam.FlatMap(visible_rows), equal_to([{"k": 1}, {"k": 2}]))
+
+
+@STRATEGIES
+def test_outputs_are_named_like_every_other_step(pipeline, spill):
+    result = pipeline | beam.Create([FIRST, SECOND]) | DropDuplicates(["k"], spill=spill)
+    assert isinstance(result, Deduplicated) and result._fields == ("output", "error")
+    assert_that(
+        result.output | "Keys" >> beam.FlatMap(visible_rows) | beam.Map(lambda r: r["k"]),
+        equal_to([1, 2, 3]),
+        label="Output",
+    )
+    assert_that(result.error, equal_to([]), label="Error")
+    assert_that(  # piped on, it is its output, as when it gave its batches alone
+        result | "Piped" >> beam.FlatMap(visible_rows) | beam.combiners.Count.Globally(),
+        equal_to([3]),
+        label="Piped",
+    )
+    pipeline.run().wait_until_finish()
+
+
+def test_spilling_steps_log_no_type_hint_warnings(caplog):
+    from beam_etl.quality.dataset import CheckUnique
+
+    with caplog.at_level(logging.WARNING), beam.Pipeline(runner=LocalRunner()) as p:
+        batches = p | beam.Create([FIRST, SECOND])
+        _ = batches | "Dedupe" >> DropDuplicates(["k"], spill=True)
+        _ = batches | "Unique" >> CheckUnique(["v"], spill=True)
+    hints = [r.getMessage() for r in caplog.records if "type hint" in r.getMessage()]
+    assert hints == []
+
+
+def test_every_step_of_the_catalogue_is_exported_from_transforms():
+    import beam_etl.transforms
+    from beam_etl.spec.registry import STEP, catalogue
+
+    steps = sorted(name for name, entry in catalogue().items() if entry.kind == STEP)
+    assert [name for name in steps if not hasattr(beam_etl.transforms, name)] == []
+    assert set(steps) <= set(beam_etl.transforms.__all__)
+    from beam_etl.transforms import CheckUnique, ValidateRecords  # noqa: F401
