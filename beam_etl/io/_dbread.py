@@ -4,19 +4,37 @@ one key range into Arrow batches); planning the ranges, retries, errors, origins
 are here, once.
 """
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_etl.batches import split_compact, with_origin
 from beam_etl.config import first_line
 from beam_etl.deadletter import OUTPUT
 from beam_etl.errors import ConnectorError
 from beam_etl.io._db import DbConfig, with_retries
+from beam_etl.io._increment import (
+    CursorIncrement,
+    from_state,
+    in_window,
+    load_hashes,
+    minus,
+    save_hashes,
+    to_state,
+    typed_bound,
+    window_condition,
+)
+from beam_etl.io._publish import fault_point
 from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.state import current_state
+from beam_etl.transforms._buckets import row_hash  # the shared row hash
 
 
 class Dialect:
@@ -46,12 +64,12 @@ class Dialect:
         return quote_identifier(name, self.name)
 
 
-def fetch_one(dialect: Dialect, config: DbConfig, sql: str) -> tuple:
+def fetch_one(dialect: Dialect, config: DbConfig, sql: str, params: list | None = None) -> tuple:
     """Return the first row of `sql`, on a connection of its own."""
     connection = dialect.connect(config)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(sql)
+            cursor.execute(sql, params or None)
             return cursor.fetchone()
     finally:
         connection.close()
@@ -60,9 +78,12 @@ def fetch_one(dialect: Dialect, config: DbConfig, sql: str) -> tuple:
 class PlanRangesFn(beam.DoFn):
     """Yields the key ranges to read: one `(None, None)` without a partition column."""
 
-    def __init__(self, dialect: Dialect, config: DbConfig, query: str, column, parts, lower, upper):
+    def __init__(
+        self, dialect: Dialect, config: DbConfig, query: str, column, parts, lower, upper, params=()
+    ):
         self._dialect, self._config, self._query, self._column = dialect, config, query, column
         self._parts, self._lower, self._upper = parts, lower, upper
+        self._params = list(params)  # of `query`, which is then ready for them (`%` doubled)
 
     def process(self, _: Any) -> Iterator[tuple[int | None, int | None]]:
         low, high = self._lower, self._upper
@@ -70,7 +91,7 @@ class PlanRangesFn(beam.DoFn):
             column = self._dialect.quote(self._column)
             sql = f"SELECT min({column}), max({column}) FROM ({self._query}) AS q"
             found = with_retries(
-                lambda: fetch_one(self._dialect, self._config, sql),
+                lambda: fetch_one(self._dialect, self._config, sql, self._params),
                 config=self._config,
                 is_transient=self._dialect.is_transient,
                 what="Planning key ranges",
@@ -88,29 +109,50 @@ class PlanRangesFn(beam.DoFn):
 class ReadRangeFn(beam.DoFn):
     """Reads one key range of the query into batches of about `batch_rows` rows."""
 
-    def __init__(self, dialect: Dialect, step, config, query, column, source, batch_rows):
+    def __init__(
+        self,
+        dialect: Dialect,
+        step,
+        config,
+        query,
+        column,
+        source,
+        batch_rows,
+        params=(),
+        window: "Window | None" = None,
+    ):
         self._dialect, self._step, self._config, self._query = dialect, step, config, query
         self._column, self._source, self._batch_rows = column, source, batch_rows
+        self._params = list(params)  # of `query`, which is then ready for them (`%` doubled)
+        self._window = window
 
     def setup(self) -> None:
         self._rows_read = step_counter(self._step, ROWS_READ)
+        self._seen = load_hashes(self._window.seen) if self._window else None
 
     def process(self, key_range: tuple[int | None, int | None]) -> Iterator[pa.RecordBatch]:
         # A failure fails the bundle; the runner discards its output before retrying it.
         connection = self._dialect.connect(self._config)
         try:
             sql = f"SELECT * FROM ({self._query}) AS q"
-            params: list[Any] = []
+            params: list[Any] = list(self._params)
             if self._column:
                 column = self._dialect.quote(self._column)
-                where, params = range_condition(column, *key_range)
-                if params:  # the query's own `%` must survive the driver's formatting
+                where, extra = range_condition(column, *key_range)
+                if extra and not params:  # the query's own `%` must survive the formatting
                     sql = sql.replace("%", "%%")
                 sql = f"{sql} WHERE {where}"
+                params += extra
             batches = self._dialect.read(connection, sql, params, self._source, self._batch_rows)
+            kept: list[np.ndarray] = []
             for batch in rebatch(batches, self._batch_rows):
+                if self._window is not None:
+                    batch = self._window.skip_seen(batch, self._seen, kept)
                 self._rows_read.inc(batch.num_rows)
                 yield with_origin(batch, self._source, None)
+                fault_point("during_read")
+            if self._window is not None and kept:
+                save_hashes(self._window.scratch, np.concatenate(kept))
         except ConnectorError:
             raise
         except Exception as exc:
@@ -128,7 +170,12 @@ class ReadFromDatabase(beam.PTransform):
     OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
     DIALECT: ClassVar[Dialect]
 
-    def _setup_read(self, config, table, query, column, parts, lower, upper, batch_rows) -> None:
+    incremental: CursorIncrement | None = None
+
+    def _setup_read(
+        self, config, table, query, column, parts, lower, upper, batch_rows, incremental=None
+    ) -> None:
+        self.incremental = CursorIncrement.from_config(incremental) if incremental else None
         self.config = config
         self.source, self.query = source_query(table, query, self.DIALECT.name)
         check_read_args(column, parts, batch_rows, lower, upper)
@@ -165,22 +212,28 @@ class ReadFromDatabase(beam.PTransform):
             connection.close()
 
     def expand(self, pbegin):
+        query, params, window = self.query, [], None
+        if self.incremental is not None:
+            query, params, window = self._increment()
         plan = PlanRangesFn(
             self.DIALECT,
             self.config,
-            self.query,
+            query,
             self.partition_column,
             self.num_partitions,
             *self.bounds,
+            params=params,
         )
         read = ReadRangeFn(
             self.DIALECT,
             self.label,
             self.config,
-            self.query,
+            query,
             self.partition_column,
             self.source,
             self.batch_rows,
+            params=params,
+            window=window,
         )
         return (
             pbegin
@@ -189,6 +242,70 @@ class ReadFromDatabase(beam.PTransform):
             | "Distribute" >> beam.Reshuffle()
             | "ReadRanges" >> beam.ParDo(read)
         )
+
+    def _increment(self) -> tuple[str, list[Any], "Window"]:
+        """Return the query limited to this run's cursor window, its parameters and what the
+        readers need to skip rows the last run loaded; propose the next state."""
+        increment = self.incremental
+        assert increment is not None
+        state = current_state()
+        if state is None:
+            raise ValueError(
+                f"`incremental` on `{self.label}` needs the state store of "
+                "`python -m beam_etl.run`; outside it, filter with `query:` instead"
+            )
+        before = state.get(self.label) or {}
+        column = self.DIALECT.quote(increment.cursor)
+        high = increment.end
+        found = with_retries(
+            lambda: fetch_one(
+                self.DIALECT, self.config, f"SELECT max({column}) FROM ({self.query}) AS q"
+            ),
+            config=self.config,
+            is_transient=self.DIALECT.is_transient,
+            what=f"Finding the cursor's high mark of `{self.source}`",
+        )[0]
+        high = typed_bound(high) if high is not None else found
+        if "cursor" in before:
+            low = minus(from_state(before["cursor"], high), increment.lag)
+        else:
+            low = typed_bound(increment.initial)
+        if high is None and before.get("cursor") is not None:  # the table was emptied
+            high = from_state(before["cursor"], low)
+        where, params = window_condition(column, low, high, increment.on_null)
+        query = f"SELECT * FROM ({self.query.replace('%', '%%')}) AS inc WHERE {where}"
+        folder = state.store.data_folder(state.pipeline, self.label)
+        seen = os.path.join(folder, "window")
+        scratch = os.path.join(folder, f"window.next-{state.run_id}")
+        window = Window(
+            increment.cursor,
+            seen if "cursor" in before else None,
+            scratch,
+            minus(high, increment.lag),
+        )
+        state.propose(self.label, {"cursor": to_state(high), "lag": increment.lag})
+        state.promote(scratch, seen)
+        return query, params, window
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a reader of a cursor increment needs: the rows the last run loaded in the window
+    it re-reads (`seen`, hashes), and where to keep this run's window (`scratch`)."""
+
+    cursor: str
+    seen: str | None
+    scratch: str
+    start: Any  # this run's high mark minus the lag: rows from here are re-read next run
+
+    def skip_seen(self, batch: pa.RecordBatch, seen, kept: list) -> pa.RecordBatch:
+        """Return `batch` without the rows the last run loaded; remember this run's window."""
+        hashes = row_hash(batch)
+        kept.append(hashes[in_window(batch, self.cursor, self.start)])
+        if seen is None:
+            return batch
+        new = pc.invert(pc.is_in(pa.array(hashes), value_set=seen))
+        return batch.filter(new)
 
 
 def plan_ranges(low: int, high: int, parts: int) -> list[tuple[int | None, int | None]]:

@@ -9,9 +9,10 @@ rows themselves are published in one transaction, and `replace` swaps tables wit
 """
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -24,8 +25,13 @@ from beam_etl.io import _db, _dbread
 from beam_etl.io._sql import quote_identifier
 from beam_etl.transforms.outputs import WithErrors
 
-_TRANSIENT: Final = frozenset({1205, 1213, 2003, 2006, 2013})  # lock wait, deadlock, lost link
-_ROW_ERRORS: Final = frozenset({1048, 1062, 1264, 1292, 1366, 1406, 1452, 3819, 4025})
+# Lock wait, deadlock, server shutting down, connection killed (MariaDB), refused, gone, lost.
+_TRANSIENT: Final = frozenset({1053, 1205, 1213, 1927, 2003, 2006, 2013, 2055, 4031})
+# Values and constraints; 1262, 1263, 1265 also as warnings (notes) of a value changed.
+_ROW_ERRORS: Final = frozenset(
+    {1048, 1062, 1262, 1263, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
+)
+_AT_ROW: Final = re.compile(r" at row (\d+)$")
 _INTEGER: Final = {1: 8, 2: 16, 9: 32, 3: 32, 8: 64, 13: 16}  # FIELD_TYPE -> bits
 _LOAD_METHODS: Final = ("auto", "load_data", "insert")
 
@@ -67,9 +73,21 @@ def connect(config: _db.DbConfig) -> Any:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help: deadlocks, lock wait timeouts, lost or refused connections."""
+    """Whether retrying may help: deadlocks, lock wait timeouts, lost, killed or refused
+    connections.
+
+    A connection killed while PyMySQL sends a `LOAD DATA LOCAL` file surfaces as an
+    `AttributeError` raised inside PyMySQL (it writes to the socket it has just dropped):
+    that is a lost connection too.
+    """
     import pymysql
 
+    if isinstance(exc, AttributeError) and "NoneType" in str(exc):
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        module = frame.tb_frame.f_globals.get("__name__", "") if frame else ""
+        return module.startswith("pymysql.")
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     return code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError)
 
@@ -175,6 +193,7 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
         lower_bound: int | None = None,
         upper_bound: int | None = None,
         batch_rows: int = 50_000,
+        incremental: dict | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float | None = None,
     ) -> None:
@@ -191,6 +210,9 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
         batch_rows: rows per output batch.
+        incremental: read only what changed since the last successful run:
+            `{cursor: updated_at, initial: "2024-01-01", lag: "10m", end: null,
+            on_null: exclude}` (see README, Incremental loads).
         connect_timeout: seconds to wait for a connection.
         statement_timeout: seconds a statement may run (no limit when not given).
         """
@@ -207,6 +229,7 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
             lower_bound,
             upper_bound,
             batch_rows,
+            incremental,
         )
 
 
@@ -241,11 +264,121 @@ def _insertable(column: pa.Array) -> pa.Array:
     """Return `column` in a type MySQL takes: zones dropped after converting to UTC, 0/1 bools."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
+    column = _db.in_microseconds(column)
     if pa.types.is_timestamp(column.type) and column.type.tz:
         column = pc.cast(column, pa.timestamp(column.type.unit))  # keeps the UTC instant
     if pa.types.is_boolean(column.type):
         column = pc.cast(column, pa.int8())
     return column
+
+
+class _Column(NamedTuple):
+    """A target column as `SHOW FULL COLUMNS` tells it (temporary tables included)."""
+
+    type: str
+    collation: str | None
+    not_null: bool
+    extra: str
+
+
+_SIZED: Final = re.compile(r"(?P<name>[a-z]+)\((?P<size>\d+)(?:,(?P<scale>\d+))?\)(?P<rest>.*)")
+_INTEGERS: Final = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}
+_DIGITS: Final = {8: 3, 16: 5, 32: 10, 64: 20}  # decimal digits of the widest integer
+_NOTED: Final = ("varchar", "char", "decimal", "date")  # LOAD DATA notes what it changes
+_CHUNK: Final = 10_000  # row numbers per IN list
+_SESSION: Final = (
+    "SET SESSION sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_ALL_TABLES'), "
+    "max_error_count = 65535"
+)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _exactness(column: str, staged: pa.DataType, target: str) -> tuple[str, str] | None:
+    """Return `(condition, message)` SQL on the staging row `s`, true where MySQL would
+    store its value changed, without an error even in strict mode: trailing spaces cut
+    from a varchar, a decimal rounded to its scale or to a whole number, fractional seconds
+    rounded, a time of day dropped by a date. None where that cannot happen. Floats into
+    FLOAT keep MySQL's nearest value."""
+    if pa.types.is_dictionary(staged):
+        staged = staged.value_type
+    raw = f"s.{_q(column)}"
+    sized = _SIZED.fullmatch(target)
+    name = sized["name"] if sized else target.split(" ")[0].split("(")[0]
+    text = pa.types.is_string(staged) or pa.types.is_large_string(staged)
+    number = f"CAST({raw} AS DECIMAL(65,30))" if text else raw
+    where = f"of column `{column}`"
+    if sized and name in ("varchar", "char"):
+        message = _literal(f"Data too long for column '{column}' ({target})")
+        return f"CHAR_LENGTH({raw}) > {sized['size']}", message
+    if sized and name == "decimal":
+        scale = int(sized["scale"] or 0)
+        if _fits(staged, int(sized["size"]), scale):
+            return None
+        message = f"CONCAT('value `', {raw}, '` {where} does not fit {target} without rounding')"
+        return f"{number} <> ROUND({number}, {scale})", message
+    if name in ("datetime", "timestamp", "time"):
+        digits = int(sized["size"]) if sized else 0
+        if digits >= 6 or not (text or pa.types.is_timestamp(staged) or pa.types.is_time(staged)):
+            return None
+        value = f"CAST({raw} AS {'TIME' if name == 'time' else 'DATETIME'}(6))" if text else raw
+        message = f"CONCAT('value `', {raw}, '` {where} would be rounded to {target}')"
+        return f"MOD(MICROSECOND({value}), {10 ** (6 - digits)}) <> 0", message
+    inexact = pa.types.is_floating(staged) or (pa.types.is_decimal(staged) and staged.scale > 0)
+    if name in _INTEGERS and (inexact or text):
+        return f"{number} <> ROUND({number})", f"CONCAT('value `', {raw}, '` {where} is not whole')"
+    if name == "date" and (text or pa.types.is_timestamp(staged)):
+        value = f"CAST({raw} AS DATETIME(6))" if text else raw
+        message = f"CONCAT('value `', {raw}, '` {where} has a time of day, which a date drops')"
+        return f"{value} <> CAST({value} AS DATE)", message
+    return None
+
+
+def _fits(staged: pa.DataType, precision: int, scale: int) -> bool:
+    """Whether every value of `staged` fits decimal(precision, scale) without rounding."""
+    if pa.types.is_decimal(staged):
+        return staged.scale <= scale and staged.precision - staged.scale <= precision - scale
+    if pa.types.is_integer(staged):
+        return _DIGITS[staged.bit_width] <= precision - scale
+    return False
+
+
+def _overflow(column: str, staged: pa.DataType, target: str) -> tuple[str, str] | None:
+    """Return `(condition, message)` SQL, true where a value is out of the `target` type's
+    range (strict mode refuses it: found set-based, it needs no bisection)."""
+    if pa.types.is_dictionary(staged):
+        staged = staged.value_type
+    raw = f"s.{_q(column)}"
+    sized = _SIZED.fullmatch(target)
+    name = sized["name"] if sized else target.split(" ")[0]
+    message = _literal(f"Out of range value for column '{column}' ({target})")
+    numeric = pa.types.is_integer(staged) or pa.types.is_decimal(staged)
+    if sized and name == "decimal" and (numeric or pa.types.is_floating(staged)):
+        precision, scale = int(sized["size"]), int(sized["scale"] or 0)
+        if _fits(staged, precision, scale):
+            return None
+        limit = "1" + "0" * (precision - scale)
+        negative = f" OR {raw} < 0" if "unsigned" in target else ""
+        return f"ABS(ROUND({raw}, {scale})) >= {limit}{negative}", message
+    if name in _INTEGERS and (numeric or pa.types.is_floating(staged)):
+        bits, unsigned = _INTEGERS[name], "unsigned" in target
+        low, high = (0, 2**bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if pa.types.is_integer(staged):
+            from_unsigned = pa.types.is_unsigned_integer(staged)
+            width = staged.bit_width + (from_unsigned and not unsigned)  # and a sign bit
+            if width <= bits and (from_unsigned or not unsigned):
+                return None
+        return f"NOT (ROUND({raw}) BETWEEN {low} AND {high})", message
+    return None
+
+
+class _ChangedError(Exception):
+    """MySQL changed a value instead of refusing it (a warning or note): refused all the same.
+
+    Args are those of a PyMySQL error: the warning's code and message.
+    """
 
 
 class _MyLoad:
@@ -258,18 +391,25 @@ class _MyLoad:
         self.target = _q(table)
         self.s = settings
         self.token = os.urandom(6).hex()
-        self.origins = _db.StagedOrigins()
+        self.origins = _db.StagedOrigins("mysql")
+        self.taken: list[tuple[int, dict[str, Any], str]] = []  # rows checks took out
+        self.loaded: dict[str, pa.DataType] = {}  # staged columns' Arrow types
 
     def _execute(self, sql: str, params: Any = None) -> int:
         return self.cursor.execute(sql, params)
 
     def run(self, parts: list[Any]) -> _db.Published:
+        self._execute(_SESSION)
         schema = _db.parts_schema(parts)
         staged = sum(rows for _, rows in parts)
         existing = self._columns()
         fields = [f for f in (schema or []) if not f.name.startswith(HIDDEN_PREFIX)]
         load = [f for f in fields if f.name != self.s["hard_delete"]]
-        if schema is None and existing is None:
+        if schema is None:  # nothing staged: `replace` still empties the target
+            if existing is not None and self.s["mode"] == "replace":
+                self.connection.begin()
+                self._execute(f"DELETE FROM {self.target}")
+                self._end(_db.Published(0, 0, []))
             return _db.Published(0, 0, [])
         # MySQL commits DDL at once: a trial (`_db.prepare`) creates a missing table as a
         # TEMPORARY one and adds no column (a new nullable column refuses no row).
@@ -301,8 +441,8 @@ class _MyLoad:
         if self.s["mode"] == "append" and self.load_data and self._fast_append(parts, load):
             return _db.Published(staged, 0, [])
         source = self._stage(parts, fields)
-        if self.s["mode"] == "merge":
-            source = self._deduplicate(source)
+        if self.s["mode"] in ("merge", "insert_only"):  # insert_only: the first row per key
+            source = self._deduplicate(source, first=self.s["mode"] == "insert_only")
         new = None
         if self.s["mode"] == "replace" and existing is not None:
             new = _q(f"_beam_etl_new_{self.token}")
@@ -352,12 +492,34 @@ class _MyLoad:
             f"CREATE TEMPORARY TABLE {stage} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4"
         )
         schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        self.loaded = {f.name: f.type for f in fields}
         batches = self.origins.batches(parts, schema)
         if self.load_data:
             self._load_data(stage, schema, batches)
+            if self.cursor._result.warning_count:
+                self._staging_warnings(stage)
         else:
             self._insert_rows(stage, schema, batches)
         return stage
+
+    def _staging_warnings(self, stage: str) -> None:
+        """Take out the staged rows LOAD DATA stored changed: with LOCAL it cannot refuse a
+        row, it stores what it could make of a value and warns, naming the file's row (the
+        staging row number). Values the checks before staging let through should not get
+        here; if the warnings are more than MySQL lists, the load fails."""
+        count = self.cursor._result.warning_count
+        self._execute("SHOW WARNINGS")
+        warnings = self.cursor.fetchall()
+        found: dict[int, str] = {}
+        for _level, _code, message in warnings:
+            at = _AT_ROW.search(message)
+            if at is None or len(warnings) < count:
+                raise ConnectorError(
+                    f"MySQL changed {count} value(s) loading the staging table of "
+                    f"`{self.table}`, first: {message}"
+                )
+            found.setdefault(int(at[1]), _AT_ROW.sub("", message))
+        self._take_out(stage, found)
 
     def _fast_append(self, parts: list[Any], load: list[pa.Field]) -> bool:
         """LOAD DATA straight into the target; False (nothing kept) unless every row went in.
@@ -367,10 +529,18 @@ class _MyLoad:
         """
         schema = pa.schema(load)
         staged = sum(rows for _, rows in parts)
+        types = self._describe(self.target)
+        for f in load:  # changes LOAD DATA makes without a note: the staging path checks them
+            check = _exactness(f.name, f.type, types[f.name].type)
+            if check and not types[f.name].type.startswith(("varchar", "char", "decimal", "date(")):
+                return False
         self.connection.begin()
-        loaded = self._load_data(
-            self.target, schema, (_db.conform(b, schema) for b in _db.read_parts(parts))
-        )
+        batches = (_db.conform(b, schema) for b in _db.read_parts(parts))
+        try:
+            loaded = self._load_data(self.target, schema, _db.loadable(batches, "mysql"))
+        except _db.UnloadableError:
+            self.connection.rollback()
+            return False
         if loaded != staged or self.cursor._result.warning_count:
             self.connection.rollback()
             return False
@@ -424,9 +594,10 @@ class _MyLoad:
             columns = [_insertable(column).to_pylist() for column in batch.columns]
             self.cursor.executemany(sql, list(zip(*columns)))
 
-    def _deduplicate(self, stage: str) -> str:
+    def _deduplicate(self, stage: str, *, first: bool = False) -> str:
         keys = ", ".join(_q(k) for k in self.s["keys"])
         order = f"{_q(self.s['dedup_sort'])} DESC, " if self.s["dedup_sort"] else ""
+        row = _q(_db.ROW_COLUMN)
         unique = _q(f"_beam_etl_dedup_{self.token}")
         has_null = " OR ".join(f"{_q(k)} IS NULL" for k in self.s["keys"])
         self._execute(
@@ -435,10 +606,11 @@ class _MyLoad:
         )
         if not self.cursor.fetchone()[0]:  # every key once: no second copy of the load
             return stage
-        self._execute(
-            f"CREATE TEMPORARY TABLE {unique} AS SELECT * FROM (SELECT s.*, ROW_NUMBER() OVER "
-            f"(PARTITION BY {keys} ORDER BY {order}{_q(_db.ROW_COLUMN)} DESC) AS _beam_etl_rank "
-            f"FROM {stage} s) AS ranked WHERE _beam_etl_rank = 1 OR {has_null}"
+        self._execute(  # keyed on the row number: bisection reads ranges of it
+            f"CREATE TEMPORARY TABLE {unique} (PRIMARY KEY ({row})) AS SELECT * FROM "
+            f"(SELECT s.*, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}{row} "
+            f"{'ASC' if first else 'DESC'}) AS _beam_etl_rank FROM {stage} s) AS ranked "
+            f"WHERE _beam_etl_rank = 1 OR {has_null}"
         )
         return unique
 
@@ -454,35 +626,22 @@ class _MyLoad:
     ) -> _db.Published:
         mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
         row = _q(_db.ROW_COLUMN)
+        kept = f"NOT COALESCE(s.{_q(flag)}, 0)" if flag else "TRUE"
+        types = self._describe(dest)
+        self._take_out_changed(source, names, types, kept)
         self._execute(f"SELECT count(*), min({row}), max({row}) FROM {source}")
         candidates, low, high = self.cursor.fetchone()
-        in_range = f"s.{row} >= %s AND s.{row} < %s"
-        columns = ", ".join(_q(n) for n in names)
-        values = ", ".join(f"s.{_q(n)}" for n in names)
-        insert = f"INSERT INTO {dest} ({columns}) SELECT {values} FROM {source} s"
-        match = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
-        delete = None
-        if mode == "insert_only":
-            insert += f" LEFT JOIN {dest} t ON {match} WHERE t.{_q(keys[0])} IS NULL AND {in_range}"
-        elif mode == "merge":
-            others = [n for n in names if n not in keys] or keys[:1]
-            update = ", ".join(f"{_q(n)} = VALUES({_q(n)})" for n in others)
-            keep = f" AND NOT COALESCE(s.{_q(flag)}, 0)" if flag else ""
-            insert += f" WHERE {in_range}{keep} ON DUPLICATE KEY UPDATE {update}"
-            if flag:
-                delete = (
-                    f"DELETE t FROM {dest} t JOIN {source} s ON {match} "
-                    f"WHERE s.{_q(flag)} AND {in_range}"
-                )
-        else:
-            insert += f" WHERE {in_range}"
+        statements = self._mode_sql(source, dest, names, f"s.{row} >= %s AND s.{row} < %s", kept)
 
         def run_range(start: int, end: int) -> int:
-            if delete:
-                self._execute(delete, (start, end))
-            return self._execute(insert, (start, end))
+            count = 0
+            for sql in statements:
+                count = self._execute(sql, (start, end))
+                self._refuse_changes()
+            return count  # the last statement's: the INSERT
 
         self.connection.begin()
+        before = len(self.taken)
         applied, refused = 0, list[tuple[int, str]]()
         if candidates:
             applied, refused = _db.apply_bisecting(
@@ -491,11 +650,19 @@ class _MyLoad:
                 low,
                 high + 1,
                 is_row_error=_is_row_error,
-                message_of=lambda exc: str(exc.args[-1]).replace(
+                message_of=lambda exc: _AT_ROW.sub("", str(exc.args[-1])).replace(
                     f"_beam_etl_new_{self.token}", self.table
                 ),
+                prepare=lambda: self._prepare(source, dest, names, types, kept),
             )
-        rejects = [self._reject(source, number, message) for number, message in refused]
+        self.taken += self._rows(source, [n for n, _ in refused], dict(refused))
+        rejects = [
+            self.origins.reject(self.s["step"], self.table, keys, r, message)
+            for r, message in self.origins.screened
+        ] + [
+            self.origins.reject(self.s["step"], self.table, keys, r, message)
+            for _, r, message in sorted(self.taken, key=lambda item: item[0])
+        ]
         if rejects and self.s["on_reject"] == "fail":
             self.connection.rollback()
             first = "; ".join(f"{r.origin}: {r.message}" for r in rejects[:3])
@@ -503,19 +670,196 @@ class _MyLoad:
                 f"MySQL refused {len(rejects)} row(s) for `{self.table}` (on_reject: fail), "
                 f"nothing published: {first}"
             )
-        written = applied if mode == "insert_only" else candidates - len(rejects)
+        # Rows taken out before the candidates were counted are not among them.
+        written = applied if mode == "insert_only" else candidates - len(self.taken) + before
         if record:
             self._record(written)
         result = _db.Published(written, staged - written - len(rejects), rejects)
         self._end(result)
         return result
 
-    def _reject(self, source: str, number: int, message: str):
-        self._execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} = %s", (number,))
-        names = [c[0] for c in self.cursor.description]
-        row = dict(zip(names, self.cursor.fetchone()))
-        row.pop("_beam_etl_rank", None)
-        return self.origins.reject(self.s["step"], self.table, self.s["keys"], row, message)
+    def _mode_sql(
+        self, source: str, dest: str, names: list[str], in_range: str, kept: str
+    ) -> list[str]:
+        """Return the statements that apply one range of staged rows in the write mode.
+
+        `merge` updates the rows with the same primary key, then inserts the others: `INSERT
+        ... ON DUPLICATE KEY UPDATE` would match a row on any unique key and overwrite it.
+        A row that collides with another row on a second unique key is refused instead.
+        """
+        mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
+        columns = ", ".join(_q(n) for n in names)
+        values = ", ".join(f"s.{_q(n)}" for n in names)
+        insert = f"INSERT INTO {dest} ({columns}) SELECT {values} FROM {source} s"
+        match = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        if mode not in ("merge", "insert_only"):
+            return [f"{insert} WHERE {in_range}"]
+        new = f" LEFT JOIN {dest} t ON {match} WHERE t.{_q(keys[0])} IS NULL AND {in_range}"
+        if mode == "insert_only":
+            return [insert + new]
+        statements = []
+        if flag:
+            statements.append(
+                f"DELETE t FROM {dest} t JOIN {source} s ON {match} "
+                f"WHERE s.{_q(flag)} AND {in_range}"
+            )
+        others = [n for n in names if n not in keys]
+        if others:
+            sets = ", ".join(f"t.{_q(n)} = s.{_q(n)}" for n in others)
+            statements.append(
+                f"UPDATE {dest} t JOIN {source} s ON {match} SET {sets} WHERE {in_range} AND {kept}"
+            )
+        return [*statements, f"{insert}{new} AND {kept}"]
+
+    def _refuse_changes(self) -> None:
+        """Raise `_ChangedError` when the last statement stored a value changed (a warning or
+        note of a truncated, rounded or out-of-range value): bisection then finds its row."""
+        result = self.cursor._result
+        if result is None or not result.warning_count:
+            return
+        self._execute("SHOW WARNINGS")
+        for _level, code, message in self.cursor.fetchall():
+            if code in _ROW_ERRORS:
+                raise _ChangedError(code, message)
+
+    def _take_out_changed(self, source: str, names: list[str], types, kept: str) -> None:
+        """Take out the staged rows MySQL would store changed without an error (see
+        `_exactness`), in one query, before applying."""
+        checks = [
+            (f"({c[0]}) AND {kept}", c[1])
+            for n in names
+            if (c := _exactness(n, self.loaded[n], types[n].type))
+        ]
+        if checks:
+            self._execute(_db.refusals_sql(source, _q(_db.ROW_COLUMN), checks))
+            found = dict(self.cursor.fetchall())
+            if found:
+                self._take_out(source, found)
+
+    def _prepare(self, source, dest, names, types, kept) -> None:
+        """Once a range was refused: take out, set-based, the staged rows the target is sure
+        to refuse (NULL in a NOT NULL column, a value out of range, a key an appended row
+        repeats); staged rows are keyed on their number, so bisection reads ranges."""
+        checks = [
+            (f"s.{_q(n)} IS NULL AND {kept}", _literal(f"Column '{n}' cannot be null"))
+            for n in names
+            if types[n].not_null
+            and "auto_increment" not in types[n].extra  # NULL there picks the next number
+            and not types[n].type.startswith("timestamp")  # and may mean "now" there
+        ]
+        checks += [
+            (f"({c[0]}) AND {kept}", c[1])
+            for n in names
+            if (c := _overflow(n, self.loaded[n], types[n].type))
+        ]
+        queries = [_db.refusals_sql(source, _q(_db.ROW_COLUMN), checks)] if checks else []
+        queries += self._failed_checks(source, names, kept)
+        if self.s["mode"] == "append":  # appended keys an existing row holds: all refused
+            queries += self._taken_keys(source, dest, names, types)
+        found: dict[int, str] = {}
+        for sql in queries:
+            self._execute(sql)
+            for number, message in self.cursor.fetchall():
+                found.setdefault(number, message)
+        if found:
+            self._take_out(source, found)
+
+    def _failed_checks(self, source: str, names: list[str], kept: str) -> list[str]:
+        """Return SELECTs of `(row number, message)` of staged rows a CHECK constraint of the
+        target refuses (its expression false on the staged values)."""
+        schema, _, name = self.table.rpartition(".")
+        self._execute(
+            "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
+            (schema or None, name),
+        )
+        queries = []
+        for constraint, clause in self.cursor.fetchall():
+            columns = set(re.findall(r"`([^`]+)`", clause))
+            if not columns <= set(names):
+                continue  # a column the load leaves to its default (or not a column at all)
+            values = ", ".join(f"s.{_q(c)} AS {_q(c)}" for c in columns)
+            message = _literal(f"CONSTRAINT `{constraint}` failed for `{self.table}`")
+            queries.append(
+                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} "
+                f"AS __beam_etl_r, {values} FROM {source} s WHERE {kept}) AS v "
+                f"WHERE ({clause}) IS FALSE"
+            )
+        return queries
+
+    def _taken_keys(self, source: str, dest: str, names: list[str], types) -> list[str]:
+        """Return SELECTs of `(row number, message)` of staged rows whose unique key a row
+        of `dest` already holds (compared in the target column's collation)."""
+        self._execute(f"SHOW INDEX FROM {dest}")
+        fields = [c[0] for c in self.cursor.description]
+        indexes: dict[str, list[tuple[int, str, Any]]] = {}
+        for values in self.cursor.fetchall():
+            entry = dict(zip(fields, values))
+            if not entry["Non_unique"]:
+                indexes.setdefault(entry["Key_name"], []).append(
+                    (entry["Seq_in_index"], entry["Column_name"], entry["Sub_part"])
+                )
+        queries = []
+        for index, parts in indexes.items():
+            columns = [column for _, column, _ in sorted(parts)]
+            if any(part for *_, part in parts) or not set(columns) <= set(names):
+                continue  # a prefix key, or a column the load leaves to its default
+            named = ", ".join(f"s.{_q(c)} AS k{i}" for i, c in enumerate(columns))
+            match = " AND ".join(
+                f"t.{_q(c)} = {_as_column(f'v.k{i}', types[c])}" for i, c in enumerate(columns)
+            )
+            found = ", ".join(f"v.k{i}" for i in range(len(columns)))
+            key = _literal(repr(index))
+            message = (
+                f"CONCAT('Duplicate entry ', QUOTE(CONCAT_WS('-', {found})), ' for key ', {key})"
+            )
+            queries.append(
+                f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+                f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
+            )
+        return queries
+
+    def _describe(self, relation: str) -> dict[str, _Column]:
+        """Return the columns of `relation` (quoted; temporary tables too) by name."""
+        self._execute(f"SHOW FULL COLUMNS FROM {relation}")
+        return {
+            name: _Column(kind, collation, null == "NO", extra)
+            for name, kind, collation, null, _key, _default, extra, *_ in self.cursor.fetchall()
+        }
+
+    def _take_out(self, source: str, found: dict[int, str]) -> None:
+        """Keep the staged rows `found` refused (row number: message), and delete them."""
+        numbers = sorted(found)
+        self.taken += self._rows(source, numbers, found)
+        for start in range(0, len(numbers), _CHUNK):
+            chunk = numbers[start : start + _CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            self._execute(f"DELETE FROM {source} WHERE {_q(_db.ROW_COLUMN)} IN ({marks})", chunk)
+
+    def _rows(
+        self, source: str, numbers: list[int], messages: dict[int, str]
+    ) -> list[tuple[int, dict[str, Any], str]]:
+        """Return `(row number, staged row, message)` of the staged rows `numbers`."""
+        found = []
+        for start in range(0, len(numbers), _CHUNK):
+            chunk = numbers[start : start + _CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            self._execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} IN ({marks})", chunk)
+            names = [c[0] for c in self.cursor.description]
+            for values in self.cursor.fetchall():
+                row = dict(zip(names, values))
+                row.pop("_beam_etl_rank", None)
+                number = row[_db.ROW_COLUMN]
+                found.append((number, row, _AT_ROW.sub("", messages[number])))
+        return found
+
+
+def _as_column(value: str, column: _Column) -> str:
+    """Return SQL of `value` in the charset and collation of `column` (text compares there)."""
+    if not column.collation:
+        return value
+    charset = column.collation.split("_")[0]
+    return f"CONVERT({value} USING {charset}) COLLATE {column.collation}"
 
 
 def _is_row_error(exc: BaseException) -> bool:

@@ -12,9 +12,10 @@ import hashlib
 import io
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -227,6 +228,7 @@ class ReadFromPostgres(_dbread.ReadFromDatabase):
         lower_bound: int | None = None,
         upper_bound: int | None = None,
         batch_rows: int = 50_000,
+        incremental: dict | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float | None = None,
     ) -> None:
@@ -245,6 +247,9 @@ class ReadFromPostgres(_dbread.ReadFromDatabase):
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
         batch_rows: rows per output batch.
+        incremental: read only what changed since the last successful run:
+            `{cursor: updated_at, initial: "2024-01-01", lag: "10m", end: null,
+            on_null: exclude}` (see README, Incremental loads).
         connect_timeout: seconds to wait for a connection.
         statement_timeout: seconds a statement may run (no limit when not given).
         """
@@ -270,6 +275,7 @@ class ReadFromPostgres(_dbread.ReadFromDatabase):
             lower_bound,
             upper_bound,
             batch_rows,
+            incremental,
         )
 
 
@@ -285,6 +291,7 @@ class _CsvStream(io.RawIOBase):
         self._stop = threading.Event()
         self._data = b""
         self._position = 0
+        self.failure: BaseException | None = None  # raised by a read: the driver only quotes it
         self._thread = threading.Thread(target=self._render, args=(batches,), daemon=True)
         self._thread.start()
 
@@ -314,6 +321,7 @@ class _CsvStream(io.RawIOBase):
         while self._position >= len(self._data):
             item = self._queue.get()
             if isinstance(item, BaseException):
+                self.failure = item
                 raise item
             if item is None:
                 self._queue.put(None)  # stay at the end for any further read
@@ -336,6 +344,10 @@ def _copy_in(cursor, table_sql: str, names: list[str], batches: Iterator[pa.Reco
     try:
         sql = f"COPY {table_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
         cursor.copy_expert(sql, stream, size=1 << 20)
+    except Exception:
+        if stream.failure is not None:  # psycopg2 reports it as a cancelled COPY
+            raise stream.failure from None
+        raise
     finally:
         stream.close()
 
@@ -350,6 +362,121 @@ def _message(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None) or str(exc).strip().splitlines()[0]
     detail = getattr(diag, "message_detail", None)
     return f"{primary} ({detail})" if detail else primary
+
+
+class _Column(NamedTuple):
+    """A target column: its type (with modifiers), the type to cast to (without them, so
+    that assigning applies them strictly: too long raises, where an explicit cast would
+    truncate), and whether it is NOT NULL."""
+
+    type: str
+    base: str
+    not_null: bool
+
+
+_SIZED: Final = re.compile(r"(?P<name>[a-z ]+)\((?P<size>\d+)(?:,(?P<scale>-?\d+))?\)(?P<rest>.*)")
+_VARCHAR: Final = re.compile(r"character varying\((\d+)\)")
+_INTEGERS: Final = {"smallint": 16, "integer": 32, "bigint": 64}
+_DIGITS: Final = {8: 3, 16: 5, 32: 10, 64: 19}  # decimal digits of the widest integer
+_REFUSE_DDL: Final = (
+    "CREATE FUNCTION pg_temp.beam_etl_refuse(message text, kind anyelement) RETURNS anyelement "
+    "LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION USING MESSAGE = message, ERRCODE = '22000'; "
+    "END$$"
+)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _exactness(column: str, staged: pa.DataType, target: str, base: str) -> tuple[str, str] | None:
+    """Return `(condition, message)` SQL on the staging row `s`, true where assigning its
+    value to a `target` column would change it silently; None where that cannot happen.
+
+    Caught: text longer than a varchar (trailing spaces are cut silently), numbers rounded
+    to a numeric's scale or to a whole number, times rounded to fewer fractional digits, a
+    time of day dropped by a date column. Floats into `real` keep PostgreSQL's nearest value.
+    """
+    if pa.types.is_dictionary(staged):
+        staged = staged.value_type
+    raw = f"s.{_q(column)}"
+    value = f"CAST({raw} AS {base})"
+    sized = _SIZED.fullmatch(target)
+    text = pa.types.is_string(staged) or pa.types.is_large_string(staged)
+    where = f"of column `{column}`"
+    if sized and sized["name"] == "character varying":
+        size = sized["size"]
+        message = _literal(f"value too long for type {target} (column `{column}`)")
+        return f"char_length({value}) > {size}", message
+    if sized and sized["name"] == "numeric" and sized["scale"] is not None:
+        scale = int(sized["scale"])
+        if _fits(staged, int(sized["size"]), scale):
+            return None
+        message = f"'value `' || {value} || '` {where} does not fit {target} without rounding'"
+        return f"{value} <> round({value}, {scale})", message
+    if sized and sized["name"].startswith(("time", "interval")) and int(sized["size"]) < 6:
+        message = f"'value `' || {value} || '` {where} would be rounded to {target}'"
+        return f"{value} <> CAST({value} AS {target})", message
+    inexact = pa.types.is_floating(staged) or (pa.types.is_decimal(staged) and staged.scale > 0)
+    if target in _INTEGERS and inexact:
+        return f"{raw} <> round({raw})", f"'value `' || {raw} || '` {where} is not whole'"
+    if target == "date" and (pa.types.is_timestamp(staged) or text):
+        stamp = "timestamptz" if getattr(staged, "tz", None) else "timestamp"
+        message = f"'value `' || {raw} || '` {where} has a time of day, which a date drops'"
+        return f"CAST({raw} AS {stamp}) <> CAST({value} AS {stamp})", message
+    return None
+
+
+def _fits(staged: pa.DataType, precision: int, scale: int) -> bool:
+    """Whether every value of `staged` fits numeric(precision, scale) without rounding."""
+    if pa.types.is_decimal(staged):
+        return staged.scale <= scale and staged.precision - staged.scale <= precision - scale
+    if pa.types.is_integer(staged):
+        return _DIGITS[staged.bit_width] + pa.types.is_unsigned_integer(staged) <= precision - scale
+    return False
+
+
+def _overflow(column: str, staged: pa.DataType, target: str, base: str) -> tuple[str, str] | None:
+    """Return `(condition, message)` SQL, true where a value is out of the `target` type's
+    range (the database would refuse it: found set-based, it needs no bisection)."""
+    if pa.types.is_dictionary(staged):
+        staged = staged.value_type
+    raw = f"s.{_q(column)}"
+    value = f"CAST({raw} AS {base})"
+    sized = _SIZED.fullmatch(target)
+    where = f"of column `{column}`"
+    if sized and sized["name"] == "numeric" and sized["scale"] is not None:
+        precision, scale = int(sized["size"]), int(sized["scale"])
+        if _fits(staged, precision, scale) or pa.types.is_string(staged):
+            return None
+        limit = f"1e{precision - scale}"
+        message = f"'numeric field overflow: `' || {raw} || '` {where} does not fit {target}'"
+        return f"{raw} <> 'NaN' AND abs(round({value}, {scale})) >= {limit}", message
+    numeric = pa.types.is_integer(staged) or pa.types.is_decimal(staged)
+    if target in _INTEGERS and (numeric or pa.types.is_floating(staged)):
+        bits = _INTEGERS[target]
+        if (
+            pa.types.is_integer(staged)
+            and staged.bit_width + pa.types.is_unsigned_integer(staged) <= bits
+        ):
+            return None
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        message = f"'{target} out of range: `' || {raw} || '` {where}'"
+        return f"NOT ({raw} BETWEEN {low} AND {high})", message
+    return None
+
+
+def _value_sql(column: str, target: _Column, check: tuple[str, str] | None) -> str:
+    """Return the SQL of a staged value as assigned to the target column: cast to the type
+    without modifiers, and refused (`beam_etl_refuse`) where assigning would change it."""
+    value = f"CAST(s.{_q(column)} AS {target.base})"
+    if check is None:
+        return value
+    condition, message = check
+    return (
+        f"CASE WHEN {condition} THEN pg_temp.beam_etl_refuse({message}, NULL::{target.base}) "
+        f"ELSE {value} END"
+    )
 
 
 class _PgPublish:
@@ -443,7 +570,9 @@ class _PgLoad:
         self.target = quote_identifier(table, "postgres")
         self.s = settings
         self.token = os.urandom(6).hex()
-        self.origins = _db.StagedOrigins()
+        self.origins = _db.StagedOrigins("postgres")
+        self.taken: list[tuple[int, dict[str, Any], str]] = []  # rows checks took out
+        self.refused_log = False  # the temporary table `_one_by_one` notes refusals in
 
     def run(self, parts: list[Any]) -> _db.Published:
         schema = _db.parts_schema(parts)
@@ -496,15 +625,27 @@ class _PgLoad:
         self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)})")
 
     def _fast_append(self, parts: list[Any], load: list[pa.Field]) -> bool:
-        """COPY straight into the target; False (and nothing kept) when a row is refused."""
+        """COPY straight into the target; False (and nothing kept) when a row is refused, or
+        when a value might be changed on the way (the staging path checks those row by row)."""
         schema = pa.schema(load)
+        target = self._describe(self.target)
+        max_chars = {}
+        for f in load:
+            check = _exactness(f.name, f.type, *target[f.name][:2])
+            size = _VARCHAR.fullmatch(target[f.name].type)
+            if check and size and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+                max_chars[f.name] = int(size[1])  # checked in Arrow on the way
+            elif check:
+                return False
         self._execute("SAVEPOINT beam_etl_copy")
         try:
             batches = (_db.conform(b, schema) for b in _db.read_parts(parts))
-            _copy_in(self.cursor, self.target, schema.names, batches)
+            _copy_in(
+                self.cursor, self.target, schema.names, _db.loadable(batches, "postgres", max_chars)
+            )
         except Exception as exc:
             self._execute("ROLLBACK TO SAVEPOINT beam_etl_copy")
-            if not _is_row_error(exc):
+            if not (_is_row_error(exc) or isinstance(exc, _db.UnloadableError)):
                 raise
             return False
         self._execute("RELEASE SAVEPOINT beam_etl_copy")
@@ -550,12 +691,16 @@ class _PgLoad:
         if mode == "merge":
             source = self._deduplicate(source)
         dest = self._new_like() if mode == "replace" and existed else self.target
-        types = self._columns_of(dest)
+        types = self._describe(dest)
+        loaded = {f.name: f.type for f in fields}
+        checks = {n: _exactness(n, loaded[n], *types[n][:2]) for n in names}
+        if any(checks.values()):
+            self._execute(_REFUSE_DDL)
         row = _q(_db.ROW_COLUMN)
         self.cursor.execute(f"SELECT count(*), min({row}), max({row}) FROM {source}")
         candidates, low, high = self.cursor.fetchone()
         in_range = f"s.{row} >= %s AND s.{row} < %s"
-        values = ", ".join(f"CAST(s.{_q(n)} AS {types[n]})" for n in names)
+        values = ", ".join(_value_sql(n, types[n], checks[n]) for n in names)
         columns = ", ".join(_q(n) for n in names)
         insert = f"INSERT INTO {dest} ({columns}) SELECT {values} FROM {source} s WHERE {in_range}"
         delete = None
@@ -564,10 +709,13 @@ class _PgLoad:
         elif mode == "merge":
             insert, delete = self._merge_sql(insert, in_range, source, names, types)
 
+        statements = [sql for sql in (delete, insert) if sql]
+
         def run_range(start: int, end: int) -> int:
-            if delete:
-                self._execute(delete, (start, end))
-            return self._execute(insert, (start, end))
+            count = 0
+            for sql in statements:
+                count = self._execute(sql, (start, end))
+            return count  # the last statement's: the INSERT
 
         applied, refused = 0, list[tuple[int, str]]()
         if candidates:
@@ -578,12 +726,171 @@ class _PgLoad:
                 high + 1,
                 is_row_error=_is_row_error,
                 message_of=lambda exc: self._name_target(_message(exc)),
+                prepare=lambda: self._prepare(source, dest, names, types, loaded),
+                one_by_one=lambda start, end: self._one_by_one(source, statements, start, end),
             )
         if mode == "replace" and existed:
             self._swap(dest)
-        rejects = [self._reject(source, number, message) for number, message in refused]
+        rejects = self._letters(source, refused)
         written = applied if mode == "insert_only" else candidates - len(rejects)
+        screened = [
+            self.origins.reject(self.s["step"], self.table, keys, row, message)
+            for row, message in self.origins.screened
+        ]
+        rejects = screened + rejects
         return _db.Published(written, staged - written - len(rejects), rejects)
+
+    def _one_by_one(
+        self, source: str, statements: list[str], start: int, end: int
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Apply staged rows `[start, end)` one at a time in one server-side loop (each row
+        in a subtransaction of its own), noting the refused ones: one round trip, where
+        bisecting a range with many refused rows takes several per row."""
+        log = _q(f"_beam_etl_refused_{self.token}")
+        if not self.refused_log:
+            self._execute(f"CREATE TEMP TABLE {log} (r bigint, m text) ON COMMIT DROP")
+            self.refused_log = True
+        row = _q(_db.ROW_COLUMN)
+        run = "".join(
+            f"EXECUTE $beam_etl${sql.replace('%s', '$1', 1).replace('%s', '$2', 1)}$beam_etl$ "
+            "USING r, r + 1; GET DIAGNOSTICS n = ROW_COUNT; "
+            for sql in statements
+        )
+        self._execute(
+            "DO $$DECLARE r bigint; n bigint; total bigint := 0; m text; d text; BEGIN "
+            f"FOR r IN SELECT {row} FROM {source} WHERE {row} >= {int(start)} "
+            f"AND {row} < {int(end)} ORDER BY 1 LOOP BEGIN {run}total := total + n; "
+            "EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN "
+            "GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL; "
+            f"INSERT INTO {log} VALUES (r, CASE WHEN d <> '' THEN m || ' (' || d || ')' "
+            "ELSE m END); END; END LOOP; "
+            f"INSERT INTO {log} VALUES (NULL, total::text); END$$"
+        )
+        self.cursor.execute(f"DELETE FROM {log} RETURNING r, m")
+        logged = self.cursor.fetchall()
+        total = sum(int(m) for r, m in logged if r is None)  # what the last statements counted
+        return total, sorted((r, self._name_target(m)) for r, m in logged if r is not None)
+
+    def _prepare(self, source, dest, names, types, loaded) -> None:
+        """Once a range was refused: take out, set-based, the staged rows the target is sure
+        to refuse (NULL in a NOT NULL column, a value out of range or changed on the way, a
+        key an appended row repeats), then index the row numbers for the bisection."""
+        flag = self.s["hard_delete"]
+        kept = f"s.{_q(flag)} IS NOT TRUE" if flag else "TRUE"
+        relation = self.table.rpartition(".")[2]
+        checks = [
+            (
+                f"s.{_q(n)} IS NULL AND {kept}",
+                _literal(
+                    f'null value in column "{n}" of relation "{relation}" violates not-null '
+                    "constraint"
+                ),
+            )
+            for n in names
+            if types[n].not_null
+        ]
+        for check in (_overflow, _exactness):
+            checks += [c for n in names if (c := check(n, loaded[n], *types[n][:2]))]
+        row = _q(_db.ROW_COLUMN)
+        queries = [_db.refusals_sql(source, row, checks)] if checks else []
+        queries += self._failed_checks(source, dest, names, types, kept)
+        if self.s["mode"] == "append":  # appended keys an existing row holds: all refused
+            queries += self._taken_keys(source, dest, names, types)
+        found: dict[int, str] = {}
+        for sql in queries:
+            self._execute("SAVEPOINT beam_etl_check")
+            try:
+                self.cursor.execute(sql)
+            except Exception as exc:  # a cast the check makes failed: bisection finds it
+                self._execute("ROLLBACK TO SAVEPOINT beam_etl_check")
+                if not _is_row_error(exc):
+                    raise
+                continue
+            for number, message in self.cursor.fetchall():
+                found.setdefault(number, message)
+            self._execute("RELEASE SAVEPOINT beam_etl_check")
+        if found:
+            self.taken += self._rows(source, sorted(found), found)
+            self._execute(f"DELETE FROM {source} WHERE {row} = ANY(%s)", (sorted(found),))
+        self._execute(f"CREATE INDEX ON {source} ({row})")
+        self._execute(f"ANALYZE {source}")
+
+    def _failed_checks(self, source, dest, names, types, kept) -> list[str]:
+        """Return SELECTs of `(row number, message)` of staged rows a CHECK constraint of
+        `dest` refuses (its expression false on the values as the column would hold them)."""
+        self.cursor.execute(
+            "SELECT c.conname, pg_get_expr(c.conbin, c.conrelid), array_agg(a.attname) "
+            "FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+            "AND a.attnum = ANY(c.conkey) WHERE c.conrelid = to_regclass(%s) "
+            "AND c.contype = 'c' GROUP BY c.conname, c.conbin, c.conrelid",
+            (dest,),
+        )
+        relation = self.table.rpartition(".")[2]
+        queries = []
+        for name, expression, columns in self.cursor.fetchall():
+            if not set(columns) <= set(names):
+                continue  # a column the load leaves to its default
+            values = ", ".join(f"CAST(s.{_q(c)} AS {types[c].base}) AS {_q(c)}" for c in columns)
+            shown = self._name_target(name).replace("'", "''")
+            message = f'\'new row for relation "{relation}" violates check constraint "{shown}"\''
+            queries.append(
+                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} "
+                f"AS __beam_etl_r, {values} FROM {source} s WHERE {kept}) AS v "
+                f"WHERE ({expression}) IS FALSE"
+            )
+        return queries
+
+    def _taken_keys(self, source, dest, names, types) -> list[str]:
+        """Return SELECTs of `(row number, message)` of staged rows whose unique key a row
+        of `dest` already holds."""
+        self.cursor.execute(
+            "SELECT c.relname, array_agg(a.attname ORDER BY k.n) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL GROUP BY c.relname",
+            (dest,),
+        )
+        queries = []
+        for index, columns in self.cursor.fetchall():
+            if not set(columns) <= set(names):
+                continue
+            named = ", ".join(
+                f"CAST(s.{_q(c)} AS {types[c].base}) AS k{i}" for i, c in enumerate(columns)
+            )
+            match = " AND ".join(f"t.{_q(c)} = v.k{i}" for i, c in enumerate(columns))
+            found = ", ".join(f"v.k{i}" for i in range(len(columns)))
+            name = self._name_target(index)
+            shown = ", ".join(columns)
+            message = (
+                f'\'duplicate key value violates unique constraint "{name}" '
+                f"(Key ({shown})=(' || concat_ws(', ', {found}) || ') already exists.)'"
+            )
+            queries.append(
+                f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+                f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
+            )
+        return queries
+
+    def _rows(
+        self, source: str, numbers: list[int], messages: dict[int, str]
+    ) -> list[tuple[int, dict[str, Any], str]]:
+        """Return `(row number, staged row, message)` of the staged rows `numbers`."""
+        row = _q(_db.ROW_COLUMN)
+        self.cursor.execute(f"SELECT * FROM {source} WHERE {row} = ANY(%s)", (numbers,))
+        names = [c.name for c in self.cursor.description]
+        rows = [dict(zip(names, values)) for values in self.cursor.fetchall()]
+        return [(r[_db.ROW_COLUMN], r, messages[r[_db.ROW_COLUMN]]) for r in rows]
+
+    def _letters(self, source: str, refused: list[tuple[int, str]]) -> list[Any]:
+        """Return the dead letters of the rows checks took out and bisection refused, in
+        staging order."""
+        found = self.taken + self._rows(source, [n for n, _ in refused], dict(refused))
+        return [
+            self.origins.reject(self.s["step"], self.table, self.s["keys"], row, message)
+            for _, row, message in sorted(found, key=lambda item: item[0])
+        ]
 
     def _merge_sql(self, insert, in_range, source, names, types):
         keys, flag = self.s["keys"], self.s["hard_delete"]
@@ -596,7 +903,7 @@ class _PgLoad:
         )
         if not flag:
             return insert + conflict, None
-        match = " AND ".join(f"t.{_q(k)} = CAST(s.{_q(k)} AS {types[k]})" for k in keys)
+        match = " AND ".join(f"t.{_q(k)} = CAST(s.{_q(k)} AS {types[k].base})" for k in keys)
         delete = (
             f"DELETE FROM {self.target} t USING {source} s "
             f"WHERE {match} AND s.{_q(flag)} IS TRUE AND {in_range}"
@@ -662,11 +969,18 @@ class _PgLoad:
             for n, d in self.cursor.fetchall()
         }
 
-    def _reject(self, source: str, number: int, message: str):
-        self.cursor.execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} = %s", (number,))
-        names = [c.name for c in self.cursor.description]
-        row = dict(zip(names, self.cursor.fetchone()))
-        return self.origins.reject(self.s["step"], self.table, self.s["keys"], row, message)
+    def _describe(self, relation: str) -> dict[str, _Column]:
+        """Return the columns of `relation` by name: type, type to cast to, NOT NULL."""
+        self.cursor.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+            "CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace "
+            "THEN 'pg_catalog.' || quote_ident(b.typname) ELSE format_type(b.oid, NULL) END, "
+            "a.attnotnull FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+            (relation,),
+        )
+        return {name: _Column(*rest) for name, *rest in self.cursor.fetchall()}
 
 
 def _q(name: str) -> str:
