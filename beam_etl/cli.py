@@ -191,6 +191,7 @@ def execute(
         error=error,
         published=outcome.published if outcome else [],
         already_published=outcome.skipped if outcome else [],
+        warnings=list(state.warnings),
     )
     report.quality = quality
     report.write(report_path)

@@ -61,6 +61,7 @@ class RunReport:
     quality: dict[str, Any] | None = None
     published: list[str] = field(default_factory=list)  # sinks published by this run
     already_published: list[str] = field(default_factory=list)  # published before: skipped
+    warnings: list[str] = field(default_factory=list)  # e.g. changed files an increment skipped
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -91,6 +92,7 @@ class RunReport:
         rejected = sum(s.rows_rejected for s in self.steps)
         for name in self.already_published:
             lines.append(f"{name}: run {self.run_id} was already published there: skipped")
+        lines += [f"warning: {message}" for message in self.warnings]
         lines.append(
             f"run {self.run_id} {self.status} in {self.elapsed_seconds:.1f} s: {read:,} rows read, "
             f"{rejected:,} rejected"

@@ -131,6 +131,7 @@ class RunState:
     run_id: str
     proposals: dict[str, Any] = field(default_factory=dict)
     promotions: list[tuple[str, str]] = field(default_factory=list)  # (new folder, current)
+    warnings: list[str] = field(default_factory=list)  # for the console and the run report
 
     def get(self, source: str) -> Any:
         return self.store.get(self.pipeline, source)
@@ -138,6 +139,10 @@ class RunState:
     def propose(self, source: str, value: Any) -> None:
         """Make `value` the state of `source` once the run has published."""
         self.proposals[source] = value
+
+    def warn(self, message: str) -> None:
+        """Report `message` with the run (a changed file an incremental source skipped ...)."""
+        self.warnings.append(message)
 
     def promote(self, new: str, current: str) -> None:
         """Replace the folder `current` by `new` once the run has published."""

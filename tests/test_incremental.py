@@ -203,3 +203,53 @@ def test_kill_9_anywhere_then_rerun_keeps_the_replica_equal_and_state_behind(
     assert same()
     assert store.get(f"cursor_{table}", "orders")["cursor"] == "2024-01-01T12:21:00+00:00"
     assert report["status"] == "succeeded"
+
+
+def test_file_increments_load_new_files_once_and_report_changed_ones(tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    spec = tmp_path / "files.yaml"
+    spec.write_text(
+        f"""
+name: files
+sources:
+  - name: drops
+    type: ReadFromCsv
+    config: {{path: "{inbox}/*.csv", incremental: true}}
+sinks:
+  - name: rows
+    type: WriteToSqlite
+    input: drops
+    config: {{database: "{tmp_path}/w.sqlite", table: t, mode: append}}
+  - name: letters
+    type: WriteToDeadLetters
+    input: drops.error
+    config: {{path: "{tmp_path}/letters.jsonl"}}
+"""
+    )
+
+    def drop(name: str, ids: range) -> None:
+        path = inbox / name
+        path.write_text("id\n" + "".join(f"{i}\n" for i in ids))
+        old = os.stat(path).st_mtime - 10  # written a while ago: not still being written
+        os.utime(path, (old, old))
+
+    def run() -> list[int]:
+        assert main(["--pipeline", str(spec), "--output-dir", str(tmp_path / "out")]) == 0
+        import sqlite3
+
+        rows = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT id FROM t ORDER BY id")
+        return [r[0] for r in rows]
+
+    drop("a.csv", range(0, 3))
+    assert run() == [0, 1, 2]
+    drop("b.csv", range(10, 12))
+    assert run() == [0, 1, 2, 10, 11]  # only the new file
+    capsys.readouterr()
+    assert run() == [0, 1, 2, 10, 11]  # nothing new: nothing loaded
+    drop("a.csv", range(0, 5))  # changed since it was loaded: reported, not loaded again
+    (inbox / "b.csv").unlink()  # deleted: nothing to do
+    assert run() == [0, 1, 2, 10, 11]
+    out = capsys.readouterr().out
+    assert "warning: `drops`: 1 file(s) changed since they were loaded" in out
+    assert "a.csv" in out

@@ -9,9 +9,11 @@ reach the publish step).
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ from beam_etl.io._publish import (
     veto,
 )
 from beam_etl.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.state import current_state
 
 __all__ = ["DEAD_LETTERS", "discard_folder", "remove_if_empty", "remove_tree"]
 
@@ -72,6 +75,65 @@ def match_files(pattern: str | list[str]) -> list[tuple[str, int]]:
         for meta in files:
             found[meta.path] = meta.size_in_bytes
     return sorted(found.items())
+
+
+def new_files(step: str, files: list, incremental: bool | str) -> list:
+    """Return the `files` (paths, or `(path, size)` pairs) an incremental source loads: those
+    no earlier successful run loaded. All of them when `incremental` is false.
+
+    A file is known by its path, size and modification time (`incremental: hash`: by the
+    SHA-256 of its bytes). A known file that changed since it was loaded is not loaded again
+    and not skipped in silence: the run reports it (`state reset --source` loads everything
+    again). A file modified in the last second may still be being written: it is left for the
+    next run. The files loaded become the source's state once the run has published.
+
+    Raises:
+        ValueError: `incremental` outside the launcher (there is no state to keep).
+    """
+    if not incremental:
+        return files
+    if incremental not in (True, "hash"):
+        raise ValueError(f"`incremental` must be true, false or `hash`, not `{incremental}`")
+    state = current_state()
+    if state is None:
+        raise ValueError(f"`incremental` on `{step}` needs the state of `python -m beam_etl.run`")
+    known: dict[str, Any] = (state.get(step) or {}).get("files", {})
+    loaded, changed, young, now = {}, [], [], time.time()
+    chosen = []
+    for item in files:
+        path = item[0] if isinstance(item, tuple) else item
+        stat = os.stat(path)
+        if now - stat.st_mtime < 1.0:
+            young.append(path)
+            continue
+        mark = _content_hash(path) if incremental == "hash" else [stat.st_size, stat.st_mtime_ns]
+        if path not in known:
+            chosen.append(item)
+            loaded[path] = mark
+        elif known[path] != mark:
+            changed.append(path)
+            loaded[path] = known[path]  # still the version that was loaded
+        else:
+            loaded[path] = mark
+    if changed:
+        state.warn(
+            f"`{step}`: {len(changed)} file(s) changed since they were loaded and were not "
+            f"loaded again: {', '.join(f'`{p}`' for p in changed[:5])}"
+            + (" ..." if len(changed) > 5 else "")
+            + f" (to load every file again: state reset --source {step})"
+        )
+    if young:
+        state.warn(f"`{step}`: {len(young)} file(s) still being written, left for the next run")
+    state.propose(step, {"files": loaded})
+    return chosen
+
+
+def _content_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def staging_dir(target: str, token: str) -> str:

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_etl.batches import check_names, describe_schema, schema_changes, with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument
-from beam_etl.io._files import match_files
+from beam_etl.io._files import match_files, new_files
 from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 
@@ -253,12 +253,21 @@ class ReadFromAvro(LocalSample, beam.PTransform):
     Output: a PCollection of batches.
     """
 
-    def __init__(self, path: str | list[str], *, batch_rows: int = 50_000) -> None:
+    def __init__(
+        self,
+        path: str | list[str],
+        *,
+        batch_rows: int = 50_000,
+        incremental: bool | str = False,
+    ) -> None:
         """Args:
         path: a file, a glob pattern (`data/*.avro`) or a list of them.
         batch_rows: records per output batch (bounds memory per worker).
+        incremental: load only files no earlier successful run loaded (true: by path,
+            size and modification time; `hash`: by content); see README.
         """
         super().__init__()
+        self.incremental = incremental
         if not isinstance(batch_rows, int) or batch_rows <= 0:
             raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
         self.path = path
@@ -278,7 +287,7 @@ class ReadFromAvro(LocalSample, beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(_ReadAvroFileFn(self.label, self._schema, self.batch_rows))
         )

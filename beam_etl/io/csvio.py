@@ -35,6 +35,7 @@ from beam_etl.io._files import (
     check_file_target,
     discard_folder,
     match_files,
+    new_files,
     replacing,
     staging_dir,
 )
@@ -149,6 +150,7 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         block_size_mb: float = 16,
         max_record_mb: float = 64,
         split: bool | None = None,
+        incremental: bool | str = False,
     ) -> None:
         """Args:
         path: a file, a glob pattern (`data/*.csv`) or a list of them.
@@ -175,8 +177,11 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         split: cut large files into ranges (true), never (false), or when the run has more
             than one worker (null, the default: one local worker gains nothing from splits,
             which cost one extra pass over the file to find record boundaries).
+        incremental: load only files no earlier successful run loaded (true: by path,
+            size and modification time; `hash`: by content); see README.
         """
         super().__init__()
+        self.incremental = incremental
         _check_char("delimiter", delimiter)
         if quote_char is not None:
             _check_char("quote_char", quote_char)
@@ -229,7 +234,7 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         split_bytes = self._split_bytes if split else 1 << 62
         parsed = (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, self._settings.syntax))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"

@@ -29,7 +29,7 @@ from openpyxl.styles.numbers import is_datetime
 from beam_etl.batches import check_names, with_origin
 from beam_etl.errors import ConnectorError
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
-from beam_etl.io._files import match_files
+from beam_etl.io._files import match_files, new_files
 from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
 
@@ -267,6 +267,7 @@ class ReadFromExcel(LocalSample, beam.PTransform):
         sheet: int | str = 0,
         header_row: int = 1,
         timezone: str | None = None,
+        incremental: bool | str = False,
     ) -> None:
         """Args:
         path: a workbook, a glob pattern (`data/*.xlsx`) or a list of them.
@@ -274,8 +275,11 @@ class ReadFromExcel(LocalSample, beam.PTransform):
         header_row: the 1-based row holding the column names; data starts below it.
         timezone: read date-times as timestamps in this zone (`UTC`, `Europe/Berlin`);
             naive timestamps when not given (Excel stores no zone).
+        incremental: load only files no earlier successful run loaded (true: by path,
+            size and modification time; `hash`: by content); see README.
         """
         super().__init__()
+        self.incremental = incremental
         if not isinstance(sheet, (int, str)) or isinstance(sheet, bool):
             raise ValueError(f"`sheet` must be a sheet name or a 0-based index, not `{sheet}`")
         if not isinstance(header_row, int) or header_row < 1:
@@ -328,7 +332,7 @@ class ReadFromExcel(LocalSample, beam.PTransform):
         read = _ReadSheetFn(self.label, self.sheet, self.header_row, self._kinds, self.timezone)
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(read)
         )

@@ -38,6 +38,7 @@ from beam_etl.io._files import (
     copy_parts,
     discard_folder,
     match_files,
+    new_files,
     replacing,
     staging_dir,
 )
@@ -510,6 +511,7 @@ class ReadFromJson(LocalSample, beam.PTransform):
         flatten: bool = False,
         infer_bytes: int = 1 << 20,
         block_size_mb: float = 16,
+        incremental: bool | str = False,
     ) -> None:
         """Args:
         path: a file, a glob pattern (`data/*.jsonl.gz`) or a list of them.
@@ -523,8 +525,11 @@ class ReadFromJson(LocalSample, beam.PTransform):
         flatten: nested objects become columns `a.b` instead of struct columns.
         infer_bytes: how much of the first file type inference looks at.
         block_size_mb: how much text one parse call handles (bounds memory per worker).
+        incremental: load only files no earlier successful run loaded (true: by path,
+            size and modification time; `hash`: by content); see README.
         """
         super().__init__()
+        self.incremental = incremental
         if format not in _FORMATS:
             raise ValueError(f"Unknown format `{format}`; use one of {', '.join(_FORMATS)}")
         if infer_bytes <= 0 or block_size_mb <= 0:
@@ -560,7 +565,7 @@ class ReadFromJson(LocalSample, beam.PTransform):
     def expand(self, pbegin):
         parsed = (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
             >> beam.ParDo(_ReadFileFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)

@@ -28,6 +28,7 @@ from beam_etl.io._files import (
     StageAndPublish,
     check_folder_target,
     match_files,
+    new_files,
     new_run_id,
     publish_folder,
     staging_dir,
@@ -415,15 +416,23 @@ class ReadFromParquet(LocalSample, beam.PTransform):
     """
 
     def __init__(
-        self, path: str | list[str], *, columns: list[str] | None = None, filter: str | None = None
+        self,
+        path: str | list[str],
+        *,
+        columns: list[str] | None = None,
+        filter: str | None = None,
+        incremental: bool | str = False,
     ) -> None:
         """Args:
         path: a file, a glob pattern (`out/*.parquet`, `out/*/*.parquet`) or a list of them.
         columns: the columns to read, in this order (all when not given).
         filter: a boolean expression (as in `FilterRows`); only rows where it is true are
             read. It may use columns not in `columns`.
+        incremental: load only files no earlier successful run loaded (true: by path,
+            size and modification time; `hash`: by content); see README.
         """
         super().__init__()
+        self.incremental = incremental
         self.path = path
         self._files = [name for name, _ in match_files(path)]
         schema = unified_schema([_read_schema(name) for name in self._files], str(path))
@@ -450,7 +459,7 @@ class ReadFromParquet(LocalSample, beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "PlanRowGroups" >> beam.ParDo(_PlanRowGroupsFn(self._scan))
             | "Distribute" >> beam.Reshuffle()
             | "ReadRowGroups" >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan))
