@@ -724,6 +724,9 @@ class _RowEvaluator:
         if node.label in ("/", "%"):
             zero = self._zero_divisor(node, inputs) & ~result.failed
             self._fail(node, inputs, result, zero, "divide by zero")
+        if node.label in ("+", "-", "*", "abs") and pa.types.is_integer(node.type):
+            overflow = self._integer_overflow(node, inputs) & ~result.failed
+            self._fail(node, inputs, result, overflow, "overflow")
         while True:
             table = self._inputs_table(inputs, result.failed)
             try:
@@ -754,6 +757,24 @@ class _RowEvaluator:
             return np.zeros(self.n, dtype=bool)
         return _true(pc.equal(divisor, pa.scalar(0, divisor.type)))
 
+    def _integer_overflow(self, node: _Typed, inputs: dict[int, _Rows]) -> np.ndarray:
+        """Where integer `+ - * abs` overflow, computed exactly with wrapping numpy arithmetic
+        (no bisection needed for those rows); nothing when an operand is not an integer."""
+        operands = []
+        for index, arg in enumerate(node.args):
+            values = inputs[index].values if index in inputs else arg.scalar
+            if values is None or not pa.types.is_integer(values.type):
+                return np.zeros(self.n, dtype=bool)
+            if index not in inputs:
+                values = pa.array([values.as_py()] * self.n, values.type)
+            try:
+                values = pc.fill_null(pc.cast(values, node.type), 0)
+            except _ARROW_ERRORS:
+                return np.zeros(self.n, dtype=bool)
+            operands.append(values.to_numpy(zero_copy_only=False))
+        label = node.label if len(operands) == 2 else "abs"  # unary `-` overflows as `abs`
+        return _overflows(label, operands, np.iinfo(operands[0].dtype))
+
     def _inputs_table(self, inputs: dict[int, _Rows], failed: np.ndarray) -> pa.Table:
         arrays, names = [pa.array(np.arange(self.n))], ["_row"]  # keeps the row count
         mask = pa.array(failed) if failed.any() else None
@@ -780,6 +801,25 @@ class _RowEvaluator:
                 int(row), f"{reason} in `{node.label}` at position {node.pos}{with_values}"
             )
         result.failed |= rows
+
+
+def _overflows(label: str, operands: list[np.ndarray], info: Any) -> np.ndarray:
+    """Where `a + b`, `a - b`, `a * b` or `abs(a)`/`-a` leaves the integer type of `info`."""
+    signed = info.min < 0
+    with np.errstate(all="ignore"):
+        if label == "abs":
+            return operands[0] == info.min if signed else np.zeros(len(operands[0]), bool)
+        a, b = operands
+        if label == "+":
+            result = a + b
+            return ((a ^ result) & (b ^ result)) < 0 if signed else result < a
+        if label == "-":
+            result = a - b
+            return ((a ^ b) & (a ^ result)) < 0 if signed else a < b
+        result = a * b  # wraps; an exact product divides back
+        nonzero = a != 0
+        wrong = nonzero & (result // np.where(nonzero, a, 1) != b)
+        return wrong | ((a == -1) & (b == info.min)) if signed else wrong
 
 
 def _true(values: pa.Array) -> np.ndarray:

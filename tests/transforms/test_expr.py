@@ -5,6 +5,7 @@ import pickle
 import re
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -545,3 +546,33 @@ def test_identifiers_may_use_letters_of_any_script() -> None:
     batch = pa.record_batch({"größe": [1, 2], "prix_€": [3, 4]})
     assert run("größe * 10 + `prix_€`", batch) == [13, 24]
     assert referenced_columns("Größe > 1 and größe < 2") == ["Größe", "größe"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "a", "b"),
+    [
+        ("a + b", pa.int64(), [2**62, 2**62, -(2**62), 1], [2**62, 2**62 - 1, -(2**62) - 1, 1]),
+        ("a - b", pa.int64(), [-(2**62), 2**62, 0, -1], [2**62 + 1, -(2**62), -(2**63), 2**63 - 1]),
+        ("a * b", pa.int64(), [2**32, 2**31, -1, 3], [2**31, 2**32, -(2**63), -(2**61)]),
+        ("-a", pa.int64(), [-(2**63), 1, 2**63 - 1, -5], [0, 0, 0, 0]),
+        ("abs(a)", pa.int32(), [-(2**31), 1, -7, 2**31 - 1], [0, 0, 0, 0]),
+        ("a + b", pa.int8(), [100, -100, 27, 127], [27, -29, 100, 1]),
+        ("a - b", pa.uint16(), [0, 5, 65535, 1], [1, 5, 0, 2]),
+    ],
+)
+def test_integer_overflows_are_found_exactly_without_bisection(monkeypatch, text, kind, a, b):
+    import beam_etl.transforms.expr as expr
+
+    batch = pa.record_batch({"a": pa.array(a, kind), "b": pa.array(b, kind)})
+    limits = np.iinfo(kind.to_pandas_dtype())
+    exact = {"a + b": int.__add__, "a - b": int.__sub__, "a * b": int.__mul__}.get(
+        text, lambda x, _: abs(x)
+    )
+    expected = [
+        row for row, pair in enumerate(zip(a, b)) if not limits.min <= exact(*pair) <= limits.max
+    ]
+    assert 0 < len(expected) < len(a)
+    monkeypatch.setattr(expr, "_failing_rows", lambda *_: pytest.fail("bisection used"))
+    _, failures = compile_checked(text, batch.schema).evaluate(batch)
+    assert [row for row, _ in failures] == expected
+    assert all(" overflow in " in f" {message}" for _, message in failures)
