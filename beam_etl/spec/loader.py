@@ -26,6 +26,11 @@ MAX_DEPTH: Final = 64
 MAX_NODES: Final = 100_000
 
 
+# PyYAML's scanner spends time quadratic in the flow collections opened on one line (`[[[[`):
+# such a run is refused before PyYAML sees it.
+_FLOW_RUN: Final = re.compile(rf"(?:[\[{{][ \t]*){{{MAX_DEPTH + 1}}}")
+
+
 class Substituted(str):
     """Text of a scalar that held a variable; typed later by its config key (see validate)."""
 
@@ -115,6 +120,10 @@ def load_text(text: str, variables: Mapping[str, str], source: str = "<spec>") -
     Raises:
         SpecError: invalid YAML, or a variable that is neither built in nor set.
     """
+    run = _FLOW_RUN.search(text)
+    if run is not None:
+        line = text.count("\n", 0, run.start()) + 1
+        raise SpecError(f"The spec nests deeper than {MAX_DEPTH} levels", line=line)
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()

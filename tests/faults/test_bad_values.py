@@ -383,6 +383,14 @@ CASES = [
         id="yaml-5000-deep",
     ),
     pytest.param(
+        Case(spec="a: " + "{ " * 5000 + "}" * 5000 + "\n", error=r"nests deeper than 64 levels"),
+        id="yaml-5000-deep-mappings",
+    ),
+    pytest.param(
+        Case(spec="a:\n" + "- " * 5000 + "x\n", error=r"nests deeper than 64 .*\(line 2\)$"),
+        id="yaml-5000-deep-block-sequences",
+    ),
+    pytest.param(
         Case(
             spec=deep_spec("(" * 20_000 + "id" + ")" * 20_000),
             error=r"Too deep at position \d+ in expression `[.(]{3}.{0,70}`: expressions nest "
