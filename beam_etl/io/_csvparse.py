@@ -238,8 +238,16 @@ def _infer_types(
     types = {}
     for name in names:
         data_type = declared.get(name) or inferred.get(name, pa.string())
+        if name not in declared and pa.types.is_timestamp(data_type):
+            data_type = pa.timestamp("us", data_type.tz)  # one rule: see `INFERRED_TIMESTAMP`
         types[name] = pa.string() if pa.types.is_null(data_type) else data_type
     return types
+
+
+#: Inferred timestamps are microseconds: `timestamp[us]` for values without an offset (no
+#: zone is assumed), `timestamp[us, tz=UTC]` for values with one (converted to UTC). pyarrow
+#: alone would infer seconds or nanoseconds depending on the sample.
+INFERRED_TIMESTAMP = "us"
 
 
 def exact_number_type(texts: pa.ChunkedArray) -> pa.DataType | None:
