@@ -52,6 +52,7 @@ MODES: Final = ("append", "replace", "merge", "insert_only")
 DRIFT_POLICIES: Final = ("evolve", "freeze", "discard_columns")
 ON_REJECT: Final = ("dead_letter", "fail")
 ROW_COLUMN: Final = "__beam_etl_row"  # staging row number: bisects and dedup ties use it
+ONE_BY_ONE: Final = 512  # refused ranges this small are applied row by row (see apply_bisecting)
 
 
 _KV_SECRET: Final = re.compile(r"\bpassword\s*=\s*(?P<pw>'[^']*'|\S+)", re.I)
@@ -257,18 +258,145 @@ def schema_drift(
 def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Return `batch` with columns a CSV writer cannot render loadably turned into text.
 
-    Binary becomes PostgreSQL/MySQL hex text (`\\x...`), dictionaries their values.
+    Binary becomes PostgreSQL/MySQL hex text (`\\x...`), dictionaries their values,
+    nanosecond times microseconds (`unloadable` refused any that had nanoseconds).
     """
     arrays = []
     for column in batch.columns:
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
+        column = in_microseconds(column)
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             column = pa.array(
                 [None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string()
             )
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+_DAY: Final = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_YEAR_1: Final = -719_162  # 0001-01-01, in days from 1970-01-01
+_YEAR_10000: Final = 2_932_897  # 10000-01-01
+
+
+class UnloadableError(Exception):
+    """A row the loader cannot hand to the database as it is (see `unloadable`)."""
+
+
+def unloadable(
+    batch: pa.RecordBatch, dialect: str, max_chars: dict[str, int] | None = None
+) -> dict[int, str]:
+    """Return, by row index, why rows of `batch` cannot be stored exactly in `dialect`.
+
+    Refused: text that is not valid UTF-8, text with a NUL character (PostgreSQL), NaN and
+    infinite floats (MySQL), timestamps and times with nanoseconds (both databases keep
+    microseconds), dates and timestamps before year 1 (or from year 10000 on MySQL), and text
+    longer than `max_chars[column]`. Vectorised; rows are visited only once one is found.
+    """
+    found: dict[int, str] = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if name.startswith(HIDDEN_PREFIX):
+            continue
+        for mask, message in _column_faults(column, dialect, (max_chars or {}).get(name)):
+            for index in pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist():
+                found.setdefault(index, f"column `{name}`: {message}")
+    return found
+
+
+def _column_faults(
+    column: pa.Array, dialect: str, max_chars: int | None
+) -> Iterator[tuple[pa.Array, str]]:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if not _valid_utf8(column):
+            yield pa.array([not _decodes(v) for v in _raw(column)]), "text is not valid UTF-8"
+        if dialect == "postgres":
+            yield pc.match_substring(column, "\x00"), "PostgreSQL text cannot hold NUL (0x00)"
+        if max_chars is not None:
+            yield pc.greater(pc.utf8_length(column), max_chars), f"longer than {max_chars}"
+    elif pa.types.is_floating(kind) and dialect == "mysql":
+        yield pc.invert(pc.is_finite(column)), "MySQL cannot store NaN or infinity"
+    elif pa.types.is_timestamp(kind) or pa.types.is_time64(kind) or pa.types.is_date(kind):
+        unit = "s" if pa.types.is_date32(kind) else getattr(kind, "unit", "ms")
+        ticks = column.view(pa.int32() if pa.types.is_date32(kind) else pa.int64())
+        ticks = ticks.cast(pa.int64())
+        if unit == "ns":
+            whole = pc.multiply(pc.divide(ticks, 1000), 1000)
+            yield pc.not_equal(whole, ticks), "has nanoseconds; the database keeps microseconds"
+        if not pa.types.is_time64(kind) and unit != "ns":
+            per_day = 1 if pa.types.is_date32(kind) else _DAY[unit]
+            yield pc.less(ticks, _YEAR_1 * per_day), "before year 1, which cannot be loaded"
+            if dialect == "mysql":
+                too_late = pc.greater_equal(ticks, _YEAR_10000 * per_day)
+                yield too_late, "after year 9999, which MySQL cannot store"
+
+
+def _valid_utf8(column: pa.Array) -> bool:
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _raw(column: pa.Array) -> list[bytes | None]:
+    return column.view(
+        pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+    ).to_pylist()
+
+
+def _decodes(value: bytes | None) -> bool:
+    try:
+        _ = value is None or value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def readable_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Return the rows of `batch` as dicts: text that is not UTF-8 shown with escapes, dates
+    and times Python cannot hold (before year 1, after 9999) as their ISO text."""
+    arrays = []
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_temporal(kind):
+            try:
+                column.to_pylist()
+            except (OverflowError, ValueError):
+                column = pc.cast(column, pa.string())
+        elif (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and not _valid_utf8(
+            column
+        ):
+            texts = [
+                None if v is None else v.decode("utf-8", "backslashreplace") for v in _raw(column)
+            ]
+            column = pa.array(texts, pa.string())
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names).to_pylist()
+
+
+def loadable(
+    batches: Iterator[pa.RecordBatch], dialect: str, max_chars: dict[str, int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield `batches`; raise `UnloadableError` at the first that holds an `unloadable` row
+    (a fast path gives up, and the staging path refuses that row alone)."""
+    for batch in batches:
+        if unloadable(batch, dialect, max_chars):
+            raise UnloadableError(f"a row cannot be loaded into {dialect} as it is")
+        yield batch
+
+
+def in_microseconds(column: pa.Array) -> pa.Array:
+    """Return `column` in microseconds when it holds nanosecond timestamps or times (the
+    databases keep microseconds; `unloadable` refuses values that would lose digits)."""
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.unit == "ns":
+        return pc.cast(column, pa.timestamp("us", kind.tz), safe=False)
+    if pa.types.is_time64(kind) and kind.unit == "ns":
+        return pc.cast(column, pa.time64("us"), safe=False)
+    return column
 
 
 def staging_folder(staging_path: str | None, target: str) -> str:
@@ -453,13 +581,19 @@ def apply_bisecting(
     *,
     is_row_error: Callable[[BaseException], bool],
     message_of: Callable[[BaseException], str],
+    prepare: Callable[[], object] | None = None,
+    one_by_one: Callable[[int, int], tuple[int, list[tuple[int, str]]]] | None = None,
 ) -> tuple[int, list[tuple[int, str]]]:
     """Apply `run_range(start, end)` to staging rows `[low, high)`, isolating refused rows.
 
     Each range runs inside a savepoint; when the database refuses it for a row-level reason
     (constraint, value out of range), the range is split in halves until single rows remain,
-    which are returned as `(row number, message)`. Rejects are rare, so this costs about
-    `2 * rejects * log2(rows)` extra statements. Other errors propagate.
+    which are returned as `(row number, message)`. Before the first split, `prepare()` runs
+    once: it may take refused rows out set-based and index the row numbers, so that the
+    rest costs about `2 * rejects * log2(rows)` indexed statements. A refused range of at
+    most `ONE_BY_ONE` rows goes to `one_by_one(start, end)` instead, when given: it applies
+    the rows one at a time in one round trip, returning what `run_range` added up and the
+    refused rows. Other errors propagate.
 
     Returns:
         The sum of `run_range`'s results over applied ranges, and the refused rows.
@@ -475,7 +609,15 @@ def apply_bisecting(
             cursor.execute("ROLLBACK TO SAVEPOINT beam_etl_range")
             if not is_row_error(exc):
                 raise
-            if end - start <= 1:
+            if prepare is not None:  # once: then the same range again, without what it found
+                run_once, prepare = prepare, None
+                run_once()
+                pending.append((start, end))
+            elif one_by_one is not None and end - start <= ONE_BY_ONE:
+                count, found = one_by_one(start, end)
+                applied += count
+                refused += found
+            elif end - start <= 1:
                 refused.append((start, message_of(exc)))
             else:
                 middle = (start + end) // 2
@@ -483,6 +625,34 @@ def apply_bisecting(
         else:
             cursor.execute("RELEASE SAVEPOINT beam_etl_range")
     return applied, refused
+
+
+def refusals_sql(source: str, row: str, checks: list[tuple[str, str]]) -> str:
+    """Return a SELECT of `(row number, message)` for the staged rows of `source` (alias `s`)
+    that a check refuses; `checks` are `(condition, message)` SQL pairs, the first true one
+    names the row's message. CASE keeps the order, so a cast in a later check never sees a
+    row an earlier check refused."""
+    cases = " ".join(f"WHEN {condition} THEN {message}" for condition, message in checks)
+    return (
+        f"SELECT r, m FROM (SELECT s.{row} AS r, CASE {cases} END AS m FROM {source} s) AS c "
+        "WHERE m IS NOT NULL"
+    )
+
+
+def unique_violations_sql(
+    source: str, row: str, values: list[str], message: str, where: str = "TRUE"
+) -> str:
+    """Return a SELECT of `(row number, message)` for the staged rows whose `values` (SQL on
+    alias `s`, none null) repeat an earlier staged row's: a unique key refuses all but the
+    first. `message` is SQL on the repeated values, named `k0`, `k1`, ..."""
+    named = ", ".join(f"{value} AS k{i}" for i, value in enumerate(values))
+    keys = ", ".join(f"k{i}" for i in range(len(values)))
+    not_null = " AND ".join(f"{value} IS NOT NULL" for value in values)
+    return (
+        f"SELECT r, {message} FROM (SELECT v.*, ROW_NUMBER() OVER (PARTITION BY {keys} "
+        f"ORDER BY r) AS n FROM (SELECT s.{row} AS r, {named} FROM {source} s "
+        f"WHERE {not_null} AND {where}) AS v) AS d WHERE n > 1"
+    )
 
 
 class StagedOrigins:
@@ -498,13 +668,17 @@ class StagedOrigins:
         pa.field(ROW_COLUMN, pa.int64()),
     )
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str | None = None) -> None:
         self.files: list[str] = []
         self._codes: dict[str, int] = {}
         self._rows = 0
+        self._dialect = dialect
+        #: Rows refused before staging (`unloadable` in `dialect`), with why.
+        self.screened: list[tuple[dict[str, Any], str]] = []
 
     def batches(self, parts: list[Part], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        """Yield the staged batches conformed to `schema`, file names replaced by codes."""
+        """Yield the staged batches conformed to `schema`, file names replaced by codes;
+        rows `unloadable` in the dialect are kept back in `screened`."""
         for batch in read_parts(parts):
             if FILE_COLUMN in batch.schema.names:
                 column = batch.column(FILE_COLUMN)
@@ -514,10 +688,19 @@ class StagedOrigins:
                 encoded = pc.take(pa.array(codes, pa.int32()), column.indices)
                 index = batch.schema.get_field_index(FILE_COLUMN)
                 batch = batch.set_column(index, FILE_COLUMN, encoded)
+            batch = conform(batch, schema)
+            refused = unloadable(batch, self._dialect) if self._dialect else {}
+            if refused:
+                indices = sorted(refused)
+                rows = readable_rows(batch.take(pa.array(indices, pa.int64())))
+                self.screened += [(row, refused[i]) for i, row in zip(indices, rows)]
+                kept = np.ones(batch.num_rows, dtype=bool)
+                kept[indices] = False
+                batch = batch.filter(pa.array(kept))
             # Row numbers from 1 in staging order (cheaper than a server-side sequence).
             numbers = pa.array(np.arange(self._rows + 1, self._rows + 1 + batch.num_rows))
             self._rows += batch.num_rows
-            yield conform(batch, schema).set_column(len(schema) - 1, ROW_COLUMN, numbers)
+            yield batch.set_column(len(schema) - 1, ROW_COLUMN, numbers)
 
     def _code(self, name: str) -> int:
         if name not in self._codes:

@@ -466,6 +466,15 @@ def _overflow(column: str, staged: pa.DataType, target: str, base: str) -> tuple
     return None
 
 
+def _duplicate_message(index: str, columns: list[str], prefix: str) -> str:
+    """Return SQL of PostgreSQL's message for a repeated key, the values named `{prefix}0`..."""
+    values = ", ".join(f"{prefix}{i}" for i in range(len(columns)))
+    return (
+        f'\'duplicate key value violates unique constraint "{index}" (Key ({", ".join(columns)})'
+        f"=(' || concat_ws(', ', {values}) || ') already exists.)'"
+    )
+
+
 def _value_sql(column: str, target: _Column, check: tuple[str, str] | None) -> str:
     """Return the SQL of a staged value as assigned to the target column: cast to the type
     without modifiers, and refused (`beam_etl_refuse`) where assigning would change it."""
@@ -774,7 +783,8 @@ class _PgLoad:
     def _prepare(self, source, dest, names, types, loaded) -> None:
         """Once a range was refused: take out, set-based, the staged rows the target is sure
         to refuse (NULL in a NOT NULL column, a value out of range or changed on the way, a
-        key an appended row repeats), then index the row numbers for the bisection."""
+        failed CHECK, a key an existing row holds; then a key repeated within an appended
+        load), then index the row numbers for the bisection of the rest."""
         flag = self.s["hard_delete"]
         kept = f"s.{_q(flag)} IS NOT TRUE" if flag else "TRUE"
         relation = self.table.rpartition(".")[2]
@@ -794,14 +804,30 @@ class _PgLoad:
         row = _q(_db.ROW_COLUMN)
         queries = [_db.refusals_sql(source, row, checks)] if checks else []
         queries += self._failed_checks(source, dest, names, types, kept)
+        keys = self._unique_keys(dest)
         if self.s["mode"] == "append":  # appended keys an existing row holds: all refused
-            queries += self._taken_keys(source, dest, names, types)
+            queries += [
+                self._taken_key(source, dest, types, *k) for k in keys if k[1] <= set(names)
+            ]
+        self._take_out(source, self._refusals(queries))
+        if self.s["mode"] in ("append", "replace") and self._repeats_decide(dest, names, keys):
+            index, _, columns = keys[0]
+            values = [f"CAST(s.{_q(c)} AS {types[c].base})" for c in columns]
+            message = _duplicate_message(self._name_target(index), columns, "d.k")
+            repeats = _db.unique_violations_sql(source, row, values, message)
+            self._take_out(source, self._refusals([repeats]))
+        self._execute(f"CREATE INDEX ON {source} ({row})")
+        self._execute(f"ANALYZE {source}")
+
+    def _refusals(self, queries: list[str]) -> dict[int, str]:
+        """Return the `(row number: message)` the SELECTs `queries` find, the first message
+        of a row kept. A query whose cast fails is left out (bisection finds that row)."""
         found: dict[int, str] = {}
         for sql in queries:
             self._execute("SAVEPOINT beam_etl_check")
             try:
                 self.cursor.execute(sql)
-            except Exception as exc:  # a cast the check makes failed: bisection finds it
+            except Exception as exc:
                 self._execute("ROLLBACK TO SAVEPOINT beam_etl_check")
                 if not _is_row_error(exc):
                     raise
@@ -809,11 +835,59 @@ class _PgLoad:
             for number, message in self.cursor.fetchall():
                 found.setdefault(number, message)
             self._execute("RELEASE SAVEPOINT beam_etl_check")
+        return found
+
+    def _take_out(self, source: str, found: dict[int, str]) -> None:
+        """Keep the staged rows `found` refused (row number: message), and delete them."""
         if found:
-            self.taken += self._rows(source, sorted(found), found)
-            self._execute(f"DELETE FROM {source} WHERE {row} = ANY(%s)", (sorted(found),))
-        self._execute(f"CREATE INDEX ON {source} ({row})")
-        self._execute(f"ANALYZE {source}")
+            numbers = sorted(found)
+            self.taken += self._rows(source, numbers, found)
+            self._execute(f"DELETE FROM {source} WHERE {_q(_db.ROW_COLUMN)} = ANY(%s)", (numbers,))
+
+    def _repeats_decide(self, dest: str, names: list[str], keys) -> bool:
+        """Whether a key repeated within the load is sure to be refused for all but its first
+        row: `dest` has one unique key, loaded, and nothing else (a trigger, a foreign or an
+        exclusion key) could still refuse that first row after the checks."""
+        if len(keys) != 1 or not keys[0][1] <= set(names):
+            return False
+        self.cursor.execute(
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+            "AND NOT tgisinternal) + (SELECT count(*) FROM pg_constraint "
+            "WHERE conrelid = to_regclass(%s) AND contype IN ('f', 'x'))",
+            (dest, dest),
+        )
+        return self.cursor.fetchone()[0] == 0
+
+    def _unique_keys(self, dest: str) -> list[tuple[str, frozenset[str], list[str]]]:
+        """Return the unique indexes of `dest`: name, columns as a set and in order; an
+        index on expressions, or a partial one, with no columns (it matches no load)."""
+        self.cursor.execute(
+            "SELECT c.relname, array_agg(a.attname ORDER BY k.n), "
+            "i.indpred IS NULL AND i.indexprs IS NULL FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+            "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique GROUP BY c.relname, i.indpred, "
+            "i.indexprs",
+            (dest,),
+        )
+        return [
+            (name, frozenset(columns if plain else ["?"]), columns)
+            for name, columns, plain in self.cursor.fetchall()
+        ]
+
+    def _taken_key(self, source, dest, types, index: str, _: frozenset, columns) -> str:
+        """Return a SELECT of `(row number, message)` of staged rows whose key `columns`
+        (of the unique index `index`) a row of `dest` already holds."""
+        named = ", ".join(
+            f"CAST(s.{_q(c)} AS {types[c].base}) AS k{i}" for i, c in enumerate(columns)
+        )
+        match = " AND ".join(f"t.{_q(c)} = v.k{i}" for i, c in enumerate(columns))
+        message = _duplicate_message(self._name_target(index), columns, "v.k")
+        return (
+            f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+            f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
+        )
 
     def _failed_checks(self, source, dest, names, types, kept) -> list[str]:
         """Return SELECTs of `(row number, message)` of staged rows a CHECK constraint of
@@ -837,39 +911,6 @@ class _PgLoad:
                 f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} "
                 f"AS __beam_etl_r, {values} FROM {source} s WHERE {kept}) AS v "
                 f"WHERE ({expression}) IS FALSE"
-            )
-        return queries
-
-    def _taken_keys(self, source, dest, names, types) -> list[str]:
-        """Return SELECTs of `(row number, message)` of staged rows whose unique key a row
-        of `dest` already holds."""
-        self.cursor.execute(
-            "SELECT c.relname, array_agg(a.attname ORDER BY k.n) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid "
-            "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL "
-            "AND i.indexprs IS NULL GROUP BY c.relname",
-            (dest,),
-        )
-        queries = []
-        for index, columns in self.cursor.fetchall():
-            if not set(columns) <= set(names):
-                continue
-            named = ", ".join(
-                f"CAST(s.{_q(c)} AS {types[c].base}) AS k{i}" for i, c in enumerate(columns)
-            )
-            match = " AND ".join(f"t.{_q(c)} = v.k{i}" for i, c in enumerate(columns))
-            found = ", ".join(f"v.k{i}" for i in range(len(columns)))
-            name = self._name_target(index)
-            shown = ", ".join(columns)
-            message = (
-                f'\'duplicate key value violates unique constraint "{name}" '
-                f"(Key ({shown})=(' || concat_ws(', ', {found}) || ') already exists.)'"
-            )
-            queries.append(
-                f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
-                f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
             )
         return queries
 
@@ -1002,8 +1043,18 @@ class WriteToPostgres(beam.PTransform):
     `dedup_sort`, wins; `hard_delete_column` true deletes), `insert_only` (keys already
     present are skipped and counted as dropped). The run is recorded in `_beam_etl_runs`:
     publishing a recorded run id again changes nothing. A failed run leaves the table as it
-    was. Rows the database refuses (constraints, values out of range) become `db_constraint`
-    dead letters with its message, origin file and line, and key, unless `on_reject` is `fail`.
+    was; a lost connection is retried from the start on a new one.
+
+    A value is stored exactly or its row is refused: text longer than a `varchar(n)` (even by
+    trailing spaces), numbers that a `numeric(p,s)` or an integer column would round, times a
+    `timestamp(p)` would round, a time of day a `date` would drop, text with NUL characters or
+    that is not UTF-8, dates before year 1 and nanoseconds are refused, like rows a constraint
+    refuses (NOT NULL, CHECK, foreign or unique keys) or values out of range. Refused rows
+    become `db_constraint` dead letters with the database's message, origin file and line,
+    and key, unless `on_reject` is `fail`; finding them costs a few set-based queries and
+    about `2 * refused * log2(rows)` indexed statements at most. Floats into `real` columns
+    keep PostgreSQL's nearest value; timestamps with a zone into `timestamp without time
+    zone` columns are stored as their UTC time.
 
     Returns:
         `WithErrors(output, error)`: the rows written (one element), and `DeadLetter`s.
