@@ -738,8 +738,9 @@ class _MyLoad:
 
     def _prepare(self, source, dest, names, types, kept) -> None:
         """Once a range was refused: take out, set-based, the staged rows the target is sure
-        to refuse (NULL in a NOT NULL column, a value out of range, a key an appended row
-        repeats); staged rows are keyed on their number, so bisection reads ranges."""
+        to refuse (NULL in a NOT NULL column, a value out of range, a failed CHECK, a key an
+        existing row holds; then a key repeated within an appended load); staged rows are
+        keyed on their number, so bisection reads ranges of the rest."""
         checks = [
             (f"s.{_q(n)} IS NULL AND {kept}", _literal(f"Column '{n}' cannot be null"))
             for n in names
@@ -752,17 +753,78 @@ class _MyLoad:
             for n in names
             if (c := _overflow(n, self.loaded[n], types[n].type))
         ]
-        queries = [_db.refusals_sql(source, _q(_db.ROW_COLUMN), checks)] if checks else []
+        row = _q(_db.ROW_COLUMN)
+        queries = [_db.refusals_sql(source, row, checks)] if checks else []
         queries += self._failed_checks(source, names, kept)
+        keys = self._unique_keys(dest)
+        loaded = set(names)
         if self.s["mode"] == "append":  # appended keys an existing row holds: all refused
-            queries += self._taken_keys(source, dest, names, types)
+            queries += [self._taken_key(source, dest, types, *k) for k in keys if k[1] <= loaded]
+        self._take_out(source, self._refusals(queries))
+        if self.s["mode"] in ("append", "replace") and self._repeats_decide(loaded, keys):
+            index, _, columns = keys[0]
+            values = [_as_column(f"s.{_q(c)}", types[c]) for c in columns]
+            message = _duplicate_message(index, len(columns), "d.k")
+            repeats = _db.unique_violations_sql(source, row, values, message)
+            self._take_out(source, self._refusals([repeats]))
+
+    def _refusals(self, queries: list[str]) -> dict[int, str]:
+        """Return the `(row number: message)` the SELECTs `queries` find (a row's first)."""
         found: dict[int, str] = {}
         for sql in queries:
             self._execute(sql)
             for number, message in self.cursor.fetchall():
                 found.setdefault(number, message)
-        if found:
-            self._take_out(source, found)
+        return found
+
+    def _repeats_decide(self, loaded: set[str], keys) -> bool:
+        """Whether a key repeated within the load is sure to be refused for all but its first
+        row: the target has one unique key, loaded, and nothing else (a trigger or a foreign
+        key) could still refuse that first row after the checks."""
+        if len(keys) != 1 or not keys[0][1] <= loaded:
+            return False
+        schema, _, name = self.table.rpartition(".")
+        self._execute(
+            "SELECT (SELECT COUNT(*) FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = COALESCE(%s, DATABASE()) AND EVENT_OBJECT_TABLE = %s) "
+            "+ (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s)",
+            (schema or None, name, schema or None, name),
+        )
+        return self.cursor.fetchone()[0] == 0
+
+    def _unique_keys(self, dest: str) -> list[tuple[str, frozenset[str], list[str]]]:
+        """Return the unique indexes of `dest`: name, columns as a set and in order; a
+        prefix index with no columns (it matches no load)."""
+        self._execute(f"SHOW INDEX FROM {dest}")
+        fields = [c[0] for c in self.cursor.description]
+        indexes: dict[str, list[tuple[int, str, Any]]] = {}
+        for values in self.cursor.fetchall():
+            entry = dict(zip(fields, values))
+            if not entry["Non_unique"]:
+                indexes.setdefault(entry["Key_name"], []).append(
+                    (entry["Seq_in_index"], entry["Column_name"], entry["Sub_part"])
+                )
+        keys = []
+        for index, parts in indexes.items():
+            columns = [column for _, column, _ in sorted(parts)]
+            prefix = any(part for *_, part in parts)
+            keys.append((index, frozenset(["?"] if prefix else columns), columns))
+        return keys
+
+    def _taken_key(self, source, dest, types, index: str, _: frozenset, columns) -> str:
+        """Return a SELECT of `(row number, message)` of staged rows whose key `columns`
+        (of the unique index `index`) a row of `dest` already holds, compared in the
+        target columns' collations."""
+        named = ", ".join(f"s.{_q(c)} AS k{i}" for i, c in enumerate(columns))
+        match = " AND ".join(
+            f"t.{_q(c)} = {_as_column(f'v.k{i}', types[c])}" for i, c in enumerate(columns)
+        )
+        message = _duplicate_message(index, len(columns), "v.k")
+        return (
+            f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+            f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
+        )
 
     def _failed_checks(self, source: str, names: list[str], kept: str) -> list[str]:
         """Return SELECTs of `(row number, message)` of staged rows a CHECK constraint of the
@@ -787,38 +849,6 @@ class _MyLoad:
             )
         return queries
 
-    def _taken_keys(self, source: str, dest: str, names: list[str], types) -> list[str]:
-        """Return SELECTs of `(row number, message)` of staged rows whose unique key a row
-        of `dest` already holds (compared in the target column's collation)."""
-        self._execute(f"SHOW INDEX FROM {dest}")
-        fields = [c[0] for c in self.cursor.description]
-        indexes: dict[str, list[tuple[int, str, Any]]] = {}
-        for values in self.cursor.fetchall():
-            entry = dict(zip(fields, values))
-            if not entry["Non_unique"]:
-                indexes.setdefault(entry["Key_name"], []).append(
-                    (entry["Seq_in_index"], entry["Column_name"], entry["Sub_part"])
-                )
-        queries = []
-        for index, parts in indexes.items():
-            columns = [column for _, column, _ in sorted(parts)]
-            if any(part for *_, part in parts) or not set(columns) <= set(names):
-                continue  # a prefix key, or a column the load leaves to its default
-            named = ", ".join(f"s.{_q(c)} AS k{i}" for i, c in enumerate(columns))
-            match = " AND ".join(
-                f"t.{_q(c)} = {_as_column(f'v.k{i}', types[c])}" for i, c in enumerate(columns)
-            )
-            found = ", ".join(f"v.k{i}" for i in range(len(columns)))
-            key = _literal(repr(index))
-            message = (
-                f"CONCAT('Duplicate entry ', QUOTE(CONCAT_WS('-', {found})), ' for key ', {key})"
-            )
-            queries.append(
-                f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
-                f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
-            )
-        return queries
-
     def _describe(self, relation: str) -> dict[str, _Column]:
         """Return the columns of `relation` (quoted; temporary tables too) by name."""
         self._execute(f"SHOW FULL COLUMNS FROM {relation}")
@@ -829,6 +859,8 @@ class _MyLoad:
 
     def _take_out(self, source: str, found: dict[int, str]) -> None:
         """Keep the staged rows `found` refused (row number: message), and delete them."""
+        if not found:
+            return
         numbers = sorted(found)
         self.taken += self._rows(source, numbers, found)
         for start in range(0, len(numbers), _CHUNK):
@@ -852,6 +884,13 @@ class _MyLoad:
                 number = row[_db.ROW_COLUMN]
                 found.append((number, row, _AT_ROW.sub("", messages[number])))
         return found
+
+
+def _duplicate_message(index: str, width: int, prefix: str) -> str:
+    """Return SQL of MySQL's message for a repeated key, the values named `{prefix}0`..."""
+    values = ", ".join(f"{prefix}{i}" for i in range(width))
+    key = _literal(repr(index))
+    return f"CONCAT('Duplicate entry ', QUOTE(CONCAT_WS('-', {values})), ' for key ', {key})"
 
 
 def _as_column(value: str, column: _Column) -> str:
@@ -925,13 +964,27 @@ class WriteToMySql(beam.PTransform):
     step loads them into a temporary staging table (`LOAD DATA LOCAL INFILE` where the server
     allows `local_infile`, else multi-row INSERT) and applies `mode` in one transaction:
     `append`, `replace` (a new table swapped in with one atomic `RENAME TABLE`: readers see the
-    old or the new content), `merge` (`INSERT ... ON DUPLICATE KEY UPDATE` on `primary_key`;
-    the last row per key, or the one with the highest `dedup_sort`, wins; `hard_delete_column`
-    true deletes), `insert_only` (keys already present are skipped and counted as dropped).
+    old or the new content), `merge` (the row with the same `primary_key` is updated, else
+    the row inserted; the last row per key, or the one with the highest `dedup_sort`, wins;
+    `hard_delete_column` true deletes), `insert_only` (keys already present, or repeated
+    within the load, are skipped and counted as dropped: the first row per key is kept).
     The run is recorded in `_beam_etl_runs`: publishing a recorded run id again changes
-    nothing. Rows the server refuses (constraints, values out of range in strict mode) become
-    `db_constraint` dead letters unless `on_reject` is `fail`. A table created or evolved by a
-    publish that then fails keeps its new shape (MySQL commits DDL at once), never rows.
+    nothing. A lost or killed connection is retried from the start on a new one.
+
+    A value is stored exactly or its row is refused: the session runs in strict mode, and
+    rows MySQL would store changed without an error (text cut to its column, trailing spaces
+    trimmed, a decimal rounded to its scale or to a whole number, fractional seconds rounded,
+    a time of day dropped by a DATE, NaN or infinity, invalid UTF-8, dates outside years 1 to
+    9999, nanoseconds) are refused too. Refused rows, like rows a constraint refuses (NOT
+    NULL, CHECK, foreign or unique keys: in `merge`, a row that repeats another row's second
+    unique key), become `db_constraint` dead letters unless `on_reject` is `fail`. Floats
+    into FLOAT columns keep MySQL's nearest value.
+
+    MySQL keeps no time zone: timestamps with a zone (`timestamp[us, tz=...]`) are stored as
+    their UTC time (in DATETIME columns; TIMESTAMP columns in the session's zone, UTC) and
+    read back as timestamps without zone; timestamps without zone are stored as they are.
+    A table created or evolved by a publish that then fails keeps its new shape (MySQL
+    commits DDL at once), never rows.
 
     Returns:
         `WithErrors(output, error)`: the rows written (one element), and `DeadLetter`s.

@@ -25,6 +25,8 @@ from beam_etl.runner import LocalRunner
 
 DB = {"database": "test"}
 UTC = datetime.UTC
+D = decimal.Decimal
+STAMP = datetime.datetime(2024, 5, 1, 10, 30)
 
 
 @pytest.fixture
@@ -355,3 +357,116 @@ def test_statement_timeout_stops_long_statements(pipeline):
     _ = pipeline | ReadFromMySql(query="SELECT SLEEP(3) AS s", statement_timeout=0.2, **DB)
     with pytest.raises(Exception, match="max_statement_time exceeded"):
         pipeline.run().wait_until_finish()
+
+
+def test_merge_never_updates_another_row_through_a_second_unique_key(table):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(20) UNIQUE)")
+    written, errors = _write(
+        [_batch([1, 2, 3], ["a", "b", "a"])], table, mode="merge", primary_key="id"
+    )
+    assert written == [2]
+    assert [(e.reason, e.line, e.key, e.message) for e in errors] == [
+        ("db_constraint", 4, "3", "Duplicate entry 'a' for key 'name'")
+    ]
+    assert _rows(table) == [(1, "a"), (2, "b")]
+    written, errors = _write([_batch([2, 4], ["a", "d"])], table, mode="merge", primary_key="id")
+    assert (written, [e.key for e in errors]) == ([1], ["2"])
+    assert _rows(table) == [(1, "a"), (2, "b"), (4, "d")]
+
+
+CHANGED = {
+    "trailing-spaces": ("x varchar(5)", pa.array(["ok", "abc       ", "fine"]), "Data too long"),
+    "decimal-rounded": (
+        "x decimal(6,2)",
+        pa.array([D("1.10"), D("1.005"), D("2.000")], pa.decimal128(8, 3)),
+        "value `1.005` of column `x` does not fit decimal(6,2) without rounding",
+    ),
+    "seconds-rounded": (
+        "x datetime",
+        pa.array([STAMP, STAMP.replace(microsecond=1), STAMP], pa.timestamp("us")),
+        "would be rounded to datetime",
+    ),
+    "not-whole": ("x int", pa.array([1.0, 2.5, 3.0]), "value `2.5` of column `x` is not whole"),
+    "nan": ("x double", pa.array([1.0, float("nan"), 3.0]), "MySQL cannot store NaN"),
+    "not-utf8": (
+        "x text",
+        pa.array([b"ok", b"\xff", b"fine"], pa.binary()).view(pa.string()),
+        "not valid UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["append", "merge", "insert_only", "replace"])
+@pytest.mark.parametrize("case", list(CHANGED))
+def test_a_value_mysql_would_change_is_refused_in_every_mode(table, mode, case):
+    column, values, message = CHANGED[case]
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, {column})")
+    load = pa.record_batch({"id": pa.array([1, 2, 3], pa.int64()), "x": values})
+    written, errors = _write([load], table, mode=mode, primary_key="id")
+    assert written == [2]
+    assert [(e.reason, e.line, e.key) for e in errors] == [("db_constraint", 3, "2")]
+    assert message in errors[0].message
+    assert [r[0] for r in _rows(table)] == [1, 3]
+
+
+@pytest.mark.parametrize("load_method", ["load_data", "insert"])
+@pytest.mark.parametrize("mode", ["append", "merge"])
+def test_zoned_timestamps_are_stored_as_utc_in_every_path(table, load_method, mode):
+    instants = [
+        datetime.datetime(2024, 1, 15, 23, 30, tzinfo=UTC),
+        datetime.datetime(2024, 7, 15, 23, 30, 0, 250, tzinfo=UTC),
+        datetime.datetime(1999, 12, 31, 22, 0, tzinfo=UTC),
+    ]
+    zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata"]
+    columns = {"id": pa.array([1, 2, 3], pa.int64())}
+    for i, zone in enumerate(zones):
+        columns[f"at{i}"] = pa.array(instants, pa.timestamp("us", "UTC")).cast(
+            pa.timestamp("us", zone)
+        )
+    options = {"mode": mode, "primary_key": "id", "load_method": load_method}
+    assert _write([pa.record_batch(columns)], table, **options) == ([3], [])
+    naive = [t.replace(tzinfo=None) for t in instants]
+    assert _rows(table) == [(i + 1, t, t, t) for i, t in enumerate(naive)]
+
+
+def test_errors_of_a_killed_or_closed_connection_are_transient():
+    import pymysql
+
+    victim, killer = connect(_fast_config()), connect(_fast_config())
+    with killer.cursor() as cursor:
+        cursor.execute(f"KILL {victim.thread_id()}")
+    killer.close()
+    with pytest.raises(pymysql.err.OperationalError) as lost:
+        victim.cursor().execute("SELECT 1")
+    assert lost.value.args[0] in (1927, 2006, 2013) and is_transient(lost.value)
+    with pytest.raises(pymysql.err.InterfaceError) as closed:
+        victim.cursor().execute("SELECT 1")
+    assert is_transient(closed.value)
+    with pytest.raises(AttributeError) as dropped:  # what LOAD DATA LOCAL meets after a KILL
+        victim._write_bytes(b"\x01")
+    assert "'NoneType' object has no attribute 'sendall'" in str(dropped.value)
+    assert is_transient(dropped.value)
+    assert not is_transient(AttributeError("'NoneType' object has no attribute 'sendall'"))
+
+
+def _fast_config():
+    return dataclasses.replace(WriteToMySql("t", **DB).config, retries=0)
+
+
+def test_two_thousand_refused_rows_of_twenty_thousand_are_isolated(table):
+    my(
+        f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(20) NOT NULL, amount int, "
+        f"CONSTRAINT `{table}_amount` CHECK (amount >= 0))"
+    )
+    n = 20_000
+    ids = [i - 1 if i % 30 == 29 else i for i in range(n)]  # 666 repeats
+    names = [None if i % 30 == 9 else f"n{i}" for i in range(n)]  # 667 NULLs
+    amounts = [-1 if i % 30 == 19 or i == 5 else 1 for i in range(n)]  # 667 + 1 negative
+    load = pa.record_batch(
+        {"id": pa.array(ids, pa.int64()), "name": names, "amount": pa.array(amounts, pa.int32())}
+    )
+    written, errors = _write([load], table)
+    assert (written, len(errors)) == ([n - 2001], 2001)
+    assert {e.message.split(" ")[0] for e in errors} == {"Duplicate", "Column", "CONSTRAINT"}
+    assert my(f"SELECT count(*) FROM `{table}`") == [(n - 2001,)]
+    assert {e.line for e in errors} == {i + 2 for i in range(n) if i % 30 in (9, 19, 29) or i == 5}
