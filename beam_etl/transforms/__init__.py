@@ -25,6 +25,7 @@ from beam_etl.transforms.cleaning import (
     SelectColumns,
 )
 from beam_etl.transforms.dedupe import Deduplicated, DropDuplicates
+from beam_etl.transforms.diff import DiffSnapshots
 from beam_etl.transforms.expressions import DeriveColumns, FilterRows
 from beam_etl.transforms.fill import FillForward
 from beam_etl.transforms.outputs import WithErrors
@@ -66,6 +67,7 @@ __all__ = [
     "ConformToSchema",
     "Deduplicated",
     "DeriveColumns",
+    "DiffSnapshots",
     "DropColumns",
     "DropDuplicates",
     "DropNulls",
