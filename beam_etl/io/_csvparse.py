@@ -37,7 +37,7 @@ from beam_etl.io._csvscan import (
     masked,
     scan_records,
 )
-from beam_etl.transforms.casting import cast_batch, drop_rows
+from beam_etl.transforms.casting import cast_batch, drop_rows, reads_as_text
 
 _LOG = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"
@@ -542,10 +542,18 @@ class RangeReader:
                 convert_options=_convert_options(self._s, types),
             )
 
+        # Decimals are read as text and cast by casting.py, which checks their precision.
+        late = {name: t for name, t in self._s.types.items() if reads_as_text(t)}
         try:
-            return parse(self._s.types), []
+            table = parse({**self._s.types, **dict.fromkeys(late, pa.string())})
         except pa.ArrowInvalid as exc:
             _raise_unless_conversion_error(exc, self._path)
+        else:
+            if not late or not table.num_rows:
+                return (table.cast(self._s.schema) if late else table), []
+            batch = table.combine_chunks().to_batches()[0]
+            typed, failures = cast_batch(batch, late)
+            return typed, [(failure, batch) for failure in failures]
         invalid.clear()  # parsing again reports the same invalid rows again
         as_text = {name: pa.string() for name in self._s.names}
         try:

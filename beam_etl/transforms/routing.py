@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.deadletter import ERROR, OUTPUT, reject_all
+from beam_etl.deadletter import ERROR, OUTPUT
 from beam_etl.errors import DataError
-from beam_etl.transforms.expr import evaluate, referenced_columns, result_type
-from beam_etl.transforms.expressions import EXPRESSION_FAILED, _compiled
+from beam_etl.transforms.expr import RowFailure, referenced_columns, result_type
+from beam_etl.transforms.expressions import _checked, reject_rows
 from beam_etl.transforms.relational import _NAME
 from beam_etl.transforms.rows import SchemaOf
 
@@ -86,21 +86,26 @@ class UnionInputs(beam.PTransform):
         )
 
 
-def split_masks(conditions: dict[str, str], batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Return a row mask per condition (the first true condition wins) and `None` for the rest.
-
-    Raises:
-        pyarrow.ArrowInvalid, ArithmeticError: an expression fails on this batch's data.
-    """
+def split_masks(
+    conditions: dict[str, str], batch: pa.RecordBatch
+) -> tuple[dict[str, np.ndarray], list[RowFailure]]:
+    """Return a row mask per condition (the first true condition wins) and `""` for the rest,
+    and the rows on which a condition failed before one was true (in none of the masks)."""
     taken = np.zeros(batch.num_rows, dtype=bool)
+    failed = np.zeros(batch.num_rows, dtype=bool)
+    failures: list[RowFailure] = []
     masks: dict[str, np.ndarray] = {}
     for name, text in conditions.items():
-        values = evaluate(_compiled(text, batch.schema), batch)
-        true = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
+        values, found = _checked(text, batch.schema).evaluate(batch)
+        for row, message in found:
+            if not (taken[row] or failed[row]):
+                failed[row] = True
+                failures.append((row, f"Condition `{text}` of output `{name}` failed: {message}"))
+        true = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool) & ~failed
         masks[name] = true & ~taken
         taken |= true
-    masks[""] = ~taken
-    return masks
+    masks[""] = ~taken & ~failed
+    return masks, sorted(failures)
 
 
 class _SplitFn(beam.DoFn):
@@ -108,15 +113,9 @@ class _SplitFn(beam.DoFn):
         self._step, self._conditions, self._default = step, conditions, default
 
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
-        try:
-            masks = split_masks(self._conditions, batch)
-        except (pa.ArrowInvalid, ArithmeticError) as exc:
-            masks = {}
-            message = f"Expression failed: {exc}"
-            for letter in reject_all(
-                batch, step=self._step, reason=EXPRESSION_FAILED, message=message
-            ):
-                yield beam.pvalue.TaggedOutput(ERROR, letter)
+        masks, failures = split_masks(self._conditions, batch)
+        for letter in reject_rows(batch, failures, step=self._step)[1]:
+            yield beam.pvalue.TaggedOutput(ERROR, letter)
         for name, mask in masks.items():
             part = batch.filter(pa.array(mask)) if mask.any() else None
             if part is not None:  # the default output is the main one

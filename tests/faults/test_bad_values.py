@@ -110,12 +110,6 @@ BILLION_LAUGHS = (
         for previous, name in zip("abcdefgh", "bcdefghi")
     )
 )
-CSV_DECIMAL = pytest.mark.xfail(
-    strict=True,
-    reason="ReadFromCsv parses decimals itself: beam_etl/io/_csvparse.py must read columns for "
-    "which casting.reads_as_text() is true as text and cast them with cast_batch (see report)",
-)
-
 JSON_DECIMAL = pytest.mark.xfail(
     strict=True,
     reason="ReadFromJson parses decimals itself: beam_etl/io/jsonio.py must add "
@@ -198,11 +192,6 @@ CASES = [
             kept=[{"id": 1, "a": 2}, {"id": 3, "a": 1}],
         ),
         id="split-divide-by-zero",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="SplitRows rejects the whole batch: beam_etl/transforms/routing.py must "
-            "evaluate with expressions._checked (see report)",
-        ),
     ),
     pytest.param(
         Case(
@@ -221,7 +210,6 @@ CASES = [
             kept=2,
         ),
         id="csv-decimal-not-a-number",
-        marks=CSV_DECIMAL,
     ),
     pytest.param(
         Case(
@@ -231,7 +219,6 @@ CASES = [
             kept=2,
         ),
         id="csv-decimal-precision-overflow",
-        marks=CSV_DECIMAL,
     ),
     pytest.param(
         Case(

@@ -315,11 +315,20 @@ def test_split_rows_sends_each_row_to_its_first_matching_output(pipeline):
     failing = (
         pipeline | "Bad" >> beam.Create([batch]) | "ratio" >> SplitRows({"r": "amount / d > 1"})
     )
-    assert_that(failing["r"], equal_to([]), label="FailR")
-    assert_that(failing["rest"], equal_to([]), label="FailRest")
+    amount = "amount"
     assert_that(
+        failing["r"] | "R" >> beam.FlatMap(lambda b: b.column(amount).to_pylist()),
+        equal_to([5, 50]),
+        label="FailR",
+    )
+    assert_that(
+        failing["rest"] | "Rest" >> beam.FlatMap(lambda b: b.column(amount).to_pylist()),
+        equal_to([None]),
+        label="FailRest",
+    )
+    assert_that(  # only the row dividing by zero
         failing["error"] | beam.Map(lambda letter: (letter.reason, letter.line)),
-        equal_to([("expression_failed", line) for line in (2, 3, 4, 5)]),
+        equal_to([("expression_failed", 4)]),
         label="FailErrors",
     )
     pipeline.run().wait_until_finish()
