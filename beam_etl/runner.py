@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Final
 
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_etl.errors import UsageError
@@ -77,6 +78,26 @@ def _fn_api_runner(options):
     return _Multiprocess(runner, direct.direct_num_workers)
 
 
+def launcher_options(flags: list[str]):
+    """Return pipeline options parsed from `flags` whose views are made once.
+
+    Beam asks the options for a view (`options.view_as(TypeOptions)`) about twice per applied
+    transform, and each view re-parses every flag with a new argparse parser of all option
+    classes: ~0.1-0.2 s of a small run. Views share their values, so one per class is the same.
+    """
+    return _LauncherOptions(flags)
+
+
+class _LauncherOptions(PipelineOptions):
+    """Pipeline options whose `view_as` makes one view per class (see `launcher_options`)."""
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_beam_etl_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+
 class _Multiprocess:
     """Runs a pipeline on an FnApiRunner with subprocess workers of beam_etl's own."""
 
@@ -116,9 +137,7 @@ def _fn_api_runner_can_run(pipeline) -> bool:
     from apache_beam.internal.util import ArgumentPlaceholder
     from apache_beam.pipeline import PipelineVisitor
     from apache_beam.testing.test_stream import TestStream
-    from apache_beam.transforms import userstate
     from apache_beam.transforms.core import CombineValuesDoFn
-    from apache_beam.transforms.timeutil import TimeDomain
 
     supported = True
 
@@ -143,13 +162,26 @@ def _fn_api_runner_can_run(pipeline) -> bool:
                     for a in itertools.chain(args, kwargs.values())
                 ):
                     supported = False
-            if userstate.is_stateful_dofn(dofn):
-                _, timers = userstate.get_dofn_specs(dofn)
-                if any(timer.time_domain == TimeDomain.REAL_TIME for timer in timers):
-                    supported = False
+            if _real_time_timers(type(dofn), dofn):
+                supported = False
 
     pipeline.visit(_Visitor())
     return supported
+
+
+_TIMERS: dict[type, bool] = {}
+
+
+def _real_time_timers(kind: type, dofn) -> bool:
+    """Whether a DoFn class declares processing-time timers (asked once per class: Beam's
+    answer inspects the signature of every method)."""
+    if kind not in _TIMERS:
+        from apache_beam.transforms import userstate
+        from apache_beam.transforms.timeutil import TimeDomain
+
+        _, timers = userstate.get_dofn_specs(dofn)
+        _TIMERS[kind] = any(timer.time_domain == TimeDomain.REAL_TIME for timer in timers)
+    return _TIMERS[kind]
 
 
 def resolve(runner_name: str | None):
