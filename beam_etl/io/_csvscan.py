@@ -278,7 +278,9 @@ def iter_record_blocks(
     reader = _Limited(stream, limit)
     pending, line = b"", first_line
     while True:
-        chunk = reader.read(block_size)
+        # A record longer than a block is rescanned whole on each read: read as much again
+        # as is pending, so that a long record costs a few passes, not one per block.
+        chunk = reader.read(max(block_size, len(pending)))
         if not chunk:
             if pending:
                 yield pending, scan_records(masked(pending, syntax), line, syntax)

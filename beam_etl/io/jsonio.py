@@ -66,6 +66,17 @@ def _is_blank(data: bytes) -> bool:
     return not data.strip()
 
 
+def _lines_if_none_blank(block: bytes) -> int:
+    """The number of lines of `block`, or -1 if one is empty (`\n` or `\r\n` alone)."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    lengths = np.diff(newlines, prepend=-1)  # each line with its `\n`
+    crlf_only = (lengths == 2) & (data[np.maximum(newlines - 1, 0)] == 13)
+    if len(newlines) and ((lengths == 1) | crlf_only).any():
+        return -1
+    return len(newlines) + (not block.endswith(b"\n"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class JsonSettings:
     """Everything a worker needs to parse any of the files, decided at construction."""
@@ -257,10 +268,6 @@ class _Record(NamedTuple):
     obj: dict
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"`{name}` is not valid JSON")
-
-
 class _FileParser:
     """Parses one file into `(batch, lines)` pairs and dead letters; counts `records`."""
 
@@ -286,14 +293,19 @@ class _FileParser:
             yield from self._read_lines(rest)
 
     def _read_lines(self, chunks: Iterator[bytes]) -> Iterator:
-        pending, line = b"", 1
+        parts: list[bytes] = []  # joined once a block is full and a line ends: no quadratic copy
+        size, line = 0, 1
         for chunk in chunks:
-            pending += chunk
+            parts.append(chunk)
+            size += len(chunk)
+            if size < self._s.block_size or b"\n" not in chunk:
+                continue
+            pending = b"".join(parts)
             cut = pending.rfind(b"\n") + 1
-            if len(pending) >= self._s.block_size and cut:
-                yield from self._parse_block(pending[:cut], line)
-                line += pending.count(b"\n", 0, cut)
-                pending = pending[cut:]
+            yield from self._parse_block(pending[:cut], line)
+            line += pending.count(b"\n", 0, cut)
+            parts, size = [pending[cut:]], len(pending) - cut
+        pending = b"".join(parts)
         if not _is_blank(pending):
             yield from self._parse_block(pending, line)
 
@@ -320,12 +332,15 @@ class _FileParser:
         except (UnicodeDecodeError, pa.ArrowInvalid):  # rare: check line by line
             yield from self._parse_slowly(block, line)
             return
-        self.records += table.num_rows
-        if table.num_rows == block.count(b"\n") + (not block.endswith(b"\n")):
+        if table.num_rows == _lines_if_none_blank(block):
             lines = np.arange(line, line + table.num_rows, dtype=np.int64)
         else:  # blank lines in the block: pyarrow skips them
             nonblank = [line + i for i, raw in enumerate(block.split(b"\n")) if not _is_blank(raw)]
             lines = np.array(nonblank, dtype=np.int64)
+            if len(lines) != table.num_rows:  # two objects on one line, ...: look line by line
+                yield from self._parse_slowly(block, line)
+                return
+        self.records += table.num_rows
         yield from self._finish([table], lines, [])
 
     def _parse_slowly(self, block: bytes, line: int) -> Iterator:
@@ -349,7 +364,7 @@ class _FileParser:
             payload = raw.decode("utf-8", errors="backslashreplace")
             return self._letter(INVALID_ENCODING, message, line, payload)
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(text)
         except RecursionError:
             return self._deep(raw, line)
         except ValueError as exc:
@@ -487,7 +502,8 @@ class ReadFromJson(LocalSample, beam.PTransform):
     `.gz`, `.bz2`, `.zst`, `.xz`, `.deflate`; a truncated or corrupt one fails the run with a
     `ConnectorError` naming it, never yields a shorter output). Array files are held in memory.
     Order within a file is kept inside each batch. Keys not in the schema are ignored, missing
-    keys are null; numbers and booleans in a text column become their JSON text. Lines that
+    keys are null; numbers and booleans in a text column become their JSON text; `NaN`,
+    `Infinity` and `-Infinity` (not JSON, but written by many encoders) are floats. Lines that
     are not JSON, JSON that is not an object, or lines nested too deeply to read (about 1,000
     levels, where a key of the schema holds the depth) become `malformed_json` dead letters
     (bytes that are not UTF-8: `invalid_encoding`), and values that do not fit their column's
@@ -544,8 +560,8 @@ class ReadFromJson(LocalSample, beam.PTransform):
                 break
         if inferred is None and not declared:
             raise ConnectorError(
-                f"No JSON object in `{self._files[0]}` to infer the columns from; "
-                "declare them in `columns`"
+                f"No JSON object in `{self._files[0]}` to infer the columns from (in its first "
+                f"{infer_bytes:,} bytes: `infer_bytes`); declare them in `columns`"
             )
         self._settings = JsonSettings(
             schema=inferred or pa.schema(list(declared.items())),
