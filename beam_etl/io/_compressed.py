@@ -264,7 +264,7 @@ class Transcoded:
     records are not known before decoding, so they cannot become per-row dead letters).
     """
 
-    def __init__(self, stream: BinaryIO, encoding: str, path: str) -> None:
+    def __init__(self, stream: Any, encoding: str, path: str) -> None:
         self._stream = stream
         self._decoder = codecs.getincrementaldecoder(encoding)("strict")
         self._encoding = encoding
@@ -297,7 +297,7 @@ class Transcoded:
 class Prefixed:
     """A binary stream that returns `head` first, then what `stream` holds."""
 
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+    def __init__(self, head: bytes, stream: Any) -> None:
         self._head = head
         self._stream = stream
 

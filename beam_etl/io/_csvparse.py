@@ -8,10 +8,8 @@ field, `NULL`, `null`, `\\N`) is null; a quoted field is never a null marker unl
 
 import io
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -23,13 +21,16 @@ from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, De
 from beam_etl.errors import ConnectorError
 from beam_etl.io._compressed import (
     HEAD_BYTES,
+    ChunkStream,
     Prefixed,
     Transcoded,
     check_head,
     is_ascii_compatible,
+    is_compressed,
 )
 from beam_etl.io._csvscan import (
     Oversized,
+    Readable,
     Records,
     Syntax,
     iter_record_blocks,
@@ -43,7 +44,6 @@ _LOG = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"
 _PARSE_BLOCK = 4 << 20
 _MAX_PARSE_BLOCK = (1 << 31) - 1  # pyarrow's block size is an int32
-_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
 _PLAIN_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
 
 
@@ -91,7 +91,7 @@ def _syntax(delimiter: str, quote_char: str | None, escape_char: str | None) -> 
     )
 
 
-def open_text(stream: BinaryIO, path: str, encoding: str) -> BinaryIO:
+def open_text(stream: Readable, path: str, encoding: str) -> Readable:
     """Check the first bytes of a file (`check_head`) and return a stream of its text from the
     first byte after any byte-order mark, transcoded to UTF-8 when `encoding` is UTF-16/32.
 
@@ -101,21 +101,19 @@ def open_text(stream: BinaryIO, path: str, encoding: str) -> BinaryIO:
     """
     head = stream.read(HEAD_BYTES)
     check_head(path, head, reader="CSV", encoding=encoding)
-    text: BinaryIO = Prefixed(head, stream)  # type: ignore[assignment]
+    text: Readable = Prefixed(head, stream)
     if not is_ascii_compatible(encoding):
-        text = Transcoded(text, encoding, path)  # type: ignore[assignment]
+        text = Transcoded(text, encoding, path)
     start = text.read(len(_BOM))
-    return Prefixed(start.removeprefix(_BOM), text)  # type: ignore[return-value]
+    return Prefixed(start.removeprefix(_BOM), text)
 
 
 def _read_sample(path: str, size: int, encoding: str) -> bytes:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_etl.io._compressed import ChunkStream, is_compressed
-
     if is_compressed(path):
-        return open_text(ChunkStream(path, min(size, 1 << 24)), path, encoding).read(size)  # type: ignore[arg-type]
+        return open_text(ChunkStream(path, min(size, 1 << 24)), path, encoding).read(size)
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             return open_text(stream, path, encoding).read(size)
@@ -328,11 +326,11 @@ class RangeReader:
         self._syntax = settings.syntax
         self.records = 0
 
-    def read(self, stream: BinaryIO, length: int | None) -> Iterator:
+    def read(self, stream: Readable, length: int | None) -> Iterator:
         """Yield `(batch, lines)` pairs and `DeadLetter`s for the range."""
         if self._is_first:
             start = stream.read(HEAD_BYTES if length is None else min(HEAD_BYTES, length))
-            stream = open_text(Prefixed(start, stream), self._path, self._s.encoding)  # type: ignore[arg-type]
+            stream = open_text(Prefixed(start, stream), self._path, self._s.encoding)
             if length is not None:  # UTF-16/32 files are never split: length is None
                 length -= len(_BOM) if start.startswith(_BOM) else 0
         header_pending = self._is_first and self._s.file_header is not None

@@ -16,7 +16,7 @@ small transition tables in a prefix scan (`O(q log q)` for `q` quotes, still vec
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,6 +43,12 @@ _COMPOSE = np.array(  # _COMPOSE[later, earlier]: the map of `earlier` then `lat
     [[_code(*_APPLY[later][_APPLY[earlier]]) for earlier in range(27)] for later in range(27)],
     np.uint8,
 )
+
+
+class Readable(Protocol):
+    """What the readers need of a stream: `read(size)` (a file, a decompressing stream ...)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class Syntax(NamedTuple):
@@ -261,7 +267,7 @@ class Oversized(NamedTuple):
 
 
 def iter_record_blocks(
-    stream: BinaryIO,
+    stream: Readable,
     limit: int | None,
     block_size: int,
     syntax: Syntax,
@@ -328,7 +334,7 @@ def _skip(reader, buffer: bytes, found: Scan, line: int, block_size: int, syntax
 class _Limited:
     """Reads at most `limit` bytes (None: all) from a stream."""
 
-    def __init__(self, stream: BinaryIO, limit: int | None) -> None:
+    def __init__(self, stream: Readable, limit: int | None) -> None:
         self._stream = stream
         self._remaining = limit
 
@@ -342,7 +348,7 @@ class _Limited:
 
 
 def split_points(
-    stream: BinaryIO, size: int, split_size: int, syntax: Syntax, read_size: int = 1 << 24
+    stream: Readable, size: int, split_size: int, syntax: Syntax, read_size: int = 1 << 24
 ) -> list[tuple[int, int]]:
     """Return `(offset, line)` of record boundaries about every `split_size` bytes.
 
