@@ -259,13 +259,17 @@ def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Return `batch` with columns a CSV writer cannot render loadably turned into text.
 
     Binary becomes PostgreSQL/MySQL hex text (`\\x...`), dictionaries their values,
-    nanosecond times microseconds (`unloadable` refused any that had nanoseconds).
+    nanosecond times microseconds (`unloadable` refused any that had nanoseconds), zoned
+    timestamps UTC (the CSV writer renders a zone's local time with its offset, which a
+    column without zone would drop).
     """
     arrays = []
     for column in batch.columns:
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
         column = in_microseconds(column)
+        if pa.types.is_timestamp(column.type) and column.type.tz:
+            column = pc.cast(column, pa.timestamp(column.type.unit, "UTC"))
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             column = pa.array(
                 [None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string()

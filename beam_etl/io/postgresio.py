@@ -584,6 +584,9 @@ class _PgLoad:
         self.refused_log = False  # the temporary table `_one_by_one` notes refusals in
 
     def run(self, parts: list[Any]) -> _db.Published:
+        # Timestamps without zone are UTC, and a zoned one assigned to a column without zone
+        # keeps its UTC time, whatever the server's or the DSN's TimeZone.
+        self._execute("SET LOCAL TIME ZONE 'UTC'")
         schema = _db.parts_schema(parts)
         staged = sum(rows for _, rows in parts)
         existing = self._columns()

@@ -335,6 +335,18 @@ FAULTS: dict[str, Fault] = {
         2,
         mode="merge",
     ),
+    "zoned-timestamp-into-zoneless-column-append": Fault(
+        "id bigint PRIMARY KEY, at {datetime}",
+        {
+            "id": ids(2),
+            "at": pa.array(
+                [datetime.datetime(2024, 5, 1, 10, 30, tzinfo=UTC), datetime.datetime(2024, 1, 1)],
+                pa.timestamp("us", "UTC"),
+            ).cast(pa.timestamp("us", "Asia/Tokyo")),
+        },
+        [(1, datetime.datetime(2024, 5, 1, 10, 30)), (2, datetime.datetime(2024, 1, 1))],
+        2,
+    ),
 }
 
 

@@ -559,3 +559,25 @@ def test_two_thousand_refused_rows_of_twenty_thousand_are_isolated(table):
     assert reasons == {"duplicate", "null", "new"}
     assert pg(f'SELECT count(*) FROM "{table}"') == [(n - 2001,)]
     assert {e.line for e in errors} == {i + 2 for i in range(n) if i % 30 in (9, 19, 29) or i == 5}
+
+
+def test_timestamps_are_stored_in_utc_whatever_the_sessions_time_zone(table):
+    pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, naive timestamptz, zoned timestamp)')
+    at = datetime.datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
+    load = pa.record_batch(
+        {
+            "id": pa.array([1], pa.int64()),
+            "naive": pa.array([at.replace(tzinfo=None)], pa.timestamp("us")),
+            "zoned": pa.array([at], pa.timestamp("us", "UTC")).cast(
+                pa.timestamp("us", "Asia/Tokyo")
+            ),
+        }
+    )
+    dsn = "host=127.0.0.1 dbname=test user=postgres options='-c TimeZone=America/New_York'"
+    for mode in ("append", "merge"):
+        written, _ = _write([load], table, mode=mode, primary_key="id", dsn=dsn)
+        assert written == [1]
+        assert pg(
+            f'SELECT naive = %s, zoned = %s FROM "{table}"', (at, at.replace(tzinfo=None))
+        ) == [(True, True)]
+        pg(f'DELETE FROM "{table}"')
