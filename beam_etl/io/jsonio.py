@@ -44,7 +44,7 @@ from beam_etl.io._files import (
 )
 from beam_etl.io._local import LocalSample
 from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.transforms.casting import cast_batch, drop_rows
+from beam_etl.transforms.casting import cast_batch, drop_rows, reads_as_text
 from beam_etl.transforms.outputs import WithErrors
 
 #: Reason code of a line that is not JSON, or JSON that is not an object.
@@ -55,7 +55,13 @@ _INT64: Final = range(-(1 << 63), 1 << 63)
 _DEEP: Final = "nests arrays or objects too deeply to read (Python's limit is about 1,000 levels)"
 _BOM: Final = b"\xef\xbb\xbf"
 # Types pyarrow.json cannot read from JSON text: read as strings, then cast with casting.py.
-_CAST_AFTER: Final = (pa.types.is_date, pa.types.is_time, pa.types.is_binary, pa.types.is_duration)
+_CAST_AFTER: Final = (
+    pa.types.is_date,
+    pa.types.is_time,
+    pa.types.is_binary,
+    pa.types.is_duration,
+    reads_as_text,
+)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?"

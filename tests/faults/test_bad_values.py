@@ -110,12 +110,6 @@ BILLION_LAUGHS = (
         for previous, name in zip("abcdefgh", "bcdefghi")
     )
 )
-JSON_DECIMAL = pytest.mark.xfail(
-    strict=True,
-    reason="ReadFromJson parses decimals itself: beam_etl/io/jsonio.py must add "
-    "casting.reads_as_text to _CAST_AFTER (see report)",
-)
-
 CASES = [
     # --- expressions: one bad value costs one row ----------------------------------------
     pytest.param(
@@ -233,7 +227,6 @@ CASES = [
             kept=1,
         ),
         id="json-decimal-precision-overflow",
-        marks=JSON_DECIMAL,
     ),
     pytest.param(
         Case(
