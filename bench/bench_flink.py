@@ -14,9 +14,10 @@ wall time includes everything a user waits for (start-up, job submission, publis
 - `flink1`: a real local Flink 1.19.3 cluster through Beam's job server, `--parallelism=1`;
 - `flink2`: the same with `--parallelism=2`.
 
-Flink runs use PROCESS workers (`python -m beam_etl.clusters boot`: one SDK worker process per
-task slot in use), so parallelism 2 gets two Python processes, as `local2` does; LOOPBACK would
-put every worker thread into the launching process (one GIL).
+Flink runs use PROCESS workers (`python -m beam_etl.clusters boot`) with
+`--sdk_worker_parallelism` equal to `--parallelism`, so parallelism 2 gets two Python worker
+processes, as `local2` does (Beam's default is one SDK worker per TaskManager, shared by its
+slots); LOOPBACK would put every worker thread into the launching process (one GIL).
 
 Variants run interleaved (local1, local2, flink1, flink2, local1, ...) after an untimed warm-up
 round that also checks that all of them write the same rows (count and sum of `amount`, read
@@ -91,6 +92,7 @@ def _args(variant: str, env: dict[str, str], boot: str) -> list[str]:
         f"--flink_job_server_jar={env['BEAM_ETL_FLINK_JOB_SERVER_JAR']}",
         "--flink_version=1.19",
         f"--parallelism={variant[-1]}",
+        f"--sdk_worker_parallelism={variant[-1]}",
         "--environment_type=PROCESS",
         f"--environment_config={json.dumps({'command': boot})}",
     ]

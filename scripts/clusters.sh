@@ -48,6 +48,15 @@ need_java() {
     export JAVA_HOME
 }
 
+need_mvn() {  # Maven fetches the job servers; installed from Debian's packages when missing
+    command -v mvn >/dev/null && return
+    command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ] \
+        || die "no \`mvn\` on PATH: install Maven (\`apt-get install maven\`); it fetches Beam's job server from Maven Central"
+    say "installing maven (Debian package)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends maven >/dev/null || die "\`apt-get install maven\` failed"
+}
+
 python_with_pip() {  # the first python on PATH that has pip (the project's venv when active)
     local candidate
     for candidate in "${PYTHON:-}" python python3; do
@@ -157,7 +166,7 @@ build_jobserver() {  # build_jobserver flink|spark: mvn resolves the runner, a l
     jar=$(jobserver_jar "$kind")
     dir=$(dirname "$jar")
     [ -f "$jar" ] && return
-    command -v mvn >/dev/null || die "no \`mvn\` on PATH: \`apt-get install maven\` (it fetches the job server from Maven Central)"
+    need_mvn
     case $kind in
         flink)
             artifact=beam-runners-flink-$FLINK_MINOR

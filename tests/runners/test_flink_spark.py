@@ -19,9 +19,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Final
 
+import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
 from dbfixtures import pg, pg_connect
 
 from beam_etl import clusters
@@ -289,6 +293,58 @@ def test_demo_gives_the_same_rows_as_in_process(runner, request, tmp_path, expec
     assert outputs == expected["demo"]
 
 
+_TOTAL: Final = userstate.CombiningValueStateSpec("total", sum)
+_FLUSH: Final = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+_TOTAL_PARAM: Final = beam.DoFn.StateParam(_TOTAL)
+_FLUSH_PARAM: Final = beam.DoFn.TimerParam(_FLUSH)
+
+
+class _SumAtEndFn(beam.DoFn):
+    """Per key: add values to state, emit the sum when the event-time timer fires."""
+
+    def process(
+        self,
+        element,
+        timestamp=beam.DoFn.TimestampParam,
+        total=_TOTAL_PARAM,
+        flush=_FLUSH_PARAM,
+    ):
+        total.add(element[1])
+        flush.set(timestamp + 100)
+
+    @userstate.on_timer(_FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, total=_TOTAL_PARAM):
+        yield f"{key},{total.read()}"
+
+
+def test_stateful_dofn_with_event_time_timers_runs_on_flink(cluster_env, tmp_path):
+    """What streaming CDC needs: per-key state and event-time timers, on the Flink cluster."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.transforms.window import TimestampedValue
+
+    options = PipelineOptions(
+        [
+            "--runner=FlinkRunner",
+            f"--flink_master={cluster_env['BEAM_ETL_FLINK_MASTER']}",
+            f"--flink_job_server_jar={cluster_env['BEAM_ETL_FLINK_JOB_SERVER_JAR']}",
+            "--flink_version=1.19",
+            "--environment_type=LOOPBACK",
+            "--parallelism=2",
+        ]
+    )
+    out = tmp_path / "sums"
+    with beam.Pipeline(options=options) as p:
+        (
+            p
+            | beam.Create([(f"k{i % 5}", i) for i in range(1000)])
+            | beam.Map(lambda kv: TimestampedValue(kv, kv[1]))
+            | beam.ParDo(_SumAtEndFn())
+            | beam.io.WriteToText(str(out), shard_name_template="")
+        )
+    lines = sorted(out.read_text().split())
+    assert lines == [f"k{k},{sum(i for i in range(1000) if i % 5 == k)}" for k in range(5)]
+
+
 # ------------------------------------------------------------------ checks before submitting
 
 
@@ -392,14 +448,20 @@ def test_process_workers_that_cannot_import_beam_etl_are_named(job_service, tmp_
 
 
 def _readme_section(title: str) -> list[str]:
-    """The ```bash blocks of the README section `### {title}`, line by line."""
-    text = (ROOT / "README.md").read_text()
-    heading = f"\n### {title}\n"
-    assert heading in text, f"README.md has no `### {title}` section (the runner guide)"
-    section = text.split(heading, 1)[1].split("\n#", 1)[0]
-    blocks = [part.split("```", 1)[0] for part in section.split("```bash")[1:]]
-    assert blocks, f"README.md's `### {title}` section has no ```bash block"
-    return [line for block in blocks for line in block.strip().splitlines()]
+    """The lines of the ```bash blocks of the README section `### {title}`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert f"### {title}" in lines, f"README.md has no `### {title}` section (runner guide)"
+    commands: list[str] = []
+    fence = None
+    for line in lines[lines.index(f"### {title}") + 1 :]:
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+        elif fence is None and line.startswith("#"):
+            break
+        elif fence == "bash":
+            commands.append(line)
+    assert commands, f"README.md's `### {title}` section has no ```bash block"
+    return commands
 
 
 @pytest.mark.parametrize("title", ["Flink", "Spark"])
