@@ -194,6 +194,10 @@ CASES = [
         id="csv-nul-byte-in-a-field",
     ),
     pytest.param(
+        Case("csv", b"id,v,n\n1,a,1\n2,\xff\n3,c,3\n", rows=2, letters=(("invalid_encoding", 3),)),
+        id="csv-short-row-with-invalid-utf8",
+    ),
+    pytest.param(
         Case("csv", b"id,v\n1,a\n2,\xff\xfe\n3,c\n", rows=2, letters=(("invalid_encoding", 3),)),
         id="csv-invalid-utf8-mid-file",
     ),
@@ -553,3 +557,40 @@ def _run(path: str, reader, variants: dict, rows: int = 0, letters: list | None 
     result = p.run()
     result.wait_until_finish()
     return result
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_binary_tail_after_good_rows_adds_up(tmp_path, seed):
+    """Random bytes after 400 good rows: the good rows are kept, every other record is a dead
+    letter or a row, and the counts add up, in one range and in many."""
+    rng = random.Random(seed)
+    good = "id,name,n\n" + "".join(f"{i},x{i},{i}.5\n" for i in range(400))
+    tail = bytes(rng.choice(b'ab,"\r\n\x00\xff\xc3') for _ in range(20_000)) + rng.randbytes(5000)
+    path = tmp_path / "tail.csv"
+    path.write_bytes(good.encode() + tail)
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    variants = {"read": INT_ID, "ranges": {**INT_ID, **MANY_RANGES, "block_size_mb": 0.001}}
+    for label, options in variants.items():
+        out = p | label >> ReadFromCsv(str(path), **options)
+        ids = out.output | f"{label}Ids" >> beam.FlatMap(lambda b: b.column("id").to_pylist())
+        kept = ids | f"{label}Good" >> beam.Filter(lambda i: i is not None and 0 <= i < 400)
+        assert_that(kept, equal_to(list(range(400))), label=f"{label}CheckGoodRows")
+        rows = out.output | f"{label}Rows" >> beam.Map(lambda b: b.num_rows)
+        letters = out.error | f"{label}Letters" >> beam.Map(lambda d: 1)
+        total = (rows, letters) | f"{label}Flatten" >> beam.Flatten()
+        _ = (
+            total
+            | f"{label}Sum" >> beam.CombineGlobally(sum)
+            | f"{label}Record" >> beam.Map(_record_total, str(tmp_path / f"{label}.total"))
+        )
+    result = p.run()
+    result.wait_until_finish()
+    for label in variants:
+        counters = result.metrics().query(MetricsFilter().with_name(f"{label}:rows_read"))
+        read = sum(c.committed for c in counters["counters"])
+        assert read == int((tmp_path / f"{label}.total").read_text()) > 400, label
+
+
+def _record_total(total: int, path: str) -> None:
+    with open(path, "w") as out:
+        out.write(str(total))
