@@ -304,7 +304,7 @@ class DiffSnapshots(beam.PTransform):
         started = datetime.now(UTC)
         marks = batches.pipeline | "Buckets" >> beam.Create(
             [(b, _EMPTY) for b in range(self.buckets)]
-        )
+        ).with_output_types(tuple[int, pa.RecordBatch])
         spread = batches | "Spread" >> beam.FlatMap(
             functools.partial(split_by_key, self.primary_key, self.buckets)
         ).with_output_types(tuple[int, pa.RecordBatch])
@@ -315,7 +315,9 @@ class DiffSnapshots(beam.PTransform):
         )
         diff = (
             (spread, marks)
-            | "Merge" >> beam.Flatten()
+            # One coder for both inputs: Arrow IPC for the batches (a pickled slice would
+            # carry its whole parent batch through the shuffle).
+            | "Merge" >> beam.Flatten().with_output_types(tuple[int, pa.RecordBatch])
             | "Group" >> beam.GroupByKey()
             | "Diff"
             >> beam.ParDo(
