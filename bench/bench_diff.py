@@ -30,7 +30,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(BENCH_DIR, "data")
 OUT = os.path.join(BENCH_DIR, "out", "diff")
 
-REFERENCE = r'''
+REFERENCE = r"""
 import sys
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 old = pq.read_table(sys.argv[1]); new = pq.read_table(sys.argv[2])
@@ -45,10 +45,11 @@ for c in columns:
     both_null = pc.and_(pc.is_null(joined[c]), pc.is_null(joined[f"old_{c}"]))
     eq = pc.or_(eq, both_null)
     same = eq if same is None else pc.and_(same, eq)
-op = pc.if_else(pc.invert(in_old), "c", pc.if_else(pc.invert(in_new), "d", pc.if_else(same, "r", "u")))
+changed = pc.if_else(same, "r", "u")
+op = pc.if_else(pc.invert(in_old), "c", pc.if_else(pc.invert(in_new), "d", changed))
 events = joined.select(["id", *columns]).append_column("op", op).filter(pc.not_equal(op, "r"))
 pq.write_table(events, sys.argv[3])
-'''
+"""
 
 SPEC = """
 name: bench_diff
@@ -165,7 +166,8 @@ def main() -> None:
             memory["pyarrow"].append(peak)
         load_old()
         seconds, peak = timed(beam)
-        report = json.load(open(os.path.join(work, "run_report.json")))
+        with open(os.path.join(work, "run_report.json")) as source:
+            report = json.load(source)
         assert report["status"] == "succeeded", report
         got = events_by_op(os.path.join(work, "events"))
         if got != expected:
