@@ -86,8 +86,19 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, psycopg2.InterfaceError):
         return True
+    if _PERMANENT.search(str(exc)):  # the server answered: waiting will not change its mind
+        return False
     # Without a SQLSTATE (or class 08), an OperationalError is a refused or dropped connection.
     return isinstance(exc, psycopg2.OperationalError) and (not code or code.startswith("08"))
+
+
+#: Connection failures a retry cannot mend (libpq gives them no SQLSTATE at connect time).
+_PERMANENT: Final = re.compile(
+    r"database \".*\" does not exist|role \".*\" does not exist|password authentication failed"
+    r"|no pg_hba\.conf entry|SSL is not enabled|invalid connection option|"
+    r"could not translate host name|Name or service not known",
+    re.I,
+)
 
 
 def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.DataType:
