@@ -20,3 +20,16 @@ def test_readme_starts_with_the_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _commands()[1] in ci
+
+
+def test_every_guarantee_names_a_test_that_exists():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)", section))
+    assert len(named) >= 10
+    defined = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+    assert named <= defined, f"README names tests that do not exist: {sorted(named - defined)}"
