@@ -544,7 +544,8 @@ class _PgPublish:
                 if done is not None:  # this run was published before: change nothing
                     connection.rollback()
                     return _db.Published(done[0], staged - done[0], [], already=True)
-                result = _PgLoad(cursor, self.table, self.settings).run(parts)
+                load = _PgLoad(cursor, self.table, self.settings)
+                result = (None if commit else load.predict(parts)) or load.run(parts)
                 if result.rejects and self.settings["on_reject"] == "fail":
                     first = "; ".join(f"{r.origin}: {r.message}" for r in result.rejects[:3])
                     raise ConnectorError(
@@ -626,9 +627,45 @@ class _PgLoad:
             raise ConnectorError(
                 f"Primary key column(s) {missing} are not in the load for `{self.table}`"
             )
-        if self.s["mode"] == "append" and self._fast_append(parts, load):
+        if self.s["mode"] == "append" and self._fast_append(parts, load, self.target):
             return _db.Published(staged, 0, [])
+        if self.s["mode"] == "replace":
+            # COPY straight into the replacement (or the table this transaction created) and
+            # swap it in; a refused row rolls the COPY back and the staging path finds it.
+            dest = self._new_like() if existing is not None else self.target
+            if self._fast_append(parts, load, dest):
+                if existing is not None:
+                    self._swap(dest)
+                return _db.Published(staged, 0, [])
+            if existing is not None:
+                self._execute(f"DROP TABLE {dest}")
         return self._through_staging(parts, fields, names, staged, existing is not None)
+
+    def predict(self, parts: list[Any]) -> _db.Published | None:
+        """Return what loading `parts` will do without loading them, when the database
+        cannot refuse a row the Arrow screening (`unloadable`) lets through: the load creates
+        the table (append or replace, no keys). None otherwise: then the trial loads."""
+        if (
+            self.s["mode"] not in ("append", "replace")
+            or self.s["keys"]
+            or not self.s["create_table"]
+            or self._columns() is not None
+        ):
+            return None
+        schema = _db.parts_schema(parts)
+        if schema is None:
+            return _db.Published(0, 0, [])
+        fields = [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
+        for f in fields:
+            _db.sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
+        staged = sum(rows for _, rows in parts)
+        for _batch in self.origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+            pass
+        rejects = [
+            self.origins.reject(self.s["step"], self.table, [], row, message)
+            for row, message in self.origins.screened
+        ]
+        return _db.Published(staged - len(rejects), 0, rejects)
 
     def _execute(self, sql: str, params: Any = None) -> int:
         self.cursor.execute(sql, params)
@@ -647,11 +684,11 @@ class _PgLoad:
             columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
         self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)})")
 
-    def _fast_append(self, parts: list[Any], load: list[pa.Field]) -> bool:
-        """COPY straight into the target; False (and nothing kept) when a row is refused, or
+    def _fast_append(self, parts: list[Any], load: list[pa.Field], dest: str) -> bool:
+        """COPY straight into `dest`; False (and nothing kept) when a row is refused, or
         when a value might be changed on the way (the staging path checks those row by row)."""
         schema = pa.schema(load)
-        target = self._describe(self.target)
+        target = self._describe(dest)
         max_chars = {}
         for f in load:
             check = _exactness(f.name, f.type, *target[f.name][:2])
@@ -663,9 +700,7 @@ class _PgLoad:
         self._execute("SAVEPOINT beam_etl_copy")
         try:
             batches = (_db.conform(b, schema) for b in _db.read_parts(parts))
-            _copy_in(
-                self.cursor, self.target, schema.names, _db.loadable(batches, "postgres", max_chars)
-            )
+            _copy_in(self.cursor, dest, schema.names, _db.loadable(batches, "postgres", max_chars))
         except Exception as exc:
             self._execute("ROLLBACK TO SAVEPOINT beam_etl_copy")
             if not (_is_row_error(exc) or isinstance(exc, _db.UnloadableError)):

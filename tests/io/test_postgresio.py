@@ -581,3 +581,39 @@ def test_timestamps_are_stored_in_utc_whatever_the_sessions_time_zone(table):
             f'SELECT naive = %s, zoned = %s FROM "{table}"', (at, at.replace(tzinfo=None))
         ) == [(True, True)]
         pg(f'DELETE FROM "{table}"')
+
+
+def _parts(batches, folder):
+    from beam_etl.io._ipcparts import IpcPartWriter
+
+    writer = IpcPartWriter(str(folder), keep_origin=True)
+    for b in batches:
+        writer.write(with_origin(b, "in.csv", list(range(2, 2 + b.num_rows))))
+    return writer.close()
+
+
+@pytest.mark.parametrize("mode", ["append", "replace"])
+def test_trial_into_a_missing_table_predicts_without_loading(table, tmp_path, mode):
+    from beam_etl.io.postgresio import _PgPublish
+
+    sink = WriteToPostgres(table, **DB, mode=mode)
+    publish = _PgPublish(sink.config, table, {**sink.settings, "step": "load"})
+    parts = _parts([_batch([1, 2, 3], ["a", "b\x00c", "d"])], tmp_path)
+    trial = publish(parts, commit=False)
+    assert (trial.written, [r.line for r in trial.rejects]) == (2, [3])
+    assert "NUL" in trial.rejects[0].message
+    assert pg("SELECT to_regclass(%s)", (table,)) == [(None,)]  # nothing was loaded
+    result = publish(parts, expect=trial)
+    assert result.written == 2
+    assert pg(f'SELECT id, name FROM "{table}" ORDER BY id') == [(1, "a"), (3, "d")]
+
+
+def test_replace_of_an_existing_table_copies_straight_and_keeps_its_shape(table):
+    pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, name varchar(3) NOT NULL)')
+    pg(f"INSERT INTO \"{table}\" VALUES (9, 'old')")
+    written, letters = _write([_batch([1, 2], ["ab", "toolong"])], table, mode="replace")
+    assert written == [1] and [(x.line, x.reason) for x in letters] == [(3, "db_constraint")]
+    assert pg(f'SELECT id, name FROM "{table}" ORDER BY id') == [(1, "ab")]
+    written, letters = _write([_batch([1, 2], ["ab", "cd"])], table, mode="replace")
+    assert written == [2] and letters == []
+    assert pg(f'SELECT id, name FROM "{table}" ORDER BY id') == [(1, "ab"), (2, "cd")]

@@ -1,0 +1,259 @@
+"""Benchmark: whole-process CSV -> database loads, as a user waits, against the database's own
+bulk path driven by its command-line client, in the same run.
+
+Usage: `PYTHONPATH=. python bench/bench_db_speed.py [--rows N] [--repeat K] [--cases ...]`.
+
+Each case is a pair run interleaved (reference, beam_etl, reference, ...), every run a fresh
+process; medians of `--repeat` runs. "x ref" is the reference's wall time over beam_etl's
+(1.00 = as fast as the reference). Peak memory is the highest sum of the resident sizes of the
+process tree, sampled every 50 ms.
+
+- `pg_append` / `pg_replace`: `python -m beam_etl.run` (ReadFromCsv -> WriteToPostgres, a table
+  that does not exist yet) vs `psql -1` with `CREATE TABLE` + `\\copy` of the same CSV.
+- `pg_merge`: WriteToPostgres(mode: merge) into a table holding every row already vs `psql -1`
+  with `\\copy` into a temporary table + `INSERT ... ON CONFLICT DO UPDATE`.
+- `my_append`: WriteToMySql(mode: append, new table) vs `mariadb -e "CREATE TABLE ...;
+  LOAD DATA LOCAL INFILE ..."`.
+
+Needs the test servers (PostgreSQL 127.0.0.1:5432 user `postgres`, MariaDB 127.0.0.1:3306 user
+`root`, database `test`) and their clients. Data: the orders CSV of `bench/datagen.py` under
+`bench/data/` (never committed). Row counts are checked; timings are printed, never asserted.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import datagen
+
+PG_TABLE_COLUMNS = (
+    "id bigint, customer_id bigint, country text, email text, amount text, quantity bigint, "
+    "created_at timestamp, active boolean, note text"
+)
+MY_TABLE_COLUMNS = (
+    "id bigint, customer_id bigint, country longtext, email longtext, amount longtext, "
+    "quantity bigint, created_at datetime(6), active boolean, note longtext"
+)
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-v", "ON_ERROR_STOP=1"]
+MARIADB = ["mariadb", "-h", "127.0.0.1", "-u", "root", "test", "--local-infile=1"]
+SPEC = """name: bench_db_speed
+sources:
+  - name: orders
+    type: ReadFromCsv
+    config:
+      path: "{csv}"
+      columns: {columns}
+sinks:
+  - name: load
+    type: {sink}
+    input: orders
+    config: {config}
+  - name: rejected
+    type: WriteToDeadLetters
+    inputs: [orders.error, load.error]
+    config: {{path: "${{OUTPUT_DIR}}/rejected.jsonl"}}
+"""
+
+
+def _tree_rss(root: int) -> int:
+    """Return the summed resident size (bytes) of `root` and its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Run `command`; return its wall time and the peak memory of its process tree."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    peak = [0]
+
+    def sample() -> None:
+        while process.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(process.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    wall = time.perf_counter() - start
+    sampler.join()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command[:3])}... failed: {stderr[-2000:]}")
+    return wall, peak[0]
+
+
+def psql(sql: str) -> str:
+    return subprocess.run([*PSQL, "-Atc", sql], check=True, capture_output=True, text=True).stdout
+
+
+def mariadb(sql: str) -> str:
+    done = subprocess.run([*MARIADB, "-N", "-e", sql], check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def beam_run(spec_text: str, work: str) -> list[str]:
+    spec = os.path.join(work, "spec.yaml")
+    with open(spec, "w", encoding="utf-8") as out:
+        out.write(spec_text)
+    return [sys.executable, "-m", "beam_etl.run", "--pipeline", spec, "--output-dir", work]
+
+
+def spec(csv: str, sink: str, config: str) -> str:
+    columns = "{" + ", ".join(f"{k}: {v}" for k, v in datagen.COLUMN_TYPES.items()) + "}"
+    return SPEC.format(csv=csv, columns=columns, sink=sink, config=config)
+
+
+def case_pg(mode: str, csv: str, rows: int, work: str):
+    def reference() -> tuple[float, int]:
+        psql("DROP TABLE IF EXISTS bench_ref")
+        if mode == "merge":
+            psql(f"CREATE TABLE bench_ref ({PG_TABLE_COLUMNS}, PRIMARY KEY (id))")
+            psql(f"INSERT INTO bench_ref SELECT * FROM {base}")
+            script = [
+                "-1",
+                "-c",
+                "CREATE TEMP TABLE s (LIKE bench_ref) ON COMMIT DROP",
+                "-c",
+                f"\\copy s FROM '{csv}' WITH (FORMAT csv, HEADER)",
+                "-c",
+                "INSERT INTO bench_ref SELECT * FROM s ON CONFLICT (id) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in datagen.COLUMN_TYPES if c != "id"),
+            ]
+        else:
+            script = [
+                "-1",
+                "-c",
+                f"CREATE TABLE bench_ref ({PG_TABLE_COLUMNS})",
+                "-c",
+                f"\\copy bench_ref FROM '{csv}' WITH (FORMAT csv, HEADER)",
+            ]
+        result = timed([*PSQL, *script])
+        assert int(psql("SELECT count(*) FROM bench_ref")) == rows
+        return result
+
+    keys = ", primary_key: id" if mode == "merge" else ""
+    command = beam_run(
+        spec(csv, "WriteToPostgres", f"{{table: bench_beam, mode: {mode}, database: test{keys}}}"),
+        work,
+    )
+
+    def beam_etl() -> tuple[float, int]:
+        psql("DROP TABLE IF EXISTS bench_beam")
+        if mode == "merge":
+            psql(f"CREATE TABLE bench_beam ({PG_TABLE_COLUMNS}, PRIMARY KEY (id))")
+            psql(f"INSERT INTO bench_beam SELECT * FROM {base}")
+        result = timed(command)
+        assert int(psql("SELECT count(*) FROM bench_beam")) == rows
+        return result
+
+    base = "bench_base"
+    if mode == "merge":  # the full table both sides merge into, loaded once
+        psql(f"DROP TABLE IF EXISTS {base}")
+        psql(f"CREATE TABLE {base} ({PG_TABLE_COLUMNS})")
+        subprocess.run(
+            [*PSQL, "-c", f"\\copy {base} FROM '{csv}' WITH (FORMAT csv, HEADER)"], check=True
+        )
+    return reference, beam_etl
+
+
+def case_my(csv: str, rows: int, work: str):
+    def reference() -> tuple[float, int]:
+        mariadb("DROP TABLE IF EXISTS bench_ref")
+        sql = (
+            f"CREATE TABLE bench_ref ({MY_TABLE_COLUMNS}); "
+            f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE bench_ref FIELDS TERMINATED BY ',' "
+            "OPTIONALLY ENCLOSED BY '\"' IGNORE 1 LINES "
+            "(id, customer_id, @country, @email, @amount, @quantity, @created_at, @active, @note) "
+            "SET country = NULLIF(@country, ''), email = NULLIF(@email, ''), "
+            "amount = NULLIF(@amount, ''), quantity = NULLIF(@quantity, ''), "
+            "created_at = NULLIF(@created_at, ''), active = (@active = 'true'), "
+            "note = NULLIF(@note, '')"
+        )
+        result = timed([*MARIADB, "-e", sql])
+        assert int(mariadb("SELECT count(*) FROM bench_ref")) == rows
+        return result
+
+    command = beam_run(
+        spec(csv, "WriteToMySql", "{table: bench_beam, mode: append, database: test}"), work
+    )
+
+    def beam_etl() -> tuple[float, int]:
+        mariadb("DROP TABLE IF EXISTS bench_beam")
+        result = timed(command)
+        assert int(mariadb("SELECT count(*) FROM bench_beam")) == rows
+        return result
+
+    return reference, beam_etl
+
+
+CASES = ("pg_append", "pg_replace", "pg_merge", "my_append")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
+    args = parser.parse_args(argv)
+    csv = os.path.abspath(datagen.ensure_csv(args.rows))
+    print(
+        f"{args.rows:,} rows, {os.path.getsize(csv) / 2**20:,.0f} MiB CSV; medians of "
+        f"{args.repeat}, whole processes"
+    )
+    print(
+        f"{'case':<11} {'reference s':>11} {'beam_etl s':>10} {'x ref':>6} "
+        f"{'ref MiB':>8} {'beam MiB':>9}"
+    )
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.cases:
+            if name == "my_append":
+                reference, beam_etl = case_my(csv, args.rows, work)
+            else:
+                reference, beam_etl = case_pg(name.split("_")[1], csv, args.rows, work)
+            ref_runs, beam_runs = [], []
+            for _ in range(args.repeat):
+                ref_runs.append(reference())
+                beam_runs.append(beam_etl())
+            ref = statistics.median(w for w, _ in ref_runs)
+            ours = statistics.median(w for w, _ in beam_runs)
+            ref_peak = max(p for _, p in ref_runs) / 2**20
+            our_peak = max(p for _, p in beam_runs) / 2**20
+            print(
+                f"{name:<11} {ref:>11.2f} {ours:>10.2f} {ref / ours:>6.2f} "
+                f"{ref_peak:>8.0f} {our_peak:>9.0f}",
+                flush=True,
+            )
+    psql(
+        "DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam; "
+        "DROP TABLE IF EXISTS bench_base"
+    )
+    mariadb("DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam")
+
+
+if __name__ == "__main__":
+    main()
