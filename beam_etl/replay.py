@@ -430,6 +430,15 @@ def _restore(plan: Plan, target: str, letters: list[Letter]) -> tuple[list, list
     return restored.batches, rejected
 
 
+def _spec_name(path: str, text: bytes, names: dict[str, str]) -> str:
+    """The spec's pipeline name (the state store's key), without building its transforms."""
+    from beam_etl.spec.loader import load_text
+    from beam_etl.spec.model import parse
+
+    known = {"SPEC_DIR": os.path.dirname(os.path.abspath(path)), "RUN_ID": "replay", **names}
+    return parse(load_text(text.decode("utf-8", "replace"), known, source=path).document, path).name
+
+
 def replay(argv: list[str]) -> int:
     """Run `python -m beam_etl.run replay ARGS`; return the exit code.
 
@@ -468,8 +477,8 @@ def replay(argv: list[str]) -> int:
     store = StateStore(
         os.path.join(os.path.dirname(os.path.abspath(report_path)), ".beam_etl", "state.sqlite")
     )
-    probe = load_plan(args.pipeline, run_id="replay", variables=names)
-    previous = store.get(probe.spec.name, STATE_KEY) or {"letters": [], "runs": {}}
+    previous = store.get(_spec_name(args.pipeline, spec_text, names), STATE_KEY)
+    previous = previous or {"letters": [], "runs": {}}
     done = set(previous["letters"])
     fresh = [letter for letter in letters if letter.digest not in done]
     if not fresh:

@@ -113,6 +113,10 @@ class BeamEtlTransform(beam.PTransform):
         self._output_schema = _schema_of_columns(columns) if columns is not None else None
         _check_keys(self.TYPE, factory, config)
         self.transform = factory(**config)
+        if self._error_handling and ERROR not in outputs_of(self.transform, self.KIND):
+            raise ValueError(
+                f"`{self.TYPE}` rejects no rows (it has no error output); remove `error_handling`"
+            )
 
     def expand(self, pvalue):
         batches = self._inputs(pvalue)

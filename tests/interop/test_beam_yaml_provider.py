@@ -278,3 +278,18 @@ pipeline:
     assert sorted((r["order_id"], r["tier"]) for r in small) == [(1, "gold"), (4, None)]
     rest = [row["order_id"] for row in _json_lines(os.path.join(orders["out"], "rest.jsonl"))]
     assert sorted(rest) == [3, 3, 5]
+
+
+def test_error_handling_on_a_transform_that_rejects_nothing_is_refused():
+    from beam_etl.interop.yaml_transforms import transform_class
+
+    with pytest.raises(ValueError, match=r"`DropDuplicates` rejects no rows"):
+        transform_class("DropDuplicates")(columns=["id"], error_handling={"output": "bad"})
+
+
+def test_python_m_beam_etl_interop_prints_the_provider_file():
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_etl.interop"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == PROVIDER_FILE

@@ -281,3 +281,24 @@ def test_the_command_line_runs_a_replay(tmp_path):
     spec, letters, out = _step_run(tmp_path)
     args = ["replay", "--pipeline", spec, "--dead-letters", str(letters), "--output-dir", str(out)]
     assert main([*args, "--dry-run"]) == 0
+
+
+def test_rows_a_database_refused_are_replayed_into_the_sink_after_the_check_is_relaxed(
+    tmp_path, tables
+):
+    target, _ = tables
+    pg(f"ALTER TABLE {target} ADD CONSTRAINT small CHECK (amount < 100000000)")
+    _write_csv(tmp_path / "orders.csv")
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, "spec.yaml", SOURCE_SPEC, amount="decimal(12,2)", table=target)
+    assert main(["--pipeline", spec, "--output-dir", str(out)]) == 0
+    letters = _letters(out / "rejects.jsonl")
+    assert {(x["step"], x["reason"]) for x in letters} == {("db", "db_constraint")}
+    assert len(letters) == BAD and len(_pg_rows(target)) == ROWS - BAD
+
+    pg(f"ALTER TABLE {target} DROP CONSTRAINT small")
+    args = ["--pipeline", spec, "--dead-letters", str(out / "rejects.jsonl")]
+    assert replay([*args, "--step", "db", "--output-dir", str(out)]) == 0
+    assert replay([*args, "--step", "db", "--output-dir", str(out)]) == 0
+    rows = _pg_rows(target)
+    assert len(rows) == ROWS and len({row[0] for row in rows}) == ROWS
