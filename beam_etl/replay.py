@@ -234,7 +234,8 @@ def cut_plan(
     skipped = _check_sinks(plan, reached, skip_sinks)
     notes += [f"sink `{name}` left out (--skip-sink)" for name in sorted(skipped)]
     needed = (reached - skipped) | _upstream(whole, by_name)
-    for name in sorted(needed):
+    replaced = {target} if by_name[target].kind == SOURCE else set()
+    for name in sorted(needed - replaced):
         transform = plan.transforms[name]
         if by_name[name].type in _STATEFUL_TYPES or getattr(transform, "incremental", None):
             raise UsageError(
@@ -453,7 +454,13 @@ def replay(argv: list[str]) -> int:
     unknown = [a for a in beam_args if not a.startswith("--")]
     if unknown:
         raise UsageError(f"Unexpected argument `{unknown[0]}` (see --help)")
-    letters = select(read_letters(args.dead_letters), args.reason, args.step)
+    chosen = select(read_letters(args.dead_letters), args.reason, args.step)
+    letters = [letter for letter in chosen if isinstance(letter.record["payload"], dict)]
+    if len(letters) < len(chosen):  # unparseable records: only the source file can be fixed
+        print(
+            f"{len(chosen) - len(letters)} chosen dead letter(s) hold raw text, not a row "
+            "(malformed_csv ...): left out; fix the source file and run again"
+        )
     if not letters:
         print(f"no dead letter in {args.dead_letters} matches: nothing to replay")
         return 0

@@ -302,3 +302,29 @@ def test_rows_a_database_refused_are_replayed_into_the_sink_after_the_check_is_r
     assert replay([*args, "--step", "db", "--output-dir", str(out)]) == 0
     rows = _pg_rows(target)
     assert len(rows) == ROWS and len({row[0] for row in rows}) == ROWS
+
+
+def test_unparseable_records_are_left_out_with_a_note(tmp_path, capsys):
+    spec, letters, out = _step_run(tmp_path)
+    with open(letters, "a", encoding="utf-8") as more:
+        more.write(
+            json.dumps(
+                {
+                    "run_id": "r",
+                    "step": "cast",
+                    "reason": "malformed_csv",
+                    "message": "m",
+                    "origin": "x.csv:9",
+                    "source": "x.csv",
+                    "line": 9,
+                    "key": None,
+                    "payload": "1,2,3,4,5",
+                }
+            )
+            + "\n"
+        )
+    args = ["--pipeline", spec, "--dead-letters", str(letters), "--output-dir", str(out)]
+    assert replay([*args, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 chosen dead letter(s) hold raw text, not a row" in printed
+    assert f"would replay {BAD} dead letter(s) of `cast` into `cast`" in printed
