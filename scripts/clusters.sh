@@ -274,7 +274,10 @@ taskmanager:
   bind-host: $HOST
   host: $HOST
   numberOfTaskSlots: 2
-  memory: {process: {size: 2400m}}
+  # Beam's gRPC data plane to the Python workers uses direct memory (Flink's default task
+  # off-heap is 0: "OutOfMemoryError: Direct buffer memory" after a few jobs).
+  memory: {process: {size: 3600m}, managed: {fraction: 0.2}, task: {off-heap: {size: 768m}},
+           framework: {off-heap: {size: 256m}}}
 parallelism: {default: 1}
 rest: {address: $HOST, bind-address: $HOST, port: $rest}
 blob: {server: {port: "0"}}
