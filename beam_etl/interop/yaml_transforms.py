@@ -11,9 +11,11 @@ the config keys of its beam_etl factory, plus:
 - `output_columns: {column: type}`: the output schema of a step that cannot say it (a user
   function, a lookup join), needed to make its rows.
 
-Inputs are schema'd rows (made batches with `ToBatches`; rows that a beam_etl transform made
-are not converted back: its batches are used, hidden origin columns included). Outputs are
-rows again (`ToRows`). Main outputs keep beam_etl's names (`output`, a split's routes).
+Inputs are schema'd rows, made batches with `ToBatches`; rows that a beam_etl transform made
+are not converted back: its batches are used, hidden origin columns included, so dead letters
+of the next beam_etl step still name file and line (rows that went through one of Beam's own
+transforms do not). Outputs are rows again (`ToRows`; made even when only beam_etl
+transforms read them). Main outputs keep beam_etl's names (`output`, a split's routes).
 """
 
 import json

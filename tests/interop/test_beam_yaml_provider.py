@@ -293,3 +293,28 @@ def test_python_m_beam_etl_interop_prints_the_provider_file():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == PROVIDER_FILE
+
+
+def test_rows_passed_between_beam_etl_transforms_keep_their_origin(orders):
+    spec = f"""
+pipeline:
+  transforms:
+    - type: ReadFromCsv
+      config: {{path: "{orders["data"]}/orders.csv", columns: {{amount: string}}}}
+    - type: CastColumns
+      input: ReadFromCsv
+      config: {{columns: {{amount: "decimal(10,2)"}}, error_handling: {{output: bad}}}}
+    - type: WriteToParquet
+      input: CastColumns
+      config: {{path: "{orders["out"]}/orders"}}
+    - type: WriteToDeadLetters
+      input: CastColumns.bad
+      config: {{path: "{orders["out"]}/bad.jsonl"}}
+"""
+    with beam.Pipeline(runner=LocalRunner()) as p:
+        yaml_transform.expand_pipeline(p, spec, providers=yaml_providers())
+    letters = _json_lines(os.path.join(orders["out"], "bad.jsonl"))
+    assert [(x["step"], x["line"], x["payload"]["amount"]) for x in letters] == [
+        ("CastColumns", 3, "abc")
+    ]
+    assert pq.read_table(os.path.join(orders["out"], "orders")).num_rows == 5
