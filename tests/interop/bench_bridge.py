@@ -97,8 +97,10 @@ def run(kind: str, rows: int) -> float:
 def main(rows: int) -> None:
     batch = make_batch(rows)
     to_rows, to_batch = pure(batch)
-    print(f"pure: rows of a batch {to_rows / rows * 1e6:.2f} us/row, "
-          f"batch of rows {to_batch / rows * 1e6:.2f} us/row")
+    print(
+        f"pure: rows of a batch {to_rows / rows * 1e6:.2f} us/row, "
+        f"batch of rows {to_batch / rows * 1e6:.2f} us/row"
+    )
     times: dict[str, list[float]] = {"batches": [], "rows": [], "round trip": []}
     for _ in range(3):
         for kind in times:
@@ -107,8 +109,10 @@ def main(rows: int) -> None:
     for kind, values in times.items():
         median = statistics.median(values)
         extra = (median - base) / rows * 1e6
-        print(f"{kind:>10}: {median:6.2f} s, {median / rows * 1e6:5.2f} us/row "
-              f"({extra:+.2f} us/row over batches)")
+        print(
+            f"{kind:>10}: {median:6.2f} s, {median / rows * 1e6:5.2f} us/row "
+            f"({extra:+.2f} us/row over batches)"
+        )
 
 
 if __name__ == "__main__":
