@@ -160,18 +160,6 @@ class ReplayDeadLetters(beam.PTransform):
         return WithErrors(batches, rejected)
 
 
-@dataclasses.dataclass
-class Replay:
-    """What a replay runs: the cut-down plan, and what the console should say about it."""
-
-    plan: Plan
-    target: str
-    replayed: int
-    restored: int
-    notes: list[str]
-    redirected: list[str]
-
-
 def _consumers(nodes: list[Node]) -> dict[str, list[Node]]:
     found: dict[str, list[Node]] = {node.name: [] for node in nodes}
     for node in nodes:
@@ -431,6 +419,30 @@ def _restore(plan: Plan, target: str, letters: list[Letter]) -> tuple[list, list
     return restored.batches, rejected
 
 
+def _chosen(args: argparse.Namespace) -> list[Letter]:
+    """The letters the arguments choose, all of one step; raw-text ones left out with a note.
+
+    Raises:
+        UsageError: the chosen letters come from several steps.
+    """
+    chosen = select(read_letters(args.dead_letters), args.reason, args.step)
+    letters = [letter for letter in chosen if isinstance(letter.record["payload"], dict)]
+    if len(letters) < len(chosen):  # unparseable records: only the source file can be fixed
+        print(
+            f"{len(chosen) - len(letters)} chosen dead letter(s) hold raw text, not a row "
+            "(malformed_csv ...): left out; fix the source file and run again"
+        )
+    steps = sorted({letter.record["step"] for letter in letters})
+    if len(steps) > 1:
+        counts = ", ".join(
+            f"`{s}` ({sum(lt.record['step'] == s for lt in letters)})" for s in steps
+        )
+        raise UsageError(
+            f"The chosen dead letters come from several steps: {counts}; pick one with --step"
+        )
+    return letters
+
+
 def _spec_name(path: str, text: bytes, names: dict[str, str]) -> str:
     """The spec's pipeline name (the state store's key), without building its transforms."""
     from beam_etl.spec.loader import load_text
@@ -454,25 +466,12 @@ def replay(argv: list[str]) -> int:
     unknown = [a for a in beam_args if not a.startswith("--")]
     if unknown:
         raise UsageError(f"Unexpected argument `{unknown[0]}` (see --help)")
-    chosen = select(read_letters(args.dead_letters), args.reason, args.step)
-    letters = [letter for letter in chosen if isinstance(letter.record["payload"], dict)]
-    if len(letters) < len(chosen):  # unparseable records: only the source file can be fixed
-        print(
-            f"{len(chosen) - len(letters)} chosen dead letter(s) hold raw text, not a row "
-            "(malformed_csv ...): left out; fix the source file and run again"
-        )
+    letters = _chosen(args)
     if not letters:
         print(f"no dead letter in {args.dead_letters} matches: nothing to replay")
         return 0
-    steps = sorted({letter.record["step"] for letter in letters})
-    if len(steps) > 1:
-        counts = ", ".join(
-            f"`{s}` ({sum(lt.record['step'] == s for lt in letters)})" for s in steps
-        )
-        raise UsageError(
-            f"The chosen dead letters come from several steps: {counts}; pick one with --step"
-        )
-    target = args.into or steps[0]
+    rejected_by = letters[0].record["step"]
+    target = args.into or rejected_by
     output_dir = os.path.abspath(args.output_dir or DEFAULT_OUTPUT_DIR)
     report_path = args.report or os.path.join(output_dir, "replay_report.json")
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **_variables(args.set)}
@@ -489,10 +488,10 @@ def replay(argv: list[str]) -> int:
     done = set(previous["letters"])
     fresh = [letter for letter in letters if letter.digest not in done]
     if not fresh:
-        runs = ", ".join(sorted(previous["runs"]))
         print(
             f"nothing to replay: the {len(letters)} chosen dead letters were replayed before "
-            f"(run {runs}); rows that failed again are in that run's dead letters"
+            f"(run {', '.join(sorted(previous['runs']))}); rows that failed again are in that "
+            "run's dead letters"
         )
         return 0
     run_id = replay_run_id(spec_text, target, fresh)
@@ -515,7 +514,7 @@ def replay(argv: list[str]) -> int:
     source = ReplayDeadLetters(batches, rejected if kind == SOURCE else None, len(fresh), proposal)
     cut, notes, redirected = cut_plan(plan, target, source, set(args.skip_sink), run_id)
     rows = sum(batch.num_rows for batch in batches)
-    what = f"{len(fresh)} dead letter(s) of `{steps[0]}` into `{target}` as run {run_id}"
+    what = f"{len(fresh)} dead letter(s) of `{rejected_by}` into `{target}` as run {run_id}"
     if args.dry_run:
         print(cli.describe(cut))
         print(f"would replay {what} ({rows} row(s) restored); nothing was run")
