@@ -21,7 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["beam_etl", "beam_etl.*"]),
-    package_data={"beam_etl": ["demo/*.yaml", "demo/*.csv", "py.typed"]},
+    package_data={"beam_etl": ["demo/*.yaml", "demo/*.csv", "py.typed", "interop/provider.yaml"]},
     install_requires=[
         "apache-beam>=2.77,<2.78",
         "pyarrow>=17",
@@ -34,7 +34,16 @@ setup(
         "mysql": ["PyMySQL>=1.1"],
         "avro": ["fastavro>=1.9"],
         "excel": ["openpyxl>=3.1"],
-        "test": ["pytest>=8", "ruff", "mypy", "types-PyYAML"],
+        "yaml": ["jinja2>=3.0,<3.2", "docstring-parser>=0.15,<1.0", "jsonschema>=4,<5"],
+        "test": [
+            "pytest>=8",
+            "ruff",
+            "mypy",
+            "types-PyYAML",
+            "jinja2>=3.0,<3.2",
+            "docstring-parser>=0.15,<1.0",
+            "jsonschema>=4,<5",
+        ],
     },
     entry_points={"console_scripts": ["beam-etl = beam_etl.run:console_main"]},
 )

@@ -31,6 +31,13 @@ Print a file's or a query's schema to pin in a spec:
   python -m beam_etl.run infer-schema data/orders.csv [--format yaml] [--sample-rows N|all]
   python -m beam_etl.run infer-schema --source postgres --database shop --query "SELECT ..."
 
+Replay chosen dead letters after fixing their cause (loads exactly those rows, once):
+  python -m beam_etl.run replay --pipeline spec.yaml --dead-letters out/rejects.jsonl
+      [--reason cast_failed] [--step NAME] [--into NAME] [--skip-sink NAME] [--dry-run]
+
+Show or forget what incremental sources remember between runs:
+  python -m beam_etl.run state show|reset --pipeline spec.yaml [--source NAME]
+
 Any other --option is a Beam pipeline option, for example:
   --direct_num_workers=2 --direct_running_mode=multi_processing   (two local processes)
   --runner=PortableRunner --job_endpoint=localhost:8099            (a Beam job service)
@@ -235,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _infer_schema(argv[1:])
         if argv[:1] == ["state"]:
             return _state(argv[1:])
+        if argv[:1] == ["replay"]:
+            from beam_etl.replay import replay
+
+            return replay(argv[1:])
         args, beam_args = _parser().parse_known_args(argv)
         unknown = [a for a in beam_args if not a.startswith("--")]
         if unknown:

@@ -276,7 +276,6 @@ def test_a_file_that_is_not_dead_letters_is_refused(tmp_path):
         read_letters(str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="run.py dispatches `replay` once the lead adds the line")
 def test_the_command_line_runs_a_replay(tmp_path):
     spec, letters, out = _step_run(tmp_path)
     args = ["replay", "--pipeline", spec, "--dead-letters", str(letters), "--output-dir", str(out)]
