@@ -104,7 +104,7 @@ pip_download() {  # pip_download SPEC FILE_GLOB: into $DOWNLOADS unless already 
     mkdir -p "$DOWNLOADS"
     if compgen -G "$DOWNLOADS/$glob" >/dev/null; then return; fi
     say "downloading $spec from PyPI into $DOWNLOADS"
-    "$(python_with_pip)" -m pip download -q --no-deps --no-build-isolation -d "$DOWNLOADS" "$spec" \
+    "$(python_with_pip)" -m pip download -q --no-deps -d "$DOWNLOADS" "$spec" \
         || die "pip could not download $spec (PyPI unreachable?)"
 }
 
