@@ -19,13 +19,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Final
 
-import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.transforms import userstate
-from apache_beam.transforms.timeutil import TimeDomain
 from dbfixtures import pg, pg_connect
 
 from beam_etl import clusters
@@ -293,54 +289,59 @@ def test_demo_gives_the_same_rows_as_in_process(runner, request, tmp_path, expec
     assert outputs == expected["demo"]
 
 
-_TOTAL: Final = userstate.CombiningValueStateSpec("total", sum)
-_FLUSH: Final = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
-_TOTAL_PARAM: Final = beam.DoFn.StateParam(_TOTAL)
-_FLUSH_PARAM: Final = beam.DoFn.TimerParam(_FLUSH)
+TIMERS_PIPELINE = """\
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.window import TimestampedValue
+
+TOTAL = userstate.CombiningValueStateSpec("total", sum)
+FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
 
 
-class _SumAtEndFn(beam.DoFn):
-    """Per key: add values to state, emit the sum when the event-time timer fires."""
-
-    def process(
-        self,
-        element,
-        timestamp=beam.DoFn.TimestampParam,
-        total=_TOTAL_PARAM,
-        flush=_FLUSH_PARAM,
-    ):
+class SumAtEndFn(beam.DoFn):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                total=beam.DoFn.StateParam(TOTAL), flush=beam.DoFn.TimerParam(FLUSH)):
         total.add(element[1])
         flush.set(timestamp + 100)
 
-    @userstate.on_timer(_FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, total=_TOTAL_PARAM):
+    @userstate.on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, total=beam.DoFn.StateParam(TOTAL)):
         yield f"{key},{total.read()}"
+
+
+with beam.Pipeline(options=PipelineOptions(sys.argv[2:])) as p:
+    (p
+     | beam.Create([(f"k{i % 5}", i) for i in range(1000)])
+     | beam.Map(lambda kv: TimestampedValue(kv, kv[1]))
+     | beam.ParDo(SumAtEndFn())
+     | beam.io.WriteToText(sys.argv[1], shard_name_template=""))
+"""
 
 
 def test_stateful_dofn_with_event_time_timers_runs_on_flink(cluster_env, tmp_path):
     """What streaming CDC needs: per-key state and event-time timers, on the Flink cluster."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.transforms.window import TimestampedValue
-
-    options = PipelineOptions(
-        [
-            "--runner=FlinkRunner",
-            f"--flink_master={cluster_env['BEAM_ETL_FLINK_MASTER']}",
-            f"--flink_job_server_jar={cluster_env['BEAM_ETL_FLINK_JOB_SERVER_JAR']}",
-            "--flink_version=1.19",
-            "--environment_type=LOOPBACK",
-            "--parallelism=2",
-        ]
-    )
+    script = tmp_path / "timers.py"
+    script.write_text(TIMERS_PIPELINE)
     out = tmp_path / "sums"
-    with beam.Pipeline(options=options) as p:
-        (
-            p
-            | beam.Create([(f"k{i % 5}", i) for i in range(1000)])
-            | beam.Map(lambda kv: TimestampedValue(kv, kv[1]))
-            | beam.ParDo(_SumAtEndFn())
-            | beam.io.WriteToText(str(out), shard_name_template="")
-        )
+    options = [
+        "--runner=FlinkRunner",
+        f"--flink_master={cluster_env['BEAM_ETL_FLINK_MASTER']}",
+        f"--flink_job_server_jar={cluster_env['BEAM_ETL_FLINK_JOB_SERVER_JAR']}",
+        "--flink_version=1.19",
+        "--environment_type=LOOPBACK",
+        "--parallelism=2",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(script), str(out), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     lines = sorted(out.read_text().split())
     assert lines == [f"k{k},{sum(i for i in range(1000) if i % 5 == k)}" for k in range(5)]
 
