@@ -252,15 +252,18 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     output_dir = os.path.abspath(args.output_dir)
     run_id = args.run_id or new_run_id()
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **variables}
+    from beam_etl.clusters import prepare
     from beam_etl.runner import resolve
 
-    resolve(_pipeline_options(beam_args)[1])  # a runner typo fails before anything is loaded
+    runner = resolve(_pipeline_options(beam_args)[1])  # a typo fails before anything is loaded
     spec_path = args.pipeline or DEMO_SPEC
     plan = load_plan(spec_path, run_id=run_id, variables=names)
     if args.dry_run:
         print(describe(plan))
         print("spec is valid (dry run: nothing was run)")
         return 0
+    if isinstance(runner, str):  # Flink, Spark, a job service: defaults, then is it there?
+        beam_args = prepare(beam_args, runner)
     report_path = args.report or os.path.join(output_dir, "run_report.json")
     report = execute(plan, beam_args, run_id, report_path)
     print(report.summary())

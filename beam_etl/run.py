@@ -41,7 +41,7 @@ Show or forget what incremental sources remember between runs:
 Any other --option is a Beam pipeline option, for example:
   --direct_num_workers=2 --direct_running_mode=multi_processing   (two local processes)
   --runner=PortableRunner --job_endpoint=localhost:8099            (a Beam job service)
-  --runner=FlinkRunner --flink_master=host:8081 --setup_file=./setup.py
+  --runner=FlinkRunner --flink_master=HOST:PORT   (scripts/clusters.sh up flink; README "Flink")
 The default runner is beam_etl's local runner (DirectRunner's choice without Prism).
 """
 

@@ -465,6 +465,56 @@ def _readme_section(title: str) -> list[str]:
     return commands
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--runner=FlinkRunner", "--flink_master=127.0.0.1:{port}"],
+            "The Flink master does not answer",
+        ),
+        (
+            ["--runner=SparkRunner", "--spark_master_url=spark://127.0.0.1:{port}"],
+            "The Spark master does not answer",
+        ),
+        (
+            ["--runner=PortableRunner", "--job_endpoint=localhost:{port}"],
+            "No Beam job service answers",
+        ),
+        (
+            [
+                "--runner=FlinkRunner",
+                "--flink_master=127.0.0.1:{port}",
+                "--flink_job_server_jar=/nowhere.jar",
+            ],
+            "The FlinkRunner job-server jar `/nowhere.jar` does not exist",
+        ),
+    ],
+    ids=["flink_master", "spark_master", "job_endpoint", "jar"],
+)
+def test_cli_says_in_one_line_within_seconds_what_is_missing(args, expected, cluster_env, tmp_path):
+    port = _closed_port()
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_etl.run", "--output-dir", str(tmp_path)]
+        + [arg.format(port=port) for arg in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), result.stderr
+
+
+def test_cli_gives_flink_the_cached_jar_and_loopback(cluster_env, tmp_path):
+    """The short form the README's prose promises: only the runner and the master."""
+    _run(
+        ["--runner=FlinkRunner", f"--flink_master={cluster_env['BEAM_ETL_FLINK_MASTER']}"],
+        tmp_path / "short",
+    )
+
+
 @pytest.mark.parametrize("title", ["Flink", "Spark"])
 def test_readme_section_followed_word_for_word_in_a_clean_clone_finishes_a_job(
     title, cluster_env, tmp_path
