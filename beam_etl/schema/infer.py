@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from beam_etl.errors import ConnectorError
+from beam_etl.io._csvparse import exact_number_type
 from beam_etl.schema.model import Field, Schema, SchemaError
 from beam_etl.transforms._buckets import decoded
 
@@ -93,9 +94,11 @@ def narrowest_type(values: pa.Array) -> pa.DataType:
             continue
         try:
             pc.cast(present, candidate)
-            return candidate
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
+        if candidate == pa.float64():  # integers beyond int64 would round: decimal or text
+            return exact_number_type(pa.chunked_array([present])) or candidate
+        return candidate
     return pa.string()
 
 

@@ -228,3 +228,13 @@ def test_bad_constraints_are_refused_when_built(kind, constraints, message):
     schema = {"version": 1, "fields": [{"name": "c", "type": kind, "constraints": constraints}]}
     with pytest.raises(ValueError, match=f"Constraint on `c`: .*{message}"):
         ConformToSchema(schema)
+
+
+def test_infer_schema_never_rounds_integers_beyond_int64(tmp_path):
+    from beam_etl.schema.infer import infer_schema
+
+    path = tmp_path / "big.csv"
+    path.write_text("id,big,f\n1,9223372036854775808,1.5\n2,1,2\n")
+    types = {field.name: str(field.type) for field in infer_schema(str(path)).fields}
+    assert types["big"] == "decimal128(38, 0)"
+    assert types["f"] == "double"
