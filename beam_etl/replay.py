@@ -41,6 +41,7 @@ from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter, WriteToDeadLetters
 from beam_etl.errors import UsageError
 from beam_etl.interop.payloads import restore_batches
 from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.run import UsageParser
 from beam_etl.spec import Plan, load_plan
 from beam_etl.spec.model import InputRef, Node
 from beam_etl.spec.registry import SINK, SOURCE
@@ -330,13 +331,8 @@ def _redirect_dead_letters(nodes: list[Node], transforms: dict[str, Any], run_id
     return paths
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit code 2, like every usage error
-        raise UsageError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m beam_etl.run replay",
         description=(
             "Feed chosen dead letters back into the step that rejected them (or --into a "

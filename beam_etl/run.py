@@ -46,13 +46,15 @@ The default runner is beam_etl's local runner (DirectRunner's choice without Pri
 """
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one `UsageError` line (exit code 2)."""
+
     def error(self, message: str):  # one line and exit code 2, like every usage error
         raise UsageError(f"{message} (see --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m beam_etl.run",
         description="Run a beam_etl pipeline spec (the bundled demo when none is given).",
         epilog=_EPILOG,
@@ -135,7 +137,7 @@ def _variables(assignments: list[str]) -> dict[str, str]:
 
 
 def _infer_schema(argv: list[str]) -> int:
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m beam_etl.run infer-schema",
         description=(
             "Infer a schema from a file (CSV, JSON, Parquet, Avro, Excel) or from a PostgreSQL "
@@ -181,7 +183,7 @@ def _infer_schema(argv: list[str]) -> int:
 
 def _state(argv: list[str]) -> int:
     """`state show|reset`: print or forget what incremental sources remember between runs."""
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m beam_etl.run state",
         description="Show or reset the state incremental sources keep between runs.",
     )

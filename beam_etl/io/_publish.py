@@ -35,6 +35,7 @@ from typing import Any, Final
 from apache_beam.internal import pickler
 from apache_beam.io.filesystems import FileSystems
 
+from beam_etl.config import first_line
 from beam_etl.errors import ConnectorError
 
 #: Order in which pending publishes run: databases, then data files, then dead letters.
@@ -165,8 +166,9 @@ def publish_all(folder: str) -> PublishOutcome:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    text = first_line(exc)
+    kind = type(exc).__name__
+    return kind if text == kind else f"{kind}: {text}"
 
 
 def discard(folder: str) -> None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_etl.batches import HIDDEN_PREFIX, visible
+from beam_etl.batches import HIDDEN_PREFIX, visible, visible_schema
 from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.state import current_state, promote_folder
@@ -280,7 +280,7 @@ class DiffSnapshots(beam.PTransform):
             pa.field("source_name", pa.string()),
             pa.field("source_position", pa.string()),
         ]
-        return pa.schema([*visible_fields(schema), *extra])
+        return pa.schema([*visible_schema(schema), *extra])
 
     def expand(self, batches):
         state = current_state()
@@ -343,7 +343,3 @@ class DiffSnapshots(beam.PTransform):
                 | "Promote" >> beam.ParDo(_PromoteFn(new, snapshot))
             )
         return WithErrors(diff[OUTPUT], diff[ERROR])
-
-
-def visible_fields(schema: pa.Schema) -> list[pa.Field]:
-    return [f for f in visible(schema.empty_table()).schema]
