@@ -34,6 +34,10 @@ setup(
         "mysql": ["PyMySQL>=1.1"],
         "avro": ["fastavro>=1.9"],
         "excel": ["openpyxl>=3.1"],
+        "cdc": ["mysql-replication>=1.0.17,<2"],
+        "lineage": ["openlineage-python>=1.54,<2"],
+        "progress": ["rich>=13"],
+        "report": ["jinja2>=3.0,<3.2"],
         "yaml": ["jinja2>=3.0,<3.2", "docstring-parser>=0.15,<1.0", "jsonschema>=4,<5"],
         "test": [
             "pytest>=8",
