@@ -132,6 +132,7 @@ class RunState:
     proposals: dict[str, Any] = field(default_factory=dict)
     promotions: list[tuple[str, str]] = field(default_factory=list)  # (new folder, current)
     warnings: list[str] = field(default_factory=list)  # for the console and the run report
+    confirmations: list[Any] = field(default_factory=list)  # called after the commit
 
     def get(self, source: str) -> Any:
         return self.store.get(self.pipeline, source)
@@ -148,11 +149,21 @@ class RunState:
         """Replace the folder `current` by `new` once the run has published."""
         self.promotions.append((new, current))
 
+    def after_commit(self, confirm: Any) -> None:
+        """Call `confirm()` once the proposals are committed (a CDC source telling the server
+        its new position); a failure there becomes a warning, the state stays committed."""
+        self.confirmations.append(confirm)
+
     def commit(self) -> None:
         """Commit the proposals (after every sink published): folders first, then values."""
         for new, current in self.promotions:
             promote_folder(new, current)
         self.store.commit(self.pipeline, self.run_id, self.proposals)
+        for confirm in self.confirmations:
+            try:
+                confirm()
+            except Exception as exc:  # the next run confirms again from the committed state
+                self.warn(f"Confirming a change log position failed: {exc}")
 
     def discard(self) -> None:
         """Forget the proposals of a run that failed (folders written for it removed)."""
