@@ -28,7 +28,7 @@ from beam_etl.spec.loader import LineDict, LineList
 from beam_etl.spec.registry import SINK, SOURCE, STEP, did_you_mean
 
 SECTIONS: Final = {"sources": SOURCE, "steps": STEP, "sinks": SINK}
-TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS)
+TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS, "observers")
 NODE_KEYS: Final = ("name", "type", "config", "input", "inputs", "description")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -71,6 +71,7 @@ class Spec:
     description: str
     nodes: list[Node]
     source: str
+    observers: tuple[tuple[str, int], ...] = ()  # (`module:attribute`, line), see observers
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -112,7 +113,14 @@ def parse(document: Any, source: str) -> Spec:
     if not any(n.kind == SINK for n in nodes):
         raise SpecError("The spec has no `sinks`: its results would go nowhere", line=document.line)
     name = document.get("name") or source
-    return Spec(str(name), str(document.get("description") or ""), nodes, source)
+    observers = document.get("observers") or LineList()
+    if not isinstance(observers, LineList) or not all(isinstance(o, str) for o in observers):
+        raise SpecError(
+            "`observers` must be a list of `module:attribute` import paths",
+            line=document.lines["observers"],
+        )
+    description = str(document.get("description") or "")
+    return Spec(str(name), description, nodes, source, tuple(zip(observers, observers.lines)))
 
 
 def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:
