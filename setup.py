@@ -21,13 +21,17 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["beam_etl", "beam_etl.*"]),
-    package_data={"beam_etl": ["demo/*.yaml", "demo/*.csv", "py.typed", "interop/provider.yaml"]},
+    package_data={
+        "beam_etl": ["demo/*.yaml", "demo/*.csv", "py.typed", "interop/provider.yaml"],
+        "beam_etl.reporting": ["templates/*.html", "templates/*.md"],
+    },
     install_requires=[
         "apache-beam>=2.77,<2.78",
         "pyarrow>=17",
         "pandas<2.4",
         "numpy",
         "PyYAML>=6",
+        "jinja2>=3.0,<3.2",  # the HTML and Markdown run reports
     ],
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],

@@ -12,6 +12,7 @@ from beam_etl import errors
 from beam_etl.errors import BeamEtlError, PipelineFailedError
 from beam_etl.io._publish import fault_point, publish_all
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
+from beam_etl.reporting import write_run_reports
 from beam_etl.runs import RunFolders
 from beam_etl.spec import Plan, load_plan
 from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
@@ -201,8 +202,10 @@ def execute(
     )
     report.quality = quality
     report.write(report_path)
+    pages = write_run_reports(report_path, plan, run_id)  # HTML + Markdown, failed runs too
     if error is not None:
         print(report.summary(), file=sys.stderr)
+        print(f"html report: {pages['html']}", file=sys.stderr)
         raise PipelineFailedError(f"{error} (report: {report_path})")
     return report
 
@@ -268,6 +271,7 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     report = execute(plan, beam_args, run_id, report_path)
     print(report.summary())
     print(f"report: {report_path}")
+    print(f"html report: {report_path.removesuffix('.json')}.html")
     if report.quality is not None:
         stem = report_path.removesuffix(".json")
         print(f"data quality: {report.quality['status']} (see {stem}.quality.md)")

@@ -1,0 +1,143 @@
+"""What the HTML and Markdown reports show beyond `run_report.json`, gathered once per run.
+
+The datasets a run read and wrote, samples of its dead letters per reason and (when the
+lineage package is installed) its column lineage are taken from the plan and the run's
+outputs, then kept beside the report as `<report>.context.json`, so that
+`python -m beam_etl.run report` can render the same pages again later without the spec.
+Nothing here prints or keeps a secret: dataset names are built from a few known keys (never a
+DSN or password), values substituted from the environment are redacted, and payload fields
+whose names look like credentials are masked.
+"""
+
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from beam_etl.spec.registry import SINK, SOURCE
+
+#: Dead letters shown per reason code (every letter is still counted).
+SAMPLES_PER_REASON: Final = 5
+_PAYLOAD_CHARS: Final = 400
+_SECRET_KEY: Final = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential", re.I)
+_DATABASES: Final = {"Postgres": ("postgres", 5432), "MySql": ("mysql", 3306)}
+
+
+def dataset(node: Any) -> dict[str, str]:
+    """Return the dataset a source or sink node reads or writes, as namespace and name.
+
+    Files are `file` + absolute path; PostgreSQL `postgres://host:port` + `db.schema.table`;
+    MySQL `mysql://host:port` + `db.table`; SQLite `sqlite` + `path:table`.
+    """
+    config = node.config
+    for marker, (scheme, port) in _DATABASES.items():
+        if marker in node.type:
+            where = f"{config.get('host', '127.0.0.1')}:{config.get('port', port)}"
+            if config.get("dsn_env"):
+                where = f"${config['dsn_env']}"  # the DSN is a secret: name its variable only
+            parts = [config.get("database"), config.get("schema"), config.get("table")]
+            if scheme == "postgres" and config.get("table") and not config.get("schema"):
+                parts[1] = "public"
+            name = ".".join(str(p) for p in parts if p) or "query"
+            if config.get("query") and not config.get("table"):
+                name = f"{config.get('database') or ''} (query)".strip()
+            return {"namespace": f"{scheme}://{where}", "name": name}
+    if "Sqlite" in node.type:
+        path = os.path.abspath(str(config.get("database", "")))
+        return {"namespace": "sqlite", "name": f"{path}:{config.get('table', '')}"}
+    if "path" in config:
+        return {"namespace": "file", "name": os.path.abspath(str(config["path"]))}
+    return {"namespace": node.type, "name": node.name}
+
+
+def datasets(plan: Any, redact: Callable[[str], str]) -> dict[str, list[dict[str, str]]]:
+    """Return the datasets the plan reads (`inputs`) and writes (`outputs`), per node."""
+    found: dict[str, list[dict[str, str]]] = {"inputs": [], "outputs": []}
+    for node in plan.ordered:
+        if node.kind not in (SOURCE, SINK):
+            continue
+        entry = {k: redact(v) for k, v in dataset(node).items()}
+        entry.update(node=node.name, type=node.type)
+        found["inputs" if node.kind == SOURCE else "outputs"].append(entry)
+    return found
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def dead_letter_samples(
+    paths: list[str], run_id: str, redact: Callable[[str], str], per_reason: int
+) -> dict[str, Any]:
+    """Return the run's dead letters counted per reason, with up to `per_reason` samples each.
+
+    Only letters stamped with `run_id` count: a file left by an earlier run (a failed run
+    publishes nothing) is not this run's.
+    """
+    reasons: dict[str, dict[str, Any]] = {}
+    read = []
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        read.append(path)
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                letter = json.loads(line)
+                if letter.get("run_id") != run_id:
+                    continue
+                entry = reasons.setdefault(letter["reason"], {"count": 0, "samples": []})
+                entry["count"] += 1
+                if len(entry["samples"]) < per_reason:
+                    payload = json.dumps(_mask(letter.get("payload")), ensure_ascii=False)
+                    if len(payload) > _PAYLOAD_CHARS:
+                        payload = payload[:_PAYLOAD_CHARS] + "…"
+                    entry["samples"].append(
+                        {
+                            "step": letter.get("step", ""),
+                            "origin": redact(str(letter.get("origin", ""))),
+                            "message": redact(str(letter.get("message", ""))),
+                            "payload": redact(payload),
+                        }
+                    )
+    return {
+        "files": read,
+        "total": sum(entry["count"] for entry in reasons.values()),
+        "reasons": [{"reason": name, **reasons[name]} for name in sorted(reasons)],
+    }
+
+
+def _column_lineage(plan: Any) -> dict[str, Any] | None:
+    # beam_etl.lineage is being built alongside this package: use it only when it exists.
+    try:
+        from beam_etl.lineage import column_lineage  # type: ignore[attr-defined,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    try:
+        found = column_lineage(plan)
+    except Exception as exc:  # an add-on's failure must not fail the run
+        return {"(column lineage unavailable)": f"{type(exc).__name__}: {exc}"}
+    return json.loads(json.dumps(found, default=str)) if found else None
+
+
+def gather(plan: Any, run_id: str) -> dict[str, Any]:
+    """Return the report's context beyond the JSON report: datasets, dead letters, lineage."""
+    from beam_etl.deadletter import WriteToDeadLetters
+
+    redact = plan.loaded.redact
+    paths = [
+        transform.path
+        for transform in plan.transforms.values()
+        if isinstance(transform, WriteToDeadLetters)
+    ]
+    return {
+        "datasets": datasets(plan, redact),
+        "dead_letters": dead_letter_samples(paths, run_id, redact, SAMPLES_PER_REASON),
+        "column_lineage": _column_lineage(plan),
+    }
