@@ -35,6 +35,9 @@ Replay chosen dead letters after fixing their cause (loads exactly those rows, o
   python -m beam_etl.run replay --pipeline spec.yaml --dead-letters out/rejects.jsonl
       [--reason cast_failed] [--step NAME] [--into NAME] [--skip-sink NAME] [--dry-run]
 
+Render a run's HTML (or Markdown) report again, beside its JSON:
+  python -m beam_etl.run report beam_etl_output/run_report.json [--format html|md]
+
 Show or forget what incremental sources remember between runs:
   python -m beam_etl.run state show|reset --pipeline spec.yaml [--source NAME]
 
@@ -215,6 +218,23 @@ def _state(argv: list[str]) -> int:
     return 0
 
 
+def _report(argv: list[str]) -> int:
+    """`report RUN_REPORT_JSON`: render a run's HTML or Markdown report again, beside it."""
+    parser = UsageParser(
+        prog="python -m beam_etl.run report",
+        description="Render a run report (run_report.json) again as HTML or Markdown.",
+    )
+    parser.add_argument("path", metavar="RUN_REPORT_JSON")
+    parser.add_argument("--format", choices=("html", "md"), default="html")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.path):
+        raise UsageError(f"No run report at `{args.path}`")
+    from beam_etl.reporting import write_pages
+
+    print(f"{args.format} report: {write_pages(args.path, (args.format,))[args.format]}")
+    return 0
+
+
 def _database_source(args: argparse.Namespace) -> Any:
     """Return the database reader `infer-schema --source` samples (password from the env)."""
     if args.path is not None:
@@ -244,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _infer_schema(argv[1:])
         if argv[:1] == ["state"]:
             return _state(argv[1:])
+        if argv[:1] == ["report"]:
+            return _report(argv[1:])
         if argv[:1] == ["replay"]:
             from beam_etl.replay import replay
 

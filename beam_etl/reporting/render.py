@@ -13,11 +13,13 @@ from typing import Any, Final
 
 import jinja2
 
+from beam_etl.errors import UsageError
 from beam_etl.reporting.charts import history_chart
 from beam_etl.reporting.graph import layout, parse_ref
 
 FORMATS: Final = ("html", "md")
 _DEAD_LETTER_SINK: Final = "WriteToDeadLetters"
+_REQUIRED: Final = ("run_id", "pipeline", "status", "steps", "elapsed_seconds")
 _MD_SPECIAL: Final = str.maketrans(
     {"|": "\\|", "\\": "\\\\", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
 )
@@ -107,10 +109,23 @@ def context(report: dict[str, Any], extras: dict[str, Any], report_path: str) ->
     }
 
 
+def _load(report_path: str) -> dict[str, Any]:
+    try:
+        with open(report_path, encoding="utf-8") as stream:
+            report = json.load(stream)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot read run report `{report_path}`: {exc}") from None
+    missing = [key for key in _REQUIRED if not isinstance(report, dict) or key not in report]
+    if missing:
+        raise UsageError(
+            f"`{report_path}` is not a beam_etl run report (no `{'`, `'.join(missing)}`)"
+        )
+    return report
+
+
 def render(report_path: str, fmt: str = "html") -> str:
     """Return the report at `report_path` (and its saved context, if any) as HTML or Markdown."""
-    with open(report_path, encoding="utf-8") as stream:
-        report = json.load(stream)
+    report = _load(report_path)
     extras: dict[str, Any] = {}
     saved = paths(report_path)["context"]
     if os.path.exists(saved):
