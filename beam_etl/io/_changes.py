@@ -191,6 +191,26 @@ class EventBuilder:
         return pa.StructArray.from_arrays(children, fields=list(self.columns), mask=mask)
 
 
+def snapshot_events(
+    batch: pa.RecordBatch, *, step: str, table: str, ts: datetime, position: str, first_seq: int
+) -> pa.RecordBatch:
+    """Return the rows of an initial snapshot read as `r` events (sequence from `first_seq`)."""
+    rows = batch.num_rows
+    columns = table_columns(batch.schema)
+    arrays = [batch.column(f.name) for f in columns]
+    arrays += [
+        pa.array([READ] * rows, pa.string()),
+        pa.array([False] * rows, pa.bool_()),
+        pa.array([ts] * rows, pa.timestamp("us", tz="UTC")),
+        pa.array([step] * rows, pa.string()),
+        pa.array([position] * rows, pa.string()),
+        pa.array([table] * rows, pa.string()),
+        pa.nulls(rows, pa.int64()),
+        pa.array(range(first_seq, first_seq + rows), pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=event_schema(columns))
+
+
 def _reorder(row: Sequence[Any], was: pa.Schema, now: pa.Schema) -> list[Any]:
     index = {f.name: i for i, f in enumerate(was)}
     return [row[index[f.name]] if f.name in index else None for f in now]
