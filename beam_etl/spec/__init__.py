@@ -20,12 +20,13 @@ class Plan:
     transforms: dict[str, Any]
     loaded: Loaded
 
-    def build(self, pipeline, checks_path: str | None = None) -> dict:
+    def build(self, pipeline, checks_path: str | None = None, checkpoints: Any = None) -> dict:
         """Apply the plan to `pipeline`; return the named outputs of every node.
 
-        With `checks_path`, quality-check results are written there (JSON Lines).
+        With `checks_path`, quality-check results are written there (JSON Lines); with
+        `checkpoints` (a `CheckpointPlan`), steps are checkpointed or restored.
         """
-        return build(pipeline, self.ordered, self.transforms, checks_path)
+        return build(pipeline, self.ordered, self.transforms, checks_path, checkpoints)
 
 
 def load_plan(path: str, *, run_id: str, variables: dict[str, str] | None = None) -> Plan:

@@ -41,11 +41,29 @@ def _check_result_json(result: Any) -> str:
     return dumps(json_safe(result._asdict() if hasattr(result, "_asdict") else result))
 
 
+def _apply(pipeline, node: Node, transform: Any, outputs: Outputs, gates: list, results: list):
+    """Apply one node; return its named outputs and whether it added a quality gate."""
+    before = len(gates)
+    if node.kind == SINK and hasattr(transform, "gates"):
+        transform.gates = tuple(gates)
+    if node.inputs:
+        result = _input_of(node, transform, outputs) | node.name >> transform
+    else:
+        result = pipeline | node.name >> transform
+    if hasattr(result, "_fields") and "gate" in result._fields:
+        gates.append(result.gate)
+    if isinstance(getattr(transform, "results", None), beam.pvalue.PCollection):
+        gates.append(transform.results)  # quality check results: a failed one gates
+        results.append(transform.results)
+    return _named_outputs(node, transform, result), len(gates) > before
+
+
 def build(
     pipeline: beam.Pipeline,
     ordered: list[Node],
     transforms: dict[str, Any],
     checks_path: str | None = None,
+    checkpoints: Any = None,
 ) -> Outputs:
     """Apply every node to `pipeline` in order; return each node's named outputs.
 
@@ -53,24 +71,24 @@ def build(
     Sinks are applied last, so that each can be handed every quality gate of the run (the
     `gate` output of checks): a sink with a `gates` attribute publishes only if all pass.
     With `checks_path`, the quality checks' results are written there as JSON Lines.
+    With `checkpoints` (a `beam_etl.checkpoints.plan.CheckpointPlan`), steps are checkpointed,
+    or restored from a checkpoint, and nodes only restored ones read are not applied.
     """
     outputs: Outputs = {}
     gates: list[Any] = []
     results: list[Any] = []
     for node in [n for n in ordered if n.kind != SINK] + [n for n in ordered if n.kind == SINK]:
         transform = transforms[node.name]
-        if node.kind == SINK and hasattr(transform, "gates"):
-            transform.gates = tuple(gates)
-        if node.inputs:
-            result = _input_of(node, transform, outputs) | node.name >> transform
+        if checkpoints is not None and not checkpoints.builds(node):
+            continue
+        if checkpoints is not None and checkpoints.restores(node):
+            named = checkpoints.restore(pipeline, node)
+            gated = None
         else:
-            result = pipeline | node.name >> transform
-        if hasattr(result, "_fields") and "gate" in result._fields:
-            gates.append(result.gate)
-        if isinstance(getattr(transform, "results", None), beam.pvalue.PCollection):
-            gates.append(transform.results)  # quality check results: a failed one gates
-            results.append(transform.results)
-        for output, pcoll in _named_outputs(node, transform, result).items():
+            named, gated = _apply(pipeline, node, transform, outputs, gates, results)
+        if checkpoints is not None and gated is not None:
+            named = checkpoints.materialise(node, named, gated=gated)
+        for output, pcoll in named.items():
             outputs[(node.name, output)] = pcoll
             what = output_counter(output)
             _ = pcoll | f"Count[{node.name}.{output}]" >> CountRows(node.name, what)

@@ -29,7 +29,7 @@ from beam_etl.spec.registry import SINK, SOURCE, STEP, did_you_mean
 
 SECTIONS: Final = {"sources": SOURCE, "steps": STEP, "sinks": SINK}
 TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS, "observers")
-NODE_KEYS: Final = ("name", "type", "config", "input", "inputs", "description")
+NODE_KEYS: Final = ("name", "type", "config", "input", "inputs", "description", "checkpoint")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -57,6 +57,7 @@ class Node:
     line: int
     type_line: int
     config_lines: dict[str, int] = field(default_factory=dict)
+    checkpoint: bool = False  # materialise its outputs for `--resume` (beam_etl.checkpoints)
 
     def config_line(self, key: str) -> int:
         """Return the line of config key `key`, or the node's line."""
@@ -148,6 +149,12 @@ def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:
     if not isinstance(config, dict):
         raise SpecError("`config` must be a mapping", step=name, line=item.lines["config"])
     config_lines = dict(getattr(config, "lines", {}))
+    checkpoint = item.get("checkpoint", False)
+    if not isinstance(checkpoint, bool) or (checkpoint and kind == SINK):
+        what = "A sink has no output to checkpoint" if kind == SINK else "must be true or false"
+        raise SpecError(
+            f"`checkpoint`: {what}", step=name, line=item.lines.get("checkpoint", line)
+        )
     return Node(
         name=name,
         kind=kind,
@@ -157,6 +164,7 @@ def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:
         line=line,
         type_line=item.lines.get("type", line),
         config_lines=config_lines,
+        checkpoint=checkpoint,
     )
 
 

@@ -114,7 +114,7 @@ CASES = [
         "unknown-node-key",
         ("    input: src\n", "    input: src\n    inptus: [x]\n"),
         "Unknown key `inptus`. Did you mean `inputs`? Accepted: name, type, config, input, inputs, "
-        "description (step `cast`, line 11)",
+        "description, checkpoint (step `cast`, line 11)",
     ),
     (
         "unknown-top-level-key",
