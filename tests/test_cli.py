@@ -245,3 +245,48 @@ def test_infer_schema_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "nope.csv" in err
     assert main(["infer-schema", "x.csv", "--sample-rows", "many"]) == 2
+
+
+def test_batches_cross_a_shuffle_in_arrow_ipc_not_pickled(tmp_path, monkeypatch, capsys):
+    """Regression: with Beam's pipeline type check off, declared output types never reached
+    the PCollections and batches crossing `DropDuplicates`' shuffle were pickled (a slice
+    carrying its whole parent batch: 5x slower, 16x the memory on 1M rows)."""
+    from beam_etl import coders
+
+    encoded = []
+    original = coders.RecordBatchCoder.encode
+
+    def counting(self, value):
+        encoded.append(value.num_rows)
+        return original(self, value)
+
+    monkeypatch.setattr(coders.RecordBatchCoder, "encode", counting)
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n" + "".join(f"{i % 50},{i}\n" for i in range(200)))
+    spec = _spec(
+        tmp_path,
+        f"""
+name: shuffled
+sources:
+  - name: rows
+    type: ReadFromCsv
+    config: {{path: "{data}"}}
+steps:
+  - name: unique
+    type: DropDuplicates
+    input: rows
+    config: {{columns: [id]}}
+sinks:
+  - name: out
+    type: WriteToParquet
+    input: unique
+    config: {{path: "{tmp_path}/out"}}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [rows.error]
+    config: {{path: "{tmp_path}/letters.jsonl"}}
+""",
+    )
+    assert main(["--pipeline", spec, "--output-dir", str(tmp_path / "run")]) == 0
+    assert sum(encoded) >= 200  # every row crossed the shuffle through the Arrow coder
+    assert pq.read_table(tmp_path / "out").num_rows == 50
