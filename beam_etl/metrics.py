@@ -10,12 +10,15 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from beam_etl.observers import report
+
 NAMESPACE: Final = "beam_etl.steps"
 ROWS_OUT: Final = "rows_out"
 ROWS_REJECTED: Final = "rows_rejected"
 ROWS_DROPPED: Final = "rows_dropped"
 ROWS_READ: Final = "rows_read"
 ROWS_WRITTEN: Final = "rows_written"
+BYTES_READ: Final = "bytes_read"  # of a source's input, where the reader knows (progress)
 ALREADY_PUBLISHED: Final = "already_published"  # 1 when a sink found its run id published
 BATCHES: Final = "batches"
 ACTIVE_MSECS: Final = "active_msecs"
@@ -31,9 +34,25 @@ def output_counter(output: str) -> str:
     return f"{ROWS_OUT}.{output}"
 
 
-def step_counter(step: str, what: str):
-    """Return the counter `what` of `step`."""
-    return Metrics.counter(NAMESPACE, f"{step}:{what}")
+def step_counter(step: str, what: str) -> "_StepCounter":
+    """Return the counter `what` of `step` (its increments also feed the run's progress)."""
+    return _StepCounter(step, what)
+
+
+class _StepCounter:
+    """A Beam counter whose increments also go to the progress of the run being watched
+    (`beam_etl.observers.report`: a dict update, one datagram at most every 0.25 s)."""
+
+    __slots__ = ("_counter", "_step", "_what")
+
+    def __init__(self, step: str, what: str) -> None:
+        self._counter = Metrics.counter(NAMESPACE, f"{step}:{what}")
+        self._step = step
+        self._what = what
+
+    def inc(self, n: int = 1) -> None:
+        self._counter.inc(n)
+        report(self._step, self._what, n)
 
 
 def rows_in_element(element) -> int:

@@ -38,6 +38,13 @@ Replay chosen dead letters after fixing their cause (loads exactly those rows, o
 Render a run's HTML (or Markdown) report again, beside its JSON:
   python -m beam_etl.run report beam_etl_output/run_report.json [--format html|md]
 
+Show the runs recorded beside the outputs (status, times, counts, memory):
+  python -m beam_etl.run history [--pipeline spec.yaml] [--output-dir DIR] [--last 20]
+
+Resume a failed run from its checkpoints (`checkpoint: true` steps, or --checkpoint-all):
+  python -m beam_etl.run --pipeline spec.yaml --resume RUN_ID|last
+  python -m beam_etl.run checkpoints list|clean [--older-than 7d] [--output-dir D | --pipeline F]
+
 Show or forget what incremental sources remember between runs:
   python -m beam_etl.run state show|reset --pipeline spec.yaml [--source NAME]
 
@@ -87,9 +94,26 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the spec and print the graph without running it",
     )
     parser.add_argument(
+        "--checkpoint-all",
+        action="store_true",
+        help="checkpoint every source and step (as `checkpoint: true` on each)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="rerun RUN_ID (or `last`), reusing its checkpoints that still match the spec",
+    )
+    parser.add_argument(
         "--list-transforms",
         action="store_true",
         help="list every transform type with its arguments",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "off"),
+        default="auto",
+        help="progress while running: a live view on a terminal (bar), a line every few "
+        "seconds (log), none (off); auto: bar on a terminal, else log (default: auto)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Beam's logs")
     parser.add_argument("--version", action="version", version=f"beam_etl {__version__}")
@@ -264,6 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _infer_schema(argv[1:])
         if argv[:1] == ["state"]:
             return _state(argv[1:])
+        if argv[:1] == ["checkpoints"]:
+            from beam_etl.checkpoints.command import main as checkpoints
+
+            return checkpoints(argv[1:], default_output_dir=DEFAULT_OUTPUT_DIR, demo_spec=DEMO_SPEC)
+        if argv[:1] == ["history"]:
+            from beam_etl.history import command
+
+            return command(argv[1:])
         if argv[:1] == ["report"]:
             return _report(argv[1:])
         if argv[:1] == ["replay"]:

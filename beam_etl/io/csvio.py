@@ -41,7 +41,7 @@ from beam_etl.io._files import (
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import ROWS_READ, step_counter
+from beam_etl.metrics import BYTES_READ, ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
 _LOG = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class _ReadRangeFn(beam.DoFn):
 
     def setup(self) -> None:
         self._rows_read = step_counter(self._step, ROWS_READ)
+        self._bytes_read = step_counter(self._step, BYTES_READ)
 
     def process(self, file_range: tuple[str, int, int | None, int, bool]):
         path, start, length, first_line, is_first = file_range
@@ -92,12 +93,17 @@ class _ReadRangeFn(beam.DoFn):
                 yield from self._emit(reader, stream, length, path)
 
     def _emit(self, reader, stream, length: int | None, path: str):
+        # Bytes read so far give the progress display its percent (plain files only).
+        position = None if is_compressed(path) else stream.tell()
         for result in reader.read(stream, length):
             if isinstance(result, DeadLetter):
                 yield beam.pvalue.TaggedOutput(ERROR, result)
             else:
                 batch, lines = result
                 yield with_origin(batch, path, lines)
+                if position is not None:
+                    self._bytes_read.inc(stream.tell() - position)
+                    position = stream.tell()
         self._rows_read.inc(reader.records)
 
 

@@ -1,0 +1,549 @@
+"""Observers: hooks that see a run start, progress, finish step by step, and end.
+
+An observer is any object with some of these methods (`Observer` gives no-op defaults):
+
+- `run_started(info: RunInfo)`: once, before the pipeline runs;
+- `step_progress(progress: Progress)`: about twice a second while it runs, with the rows (and
+  bytes) read per source, rows out and rejected per step so far, rows/s, percent and ETA
+  where the input size is known, the step most recently active and the dead letters so far;
+- `step_finished(step: StepReport)`: once per node after the run, in graph order, with the
+  final counts and active seconds of `beam_etl.report` (Beam has no per-step completion hook);
+- `run_finished(summary: RunSummary)`: once, in success or failure, with status, times,
+  totals and peak memory (launcher and workers).
+
+Register one from Python with `register(observer)` (every later run in the process calls it),
+pass it to `beam_etl.cli.execute(..., observers=[...])` for one run, or name it in a spec:
+`observers: ["my_hooks:notify"]` (a class is instantiated without arguments; a plain function
+is called as `function(event_name, payload)` for every event). An observer that raises never
+fails the run: one warning line is logged per observer and event.
+
+Progress comes from the workers themselves: counters of `beam_etl.metrics` also add their
+increments to a per-process tally, which is sent at most every `SEND_SECONDS` as one UDP
+datagram to the launcher (127.0.0.1, address in `BEAM_ETL_PROGRESS`). Tallies are cumulative,
+so a lost datagram loses nothing; a channel that is gone costs a failed `sendto`, never a run.
+"""
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import resource
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from beam_etl.errors import SpecError
+
+_LOG = logging.getLogger(__name__)
+#: Environment variable holding the launcher's progress address (`host:port/token`).
+CHANNEL_ENV: Final = "BEAM_ETL_PROGRESS"
+#: How often a process sends its tally at most, and how often observers get `step_progress`.
+SEND_SECONDS: Final = 0.25
+TICK_SECONDS: Final = 0.5
+_RATE_WINDOW: Final = 5.0  # seconds of samples behind rows/s and ETA
+EVENTS: Final = ("run_started", "step_progress", "step_finished", "run_finished")
+_ROWS_READ, _ROWS_OUT, _ROWS_REJECTED, _BYTES_READ = (
+    "rows_read",
+    "rows_out",
+    "rows_rejected",
+    "bytes_read",
+)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What `run_started` receives."""
+
+    run_id: str
+    pipeline: str
+    spec: str  # path of the spec file
+    fingerprint: str  # sha256 of the normalized spec (see `fingerprint`)
+    started_at: datetime
+    steps: list[tuple[str, str, str]]  # (name, kind, type) in graph order
+    source_bytes: dict[str, int | None]  # input size per source, where known (files)
+    work_dir: str  # `<output dir>/.beam_etl`: state, history
+
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """Rows and bytes one source has read so far."""
+
+    name: str
+    rows: int
+    bytes: int
+    total_bytes: int | None
+    rows_per_second: float
+    percent: float | None  # of total_bytes, when known and bytes are reported
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What `step_progress` receives: counts so far (estimates; final ones come after)."""
+
+    run_id: str
+    elapsed_seconds: float
+    sources: list[SourceProgress]
+    steps: dict[str, dict[str, int]]  # step -> {rows_out, rows_rejected, ...} so far
+    current_step: str | None
+    dead_letters: int
+    workers: int  # processes that reported
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `run_finished` receives."""
+
+    run_id: str
+    pipeline: str
+    fingerprint: str
+    status: str  # succeeded | failed
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    steps: list[Any]  # `beam_etl.report.StepReport`s
+    peak_rss_mb: float  # the launcher's
+    worker_peak_rss_mb: dict[int, float]  # pid -> MB, worker processes that reported
+    work_dir: str
+    report: Any = None  # the `beam_etl.report.RunReport`
+
+
+class Observer:
+    """Base class with a no-op for every event: override the ones you need."""
+
+    def run_started(self, info: RunInfo) -> None:
+        """Called once before the pipeline runs."""
+
+    def step_progress(self, progress: Progress) -> None:
+        """Called about every `TICK_SECONDS` while the pipeline runs."""
+
+    def step_finished(self, step: Any) -> None:
+        """Called once per node after the run with its final `StepReport`."""
+
+    def run_finished(self, summary: RunSummary) -> None:
+        """Called once when the run ended, in success or failure."""
+
+
+class _FunctionObserver(Observer):
+    """Calls `function(event, payload)` for every event."""
+
+    def __init__(self, function) -> None:
+        self._function = function
+        self.name = getattr(function, "__qualname__", repr(function))
+
+    def __getattribute__(self, name: str):
+        if name in EVENTS:
+            function = object.__getattribute__(self, "_function")
+            return lambda payload: function(name, payload)
+        return object.__getattribute__(self, name)
+
+
+_REGISTERED: list[Any] = []
+
+
+def register(observer: Any) -> Any:
+    """Make `observer` see every later run of this process; return it (usable as a decorator
+    of a class, which is then instantiated, or of a function `(event, payload)`)."""
+    _REGISTERED.append(_adapt(observer))
+    return observer
+
+
+def unregister(observer: Any) -> None:
+    """Stop calling an observer given to `register` (unknown ones are ignored)."""
+    for found in list(_REGISTERED):
+        if (
+            found is observer
+            or getattr(found, "_function", None) is observer
+            or (isinstance(observer, type) and isinstance(found, observer))
+        ):
+            _REGISTERED.remove(found)
+
+
+def registered() -> list[Any]:
+    """Return the observers given to `register`, in order."""
+    return list(_REGISTERED)
+
+
+def _adapt(target: Any) -> Any:
+    if isinstance(target, type):
+        return target()
+    if any(callable(getattr(target, event, None)) for event in EVENTS):
+        return target
+    if callable(target):
+        return _FunctionObserver(target)
+    raise TypeError(f"`{target!r}` is not an observer: give a class, an object or a function")
+
+
+def load(reference: str, *, spec_dir: str | None = None, line: int | None = None) -> Any:
+    """Import `module:attribute` and return it as an observer (see the module docs).
+
+    A module next to the spec (`spec_dir`) is found too.
+
+    Raises:
+        SpecError: the import fails or the attribute is no observer (one line, with `line`).
+    """
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise SpecError(f"Observer `{reference}` must look like `module:attribute`", line=line)
+    try:
+        module = _import(module_name, spec_dir)
+        return _adapt(getattr(module, attribute))
+    except AttributeError:
+        message = f"module `{module_name}` has no attribute `{attribute}`"
+    except TypeError as exc:
+        message = str(exc)
+    except Exception as exc:  # the user's module fails to import: say so in one line
+        message = f"{type(exc).__name__}: {exc}"
+    raise SpecError(f"Cannot load observer `{reference}`: {message}", line=line) from None
+
+
+def _import(module_name: str, spec_dir: str | None):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if spec_dir is None or exc.name != module_name.split(".")[0]:
+            raise
+    sys.path.insert(0, spec_dir)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(spec_dir)
+
+
+def from_spec(spec: Any) -> list[Any]:
+    """Return the observers a spec names under `observers:` (see `load`)."""
+    spec_dir = os.path.dirname(os.path.abspath(spec.source))
+    return [
+        load(reference, spec_dir=spec_dir, line=line)
+        for reference, line in getattr(spec, "observers", ())
+    ]
+
+
+def fingerprint(spec: Any, run_id: str = "") -> str:
+    """Return the sha256 of the spec's meaning: name, nodes (type, config, inputs), observers.
+
+    Comments, layout and key order do not change it; the run id (where `${RUN_ID}` was used)
+    is replaced by its variable, so runs of one spec share a fingerprint.
+    """
+    nodes = [
+        {
+            "name": n.name,
+            "kind": n.kind,
+            "type": n.type,
+            "config": n.config,
+            "inputs": [str(r) for r in n.inputs],
+        }
+        for n in spec.nodes
+    ]
+    document = {
+        "name": spec.name,
+        "nodes": nodes,
+        "observers": [ref for ref, _ in getattr(spec, "observers", ())],
+    }
+    text = json.dumps(document, sort_keys=True, default=str, ensure_ascii=False)
+    if run_id:
+        text = text.replace(run_id, "${RUN_ID}")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def peak_rss_mb() -> float:
+    """Return this process's peak resident memory in MB."""
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    return round(kilobytes / 1024, 1)
+
+
+class _Tally:
+    """This process's running totals per (step, counter), sent to the launcher when due."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channel: str | None = None
+        self._address: tuple[str, int] | None = None
+        self._token = ""
+        self._totals: dict[str, int] = {}
+        self._due = 0.0
+        self._socket: socket.socket | None = None
+
+    def add(self, step: str, what: str, count: int) -> None:
+        channel = os.environ.get(CHANNEL_ENV)
+        if not channel or not count:
+            return
+        with self._lock:
+            if channel != self._channel:  # a new run: start over
+                self._start(channel)
+            key = f"{step}\x1f{what}"
+            self._totals[key] = self._totals.get(key, 0) + count
+            now = time.monotonic()
+            if now < self._due or self._address is None:
+                return
+            self._due = now + SEND_SECONDS
+            message = {
+                "token": self._token,
+                "pid": os.getpid(),
+                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "counts": self._totals,
+            }
+            data = json.dumps(message, separators=(",", ":")).encode()
+            address, sock = self._address, self._socket
+        try:
+            if sock is not None:
+                sock.sendto(data, address)
+        except OSError:  # the launcher is gone or busy: progress is best effort, the run is not
+            pass
+
+    def _start(self, channel: str) -> None:
+        self._channel, self._totals, self._due = channel, {}, 0.0
+        host_port, _, self._token = channel.partition("/")
+        host, _, port = host_port.rpartition(":")
+        try:
+            self._address = (host, int(port))
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._socket.setblocking(False)
+        except (ValueError, OSError):
+            self._address = None
+
+
+_TALLY = _Tally()
+
+
+def report(step: str, what: str, count: int) -> None:
+    """Add `count` to counter `what` of `step` for the progress of the current run.
+
+    Cheap (a dict update; one datagram at most every `SEND_SECONDS`); a no-op outside a run
+    the launcher watches. Call it per batch, not per row.
+    """
+    _TALLY.add(step, what, count)
+
+
+class _Channel:
+    """The launcher's end: a UDP socket on 127.0.0.1 that every worker process reports to."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._token = secrets.token_hex(6)
+        port = self._socket.getsockname()[1]
+        self.address = f"127.0.0.1:{port}/{self._token}"
+        self.latest: dict[int, dict[str, int]] = {}  # pid -> its cumulative counts
+        self.rss_kb: dict[int, int] = {}
+
+    def poll(self, timeout: float) -> None:
+        """Take in every datagram that arrives within `timeout` seconds."""
+        self._socket.settimeout(timeout)
+        while True:
+            try:
+                data = self._socket.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                return
+            self._socket.settimeout(0)
+            try:
+                message = json.loads(data)
+                if message.get("token") != self._token:
+                    continue
+                pid = int(message["pid"])
+                self.latest[pid] = {str(k): int(v) for k, v in message["counts"].items()}
+                self.rss_kb[pid] = int(message.get("rss_kb") or 0)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not ours
+
+    def totals(self) -> dict[tuple[str, str], int]:
+        """Return the counts of every process added up, `(step, counter)` -> value."""
+        found: dict[tuple[str, str], int] = {}
+        for counts in self.latest.values():
+            for key, value in counts.items():
+                step, _, what = key.partition("\x1f")
+                found[(step, what)] = found.get((step, what), 0) + value
+        return found
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class Watch:
+    """One run's observers: resolves them, runs the progress channel and ticker, dispatches.
+
+    `start()` before the pipeline runs, `close()` when it ended (in a `finally`), then
+    `finished(report)` with the run report. Observers are called in order: the ones given,
+    the spec's, then the registered ones; `step_progress` comes from a thread of its own.
+    """
+
+    def __init__(self, plan: Any, run_id: str, work_dir: str, observers=()) -> None:
+        self._observers = [*(_adapt(o) for o in observers), *from_spec(plan.spec), *_REGISTERED]
+        self._info = RunInfo(
+            run_id=run_id,
+            pipeline=plan.spec.name,
+            spec=os.path.abspath(plan.spec.source),
+            fingerprint=fingerprint(plan.spec, run_id),
+            started_at=datetime.now(UTC),
+            steps=[(node.name, node.kind, node.type) for node in plan.ordered],
+            source_bytes={
+                node.name: _input_bytes(plan.transforms.get(node.name))
+                for node in plan.ordered
+                if node.kind == "source"
+            },
+            work_dir=work_dir,
+        )
+        self._warned: set[tuple[int, str]] = set()
+        self._channel: _Channel | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._previous_env: str | None = None
+        self._clock = time.monotonic()
+        self._samples: dict[str, deque] = {}
+        self._last_steps: dict[str, dict[str, int]] = {}
+        self._current: str | None = None
+
+    @property
+    def info(self) -> RunInfo:
+        return self._info
+
+    def start(self) -> None:
+        """Send `run_started`, open the channel workers report to, start the ticker."""
+        self._clock = time.monotonic()
+        self._dispatch("run_started", self._info)
+        self._channel = _Channel()
+        self._previous_env = os.environ.get(CHANNEL_ENV)
+        os.environ[CHANNEL_ENV] = self._channel.address  # workers inherit it
+        self._thread = threading.Thread(target=self._tick, name="beam_etl-progress", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the ticker and close the channel (workers still sending are ignored)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._channel is not None:
+            if self._previous_env is None:
+                os.environ.pop(CHANNEL_ENV, None)
+            else:
+                os.environ[CHANNEL_ENV] = self._previous_env
+            self._channel.close()
+
+    def finished(self, report: Any) -> RunSummary:
+        """Send `step_finished` per step and `run_finished`; return the summary sent."""
+        self.close()
+        for step in report.steps:
+            self._dispatch("step_finished", step)
+        workers = dict(self._channel.rss_kb) if self._channel is not None else {}
+        workers.pop(os.getpid(), None)  # in-process workers are the launcher
+        summary = RunSummary(
+            run_id=report.run_id,
+            pipeline=report.pipeline,
+            fingerprint=self._info.fingerprint,
+            status=report.status,
+            error=report.error,
+            started_at=datetime.fromisoformat(report.started_at),
+            finished_at=datetime.fromisoformat(report.ended_at),
+            seconds=float(report.elapsed_seconds),
+            rows_read=sum(s.rows_in for s in report.steps if s.kind == "source"),
+            rows_written=sum(s.rows_out for s in report.steps if s.kind == "sink"),
+            rows_rejected=sum(s.rows_rejected for s in report.steps),
+            steps=list(report.steps),
+            peak_rss_mb=peak_rss_mb(),
+            worker_peak_rss_mb={pid: round(kb / 1024, 1) for pid, kb in workers.items()},
+            work_dir=self._info.work_dir,
+            report=report,
+        )
+        self._dispatch("run_finished", summary)
+        return summary
+
+    def _tick(self) -> None:
+        assert self._channel is not None
+        due = time.monotonic() + TICK_SECONDS
+        while not self._stop.is_set():
+            self._channel.poll(max(0.0, min(0.1, due - time.monotonic())))
+            if time.monotonic() >= due:
+                due = time.monotonic() + TICK_SECONDS
+                self._dispatch("step_progress", self.progress())
+
+    def progress(self) -> Progress:
+        """Return the progress so far, from what the workers reported."""
+        now = time.monotonic()
+        totals = self._channel.totals() if self._channel is not None else {}
+        steps: dict[str, dict[str, int]] = {}
+        for (step, what), value in totals.items():
+            steps.setdefault(step, {})[what] = value
+        sources = [
+            self._source(name, steps.get(name, {}), total, now)
+            for name, total in self._info.source_bytes.items()
+        ]
+        changed = [
+            name
+            for name, _, _ in self._info.steps
+            if steps.get(name, {}) != self._last_steps.get(name, {})
+        ]
+        self._current = changed[-1] if changed else self._current
+        self._last_steps = steps
+        return Progress(
+            run_id=self._info.run_id,
+            elapsed_seconds=round(now - self._clock, 3),
+            sources=sources,
+            steps=steps,
+            current_step=self._current,
+            dead_letters=sum(c.get(_ROWS_REJECTED, 0) for c in steps.values()),
+            workers=len(self._channel.latest) if self._channel is not None else 0,
+        )
+
+    def _source(self, name: str, counts: dict[str, int], total: int | None, now: float):
+        rows = max(
+            counts.get(_ROWS_READ, 0), counts.get(_ROWS_OUT, 0) + counts.get(_ROWS_REJECTED, 0)
+        )
+        done = counts.get(_BYTES_READ, 0)
+        samples = self._samples.setdefault(name, deque())
+        samples.append((now, rows, done))
+        while len(samples) > 2 and now - samples[1][0] >= _RATE_WINDOW:
+            samples.popleft()
+        then, rows_then, done_then = samples[0]
+        span = now - then
+        rate = (rows - rows_then) / span if span > 0 else 0.0
+        byte_rate = (done - done_then) / span if span > 0 else 0.0
+        percent = min(100.0, 100.0 * done / total) if total and done else None
+        eta = None
+        if percent is not None and total is not None and byte_rate > 0:
+            eta = max(0.0, (total - done) / byte_rate)
+        return SourceProgress(name, rows, done, total, round(rate, 1), percent, eta)
+
+    def _dispatch(self, event: str, payload: Any) -> None:
+        for observer in self._observers:
+            method = getattr(observer, event, None)
+            if method is None:
+                continue
+            try:
+                method(payload)
+            except Exception as exc:  # an observer never fails the run: one warning, go on
+                if (id(observer), event) not in self._warned:
+                    self._warned.add((id(observer), event))
+                    name = getattr(observer, "name", type(observer).__name__)
+                    _LOG.warning(
+                        "observer `%s` failed in %s (the run goes on): %s: %s",
+                        name,
+                        event,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                    )
+
+
+def _input_bytes(transform: Any) -> int | None:
+    """Return the size of a file source's input, None when unknown (databases ...)."""
+    files = getattr(transform, "_files", None)
+    if not isinstance(files, list) or not files:
+        return None
+    try:
+        return sum(int(size) for _, size in files)
+    except (TypeError, ValueError):
+        return None
