@@ -28,7 +28,8 @@ from beam_etl.spec.loader import LineDict, LineList
 from beam_etl.spec.registry import SINK, SOURCE, STEP, did_you_mean
 
 SECTIONS: Final = {"sources": SOURCE, "steps": STEP, "sinks": SINK}
-TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS, "observers")
+TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS, "observers", "lineage")
+LINEAGE_KEYS: Final = ("file", "url", "namespace", "enabled")
 NODE_KEYS: Final = ("name", "type", "config", "input", "inputs", "description", "checkpoint")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -73,6 +74,7 @@ class Spec:
     nodes: list[Node]
     source: str
     observers: tuple[tuple[str, int], ...] = ()  # (`module:attribute`, line), see observers
+    lineage: dict[str, Any] = field(default_factory=dict)  # see `beam_etl.lineage`
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -121,7 +123,45 @@ def parse(document: Any, source: str) -> Spec:
             line=document.lines["observers"],
         )
     description = str(document.get("description") or "")
-    return Spec(str(name), description, nodes, source, tuple(zip(observers, observers.lines)))
+    return Spec(
+        str(name),
+        description,
+        nodes,
+        source,
+        tuple(zip(observers, observers.lines)),
+        lineage=_parse_lineage(document),
+    )
+
+
+def _parse_lineage(document: LineDict) -> dict[str, Any]:
+    """Return the spec's `lineage:` settings (where OpenLineage events go), checked."""
+    settings = document.get("lineage")
+    if settings is None:
+        return {}
+    line = document.lines["lineage"]
+    accepted = ", ".join(LINEAGE_KEYS)
+    if not isinstance(settings, LineDict):
+        raise SpecError(f"`lineage` must be a mapping with keys {accepted}", line=line)
+    checked: dict[str, Any] = {}
+    for key, value in settings.items():
+        at = settings.lines.get(key, line)
+        if key not in LINEAGE_KEYS:
+            hint = did_you_mean(key, LINEAGE_KEYS)
+            raise SpecError(
+                f"Unknown key `{key}` in `lineage`.{hint} Accepted: {accepted}", line=at
+            )
+        if key == "enabled" and str(value).lower() in ("true", "false"):
+            checked[key] = str(value).lower() == "true"
+        elif key != "enabled" and isinstance(value, str) and value.strip():
+            checked[key] = str(value)
+        else:
+            what = "true or false" if key == "enabled" else "a non-empty text"
+            raise SpecError(f"`lineage.{key}` must be {what}", line=at)
+    if "url" in checked and not checked["url"].startswith(("http://", "https://")):
+        raise SpecError(
+            "`lineage.url` must start with http:// or https://", line=settings.lines["url"]
+        )
+    return checked
 
 
 def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:

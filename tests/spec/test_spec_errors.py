@@ -120,7 +120,7 @@ CASES = [
         "unknown-top-level-key",
         ("name: t\n", "name: t\nstpes: []\n"),
         "Unknown top-level key `stpes`. Did you mean `steps`? Accepted: name, description, "
-        "sources, steps, sinks, observers (line 2)",
+        "sources, steps, sinks, observers, lineage (line 2)",
     ),
     (
         "bad-config-value",
