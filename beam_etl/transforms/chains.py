@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_etl.checkpoints.retry import RetryPolicy, with_retry
 from beam_etl.deadletter import ERROR, OUTPUT
 from beam_etl.errors import BeamEtlError, SpecError
 from beam_etl.transforms._base import BatchResult, BatchStep, _ApplyFn
@@ -142,8 +143,15 @@ class Chain(beam.PTransform):
         return WithErrors(results[OUTPUT], results[ERROR])
 
 
-def _call_step(cls: Any, config: dict[str, Any], batch: pa.RecordBatch, step: str):
-    return _apply_batch_function(functools.partial(cls.function, **config), batch, step)
+def _call_step(
+    cls: Any,
+    config: dict[str, Any],
+    batch: pa.RecordBatch,
+    step: str,
+    retry: RetryPolicy | None = None,
+):
+    function = with_retry(functools.partial(cls.function, **config), retry)
+    return _apply_batch_function(function, batch, step)
 
 
 def _step_class(function: Callable, name: str) -> type[BatchStep]:
@@ -155,9 +163,12 @@ def _step_class(function: Callable, name: str) -> type[BatchStep]:
     ):
         raise TypeError(f"`{function.__name__}` must take the batch as its first argument")
     config_signature = signature.replace(parameters=parameters[1:])
+    # `retry` is the step's own key (a retry policy), unless the function takes one itself.
+    own_retry = "retry" not in signature.parameters
 
     def __init__(self, **config: Any) -> None:
         BatchStep.__init__(self)
+        self.retry = RetryPolicy.of(config.pop("retry", None)) if own_retry else None
         try:
             config_signature.bind(**config)
         except TypeError as exc:
@@ -165,13 +176,18 @@ def _step_class(function: Callable, name: str) -> type[BatchStep]:
         self.config = config
 
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    extra = parameters[1:]
+    if own_retry:
+        retry = inspect.Parameter("retry", inspect.Parameter.KEYWORD_ONLY, default=None)
+        variadic = [p for p in extra if p.kind == inspect.Parameter.VAR_KEYWORD]
+        extra = [p for p in extra if p.kind != inspect.Parameter.VAR_KEYWORD] + [retry, *variadic]
     __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[self_parameter, *parameters[1:]]
+        parameters=[self_parameter, *extra]
     )
     __init__.__doc__ = function.__doc__
 
     def batch_function(self):
-        return functools.partial(_call_step, type(self), self.config)
+        return functools.partial(_call_step, type(self), self.config, retry=self.retry)
 
     namespace = {
         "__init__": __init__,
@@ -192,8 +208,10 @@ def batch_step(function: Callable | None = None, *, name: str | None = None) -> 
     like `MapBatches`: the batch it receives includes the origin columns (keep them), the
     function may return a `RecordBatch`, a `Table` or None, removed rows are counted as
     dropped, and a batch on which the function raises leaves through `error`
-    (`function_failed`). The class replaces the function under its name in its module,
-    and is listed in `REGISTERED` under `name` (the function's name by default).
+    (`function_failed`). Config key `retry` (`{attempts, backoff, on}`) retries the named
+    exceptions with backoff; a batch whose attempts run out leaves as `retries_exhausted`.
+    The class replaces the function under its name in its module, and is listed in
+    `REGISTERED` under `name` (the function's name by default).
 
     ```python
     @batch_step(name="ScaleColumn")

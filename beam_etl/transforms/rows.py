@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_etl.batches import dumps, json_safe, key_of
+from beam_etl.checkpoints.retry import RETRIES_EXHAUSTED, RetriesExhaustedError, with_retry
 from beam_etl.deadletter import FUNCTION_FAILED, reject_all, rejects_from_mask
 from beam_etl.transforms._base import BatchResult, BatchStep
 
@@ -126,6 +127,8 @@ def _apply_batch_function(function: Callable, batch: pa.RecordBatch, step: str) 
             raise TypeError(f"returned {type(result).__name__}, not a RecordBatch")
         removed = batch.num_rows - (result.num_rows if result is not None else 0)
         return result, [], max(removed, 0)
+    except RetriesExhaustedError as exc:  # a retry policy gave up: its rows, not the run
+        return None, reject_all(batch, step=step, reason=RETRIES_EXHAUSTED, message=str(exc)), 0
     except Exception as exc:  # a user function's failure rejects its batch, not the run
         message = f"{type(exc).__name__}: {exc}"
         return None, reject_all(batch, step=step, reason=FUNCTION_FAILED, message=message), 0
@@ -138,15 +141,19 @@ class MapBatches(BatchStep):
     `error` (`function_failed`, with the exception message) and the run goes on. Rows the
     function removes are counted as dropped. A function that returns more rows than it got
     makes the step's counts not add up, which fails the run: split such logic into a
-    transform of its own.
+    transform of its own. With `retry`, the named exceptions are retried with exponential
+    backoff; when attempts run out the batch's rows leave as `retries_exhausted`.
     """
 
-    def __init__(self, function: str | Callable) -> None:
+    def __init__(self, function: str | Callable, retry: dict | None = None) -> None:
         """Args:
         function: `module:function`, or a callable when used from Python.
+        retry: `{attempts: 3, backoff: 0.5, on: [ConnectionError, TimeoutError]}` to call
+            the function again on those exceptions (see `beam_etl.checkpoints.recoverable`).
         """
         super().__init__()
-        self.function = load_function(function) if isinstance(function, str) else function
+        function = load_function(function) if isinstance(function, str) else function
+        self.function = with_retry(function, retry)
 
     def batch_function(self):
         return functools.partial(_apply_batch_function, self.function)
@@ -154,31 +161,36 @@ class MapBatches(BatchStep):
 
 def _apply_row_function(function: Callable, batch: pa.RecordBatch, step: str) -> BatchResult:
     hidden = {n: batch.column(n) for n in batch.schema.names if n.startswith("__beam_etl_")}
-    out_rows, failed, messages = [], [], []
+    out_rows: list[tuple[int, Any]] = []
+    failed: dict[str, list[tuple[int, str]]] = {FUNCTION_FAILED: [], RETRIES_EXHAUSTED: []}
     for index, row in enumerate(batch.to_pylist()):
         try:
             result = function({k: v for k, v in row.items() if k not in hidden})
+        except RetriesExhaustedError as exc:  # a retry policy gave up on this row
+            failed[RETRIES_EXHAUSTED].append((index, str(exc)))
+            continue
         except Exception as exc:  # one bad row must not fail the run
-            failed.append(index)
-            messages.append(f"{type(exc).__name__}: {exc}")
+            failed[FUNCTION_FAILED].append((index, f"{type(exc).__name__}: {exc}"))
             continue
         if result is not None:
             out_rows.append((index, result))
     letters = []
-    if failed:
-        flags = np.zeros(batch.num_rows, dtype=bool)
-        flags[failed] = True
-        mask = pa.array(flags)
-        letters = rejects_from_mask(
-            batch, mask, step=step, reason=FUNCTION_FAILED, messages=messages
-        )
+    for reason, found in failed.items():
+        if found:
+            flags = np.zeros(batch.num_rows, dtype=bool)
+            flags[[index for index, _ in found]] = True
+            messages = [message for _, message in found]
+            letters += rejects_from_mask(
+                batch, pa.array(flags), step=step, reason=reason, messages=messages
+            )
+    failed_rows = sum(len(found) for found in failed.values())
     if not out_rows:
-        return None, letters, batch.num_rows - len(failed)
+        return None, letters, batch.num_rows - failed_rows
     kept = pa.RecordBatch.from_pylist([row for _, row in out_rows])
     taken = pa.array([i for i, _ in out_rows], pa.int64())
     for name, column in hidden.items():
         kept = kept.append_column(name, column.take(taken))
-    return kept, letters, batch.num_rows - len(failed) - len(out_rows)
+    return kept, letters, batch.num_rows - failed_rows - len(out_rows)
 
 
 class MapRows(BatchStep):
@@ -186,15 +198,20 @@ class MapRows(BatchStep):
 
     Rows cost about 20x more than batches; prefer `MapBatches`. Returning None drops the row
     (counted as dropped); raising sends that row to `error` (`function_failed`). Output types
-    are inferred from the returned values per batch.
+    are inferred from the returned values per batch. With `retry`, each row's call is
+    retried on the named exceptions; a row whose attempts run out leaves as
+    `retries_exhausted`.
     """
 
-    def __init__(self, function: str | Callable) -> None:
+    def __init__(self, function: str | Callable, retry: dict | None = None) -> None:
         """Args:
         function: `module:function`, or a callable when used from Python.
+        retry: `{attempts: 3, backoff: 0.5, on: [ConnectionError, TimeoutError]}` to call
+            the function again on those exceptions (see `beam_etl.checkpoints.recoverable`).
         """
         super().__init__()
-        self.function = load_function(function) if isinstance(function, str) else function
+        function = load_function(function) if isinstance(function, str) else function
+        self.function = with_retry(function, retry)
 
     def batch_function(self):
         return functools.partial(_apply_row_function, self.function)
