@@ -19,10 +19,12 @@ def write_run_reports(report_path: str, plan: Any, run_id: str) -> dict[str, str
     Returns:
         format -> path of every page written.
     """
+    with open(report_path, encoding="utf-8") as stream:
+        report = json.load(stream)
     saved = paths(report_path)["context"]
     temporary = f"{saved}.tmp"
     with open(temporary, "w", encoding="utf-8") as out:
-        json.dump(gather(plan, run_id), out, indent=1, ensure_ascii=False)
+        json.dump(gather(plan, run_id, report.get("quality")), out, indent=1, ensure_ascii=False)
     os.replace(temporary, saved)
     return write_pages(report_path)
 

@@ -21,6 +21,7 @@ from beam_etl.spec.registry import SINK, SOURCE
 SAMPLES_PER_REASON: Final = 5
 _PAYLOAD_CHARS: Final = 400
 _SECRET_KEY: Final = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential", re.I)
+_DATASET_KEYS: Final = ("node", "type", "namespace", "name")
 _DATABASES: Final = {"Postgres": ("postgres", 5432), "MySql": ("mysql", 3306)}
 
 
@@ -114,20 +115,49 @@ def dead_letter_samples(
 
 
 def _column_lineage(plan: Any) -> dict[str, Any] | None:
-    # beam_etl.lineage is being built alongside this package: use it only when it exists.
+    """Return `beam_etl.lineage.column_lineage(plan)`, or None where it is not installed."""
+    # beam_etl.lineage is built alongside this package: use it only when it exists.
     try:
-        from beam_etl.lineage import column_lineage  # type: ignore[attr-defined,import-not-found,unused-ignore]
+        from beam_etl.lineage import column_lineage  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return None
     try:
         found = column_lineage(plan)
-    except Exception as exc:  # an add-on's failure must not fail the run
-        return {"(column lineage unavailable)": f"{type(exc).__name__}: {exc}"}
-    return json.loads(json.dumps(found, default=str)) if found else None
+    except Exception as exc:  # an add-on's failure must not fail the run: say so in the report
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return found if isinstance(found, dict) else None
 
 
-def gather(plan: Any, run_id: str) -> dict[str, Any]:
-    """Return the report's context beyond the JSON report: datasets, dead letters, lineage."""
+def column_rows(lineage: dict[str, Any]) -> list[dict[str, str]]:
+    """Return one row per (sink column, origin) of a column lineage, for a table."""
+    rows = []
+    for column, origins in (lineage.get("columns") or {}).items():
+        for origin in origins or [{}]:
+            source = f"{origin.get('source', '')}.{origin.get('column', '')}".strip(".")
+            rows.append(
+                {
+                    "column": str(column),
+                    "from": source or "(no input column)",
+                    "transformation": str(origin.get("transformation", "")),
+                    "description": str(origin.get("description", "")),
+                }
+            )
+    return rows
+
+
+def redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """Return `value` (JSON-like) with `redact` applied to every string in it."""
+    if isinstance(value, dict):
+        return {k: redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, redact) for v in value]
+    return redact(value) if isinstance(value, str) else value
+
+
+def gather(plan: Any, run_id: str, quality: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the report's context beyond the JSON report: datasets, dead letters, lineage,
+    and the run's `quality` section with values substituted from the environment redacted
+    (its examples name files and values)."""
     from beam_etl.deadletter import WriteToDeadLetters
 
     redact = plan.loaded.redact
@@ -136,8 +166,17 @@ def gather(plan: Any, run_id: str) -> dict[str, Any]:
         for transform in plan.transforms.values()
         if isinstance(transform, WriteToDeadLetters)
     ]
+    lineage = _column_lineage(plan) or {}
+    found = lineage.get("datasets") or datasets(plan, redact)
+    found = {  # the lineage package's entries carry more (uri, columns): keep what is shown
+        direction: [{key: str(entry.get(key, "")) for key in _DATASET_KEYS} for entry in entries]
+        for direction, entries in found.items()
+        if direction in ("inputs", "outputs")
+    }
     return {
-        "datasets": datasets(plan, redact),
+        "datasets": redacted(found, redact),
         "dead_letters": dead_letter_samples(paths, run_id, redact, SAMPLES_PER_REASON),
-        "column_lineage": _column_lineage(plan),
+        "column_lineage": redacted(json.loads(json.dumps(column_rows(lineage))), redact),
+        "lineage_note": redact(str(lineage.get("error", ""))),
+        "quality": redacted(quality, redact),
     }
