@@ -45,6 +45,9 @@ Resume a failed run from its checkpoints (`checkpoint: true` steps, or --checkpo
   python -m beam_etl.run --pipeline spec.yaml --resume RUN_ID|last
   python -m beam_etl.run checkpoints list|clean [--older-than 7d] [--output-dir D | --pipeline F]
 
+Show where a column comes from, from the spec alone (nothing is run):
+  python -m beam_etl.run lineage --pipeline spec.yaml [--column sink.column] [--format json]
+
 Show or forget what incremental sources remember between runs:
   python -m beam_etl.run state show|reset --pipeline spec.yaml [--source NAME]
 
@@ -288,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _infer_schema(argv[1:])
         if argv[:1] == ["state"]:
             return _state(argv[1:])
+        if argv[:1] == ["lineage"]:
+            from beam_etl.lineage.command import command as lineage
+
+            return lineage(argv[1:])
         if argv[:1] == ["checkpoints"]:
             from beam_etl.checkpoints.command import main as checkpoints
 

@@ -64,6 +64,7 @@ class Flow:
     columns: dict[str, tuple[Origin, ...]] | None
     indirect: tuple[Origin, ...] = ()
     unknown: str | None = None
+    computed: dict[str, str] = field(default_factory=dict)  # columns made of no input column
 
 
 def unknown(reason: str) -> Flow:
@@ -94,19 +95,23 @@ class StepLineage:
 def carry(step: str, label: str, inputs: list[Flow], lineage: StepLineage) -> Flow:
     """Return the output flow of `step` from its input flows and a rule's answer."""
     columns: dict[str, tuple[Origin, ...]] = {}
+    computed: dict[str, str] = {}
     for name, change in lineage.columns.items():
         note = f"{label}: {change.note}" if change.note else ""
-        origins = []
+        origins, before = [], []
         for index, column in change.inputs:
+            before.append(inputs[index].computed.get(column, ""))
             for origin in (inputs[index].columns or {}).get(column, ()):
                 origins.append(origin.through(step, change.transformation, note))
         columns[name] = tuple(dict.fromkeys(origins))
+        if not origins:  # a constant, `count(*)`, a value the run sets: say what made it
+            computed[name] = "; ".join(n for n in [*dict.fromkeys(before), note] if n)
     indirect = [o for flow in inputs for o in flow.indirect]
     for index, column, how, note in lineage.indirect:
         for origin in (inputs[index].columns or {}).get(column, ()):
             moved = origin.through(step, IDENTITY, f"{label}: {note}" if note else "")
             indirect.append(replace(moved, transformation=how))
-    return Flow(lineage.schema, columns, tuple(dict.fromkeys(indirect)))
+    return Flow(lineage.schema, columns, tuple(dict.fromkeys(indirect)), None, computed)
 
 
 def source_flow(node: Node, transform: Any) -> Flow:
@@ -178,7 +183,8 @@ def _merged(node: Node, inputs: list[Flow]) -> Flow:
     indirect = tuple(dict.fromkeys(o for flow in inputs for o in flow.indirect))
     schemas = [flow.schema for flow in inputs]
     schema = schemas[0] if all(s is not None and s.equals(schemas[0]) for s in schemas) else None
-    return Flow(schema, columns, indirect)
+    computed = {k: v for flow in inputs for k, v in flow.computed.items() if not columns[k]}
+    return Flow(schema, columns, indirect, None, computed)
 
 
 def _entry(origin: Origin, datasets: dict[str, Dataset]) -> dict[str, Any]:
@@ -199,8 +205,9 @@ def column_lineage(plan: Any) -> dict[str, Any]:
     `{"datasets": {"inputs": [...], "outputs": [...]}, "columns": {"<sink>.<column>":
     [{"dataset", "source", "column", "via", "transformation", "description"}]}, "indirect":
     {"<sink>": [...]}, "unknown": {"<sink>": reason}}`. A column made from no input column
-    (`count(*)`, a constant) has an empty list; `indirect` lists the columns that decide which
-    rows reach the sink (filters, join keys, group keys: `transformation` says which).
+    (`count(*)`, a constant) has an empty list and a note in `computed`; `indirect` lists the
+    columns that decide which rows reach the sink (filters, join keys, group keys:
+    `transformation` says which).
     """
     lineage = analyse(plan)
     inputs: list[dict[str, Any]] = []
@@ -208,6 +215,7 @@ def column_lineage(plan: Any) -> dict[str, Any]:
     columns: dict[str, list[dict[str, Any]]] = {}
     indirect: dict[str, list[dict[str, Any]]] = {}
     missing: dict[str, str] = {}
+    computed: dict[str, str] = {}
     for node in lineage.nodes:
         if node.kind not in (SOURCE, SINK):
             continue
@@ -229,10 +237,13 @@ def column_lineage(plan: Any) -> dict[str, Any]:
             continue
         for name, origins in flow.columns.items():
             columns[f"{node.name}.{name}"] = [_entry(o, lineage.datasets) for o in origins]
+            if name in flow.computed:
+                computed[f"{node.name}.{name}"] = flow.computed[name]
         indirect[node.name] = [_entry(o, lineage.datasets) for o in flow.indirect]
     return {
         "datasets": {"inputs": inputs, "outputs": outputs},
         "columns": columns,
         "indirect": indirect,
         "unknown": missing,
+        "computed": computed,
     }
