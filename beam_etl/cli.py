@@ -12,6 +12,7 @@ from beam_etl import errors
 from beam_etl.errors import BeamEtlError, PipelineFailedError
 from beam_etl.history import HistoryObserver
 from beam_etl.io._publish import fault_point, publish_all
+from beam_etl.lineage import RunLineage
 from beam_etl.observers import Watch
 from beam_etl.progress import display
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
@@ -154,7 +155,8 @@ def execute(
     runs = RunFolders(
         work_dir or os.path.join(os.path.dirname(os.path.abspath(report_path)), ".beam_etl")
     )
-    watch = Watch(plan, run_id, runs.work_dir, [HistoryObserver(), *observers])
+    openlineage = RunLineage(plan, run_id, runs.work_dir)  # START before, COMPLETE/FAIL after
+    watch = Watch(plan, run_id, runs.work_dir, [HistoryObserver(), openlineage, *observers])
     runs.sweep()
     run_dir = runs.start(run_id)
     pending = os.path.join(run_dir, "pending")
