@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from beam_etl.transforms.aggregate import Aggregate
 from beam_etl.transforms.chains import Chain, batch_step
+from beam_etl.transforms.changes import ApplyChanges
 from beam_etl.transforms.cleaning import (
     CastColumns,
     DropColumns,
@@ -57,6 +58,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregate",
+    "ApplyChanges",
     "CastColumns",
     "Chain",
     "ChangeCase",
