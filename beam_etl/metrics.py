@@ -10,7 +10,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from beam_etl.observers import report
+from beam_etl.observers import flush, report
 
 NAMESPACE: Final = "beam_etl.steps"
 ROWS_OUT: Final = "rows_out"
@@ -73,6 +73,9 @@ class _CountFn(beam.DoFn):
     def process(self, element):
         self._counter.inc(rows_in_element(element))
         return ()
+
+    def finish_bundle(self) -> None:
+        flush()  # the run's last progress then has every count of the bundle
 
 
 class CountRows(beam.PTransform):

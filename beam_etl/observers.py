@@ -235,8 +235,10 @@ def from_spec(spec: Any) -> list[Any]:
 def fingerprint(spec: Any, run_id: str = "") -> str:
     """Return the sha256 of the spec's meaning: name, nodes (type, config, inputs), observers.
 
-    Comments, layout and key order do not change it; the run id (where `${RUN_ID}` was used)
-    is replaced by its variable, so runs of one spec share a fingerprint.
+    Comments, layout and key order do not change it; values are taken after substitution,
+    except the run id (where `${RUN_ID}` was used), replaced back by its variable so that runs
+    of one spec share a fingerprint (ids shorter than 8 characters are left: too likely to
+    occur by chance).
     """
     nodes = [
         {
@@ -254,7 +256,7 @@ def fingerprint(spec: Any, run_id: str = "") -> str:
         "observers": [ref for ref, _ in getattr(spec, "observers", ())],
     }
     text = json.dumps(document, sort_keys=True, default=str, ensure_ascii=False)
-    if run_id:
+    if len(run_id) >= 8:
         text = text.replace(run_id, "${RUN_ID}")
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -277,17 +279,18 @@ class _Tally:
         self._due = 0.0
         self._socket: socket.socket | None = None
 
-    def add(self, step: str, what: str, count: int) -> None:
+    def add(self, step: str, what: str, count: int, *, flush: bool = False) -> None:
         channel = os.environ.get(CHANNEL_ENV)
-        if not channel or not count:
+        if not channel or not (count or flush):
             return
         with self._lock:
             if channel != self._channel:  # a new run: start over
                 self._start(channel)
-            key = f"{step}\x1f{what}"
-            self._totals[key] = self._totals.get(key, 0) + count
+            if count:
+                key = f"{step}\x1f{what}"
+                self._totals[key] = self._totals.get(key, 0) + count
             now = time.monotonic()
-            if now < self._due or self._address is None:
+            if (now < self._due and not flush) or self._address is None or not self._totals:
                 return
             self._due = now + SEND_SECONDS
             message = {
@@ -327,6 +330,12 @@ def report(step: str, what: str, count: int) -> None:
     the launcher watches. Call it per batch, not per row.
     """
     _TALLY.add(step, what, count)
+
+
+def flush() -> None:
+    """Send this process's tally now (at the end of a bundle), so the launcher's last
+    `step_progress` has every count."""
+    _TALLY.add("", "", 0, flush=True)
 
 
 class _Channel:
@@ -422,11 +431,16 @@ class Watch:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the ticker and close the channel (workers still sending are ignored)."""
+        """Stop the ticker, send a last `step_progress` with the counts of every finished
+        bundle, and close the channel (workers still sending are ignored)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            if self._channel is not None:
+                flush()  # what in-process workers counted since their last datagram
+                self._channel.poll(0.05)
+                self._dispatch("step_progress", self.progress())
         if self._channel is not None:
             if self._previous_env is None:
                 os.environ.pop(CHANNEL_ENV, None)
