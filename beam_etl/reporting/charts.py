@@ -12,6 +12,7 @@ CHART_HEIGHT: Final = 150
 _PLOT_TOP: Final = 16
 _PLOT_BOTTOM: Final = 22
 _AXIS_LEFT: Final = 44
+_MAX_SLOT: Final = 40.0
 
 
 @dataclass
@@ -50,7 +51,7 @@ def history_chart(runs: list[dict[str, Any]], current_run: str) -> Chart:
     ordered = sorted(runs, key=lambda run: str(run.get("started") or ""))
     top = max([_number(run.get("seconds")) for run in ordered] + [0.001])
     plot = CHART_HEIGHT - _PLOT_TOP - _PLOT_BOTTOM
-    slot = (CHART_WIDTH - _AXIS_LEFT - 8) / max(len(ordered), 1)
+    slot = min(_MAX_SLOT, (CHART_WIDTH - _AXIS_LEFT - 8) / max(len(ordered), 1))
     bars = []
     for index, run in enumerate(ordered):
         seconds = _number(run.get("seconds"))

@@ -96,7 +96,9 @@ def dead_letter_samples(
                 entry = reasons.setdefault(letter["reason"], {"count": 0, "samples": []})
                 entry["count"] += 1
                 if len(entry["samples"]) < per_reason:
-                    payload = json.dumps(_mask(letter.get("payload")), ensure_ascii=False)
+                    payload = letter.get("payload")  # raw text of an unparseable record as is
+                    if not isinstance(payload, str):
+                        payload = json.dumps(_mask(payload), ensure_ascii=False)
                     if len(payload) > _PAYLOAD_CHARS:
                         payload = payload[:_PAYLOAD_CHARS] + "…"
                     entry["samples"].append(

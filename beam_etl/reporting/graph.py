@@ -63,12 +63,13 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return node, output or "output"
 
 
-def edge_rows(steps: list[dict[str, Any]]) -> dict[tuple[str, str], int | None]:
-    """Return the rows that left each referenced (node, output).
+def edge_rows(steps: list[dict[str, Any]]) -> dict[tuple[str, str, str], int | None]:
+    """Return the rows that went along each edge (source, output, target).
 
-    An `error` output carries the node's rejected rows. A node's other rows are its `rows_out`,
-    which is exact only when the spec reads a single one of its non-error outputs (a router
-    read through several named outputs reports their sum only).
+    An `error` output carries the source's rejected rows. Another output carries the source's
+    `rows_out` when the spec reads only that one of its non-error outputs; otherwise (a router
+    read through several named outputs, whose report holds their sum) the target's rows in,
+    when that target reads nothing else; else the count is unknown (None).
     """
     by_name = {step["name"]: step for step in steps}
     used: dict[str, set[str]] = {}
@@ -77,17 +78,19 @@ def edge_rows(steps: list[dict[str, Any]]) -> dict[tuple[str, str], int | None]:
             node, output = parse_ref(ref)
             if output != ERROR_OUTPUT:
                 used.setdefault(node, set()).add(output)
-    rows: dict[tuple[str, str], int | None] = {}
+    rows: dict[tuple[str, str, str], int | None] = {}
     for step in steps:
         for ref in step["inputs"]:
             node, output = parse_ref(ref)
             source = by_name.get(node)
-            if source is None:
-                rows[(node, output)] = None
-            elif output == ERROR_OUTPUT:
-                rows[(node, output)] = source["rows_rejected"]
-            else:
-                rows[(node, output)] = source["rows_out"] if len(used[node]) == 1 else None
+            count = None
+            if source is not None and output == ERROR_OUTPUT:
+                count = source["rows_rejected"]
+            elif source is not None and len(used[node]) == 1:
+                count = source["rows_out"]
+            elif len(step["inputs"]) == 1:
+                count = step["rows_in"]
+            rows[(node, output, step["name"])] = count
     return rows
 
 
@@ -132,7 +135,8 @@ def layout(steps: list[dict[str, Any]]) -> Layout:
         for ref in step["inputs"]:
             node, output = parse_ref(ref)
             if node in boxes:
-                edges.append(_edge(boxes[node], boxes[step["name"]], output, counts[node, output]))
+                count = counts[node, output, step["name"]]
+                edges.append(_edge(boxes[node], boxes[step["name"]], output, count))
     return Layout(width=width, height=height, boxes=list(boxes.values()), edges=edges)
 
 
