@@ -113,6 +113,11 @@ def test_counts_timings_and_quality_table_render(demo, page):
     assert ("regex_customer_email", "warned") in {(r[1], r[7]) for r in quality}
     assert page.evaluate("document.querySelector('#quality').getBoundingClientRect().height") > 50
     assert page.evaluate("document.querySelector('#status').textContent") == "succeeded"
+    bars = page.evaluate(
+        "[...document.querySelectorAll('#history svg rect')].map(r => "
+        "[r.dataset.run, r.classList.contains('current'), r.getBoundingClientRect().height])"
+    )
+    assert len(bars) == 1 and bars[0][:2] == [report["run_id"], True] and bars[0][2] > 10
 
 
 def test_dead_letter_samples_are_capped_per_reason(demo, page):
