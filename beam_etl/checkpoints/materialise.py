@@ -150,16 +150,19 @@ class _ReadPartFn(beam.DoFn):
 
 
 class Materialise(beam.PTransform):
-    """Write a step's named outputs to its checkpoint folder, then read them back.
+    """Write PCollections to a step's checkpoint folder, then read some of them back.
 
-    Input: `{output name: PCollection}`; returns the same names, read from the checkpoint.
+    Input: `{key: PCollection}` (keys `node.output`: the step's own outputs, and outputs of
+    steps before it that other branches read, such as their dead letters); returns the keys
+    of `read_back`, read from the checkpoint once its marker is written.
     """
 
-    def __init__(self, folder: str, step: str, fingerprint: str) -> None:
+    def __init__(self, folder: str, step: str, fingerprint: str, read_back: list[str]) -> None:
         super().__init__()
         self._folder = folder
         self._step = step
         self._fingerprint = fingerprint
+        self._read_back = read_back
 
     def expand(self, outputs: dict[str, Any]) -> dict[str, Any]:
         names = sorted(outputs)
@@ -185,21 +188,22 @@ class Materialise(beam.PTransform):
             | f"List[{name}]" >> beam.FlatMap(functools.partial(_parts_of, name))
             | f"Spread[{name}]" >> beam.Reshuffle()
             | f"Read[{name}]" >> beam.ParDo(_ReadPartFn(self._folder, self._step))
-            for name in names
+            for name in self._read_back
         }
 
 
 class Restore(beam.PTransform):
     """Read a complete checkpoint (described by its `marker`) in place of its step.
 
-    Returns `{output name: PCollection}` for every output the marker lists.
+    Returns `{key: PCollection}` for the marker's keys (`node.output`) named in `keys`.
     """
 
-    def __init__(self, folder: str, step: str, marker: dict[str, Any]) -> None:
+    def __init__(self, folder: str, step: str, marker: dict[str, Any], keys: list[str]) -> None:
         super().__init__()
         self._folder = folder
         self._step = step
         self._marker = marker
+        self._keys = keys
 
     def expand(self, begin: Any) -> dict[str, Any]:
         return {
@@ -207,5 +211,5 @@ class Restore(beam.PTransform):
             | f"List[{name}]" >> beam.Create(_parts_of(name, self._marker))
             | f"Spread[{name}]" >> beam.Reshuffle()
             | f"Read[{name}]" >> beam.ParDo(_ReadPartFn(self._folder, self._step))
-            for name in sorted(self._marker["outputs"])
+            for name in self._keys
         }

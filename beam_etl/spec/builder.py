@@ -74,20 +74,18 @@ def build(
     With `checkpoints` (a `beam_etl.checkpoints.plan.CheckpointPlan`), steps are checkpointed,
     or restored from a checkpoint, and nodes only restored ones read are not applied.
     """
-    outputs: Outputs = {}
+    outputs: Outputs = checkpoints.restore_all(pipeline) if checkpoints is not None else {}
+    for (name, output), pcoll in outputs.items():
+        _ = pcoll | f"Count[{name}.{output}]" >> CountRows(name, output_counter(output))
     gates: list[Any] = []
     results: list[Any] = []
     for node in [n for n in ordered if n.kind != SINK] + [n for n in ordered if n.kind == SINK]:
         transform = transforms[node.name]
         if checkpoints is not None and not checkpoints.builds(node):
-            continue
-        if checkpoints is not None and checkpoints.restores(node):
-            named = checkpoints.restore(pipeline, node)
-            gated = None
-        else:
-            named, gated = _apply(pipeline, node, transform, outputs, gates, results)
-        if checkpoints is not None and gated is not None:
-            named = checkpoints.materialise(node, named, gated=gated)
+            continue  # restored outputs stand in for it
+        named, gated = _apply(pipeline, node, transform, outputs, gates, results)
+        if checkpoints is not None:
+            named = checkpoints.materialise(node, named, outputs, gated=gated)
         for output, pcoll in named.items():
             outputs[(node.name, output)] = pcoll
             what = output_counter(output)

@@ -1,0 +1,207 @@
+"""Checkpoints and resume through the command line, with a run killed in its last step.
+
+The source is a CSV file; a user `MapBatches` function appends the rows it sees to a file,
+which counts how often the source was read. The last step kills the process (`kill -9` on
+itself) when asked to, while the checkpoint of the step before it is complete.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from beam_etl.checkpoints.store import MARKER, checkpoints_root, list_runs
+
+ROWS = 60
+SPEC = """
+name: resumable
+sources:
+  - name: src
+    type: ReadFromCsv
+    config: {{path: "{data}"{source_extra}}}
+steps:
+  - name: counted
+    type: MapBatches
+    input: src
+    config: {{function: "ckfns:count_reads"}}
+  - name: cast
+    type: CastColumns
+    input: counted
+    checkpoint: true
+    config: {{columns: {{amount: float64}}}}
+  - name: last
+    type: MapBatches
+    input: cast
+    config: {{function: "ckfns:last_step"}}
+sinks:
+  - name: out
+    type: WriteToCsv
+    input: last
+    config: {{path: "${{OUTPUT_DIR}}/result.csv"}}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [src.error, counted.error, cast.error, last.error]
+    config: {{path: "${{OUTPUT_DIR}}/letters.jsonl"}}
+"""
+
+FUNCTIONS = """
+import os
+import pathlib
+import signal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _note(variable, batch):
+    with open(os.environ[variable], "a") as out:
+        out.write(f"{batch.num_rows}\\n")
+
+
+def count_reads(batch):
+    _note("CKPT_READS", batch)
+    return batch
+
+
+def last_step(batch):
+    _note("CKPT_LAST", batch)
+    if os.environ.get("CKPT_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    index = batch.schema.get_field_index("name")
+    return batch.set_column(index, "name", pc.utf8_upper(batch.column(index)))
+"""
+
+
+def _csv() -> str:
+    lines = ["id,amount,name"]
+    for i in range(1, ROWS + 1):
+        amount = "oops" if i % 15 == 0 else f"{i}.5"  # 4 rows the cast rejects
+        lines.append(f"{i},{amount},name{i}")
+    lines.insert(31, "999,1.0,too,many,fields")  # one malformed record: a source dead letter
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def case(tmp_path, monkeypatch):
+    (tmp_path / "ckfns.py").write_text(FUNCTIONS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    data = tmp_path / "in.csv"
+    data.write_text(_csv())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(data=data, source_extra=""))
+    return tmp_path
+
+
+def _run(case, output: str, *args: str, kill: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["CKPT_READS"] = str(case / f"{output}.reads")
+    env["CKPT_LAST"] = str(case / f"{output}.last")
+    env.pop("CKPT_KILL", None)
+    if kill:
+        env["CKPT_KILL"] = "1"
+    command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(case / "spec.yaml")]
+    command += ["--output-dir", str(case / output), "--progress", "off", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _counts(path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def _letters(path) -> list[tuple]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return sorted((r["step"], r["reason"], r["line"], json.dumps(r["payload"])) for r in records)
+
+
+def test_a_run_killed_in_its_last_step_resumes_and_recomputes_only_that_step(case):
+    killed = _run(case, "out", "--run-id", "r1", kill=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sum(_counts(case / "out.reads")) == ROWS  # the source was read once
+    assert not (case / "out" / "result.csv").exists()  # a killed run publishes nothing
+    folder = os.path.join(checkpoints_root(str(case / "out")), "r1", "cast")
+    marker = json.loads(pathlib.Path(folder, MARKER).read_text())
+    assert marker["outputs"]["cast.output"]["rows"] == ROWS - 4
+    assert marker["outputs"]["cast.error"]["rows"] == 4
+    assert marker["outputs"]["src.error"]["rows"] == 1  # upstream dead letters ride along
+    assert marker["outputs"]["counted.error"]["rows"] == 0
+
+    resumed = _run(case, "out", "--resume", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (
+        "resuming run r1: reused checkpoints of `cast`; recomputing `last`, `out`, `letters`"
+        in resumed.stdout
+    )
+    assert sum(_counts(case / "out.reads")) == ROWS  # not read again
+    assert sum(_counts(case / "out.last")) >= ROWS - 4  # the killed attempt, then all again
+
+    clean = _run(case, "clean")  # the same spec, uninterrupted
+    assert clean.returncode == 0, clean.stderr
+    assert sum(_counts(case / "clean.reads")) == ROWS
+    result = (case / "out" / "result.csv").read_text().splitlines()
+    expected = (case / "clean" / "result.csv").read_text().splitlines()
+    assert result[0] == expected[0] == '"id","amount","name"'
+    assert sorted(result) == sorted(expected) and len(result) == ROWS - 4 + 1
+    assert _letters(case / "out" / "letters.jsonl") == _letters(case / "clean" / "letters.jsonl")
+    assert [r[:2] for r in _letters(case / "out" / "letters.jsonl")] == [
+        ("cast", "cast_failed")
+    ] * 4 + [("src", "malformed_csv")]
+
+    report = json.loads((case / "out" / "run_report.json").read_text())
+    steps = {step["name"]: step for step in report["steps"]}
+    assert report["status"] == "succeeded" and report["conservation_ok"]
+    # Not run: `src` reports only its restored dead letter, `counted` nothing.
+    assert (steps["src"]["rows_in"], steps["src"]["rows_out"], steps["src"]["rows_rejected"]) == (
+        1,
+        0,
+        1,
+    )
+    assert (steps["counted"]["rows_in"], steps["counted"]["rows_out"]) == (0, 0)
+    assert (steps["cast"]["rows_out"], steps["cast"]["rows_rejected"]) == (ROWS - 4, 4)
+    assert (steps["last"]["rows_in"], steps["last"]["rows_out"]) == (ROWS - 4, ROWS - 4)
+    assert list_runs(checkpoints_root(str(case / "out"))) == []  # removed after success
+
+
+def test_a_changed_upstream_config_invalidates_the_checkpoint(case):
+    killed = _run(case, "out", "--run-id", "r2", kill=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    spec = case / "spec.yaml"  # the source now reads `oops` as null: no cast failures
+    spec.write_text(SPEC.format(data=case / "in.csv", source_extra=', null_values: ["", oops]'))
+
+    resumed = _run(case, "out", "--resume", "r2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (
+        "resuming run r2: reused checkpoints of none; recomputing `src`, `counted`, `cast`, "
+        "`last`, `out`, `letters` (changed since checkpointed: `cast`)" in resumed.stdout
+    )
+    assert sum(_counts(case / "out.reads")) == 2 * ROWS  # read again
+    rows = (case / "out" / "result.csv").read_text().splitlines()
+    assert len(rows) == ROWS + 1 and '15,,"NAME15"' in rows  # the new config's result
+    assert _letters(case / "out" / "letters.jsonl")[0][:2] == ("src", "malformed_csv")
+    assert len(_letters(case / "out" / "letters.jsonl")) == 1
+
+
+def test_a_changed_source_file_invalidates_the_checkpoint(case):
+    killed = _run(case, "out", "--run-id", "r3", kill=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with open(case / "in.csv", "a") as data:
+        data.write(f"{ROWS + 1},7.5,late\n")
+
+    resumed = _run(case, "out", "--resume", "r3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(changed since checkpointed: `cast`)" in resumed.stdout
+    assert sum(_counts(case / "out.reads")) == 2 * ROWS + 1
+    assert f'{ROWS + 1},7.5,"LATE"' in (case / "out" / "result.csv").read_text().splitlines()
+
+
+def test_resuming_a_run_without_checkpoints_is_one_usage_line(case):
+    resumed = _run(case, "out", "--resume", "nope")
+    assert resumed.returncode == 2
+    assert resumed.stderr.startswith("error: Run `nope` has no checkpoints in `")
+    assert len(resumed.stderr.strip().splitlines()) == 1
+    last = _run(case, "out", "--resume", "last")
+    assert last.returncode == 2
+    assert last.stderr.strip().startswith("error: `--resume last`: no run of `")
