@@ -25,10 +25,10 @@ IDENTITY: Final = "identity"
 #: How much a step changes a value, least first: a chain of steps is named by its strongest.
 _STRENGTH: Final = {
     IDENTITY: 0,
-    "cast": 1,
-    "conform": 1,
-    "text": 2,
-    "fill": 2,
+    "text": 1,
+    "fill": 1,
+    "cast": 2,
+    "conform": 2,
     "expression": 3,
     "aggregation": 4,
 }
@@ -154,6 +154,8 @@ def analyse(plan: Any) -> Lineage:
         inputs = [flows[(ref.node, ref.output)] for ref in node.inputs]
         if node.kind == SINK:
             flows[(node.name, "input")] = _merged(node, inputs)
+            for output in outputs_of(transform, node.kind):  # rows a database refused
+                flows[(node.name, output)] = _dead_letters(node)
             continue
         try:
             produced = step_flows(node, transform, inputs)
