@@ -25,27 +25,26 @@ import pyarrow as pa
 
 from beam_etl.batches import with_origin
 from beam_etl.config import first_line
-from beam_etl.deadletter import OUTPUT
+from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _db
+from beam_etl.io._changes import (
+    DELETE,
+    INSERT,
+    READ,
+    TRUNCATE,
+    UPDATE,
+    EventBuilder,
+)
+from beam_etl.io._increment import parse_lag
 from beam_etl.io._publish import fault_point
 from beam_etl.io._sql import check_identifier, quote_identifier
-from beam_etl.io.mysqlio import _config, _MySql, _to_arrow, connect
+from beam_etl.io.mysqlio import _config, _MySql, connect
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.state import current_state
+from beam_etl.transforms.outputs import WithErrors
 
 MODES: Final = ("bounded", "follow")
-#: The change columns after the table's own, in this order.
-CHANGE_FIELDS: Final = (
-    pa.field("op", pa.string()),
-    pa.field("deleted", pa.bool_()),
-    pa.field("source_ts", pa.timestamp("us", tz="UTC")),
-    pa.field("source_name", pa.string()),
-    pa.field("source_position", pa.string()),
-    pa.field("source_table", pa.string()),
-    pa.field("source_txid", pa.int64()),
-    pa.field("source_seq", pa.int64()),
-)
 _REQUIRED: Final = {
     "log_bin": "1",
     "binlog_format": "ROW",
@@ -152,41 +151,27 @@ def plain(value: Any, column: Any = None) -> Any:
     return value
 
 
-class _Changes:
-    """Rows of one table collected for a batch: the table's columns, then the change columns."""
+class _Events:
+    """The events of one table, collected into batches of the table's columns now."""
 
-    def __init__(self, table: str, schema: pa.Schema) -> None:
-        self.table, self.schema = table, schema
-        self.values: dict[str, list[Any]] = {name: [] for name in schema.names}
-        self.meta: list[tuple[str, dt.datetime, str, int | None, int]] = []
+    def __init__(self, table: str, schema: pa.Schema, step: str) -> None:
+        self.table, self.names = table, schema.names
+        self.flags = [pa.types.is_boolean(f.type) for f in schema]  # TINYINT(1) holds 0/1
+        self.builder = EventBuilder(schema, step=step, table=table)
 
     def add(self, row: dict[str, Any], op: str, ts, position: str, txid, seq: int) -> None:
-        for name, values in self.values.items():
-            values.append(row.get(name))
-        self.meta.append((op, ts, position, txid, seq))
+        values = [row.get(name) for name in self.names]
+        values = [bool(v) if flag and v is not None else v for v, flag in zip(values, self.flags)]
+        self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq)
 
     def __len__(self) -> int:
-        return len(self.meta)
+        return len(self.builder)
 
-    def batch(self, step: str) -> pa.RecordBatch:
-        """Return the collected rows as one batch (and start over)."""
-        ops, stamps, positions, txids, seqs = (list(c) for c in zip(*self.meta))
-        n = len(ops)
-        arrays = [_to_arrow(tuple(self.values[f.name]), f.type) for f in self.schema]
-        arrays += [
-            pa.array(ops, pa.string()),
-            pa.array([op == "d" for op in ops], pa.bool_()),
-            pa.array(stamps, CHANGE_FIELDS[2].type),
-            pa.array([step] * n, pa.string()),
-            pa.array(positions, pa.string()),
-            pa.array([self.table] * n, pa.string()),
-            pa.array(txids, pa.int64()),
-            pa.array(seqs, pa.int64()),
-        ]
-        self.values = {name: [] for name in self.schema.names}
-        self.meta = []
-        names = [*self.schema.names, *(f.name for f in CHANGE_FIELDS)]
-        return with_origin(pa.RecordBatch.from_arrays(arrays, names=names), self.table, None)
+    def batch(self) -> pa.RecordBatch:
+        """Return the collected events as one batch (and start over)."""
+        built = self.builder.build()
+        assert built is not None
+        return with_origin(built, self.table, None)
 
 
 class _ReadChangesFn(beam.DoFn):
@@ -200,16 +185,20 @@ class _ReadChangesFn(beam.DoFn):
     def setup(self) -> None:
         self._rows_read = step_counter(self._step, ROWS_READ)
 
-    def process(self, _: Any) -> Iterator[pa.RecordBatch]:
+    def process(self, _: Any) -> Iterator[Any]:
         try:
             if self._run.start is None:
-                batches = self._snapshot()
+                found = self._snapshot()
             else:
-                batches = self._binlog(self._run.start, self._run.end)
-            for batch in batches:
-                self._rows_read.inc(batch.num_rows)
-                yield batch
-                fault_point("during_read")
+                found = self._binlog(self._run.start, self._run.end)
+            for item in found:
+                if isinstance(item, DeadLetter):
+                    self._rows_read.inc()
+                    yield beam.pvalue.TaggedOutput(ERROR, item)
+                else:
+                    self._rows_read.inc(item.num_rows)
+                    yield item
+                    fault_point("during_read")
         except ConnectorError:
             raise
         except Exception as exc:
@@ -238,16 +227,16 @@ class _ReadChangesFn(beam.DoFn):
             stamp = dt.datetime.now(dt.UTC)
             seq = position.seq(_SNAPSHOT_SEQS)
             for table in self._tables:
-                changes = _Changes(table, self._schemas[table])
+                changes = _Events(table, self._schemas[table], self._step)
                 with connection.cursor(pymysql.cursors.SSCursor) as cursor:
                     cursor.execute(f"SELECT * FROM {quote_identifier(table, 'mysql')}")
                     names = [d[0] for d in cursor.description]
                     while rows := cursor.fetchmany(self._batch_rows):
                         for row in rows:
                             values = {n: plain(v) for n, v in zip(names, row)}
-                            changes.add(values, "r", stamp, str(position), None, seq)
+                            changes.add(values, READ, stamp, str(position), None, seq)
                             seq += 1
-                        yield changes.batch(self._step)
+                        yield changes.batch()
             connection.rollback()
         finally:
             connection.close()
@@ -256,7 +245,7 @@ class _ReadChangesFn(beam.DoFn):
         with open(self._run.snapshot_file, "w", encoding="utf-8") as out:
             json.dump({"file": position.file, "pos": position.pos}, out)
 
-    def _binlog(self, start: Position, end: Position) -> Iterator[pa.RecordBatch]:
+    def _binlog(self, start: Position, end: Position) -> Iterator[pa.RecordBatch | DeadLetter]:
         """Yield the changes committed in [start, end), whole transactions only."""
         if start.key() >= end.key():
             return
@@ -283,7 +272,7 @@ class _ReadChangesFn(beam.DoFn):
             only_tables=sorted({table for _, table in wanted}),
             enable_logging=False,
         )
-        collected = {t: _Changes(t, self._schemas[t]) for t in self._tables}
+        collected = {t: _Events(t, self._schemas[t], self._step) for t in self._tables}
         pending: list[tuple[str, str, dict[str, Any], int]] = []  # the open transaction
         reached = start
         try:
@@ -296,7 +285,8 @@ class _ReadChangesFn(beam.DoFn):
                 if isinstance(event, XidEvent | QueryEvent):
                     if isinstance(event, QueryEvent):
                         query = event.query.strip()
-                        self._check_query(event.schema, query)
+                        schema = bytes(event.schema).decode("utf-8", "replace")
+                        yield from self._truncated(schema, query, here)
                         if query.upper() != "COMMIT":  # DDL commits itself: nothing pending
                             continue
                     stamp = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
@@ -306,7 +296,7 @@ class _ReadChangesFn(beam.DoFn):
                     pending = []
                     for changes in collected.values():
                         if len(changes) >= self._batch_rows:
-                            yield changes.batch(self._step)
+                            yield changes.batch()
                 else:
                     captured = wanted.get((event.schema, event.table))
                     if captured is not None:
@@ -324,15 +314,19 @@ class _ReadChangesFn(beam.DoFn):
             )
         for changes in collected.values():
             if len(changes):
-                yield changes.batch(self._step)
+                yield changes.batch()
 
-    def _check_query(self, schema: str, query: str) -> None:
+    def _truncated(self, schema: str, query: str, here: Position) -> Iterator[DeadLetter]:
         found = _TRUNCATE.match(query)
-        if found and f"{found.group(1) or schema}.{found.group(2)}" in self._tables:
-            raise ConnectorError(
-                f"`{found.group(1) or schema}.{found.group(2)}` was truncated: the binlog holds "
-                "no row events for it. Reset the state of "
-                f"`{self._step}` (`python -m beam_etl.run state reset`) to take a new snapshot"
+        table = found and f"{found.group(1) or schema}.{found.group(2)}"
+        if table in self._tables:
+            yield DeadLetter(
+                self._step,
+                TRUNCATE,
+                f"Table `{table}` was truncated at `{here}`; the binlog does not say which rows "
+                "that removed: empty the target yourself (or re-snapshot: `state reset`)",
+                source=table,
+                payload={"table": table, "position": str(here)},
             )
 
 
@@ -356,11 +350,11 @@ def _row_changes(event: Any, table: str, here: Position) -> list[tuple[str, str,
             before, after = _plain_row(row["before_values"], columns), row["after_values"]
             after = _plain_row(after, columns)
             if key and any(before.get(k) != after.get(k) for k in key):
-                found += [(table, "d", before, seq), (table, "c", after, seq + 1)]
+                found += [(table, DELETE, before, seq), (table, INSERT, after, seq + 1)]
             else:
-                found.append((table, "u", after, seq + 1))
+                found.append((table, UPDATE, after, seq + 1))
         else:
-            op = "d" if isinstance(event, DeleteRowsEvent) else "c"
+            op = DELETE if isinstance(event, DeleteRowsEvent) else INSERT
             found.append((table, op, _plain_row(row["values"], columns), seq + 1))
     return found
 
@@ -405,13 +399,13 @@ class ReadFromMySqlChanges(beam.PTransform):
     tables: an event carries the columns named in its own binlog metadata; columns the table
     gained since are null in older events, columns it dropped are left out. A primary-key
     change is a `d` of the old key and a `c` of the new one. A `TRUNCATE` of a captured
-    table fails the run (the binlog holds no rows for it): reset the state to re-snapshot.
+    table goes to the dead letters (`truncate`, naming the table and position).
     Needs `binlog_format=ROW`, `binlog_row_image=FULL`, `binlog_row_metadata=FULL` and the
     REPLICATION SLAVE and REPLICATION CLIENT privileges; the state store of
     `python -m beam_etl.run`.
     """
 
-    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT, ERROR)
 
     def __init__(
         self,
@@ -425,7 +419,7 @@ class ReadFromMySqlChanges(beam.PTransform):
         server_id: int | None = None,
         mode: str = "bounded",
         snapshot: bool = True,
-        interval: float = 10.0,
+        interval: str = "5s",
         batch_rows: int = 10_000,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -440,7 +434,7 @@ class ReadFromMySqlChanges(beam.PTransform):
             (default: derived from the step name and tables).
         mode: `bounded` (one run) or `follow` (runs repeated every `interval` seconds).
         snapshot: whether the first run emits the tables' rows (`op = r`).
-        interval: seconds between runs in `follow` mode.
+        interval: pause between runs in `follow` mode (`5s`, `1m`).
         batch_rows: rows per output batch.
         connect_timeout: seconds to wait for a connection.
         """
@@ -458,8 +452,6 @@ class ReadFromMySqlChanges(beam.PTransform):
                 check_identifier(part, "table name")
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {', '.join(MODES)}, not `{mode}`")
-        if not isinstance(interval, int | float) or interval <= 0:
-            raise ValueError(f"`interval` must be a positive number of seconds, not `{interval}`")
         if not isinstance(batch_rows, int) or batch_rows < 1:
             raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
         if server_id is not None and not (isinstance(server_id, int) and 0 < server_id < 2**32):
@@ -469,13 +461,8 @@ class ReadFromMySqlChanges(beam.PTransform):
             connect_timeout, None,
         )  # fmt: skip
         self.server_id = server_id
-        self.mode, self.snapshot, self.interval = mode, snapshot, float(interval)
+        self.mode, self.snapshot, self.interval = mode, snapshot, parse_lag(interval)
         self.batch_rows = batch_rows
-
-    @property
-    def follow_interval(self) -> float | None:
-        """Seconds between runs in `follow` mode; None in `bounded` mode."""
-        return self.interval if self.mode == "follow" else None
 
     def expand(self, pbegin):
         server_id = self.server_id or derived_server_id(self.label, self.config, self.tables)
@@ -491,7 +478,12 @@ class ReadFromMySqlChanges(beam.PTransform):
         read = _ReadChangesFn(
             self.label, self.config, self.tables, schemas, server_id, run, self.batch_rows
         )
-        return pbegin | "Start" >> beam.Create([None]) | "ReadChanges" >> beam.ParDo(read)
+        out = (
+            pbegin
+            | "Start" >> beam.Create([None])
+            | "Capture" >> beam.ParDo(read).with_outputs(ERROR, main=OUTPUT)
+        )
+        return WithErrors(out[OUTPUT], out[ERROR])
 
     def _plan(self, server_id: int) -> tuple[_Run, dict[str, pa.Schema]]:
         """Return what this run reads and the tables' schemas; propose the next position."""
