@@ -179,6 +179,15 @@ def _diff(step: Any, schema: pa.Schema) -> StepLineage:
     return StepLineage({f.name: columns[f.name] for f in out}, indirect, out)
 
 
+def _apply_changes(step: Any, schema: pa.Schema) -> StepLineage:
+    """Each key's net change keeps the latest event's values: columns as they were."""
+    out = step.infer_schema(schema)
+    lineage = _filtered(out, list(step.primary_key), "group_by", "net change per key")
+    if "source_seq" in out.names:
+        lineage.indirect.append((0, "source_seq", "sort", "changes applied in commit order"))
+    return lineage
+
+
 def _user_function(step: Any, schema: pa.Schema) -> StepLineage:
     raise _Unanalysable("its columns come from a user function, which is not analysed")
 
@@ -205,6 +214,7 @@ _SINGLE: Final[dict[str, Callable[[Any, pa.Schema], StepLineage]]] = {
     "Aggregate": _aggregate,
     "ConformToSchema": _conform,
     "DiffSnapshots": _diff,
+    "ApplyChanges": _apply_changes,
     "MapBatches": _user_function,
     "MapRows": _user_function,
 }
