@@ -5,13 +5,13 @@
   `--resume RUN_ID` rebuilds the run from every complete checkpoint whose spec fingerprint
   still matches (see `plan`, `materialise`, `fingerprint`, `store`).
 - `recoverable` / `retry` and the `retry:` key of user-function steps: retries with
-  exponential backoff, then dead letters (`retries_exhausted`) (see `retry`).
+  exponential backoff, then dead letters (`retries_exhausted`) (see `retries`).
 
 Only the retry part is imported eagerly: the user-function transforms use it, and the rest
 of this package sits above them (it wires checkpoints into the spec builder).
 """
 
-from beam_etl.checkpoints.retry import (
+from beam_etl.checkpoints.retries import (
     RETRIES_EXHAUSTED,
     RetriesExhaustedError,
     RetryPolicy,

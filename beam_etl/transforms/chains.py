@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.checkpoints.retry import RetryPolicy, with_retry
+from beam_etl.checkpoints.retries import RetryPolicy, with_retry
 from beam_etl.deadletter import ERROR, OUTPUT
 from beam_etl.errors import BeamEtlError, SpecError
 from beam_etl.transforms._base import BatchResult, BatchStep, _ApplyFn
