@@ -10,12 +10,15 @@ Counts come from the workers (see `beam_etl.observers`): they are estimates whil
 on (a retried bundle counts twice); the run report has the exact ones.
 """
 
+import importlib.util
+import logging
 import os
 import sys
 from typing import Any, Final, TextIO
 
 from beam_etl.observers import Observer, Progress, RunInfo, RunSummary, SourceProgress
 
+_LOG = logging.getLogger(__name__)
 MODES: Final = ("auto", "bar", "log", "off")
 #: Seconds between two log lines (`BEAM_ETL_PROGRESS_SECONDS` overrides it).
 LOG_SECONDS: Final = 3.0
@@ -30,9 +33,11 @@ def display(mode: str = "auto", stream: TextIO | None = None) -> Observer | None
         if "PYTEST_CURRENT_TEST" in os.environ:
             return None
         mode = "bar" if _is_terminal(stream) else "log"
-    if mode == "bar":
+    if mode == "bar" and importlib.util.find_spec("rich") is not None:
         return LiveProgress(stream)
-    if mode == "log":
+    if mode == "bar":  # `rich` is the optional `progress` extra: lines then
+        _LOG.warning("`--progress bar` needs `rich` (pip install beam_etl[progress]); using log")
+    if mode in ("bar", "log"):
         every = float(os.environ.get("BEAM_ETL_PROGRESS_SECONDS") or LOG_SECONDS)
         return LogProgress(stream, every=every)
     return None
@@ -117,6 +122,7 @@ class LiveProgress(Observer):
         self._tasks: dict[str, Any] = {}
 
     def run_started(self, info: RunInfo) -> None:
+        # `rich` is an optional dependency (the `progress` extra), imported when drawing.
         from rich.console import Console, Group
         from rich.live import Live
         from rich.progress import BarColumn, Progress, TextColumn

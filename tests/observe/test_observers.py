@@ -3,7 +3,6 @@ that raises leaves the run alone; one that cannot be imported is one spec error 
 
 import logging
 import os
-import textwrap
 
 import pytest
 
