@@ -213,3 +213,9 @@ def test_the_request_recorder_sees_a_request_leaving_a_page(tmp_path):
     with Chromium(str(tmp_path / "profile")) as browser:
         page = browser.open(leaky.as_uri())
         assert page.requests() == [leaky.as_uri(), "http://127.0.0.1:9/pixel.png"]
+
+
+def test_missing_chromium_fails_naming_the_setup_script(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on it
+    with pytest.raises(pytest.fail.Exception, match=r"scripts/services\.sh up chromium"):
+        Chromium(str(tmp_path / "profile"))
