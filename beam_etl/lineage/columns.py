@@ -116,7 +116,10 @@ def carry(step: str, label: str, inputs: list[Flow], lineage: StepLineage) -> Fl
 
 def source_flow(node: Node, transform: Any) -> Flow:
     """Return a source's flow: every declared (or header-read) column, as itself."""
-    schema = getattr(transform, "schema", None)
+    try:
+        schema = getattr(transform, "schema", None)
+    except (OSError, ValueError, BeamEtlError) as exc:  # a header that cannot be read now
+        return unknown(f"the columns of source `{node.name}` cannot be read: {exc}")
     if not isinstance(schema, pa.Schema):
         return unknown(f"source `{node.name}` declares no columns and its schema is not read")
     schema = pa.schema([f for f in schema if not f.name.startswith(HIDDEN_PREFIX)])

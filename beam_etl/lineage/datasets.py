@@ -57,7 +57,7 @@ def dataset_of(node: Node, transform: Any, pipeline: str) -> Dataset:
 def _absolute(path: str) -> str:
     if "://" in path:  # already a URI (a remote file system): keep it, without any password
         parts = urllib.parse.urlsplit(path)
-        host = parts.hostname or ""
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         return urllib.parse.urlunsplit(parts._replace(netloc=host))
     return os.path.abspath(path)
 

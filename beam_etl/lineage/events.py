@@ -285,8 +285,9 @@ class RunLineage:
             try:
                 client.emit(event)
             except Exception as exc:  # any transport failure: one warning line, run goes on
-                reason = mask_dsn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                self._warn(f"lineage events not sent to {where}: {reason}")
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                redact = getattr(getattr(self.plan, "loaded", None), "redact", str)
+                self._warn(redact(mask_dsn(f"lineage events not sent to {where}: {reason}")))
                 del self._transports[where]  # type: ignore[union-attr]
 
     def _clients(self) -> dict[str, Any]:

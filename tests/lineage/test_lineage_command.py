@@ -132,3 +132,34 @@ def test_database_datasets_are_named_without_their_password(tmp_path, capsys, mo
         f"{tmp_path}/x.db#t",
     )
     assert outputs["lite"]["columns"] == ["id", "v"]
+
+
+UNKNOWN_SOURCE = """\
+name: pgsrc
+sources:
+  - name: src
+    type: ReadFromPostgres
+    config: {table: orders, database: shop, host: db.example, port: 5433}
+steps:
+  - {name: f, type: FilterRows, input: src, config: {where: "a > 1"}}
+sinks:
+  - {name: out, type: WriteToCsv, input: f, config: {path: "${OUTPUT_DIR}/o.csv"}}
+  - {name: dl, type: WriteToDeadLetters, input: f.error, config: {path: "${OUTPUT_DIR}/d.jsonl"}}
+"""
+
+
+def test_a_source_without_known_columns_makes_everything_after_it_unknown(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(UNKNOWN_SOURCE)
+    args = ["lineage", "--pipeline", str(tmp_path / "spec.yaml"), "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"out -> file://{tmp_path}/o.csv",
+        "  columns unknown: source `src` declares no columns and its schema is not read",
+    ]
+    assert main([*args, "--format", "json"]) == 0
+    (source,) = json.loads(capsys.readouterr().out)["datasets"]["inputs"]
+    assert (source["namespace"], source["name"], source["columns"]) == (
+        "postgres://db.example:5433",
+        "shop.public.orders",
+        None,
+    )
