@@ -254,9 +254,15 @@ class _SlotReader:
             op, row = DELETE, change.old or [None] * len(names)
         else:
             op, row = (INSERT if change.kind == "I" else UPDATE), change.new or []
+        if op == UPDATE and change.old is not None and _key_moved(relation, change.old, row):
+            # A new primary key: the old row is gone and a new one exists.
+            self._add(builder, DELETE, change.old, names, change.old, begin)
+            op = INSERT
         if any(value is UNCHANGED for value in row):
             row = self._unchanged(relation, row, change.old if change.old_kind == "O" else None)
-        old = change.old if change.old_kind == "O" else None
+        self._add(builder, op, row, names, change.old if change.old_kind == "O" else None, begin)
+
+    def _add(self, builder, op, row, names, old, begin: Begin) -> None:
         builder.add(
             op,
             _align(row, names, builder.columns.names),
@@ -310,6 +316,10 @@ class _SlotReader:
                     yield batch
 
 
+def _key_moved(relation: Relation, old: list[Any], new: list[Any]) -> bool:
+    return any(c.key and o != n for c, o, n in zip(relation.columns, old, new))
+
+
 def _align(row: list[Any], names: list[str], columns: list[str]) -> list[Any]:
     if names == columns:
         return row
@@ -328,8 +338,12 @@ def table_schema(cursor: Any, table: str) -> pa.Schema:
 
 
 def _qualified(table: str) -> str:
-    check_identifier(table, "tables")
-    return table if "." in table else f"public.{table}"
+    parts = table.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"`tables` entry `{table}` must be `name` or `schema.name`")
+    for part in parts:
+        check_identifier(part, "tables")
+    return table if len(parts) == 2 else f"public.{table}"
 
 
 class ReadFromPostgresChanges(beam.PTransform):
@@ -540,7 +554,7 @@ class ReadFromPostgresChanges(beam.PTransform):
         advance_slot(self.config, slot, position)
 
     def _current_lsn(self) -> str:
-        return self._sql("SELECT pg_current_wal_lsn()::text")[0][0]
+        return self._sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]
 
 
 def advance_slot(config: _db.DbConfig, slot: str, position: str) -> None:
