@@ -201,6 +201,10 @@ def test_failed_run_report_renders_with_its_error(tmp_path, capsys):
         assert nodes[0]["rejected"] == 1  # `x` is no int64
         quality = page.evaluate(TABLE.format(selector="#quality"))
         assert [(r[1], r[7]) for r in quality] == [("unique_order_id", "failed")]
+        written = page.evaluate(
+            "document.querySelector('[data-total=written]').parentElement.textContent"
+        )
+        assert "rows staged, none published" in written
         note = page.evaluate("document.querySelector('#dead-letters').textContent")
         assert "A failed run publishes nothing" in note
         assert page.requests() == [(output / "run_report.html").as_uri()]
