@@ -65,6 +65,7 @@ class Flow:
     indirect: tuple[Origin, ...] = ()
     unknown: str | None = None
     computed: dict[str, str] = field(default_factory=dict)  # columns made of no input column
+    letters: tuple[str, ...] = ()  # for dead letters: the nodes that rejected them
 
 
 def unknown(reason: str) -> Flow:
@@ -152,13 +153,15 @@ def analyse(plan: Any) -> Lineage:
         if node.kind == SOURCE:
             flow = source_flow(node, transform)
             for output in outputs_of(transform, node.kind):
-                flows[(node.name, output)] = flow if output == "output" else _dead_letters(node)
+                flows[(node.name, output)] = (
+                    flow if output == "output" else _dead_letters(node.name)
+                )
             continue
         inputs = [flows[(ref.node, ref.output)] for ref in node.inputs]
         if node.kind == SINK:
             flows[(node.name, "input")] = _merged(node, inputs)
             for output in outputs_of(transform, node.kind):  # rows a database refused
-                flows[(node.name, output)] = _dead_letters(node)
+                flows[(node.name, output)] = _dead_letters(node.name)
             continue
         try:
             produced = step_flows(node, transform, inputs)
@@ -166,18 +169,23 @@ def analyse(plan: Any) -> Lineage:
             reason = f"step `{node.name}` ({node.type}) cannot be analysed: {exc}"
             produced = {output: unknown(reason) for output in outputs_of(transform, node.kind)}
         for output in outputs_of(transform, node.kind):
-            flows[(node.name, output)] = produced.get(output) or _dead_letters(node)
+            flows[(node.name, output)] = produced.get(output) or _dead_letters(node.name)
     return Lineage(flows, datasets, list(plan.ordered))
 
 
-def _dead_letters(node: Node) -> Flow:
-    return unknown(f"dead letters of `{node.name}` (the rejected row is their payload)")
+def _dead_letters(*names: str) -> Flow:
+    named = ", ".join(f"`{name}`" for name in names)
+    return replace(
+        unknown(f"dead letters of {named} (the rejected row is their payload)"), letters=names
+    )
 
 
 def _merged(node: Node, inputs: list[Flow]) -> Flow:
     """A node with several inputs reads them flattened: a column comes from every input."""
     if len(inputs) == 1:
         return inputs[0]
+    if all(flow.letters for flow in inputs):
+        return _dead_letters(*dict.fromkeys(name for flow in inputs for name in flow.letters))
     lost = [flow.unknown for flow in inputs if flow.columns is None]
     if lost:
         return unknown(lost[0] or f"an input of `{node.name}` is unknown")

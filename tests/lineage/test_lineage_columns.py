@@ -111,7 +111,8 @@ def test_example_datasets_and_the_dead_letter_sink(example, tmp_path_factory):
     # dead letters carry the rejected row as their payload: no column lineage is claimed
     assert outputs["rejects"]["columns"] is None
     assert example["unknown"] == {
-        "rejects": "dead letters of `orders` (the rejected row is their payload)"
+        "rejects": "dead letters of `orders`, `countries`, `tidy`, `with_region`, `route` "
+        "(the rejected row is their payload)"
     }
 
 

@@ -53,7 +53,10 @@ def test_without_a_column_every_sink_is_shown(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"revenue_table -> file://{tmp_path}/revenue_by_region.md\n")
     assert "cancelled_orders.vat_rate (double)" in out
-    assert "rejects -> file://" in out and "columns unknown: dead letters of `orders`" in out
+    assert (
+        "rejects -> file://" in out
+        and "columns unknown: dead letters of `orders`, `countries`, `tidy`" in out
+    )
     assert main([*args, "--format", "json"]) == 0
     everything = json.loads(capsys.readouterr().out)
     assert set(everything) == {"datasets", "columns", "indirect", "unknown", "computed"}
@@ -75,8 +78,8 @@ def test_without_a_column_every_sink_is_shown(tmp_path, capsys):
         ),
         (
             "rejects.payload",
-            "error: The columns of `rejects` are not known: dead letters of "
-            "`orders` (the rejected row is their payload)",
+            "error: The columns of `rejects` are not known: dead letters of `orders`, "
+            "`countries`, `tidy`, `with_region`, `route` (the rejected row is their payload)",
         ),
     ],
     ids=["unknown-column", "unknown-node", "unknown-columns"],
