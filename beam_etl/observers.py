@@ -9,7 +9,7 @@ An observer is any object with some of these methods (`Observer` gives no-op def
 - `step_finished(step: StepReport)`: once per node after the run, in graph order, with the
   final counts and active seconds of `beam_etl.report` (Beam has no per-step completion hook);
 - `run_finished(summary: RunSummary)`: once, in success or failure, with status, times,
-  totals and peak memory (launcher and workers).
+  totals and peak memory (the launcher's; each worker's when progress was watched).
 
 Register one from Python with `register(observer)` (every later run in the process calls it),
 pass it to `beam_etl.cli.execute(..., observers=[...])` for one run, or name it in a spec:
@@ -21,6 +21,8 @@ Progress comes from the workers themselves: counters of `beam_etl.metrics` also 
 increments to a per-process tally, which is sent at most every `SEND_SECONDS` as one UDP
 datagram to the launcher (127.0.0.1, address in `BEAM_ETL_PROGRESS`). Tallies are cumulative,
 so a lost datagram loses nothing; a channel that is gone costs a failed `sendto`, never a run.
+The channel is opened only when some observer wants `step_progress` (the progress display
+does; `--progress off` and the history alone do not): workers then send nothing at all.
 """
 
 import contextlib
@@ -115,7 +117,7 @@ class RunSummary:
     rows_rejected: int
     steps: list[Any]  # `beam_etl.report.StepReport`s
     peak_rss_mb: float  # the launcher's
-    worker_peak_rss_mb: dict[int, float]  # pid -> MB, worker processes that reported
+    worker_peak_rss_mb: dict[int, float]  # pid -> MB of workers that reported (see Watch)
     work_dir: str
     report: Any = None  # the `beam_etl.report.RunReport`
 
@@ -421,9 +423,12 @@ class Watch:
         return self._info
 
     def start(self) -> None:
-        """Send `run_started`, open the channel workers report to, start the ticker."""
+        """Send `run_started`; if an observer wants `step_progress`, open the channel workers
+        report to and start the ticker (else workers send nothing at all)."""
         self._clock = time.monotonic()
         self._dispatch("run_started", self._info)
+        if not any(_wants_progress(observer) for observer in self._observers):
+            return
         self._channel = _Channel()
         self._previous_env = os.environ.get(CHANNEL_ENV)
         os.environ[CHANNEL_ENV] = self._channel.address  # workers inherit it
@@ -550,6 +555,12 @@ class Watch:
                         type(exc).__name__,
                         str(exc).splitlines()[0] if str(exc) else "",
                     )
+
+
+def _wants_progress(observer: Any) -> bool:
+    """Whether `observer` does something with `step_progress` (not `Observer`'s no-op)."""
+    method = getattr(observer, "step_progress", None)
+    return callable(method) and getattr(method, "__func__", None) is not Observer.step_progress
 
 
 def _input_bytes(transform: Any) -> int | None:

@@ -290,3 +290,22 @@ def test_the_channel_adds_up_the_tallies_of_every_process(monkeypatch):
         assert channel.totals() == {("orders", "rows_out"): 15}  # another run's datagram
     finally:
         channel.close()
+
+
+def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypatch):
+    monkeypatch.delenv(observers.CHANNEL_ENV, raising=False)
+    plan = load_plan(_spec(tmp_path), run_id="r1", variables={"OUTPUT_DIR": str(tmp_path)})
+
+    class Finished(observers.Observer):
+        def run_finished(self, summary):
+            pass
+
+    quiet = observers.Watch(plan, "r1", str(tmp_path), [Finished()])
+    quiet.start()
+    assert observers.CHANNEL_ENV not in os.environ  # workers send nothing
+    quiet.close()
+    watched = observers.Watch(plan, "r1", str(tmp_path), [Recorder()])
+    watched.start()
+    assert os.environ[observers.CHANNEL_ENV].startswith("127.0.0.1:")
+    watched.close()
+    assert observers.CHANNEL_ENV not in os.environ  # put back as it was

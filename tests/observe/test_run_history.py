@@ -65,7 +65,10 @@ def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("history")
     output = tmp_path / "out"
     good = _spec(tmp_path, "good")
-    codes = [_run(good, output, "run-1"), _run(good, output, "run-2", *TWO_WORKERS)]
+    codes = [
+        _run(good, output, "run-1"),
+        _run(good, output, "run-2", "--progress", "log", *TWO_WORKERS),
+    ]
     os.makedirs(output / "taken.csv")  # a folder where the file should go: the run fails
     bad = _spec(tmp_path, "good", target="taken.csv")
     codes.append(_run(bad, output, "run-3"))
@@ -102,7 +105,8 @@ def test_two_worker_runs_record_the_workers_peak_memory(runs):
     output, _, _ = runs
     two = history.load(str(output))[1]
     assert two["run_id"] == "run-2"
-    # the workers that counted rows (this small file is read by one of the two)
+    # the workers that counted rows (this small file is read by one of the two), reported
+    # through the progress channel (open: `--progress log`)
     assert 1 <= len(two["worker_peak_rss_mb"]) <= 2
     assert str(os.getpid()) not in two["worker_peak_rss_mb"]
     assert history.load(str(output))[0]["worker_peak_rss_mb"] == {}  # in-process: the launcher
