@@ -72,7 +72,10 @@ def last_step(batch):
     if os.environ.get("CKPT_KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
     index = batch.schema.get_field_index("name")
-    return batch.set_column(index, "name", pc.utf8_upper(batch.column(index)))
+    batch = batch.set_column(index, "name", pc.utf8_upper(batch.column(index)))
+    if os.environ.get("CKPT_DOUBLE"):  # more rows out than in: the run fails its verdict
+        return pa.Table.from_batches([batch, batch])
+    return batch
 """
 
 
@@ -96,13 +99,16 @@ def case(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _run(case, output: str, *args: str, kill: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def _run(
+    case, output: str, *args: str, kill: bool = False, double: bool = False
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CKPT_KILL", "CKPT_DOUBLE")}
     env["CKPT_READS"] = str(case / f"{output}.reads")
     env["CKPT_LAST"] = str(case / f"{output}.last")
-    env.pop("CKPT_KILL", None)
     if kill:
         env["CKPT_KILL"] = "1"
+    if double:
+        env["CKPT_DOUBLE"] = "1"
     command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(case / "spec.yaml")]
     command += ["--output-dir", str(case / output), "--progress", "off", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -205,3 +211,38 @@ def test_resuming_a_run_without_checkpoints_is_one_usage_line(case):
     last = _run(case, "out", "--resume", "last")
     assert last.returncode == 2
     assert last.stderr.strip().startswith("error: `--resume last`: no run of `")
+
+
+TWO_WORKERS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+
+
+def test_a_failed_run_keeps_its_checkpoints_and_resumes_on_two_worker_processes(case):
+    failed = _run(case, "out", "--run-id", "r4", *TWO_WORKERS, double=True)
+    assert failed.returncode == 1
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: Row counts do not add up: last; nothing was published")
+    assert "; checkpoints kept: resume with --resume r4 (report: " in error
+    assert [run["status"] for run in list_runs(checkpoints_root(str(case / "out")))] == ["failed"]
+
+    resumed = _run(case, "out", "--resume", "r4", *TWO_WORKERS)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run r4: reused checkpoints of `cast`" in resumed.stdout
+    assert sum(_counts(case / "out.reads")) == ROWS  # read by the failed run only
+    expected = [f'{i},{i}.5,"NAME{i}"' for i in range(1, ROWS + 1) if i % 15]
+    result = (case / "out" / "result.csv").read_text().splitlines()
+    assert result[0] == '"id","amount","name"' and sorted(result[1:]) == sorted(expected)
+    assert len(_letters(case / "out" / "letters.jsonl")) == 5
+
+
+def test_steps_after_a_quality_gate_are_not_checkpointed(tmp_path, capsys):
+    from beam_etl.run import main
+
+    output = tmp_path / "demo"
+    assert main(["--output-dir", str(output), "--checkpoint-all", "--progress", "off"]) == 0
+    report = json.loads((output / "run_report.json").read_text())
+    assert report["status"] == "succeeded" and report["conservation_ok"]
+    assert report["warnings"] == [
+        "checkpoint not written for `checks`, `unique_orders`, `enrich`: it or a step before "
+        "it holds a quality gate or incremental state, which a resumed run must not skip"
+    ]
+    assert not os.path.exists(checkpoints_root(str(output)))  # a success removes them
