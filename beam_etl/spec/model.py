@@ -192,9 +192,7 @@ def _parse_node(item: Any, line: int, kind: str, section: str) -> Node:
     checkpoint = item.get("checkpoint", False)
     if not isinstance(checkpoint, bool) or (checkpoint and kind == SINK):
         what = "A sink has no output to checkpoint" if kind == SINK else "must be true or false"
-        raise SpecError(
-            f"`checkpoint`: {what}", step=name, line=item.lines.get("checkpoint", line)
-        )
+        raise SpecError(f"`checkpoint`: {what}", step=name, line=item.lines.get("checkpoint", line))
     return Node(
         name=name,
         kind=kind,
