@@ -21,6 +21,18 @@ from beam_etl.reporting.graph import layout, parse_ref
 FORMATS: Final = ("html", "md")
 _DEAD_LETTER_SINK: Final = "WriteToDeadLetters"
 _REQUIRED: Final = ("run_id", "pipeline", "status", "steps", "elapsed_seconds")
+_OPTIONAL: Final = {
+    "spec": "",
+    "started_at": "",
+    "ended_at": "",
+    "runner": "",
+    "error": None,
+    "conservation_ok": True,
+    "quality": None,
+    "published": [],
+    "already_published": [],
+    "warnings": [],
+}
 _MD_SPECIAL: Final = str.maketrans(
     {"|": "\\|", "\\": "\\\\", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
 )
@@ -126,6 +138,8 @@ def _load(report_path: str) -> dict[str, Any]:
         raise UsageError(
             f"`{report_path}` is not a beam_etl run report (no `{'`, `'.join(missing)}`)"
         )
+    for key, default in _OPTIONAL.items():  # reports written before these keys existed
+        report.setdefault(key, default)
     return report
 
 

@@ -153,3 +153,15 @@ def test_report_renders_without_history(routed, tmp_path):
     assert "no earlier runs recorded" in page
     assert "data-run=" not in page
     assert 'class="node' in page  # the rest renders as before
+
+
+def test_a_minimal_report_without_its_context_still_renders(routed, tmp_path):
+    report = json.loads((routed / "run_report.json").read_text())
+    keep = ("run_id", "pipeline", "status", "steps", "elapsed_seconds")
+    (tmp_path / "old.json").write_text(json.dumps({key: report[key] for key in keep}))
+    page = render(str(tmp_path / "old.json"), "html")
+    assert "No dead-letter samples were gathered for this report." in page
+    assert "The datasets of this run were not recorded." in page
+    assert page.count('<g class="node') == len(report["steps"])
+    markdown = render(str(tmp_path / "old.json"), "md")
+    assert f"| split | step | SplitRows | src | {report['steps'][1]['rows_in']} |" in markdown
