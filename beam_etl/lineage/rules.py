@@ -158,7 +158,9 @@ def _conform(step: Any, schema: pa.Schema) -> StepLineage:
     columns = {}
     for f in out:
         if f.name not in schema.names:
-            columns[f.name] = Change((), "conform", "not in the input: null")
+            default = step.schema.field(f.name).default
+            filled = "null" if default is None else f"its default {default}"
+            columns[f.name] = Change((), "conform", f"not in the input: {filled}")
         elif schema.field(f.name).type.equals(f.type):
             columns[f.name] = Change(((0, f.name),))
         else:

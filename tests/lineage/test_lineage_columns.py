@@ -207,3 +207,45 @@ def test_a_user_function_is_reported_unknown_never_guessed(steps):
         "step `user`: its columns come from a user function, which is not analysed"
     )
     assert not [name for name in found["columns"] if name.startswith("mapped.")]
+
+
+CONFORM_SPEC = """\
+name: conform
+sources:
+  - {name: a, type: ReadFromCsv, config: {path: "${SPEC_DIR}/a.csv"}}
+steps:
+  - name: shaped
+    type: ConformToSchema
+    input: a
+    config:
+      schema:
+        version: 1
+        fields:
+          - {name: id, type: int64}
+          - {name: amount, type: "decimal(10,2)"}
+          - {name: day, type: date, default: "2024-01-01"}
+          - {name: note, type: string}
+sinks:
+  - {name: out, type: WriteToCsv, input: shaped, config: {path: "${OUTPUT_DIR}/out.csv"}}
+  - {name: dl, type: WriteToDeadLetters, inputs: [a.error, shaped.error], config: {path: x.jsonl}}
+"""
+
+
+def test_conform_casts_keeps_and_fills_columns(tmp_path):
+    (tmp_path / "a.csv").write_text("id,amount,extra\n1,2.5,x\n")
+    (tmp_path / "spec.yaml").write_text(CONFORM_SPEC)
+    found = column_lineage(_plan(tmp_path / "spec.yaml", tmp_path))
+    a = f"file://{tmp_path}/a.csv"
+    assert {name: _short(entries) for name, entries in found["columns"].items()} == {
+        "out.id": [(a, "id", ("shaped",), "identity")],
+        "out.amount": [(a, "amount", ("shaped",), "conform")],
+        "out.day": [],
+        "out.note": [],
+        "out.extra": [(a, "extra", ("shaped",), "identity")],  # mode evolve keeps it
+    }
+    (amount,) = found["columns"]["out.amount"]
+    assert amount["description"] == "shaped: conformed to decimal128(10, 2)"
+    assert found["computed"] == {
+        "out.day": "shaped: not in the input: its default 2024-01-01",
+        "out.note": "shaped: not in the input: null",
+    }
