@@ -33,7 +33,7 @@ def fingerprints(ordered: list[Node], transforms: dict[str, Any]) -> dict[str, s
             "config": node.config,
             "inputs": [[str(ref), found[ref.node]] for ref in node.inputs],
             "files": [] if node.inputs else file_identity(getattr(transform, "path", None)),
-            "code": code_identity(getattr(transform, "function", None)),
+            "code": [code_identity(function) for function in _functions(transform)],
         }
         text = json.dumps(identity, sort_keys=True, default=str, ensure_ascii=False)
         found[node.name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -60,6 +60,15 @@ def file_identity(path: Any) -> list[list[Any]]:
         if not matched:
             identity.append([full, None, None])
     return identity
+
+
+def _functions(transform: Any) -> list[Callable]:
+    """Return the user functions a transform applies (a chain's processors' too)."""
+    found = [getattr(transform, "function", None)]
+    for item in getattr(transform, "steps", None) or []:  # a `Chain`: (name, processor)
+        if isinstance(item, tuple) and len(item) == 2:
+            found.append(getattr(item[1], "function", None))
+    return [function for function in found if callable(function)]
 
 
 def code_identity(function: Callable | None) -> str | None:
