@@ -247,7 +247,8 @@ class RunLineage:
     (or, as an observer of the run, `run_started` and `run_finished`).
 
     Emission never fails the run: a transport that fails prints one warning line (once per
-    transport and run) and is not tried again in that run.
+    transport and run) and is not tried again in that run; as an observer, anything else that
+    goes wrong here is one warning line of `beam_etl.observers`.
     """
 
     def __init__(
@@ -255,7 +256,7 @@ class RunLineage:
     ) -> None:
         self.plan, self.run_id = plan, run_id
         self.settings = settings_for(plan.spec, work_dir)
-        self.lineage = analyse(plan) if self.settings.enabled else None
+        self.lineage: Lineage | None = None  # analysed at `start`, inside the observer call
         self._warn = warn
         self._transports: dict[str, Any] | None = None
 
@@ -278,8 +279,10 @@ class RunLineage:
         self._emit("COMPLETE" if report.status == "succeeded" else "FAIL", report)
 
     def _emit(self, event_type: str, report: Any = None) -> None:
-        if self.lineage is None:
+        if not self.settings.enabled:
             return
+        if self.lineage is None:
+            self.lineage = analyse(self.plan)
         event = build_event(event_type, self.plan, self.lineage, self.run_id, self.settings, report)
         for where, client in list(self._clients().items()):
             try:
