@@ -113,6 +113,7 @@ def test_decorated_step_is_a_registered_processor_with_config_keys():
     assert [(a.name, a.required, a.default, a.doc) for a in found] == [
         ("column", True, None, "the column to scale."),
         ("factor", False, 2, "the multiplier."),
+        ("retry", False, None, ""),  # every @batch_step takes a retry policy
     ]
     assert not open_ended
     with pytest.raises(ValueError, match="`ScaleColumn`: got an unexpected keyword argument"):
