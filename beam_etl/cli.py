@@ -272,6 +272,35 @@ def _quality(checks_path: str, report_path: str) -> dict | None:
     return section
 
 
+def _follows(args: argparse.Namespace, plan: Plan) -> bool:
+    modes = [getattr(t, "mode", None) for t in plan.transforms.values()]
+    runs = getattr(args, "follow_runs", None)
+    return bool(getattr(args, "follow", False) or runs or "follow" in modes)
+
+
+def follow(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str], plan) -> int:
+    """Repeat bounded runs (each its own run id) every `interval` of the change sources, until
+    Ctrl-C or `--follow-runs`; a failed run is reported and the next one reads the same changes
+    again (positions are confirmed only after a run published)."""
+    intervals = [getattr(t, "interval", None) for t in plan.transforms.values()]
+    pause = min([i for i in intervals if isinstance(i, int | float)] or [5])
+    once = argparse.Namespace(**{**vars(args), "once": True, "run_id": None})
+    done, runs = 0, getattr(args, "follow_runs", None)
+    try:
+        while runs is None or done < runs:
+            started = time.monotonic()
+            try:
+                run(once, beam_args, variables)
+            except BeamEtlError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+            done += 1
+            if runs is None or done < runs:
+                time.sleep(max(0.0, pause - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        print(f"follow stopped after {done} run(s)", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str]) -> int:
     """Load, validate and (unless --dry-run) run the spec named by `args`; return exit code."""
     from beam_etl.checkpoints.command import checkpoint_plan, resume_run_id
@@ -288,6 +317,8 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     runner = resolve(_pipeline_options(beam_args)[1])  # a typo fails before anything is loaded
     spec_path = args.pipeline or DEMO_SPEC
     plan = load_plan(spec_path, run_id=run_id, variables=names)
+    if not args.dry_run and not getattr(args, "once", False) and _follows(args, plan):
+        return follow(args, beam_args, variables, plan)
     if args.dry_run:
         print(describe(plan))
         print("spec is valid (dry run: nothing was run)")

@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="progress while running: a live view on a terminal (bar), a line every few "
         "seconds (log), none (off); auto: bar on a terminal, else log (default: auto)",
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="repeat the run every `interval` of its change sources (as `mode: follow`)",
+    )
+    parser.add_argument("--follow-runs", type=int, metavar="N", help="with --follow: stop after N")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Beam's logs")
     parser.add_argument("--version", action="version", version=f"beam_etl {__version__}")
     return parser

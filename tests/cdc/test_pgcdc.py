@@ -299,3 +299,12 @@ def test_kill_9_of_the_capture_during_pgbench_loses_and_duplicates_nothing(tmp_p
     finally:
         capture.drop()
         sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_follow_repeats_bounded_runs(shop, capsys):
+    capture, table = shop
+    assert capture.run("--follow", "--follow-runs", "2") == 0
+    assert capsys.readouterr().out.count("succeeded") == 2
+    sql(f"UPDATE {table} SET flag = NOT flag")
+    assert capture.run("--follow", "--follow-runs", "1") == 0
+    assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
