@@ -40,16 +40,21 @@ PART: Final = "__beam_etl_part"
 ROW: Final = "__beam_etl_row"
 CONTENT: Final = "__beam_etl_content"
 NOTE: Final = "__beam_etl_note"
-ACTIONS: Final = ("drop", "reject", "keep")
+ACTIONS: Final = ("drop", "reject", "keep", "pick")
+#: With `pick`, a note starting with this marks a row to reject: `!reason:message`.
+REJECT_NOTE: Final = "!"
 _PARTS: Final = "parts"
 _DONE: Final = "done"
 _ROWS: Final = "row_counts"
 _SUMMARY: Final = "summary"
 _DEFAULT_BASE: Final = "beam_etl_spill"
+_EMPTY: Final = pa.RecordBatch.from_pydict({})
 
-#: `select(keys)` returns the rows to act on, as a table of `PART` (text) and `ROW` (and,
-#: for `reject`, `NOTE`: the dead letter's message), plus summary items for the caller.
-Select = Callable[[pa.Table], tuple[pa.Table, list[Any]]]
+#: `select(keys)` (or `select(keys, bucket)` with `every_bucket`) returns the rows to act on,
+#: as a table of `PART` (text) and `ROW` (and, for `reject`, `NOTE`: the dead letter's message;
+#: for `pick`, `NOTE`: the value of the picked row's `NOTE` column, or `!reason:message` to
+#: reject it), plus summary items for the caller.
+Select = Callable[..., tuple[pa.Table, list[Any]]]
 
 
 def spill_folder(spill_dir: str | None, label: str) -> str:
@@ -77,17 +82,23 @@ def _is_local(path: str) -> bool:
 
 
 def key_batch(
-    batch: pa.RecordBatch, columns: list[str], carry: list[str], part: str, first_row: int
+    batch: pa.RecordBatch,
+    columns: list[str],
+    carry: list[str],
+    part: str,
+    first_row: int,
+    ties: bool = True,
 ) -> pa.RecordBatch:
-    """Return what decides about each row of `batch`, and where the row waits."""
+    """Return what decides about each row of `batch`, and where the row waits (with `ties`,
+    the content hash that orders duplicates without an origin line)."""
     names = batch.schema.names
     wanted = [*columns, *(c for c in carry if c not in columns)]
     wanted += [name for name in (FILE_COLUMN, LINE_COLUMN) if name in names]
     arrays = [batch.column(name) for name in wanted]
-    ties = tie_hash(batch)
-    if ties is not None:
+    content = tie_hash(batch) if ties else None
+    if content is not None:
         wanted.append(CONTENT)
-        arrays.append(ties)
+        arrays.append(content)
     n = batch.num_rows
     wanted += [PART, ROW]
     arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [part]))
@@ -98,11 +109,14 @@ def key_batch(
 class _SpillFn(beam.DoFn):
     """Writes each bundle's batches to spill files; emits keys by bucket, and the files."""
 
-    def __init__(self, folder: str, columns: list[str], carry: list[str], buckets: int):
+    def __init__(
+        self, folder: str, columns: list[str], carry: list[str], buckets: int, ties: bool = True
+    ):
         self._folder = folder
         self._columns = columns
         self._carry = carry
         self._buckets = buckets
+        self._ties = ties
 
     def start_bundle(self) -> None:
         self._file: Any = None
@@ -117,7 +131,7 @@ class _SpillFn(beam.DoFn):
         first = self._rows
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
-        keys = key_batch(batch, self._columns, self._carry, self._path, first)
+        keys = key_batch(batch, self._columns, self._carry, self._path, first, self._ties)
         yield from split_by_key(self._columns, self._buckets, keys)
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -154,13 +168,18 @@ class _SpillFn(beam.DoFn):
 class _SelectFn(beam.DoFn):
     """For one bucket of keys, yields `(spill file, (rows, notes))` of the rows to act on."""
 
-    def __init__(self, select: Select) -> None:
+    def __init__(self, select: Select, with_bucket: bool = False) -> None:
         self._select = select
+        self._with_bucket = with_bucket
 
     def process(self, bucket: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[Any]:
-        keys = concat_batches(bucket[1])
+        # With `every_bucket`, an empty batch (no columns) marks each bucket: skip those.
+        keys = concat_batches(b for b in bucket[1] if b.num_columns)
         yield beam.pvalue.TaggedOutput(_ROWS, keys.num_rows)
-        chosen, summary = self._select(keys)
+        if self._with_bucket:
+            chosen, summary = self._select(keys, bucket[0])
+        else:
+            chosen, summary = self._select(keys)
         for item in summary:
             yield beam.pvalue.TaggedOutput(_SUMMARY, item)
         if not chosen.num_rows:
@@ -218,6 +237,10 @@ class _ReadBackFn(beam.DoFn):
             n = batch.num_rows
             # `rows` is sorted: this batch's chosen rows are one run of it.
             low, high = np.searchsorted(rows, [first, first + n])
+            if self._action == "pick":
+                yield from self._pick(batch, rows[low:high] - first, notes[low:high])
+                first += n
+                continue
             if high > low and self._action != "keep":
                 hit = np.zeros(n, dtype=bool)
                 hit[rows[low:high] - first] = True
@@ -238,6 +261,35 @@ class _ReadBackFn(beam.DoFn):
             if batch.num_rows:
                 yield batch
         yield beam.pvalue.TaggedOutput(_DONE, path)
+
+    def _pick(self, batch: pa.RecordBatch, rows: np.ndarray, notes: list[str]) -> Iterator[Any]:
+        """Yield the picked `rows` of `batch` with their notes as column `NOTE`, and the rows
+        noted `!reason:message` as dead letters; count the rest as dropped."""
+        self._dropped.inc(batch.num_rows - len(rows))
+        if not len(rows):
+            return
+        rejected = [i for i, note in enumerate(notes) if note.startswith(REJECT_NOTE)]
+        if rejected:
+            by_reason: dict[str, list[int]] = {}
+            for i in rejected:
+                by_reason.setdefault(notes[i][1:].partition(":")[0], []).append(i)
+            for reason, picked in by_reason.items():
+                hit = np.zeros(batch.num_rows, dtype=bool)
+                hit[rows[picked]] = True
+                messages = [notes[i][1:].partition(":")[2] for i in picked]  # rows sorted
+                yield from (
+                    beam.pvalue.TaggedOutput(ERROR, letter)
+                    for letter in rejects_from_mask(
+                        batch, pa.array(hit), step=self._step, reason=reason, messages=messages
+                    )
+                )
+            keep = np.ones(len(rows), dtype=bool)
+            keep[rejected] = False
+            rows, notes = rows[keep], [n for n, k in zip(notes, keep) if k]
+            if not len(rows):
+                return
+        picked = batch.take(pa.array(rows))  # sorted: the batch's order
+        yield picked.append_column(NOTE, pa.array(notes, pa.string()))
 
     @staticmethod
     def _open(path: str) -> Any:
@@ -295,6 +347,8 @@ class SpillByKey(beam.PTransform):
         reason: str | None = None,
         gate: Gate | None = None,
         check: Callable[[list[Any]], None] | None = None,
+        every_bucket: bool = False,
+        ties: bool = True,
     ) -> None:
         super().__init__()
         if action not in ACTIONS:
@@ -309,19 +363,31 @@ class SpillByKey(beam.PTransform):
         self._reason = reason
         self._gate = gate
         self._check = check
+        self._every_bucket = every_bucket
+        self._ties = ties
 
     # No return annotation: Beam reads it as the output type hint and warns, on every pipeline,
     # that a NamedTuple of PCollections is not one.
     def expand(self, batches):
-        spill = _SpillFn(self._folder, self._columns, self._carry, self._buckets)
+        spill = _SpillFn(self._folder, self._columns, self._carry, self._buckets, self._ties)
         spilled = batches | "Spill" >> beam.ParDo(spill).with_output_types(
             tuple[int, pa.RecordBatch]
         ).with_outputs(_PARTS, main="keys")
+        keys = spilled.keys
+        if self._every_bucket:  # an empty mark per bucket: `select` runs for every bucket
+            marks = batches.pipeline | "Buckets" >> beam.Create(
+                [(b, _EMPTY) for b in range(self._buckets)]
+            ).with_output_types(tuple[int, pa.RecordBatch])
+            keys = (keys, marks) | "Marks" >> beam.Flatten().with_output_types(
+                tuple[int, pa.RecordBatch]
+            )
         selected = (
-            spilled.keys
+            keys
             | "GroupKeys" >> beam.GroupByKey()
             | "Select"
-            >> beam.ParDo(_SelectFn(self._select)).with_outputs(_SUMMARY, _ROWS, main="rows")
+            >> beam.ParDo(_SelectFn(self._select, self._every_bucket)).with_outputs(
+                _SUMMARY, _ROWS, main="rows"
+            )
         )
         gate = self._gate(selected[_ROWS], selected[_SUMMARY]) if self._gate else None
         waits = [beam.pvalue.AsList(gate)] if gate is not None else []

@@ -33,6 +33,7 @@ from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.state import current_state, promote_folder
 from beam_etl.transforms._buckets import decoded, row_hash, split_by_key
+from beam_etl.transforms._spill import SpillByKey, spill_folder, use_spill
 from beam_etl.transforms.outputs import WithErrors
 
 EVENT_COLUMNS: Final = ("op", "deleted", "source_ts", "source_name", "source_position")
@@ -196,17 +197,120 @@ class _DiffBucketFn(beam.DoFn):
         os.replace(temporary, bucket_file(self._next, bucket))
 
     def _events(self, rows: pa.Table, ops: pa.Array) -> pa.Table:
-        n = rows.num_rows
-        columns = {
-            "op": ops,
-            "deleted": pc.equal(ops, "d"),
-            "source_ts": pa.array([self._started] * n, pa.timestamp("us", tz="UTC")),
-            "source_name": pa.array([self._step] * n, pa.string()),
-            "source_position": pa.array([self._run_id] * n, pa.string()),
+        return _events(rows, ops, self._step, self._run_id, self._started)
+
+
+def with_hash(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return `batch` with its rows' hash (every visible column) as the hidden `_HASH`."""
+    return batch.append_column(_HASH, pa.array(row_hash(batch)))
+
+
+def select_changes(
+    keys: list[str],
+    snapshot: str,
+    next_folder: str,
+    emit_unchanged: bool,
+    table: pa.Table,
+    bucket: int,
+) -> tuple[pa.Table, list[pa.Table]]:
+    """For one bucket of spilled keys (`keys`, `_HASH`, `PART`, `ROW`): write the bucket of
+    the next snapshot, and return the rows to emit (`PART`, `ROW`, `NOTE` = their `op`, or
+    `!reason:message` for a null or repeated key) and the keys that are gone (`d`)."""
+    from beam_etl.transforms._spill import NOTE, PART, REJECT_NOTE, ROW
+
+    previous_path = bucket_file(snapshot, bucket)
+    previous = pq.read_table(previous_path) if os.path.exists(previous_path) else None
+    if not table.num_rows:
+        gone = previous.select(keys) if previous is not None else None
+        return pa.table({PART: [], ROW: [], NOTE: []}), [gone] if gone and gone.num_rows else []
+    table = table.combine_chunks()
+    n = table.num_rows
+    # One code per row: 0 nothing to emit, else an index into `labels`.
+    labels = [
+        "c",
+        "u",
+        "r",
+        f"{REJECT_NOTE}{NULL_KEY}:Key ({', '.join(keys)}) is null",
+        f"{REJECT_NOTE}{DUPLICATE_KEY}:Key ({', '.join(keys)}) repeats; its last row is compared",
+    ]
+    codes = np.zeros(n, dtype=np.int8)
+    null = functools.reduce(pc.or_, [pc.is_null(table.column(k)) for k in keys])
+    null = null.to_numpy(zero_copy_only=False)
+    codes[null] = 4
+    grouped = (
+        table.select(keys)
+        .append_column(_INDEX, pa.array(np.arange(n, dtype=np.int64)))
+        .filter(pa.array(~null))
+        .group_by(keys, use_threads=False)
+        .aggregate([(_INDEX, "max")])
+    )
+    last = np.zeros(n, dtype=bool)
+    last[grouped.column(f"{_INDEX}_max").to_numpy()] = True
+    codes[~last & ~null] = 5
+    current = _plain(table.select([*keys, _HASH]).filter(pa.array(last)))
+    if current.num_rows:
+        os.makedirs(next_folder, exist_ok=True)
+        final = bucket_file(next_folder, bucket)
+        temporary = f"{final}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(current, temporary)
+        os.replace(temporary, final)
+    ops, index, gone = diff_bucket(current, previous, keys)
+    op_codes = np.select(
+        [
+            pc.equal(ops, "c").to_numpy(zero_copy_only=False),
+            pc.equal(ops, "u").to_numpy(zero_copy_only=False),
+        ],
+        [1, 2],
+        3 if emit_unchanged else 0,
+    ).astype(np.int8)
+    codes[np.flatnonzero(last)[index.to_numpy()]] = op_codes
+    picked = np.flatnonzero(codes)
+    notes = pa.DictionaryArray.from_arrays(
+        pa.array(codes[picked] - 1, pa.int8()), pa.array(labels, pa.string())
+    ).cast(pa.string())
+    chosen = pa.table(
+        {
+            PART: table.column(PART).take(pa.array(picked)),
+            ROW: table.column(ROW).take(pa.array(picked)),
+            NOTE: notes,
         }
-        for name, values in columns.items():
-            rows = rows.append_column(name, values)
-        return rows
+    )
+    return chosen, [gone] if gone.num_rows else []
+
+
+def events_from_picked(
+    batch: pa.RecordBatch, step: str, run_id: str, started: datetime
+) -> pa.RecordBatch:
+    """Return the change events of rows the spill picked (their `op` in `NOTE`)."""
+    from beam_etl.transforms._spill import NOTE
+
+    ops = batch.column(NOTE)
+    rows = pa.Table.from_batches([batch.drop_columns([NOTE, _HASH])])
+    rows = _plain(rows)
+    return _events(rows, ops, step, run_id, started).combine_chunks().to_batches()[0]
+
+
+def events_of_gone(
+    gone: pa.Table, step: str, run_id: str, started: datetime, schema: pa.Schema | None
+) -> Iterator[pa.RecordBatch]:
+    """Yield the `d` events of keys that are gone, every other column null."""
+    gone = _with_columns(gone, schema)
+    ops = pa.array(["d"] * gone.num_rows, pa.string())
+    yield from _events(gone, ops, step, run_id, started).to_batches()
+
+
+def _events(rows: pa.Table, ops: pa.Array, step: str, run_id: str, started: datetime) -> pa.Table:
+    n = rows.num_rows
+    columns = {
+        "op": ops,
+        "deleted": pc.equal(ops, "d"),
+        "source_ts": pa.array([started] * n, pa.timestamp("us", tz="UTC")),
+        "source_name": pa.array([step] * n, pa.string()),
+        "source_position": pa.array([run_id] * n, pa.string()),
+    }
+    for name, values in columns.items():
+        rows = rows.append_column(name, values)
+    return rows
 
 
 class _PromoteFn(beam.DoFn):
@@ -241,6 +345,8 @@ class DiffSnapshots(beam.PTransform):
         emit_unchanged: bool = False,
         buckets: int = 32,
         run_id: str | None = None,
+        spill_dir: str | None = None,
+        spill: bool | None = None,
     ) -> None:
         """Args:
         primary_key: the key column(s) that identify a row across runs.
@@ -249,6 +355,10 @@ class DiffSnapshots(beam.PTransform):
         emit_unchanged: also emit unchanged rows, with `op` `r`.
         buckets: hash buckets of the key (more: smaller groups, more files).
         run_id: recorded as `source_position`; the run's id when run by the launcher.
+        spill_dir: folder (local or any Beam file system every worker reaches) where whole
+            rows wait while only keys and row hashes cross the shuffle; by default a
+            temporary folder when the pipeline runs on this machine.
+        spill: force (True) or forbid (False) spill files (without: whole rows are shuffled).
         """
         super().__init__()
         keys = [primary_key] if isinstance(primary_key, str) else list(primary_key)
@@ -265,6 +375,8 @@ class DiffSnapshots(beam.PTransform):
         self.emit_unchanged = emit_unchanged
         self.buckets = buckets
         self.run_id = run_id
+        self.spill_dir = spill_dir
+        self.spill = spill
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
         from beam_etl.transforms.cleaning import check_columns
@@ -302,17 +414,71 @@ class DiffSnapshots(beam.PTransform):
         run_id = self.run_id or (state.run_id if state else uuid.uuid4().hex[:12])
         new = f"{snapshot}.next-{run_id}"
         started = datetime.now(UTC)
+        schema = (
+            batches
+            | "Schemas" >> beam.Map(_schema_of)
+            | "Schema" >> beam.CombineGlobally(_unify).without_defaults()
+        )
+        if use_spill(batches, self.spill_dir, self.spill):
+            output, error = self._by_spill(batches, schema, snapshot, new, run_id, started)
+        else:
+            output, error = self._by_shuffle(batches, schema, snapshot, new, run_id, started)
+        if state is not None:
+            state.promote(new, snapshot)
+            state.propose(self.label, {"snapshot": snapshot, "buckets": self.buckets})
+        else:
+            _ = (
+                output
+                | "Done" >> beam.combiners.Count.Globally()
+                | "Promote" >> beam.ParDo(_PromoteFn(new, snapshot))
+            )
+        return WithErrors(output, error)
+
+    def _by_spill(self, batches, schema, snapshot, new, run_id, started):
+        """Whole rows wait in spill files; only keys and row hashes cross the shuffle."""
+        # `staging`: the CLI removes it after a failed run (a successful one removes it).
+        self.staging = spill_folder(self.spill_dir, self.label)
+        gone: list[Any] = []
+        spilled = (
+            batches
+            | "Hash" >> beam.Map(with_hash)
+            | "BySpill"
+            >> SpillByKey(
+                self.label,
+                self.primary_key,
+                carry=[_HASH],
+                buckets=self.buckets,
+                folder=self.staging,
+                select=functools.partial(
+                    select_changes, self.primary_key, snapshot, new, self.emit_unchanged
+                ),
+                action="pick",
+                gate=lambda _rows, summary: gone.append(summary),
+                every_bucket=True,
+                ties=False,  # the last copy of a repeated key wins, not a content order
+            )
+        )
+        changed = spilled.output | "Events" >> beam.Map(
+            events_from_picked, self.label, run_id, started
+        )
+        deleted = gone[0] | "Deleted" >> beam.FlatMap(
+            events_of_gone,
+            self.label,
+            run_id,
+            started,
+            schema=beam.pvalue.AsSingleton(schema, default_value=None),
+        )
+        output = (changed, deleted) | "AllEvents" >> beam.Flatten()
+        return output, spilled.error
+
+    def _by_shuffle(self, batches, schema, snapshot, new, run_id, started):
+        """Whole rows cross the shuffle (a runner whose workers share no folder)."""
         marks = batches.pipeline | "Buckets" >> beam.Create(
             [(b, _EMPTY) for b in range(self.buckets)]
         ).with_output_types(tuple[int, pa.RecordBatch])
         spread = batches | "Spread" >> beam.FlatMap(
             functools.partial(split_by_key, self.primary_key, self.buckets)
         ).with_output_types(tuple[int, pa.RecordBatch])
-        schema = (
-            batches
-            | "Schemas" >> beam.Map(_schema_of)
-            | "Schema" >> beam.CombineGlobally(_unify).without_defaults()
-        )
         diff = (
             (spread, marks)
             # One coder for both inputs: Arrow IPC for the batches (a pickled slice would
@@ -333,13 +499,4 @@ class DiffSnapshots(beam.PTransform):
                 schema=beam.pvalue.AsSingleton(schema, default_value=None),
             ).with_outputs(ERROR, main=OUTPUT)
         )
-        if state is not None:
-            state.promote(new, snapshot)
-            state.propose(self.label, {"snapshot": snapshot, "buckets": self.buckets})
-        else:
-            _ = (
-                diff[OUTPUT]
-                | "Done" >> beam.combiners.Count.Globally()
-                | "Promote" >> beam.ParDo(_PromoteFn(new, snapshot))
-            )
-        return WithErrors(diff[OUTPUT], diff[ERROR])
+        return diff[OUTPUT], diff[ERROR]

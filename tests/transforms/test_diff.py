@@ -47,9 +47,10 @@ def _plain(batch: pa.RecordBatch) -> list[dict]:
     ]
 
 
-def test_first_run_creates_then_changes_are_c_u_d_and_unchanged_rows_are_dropped(tmp_path):
+@pytest.mark.parametrize("spill", [True, False], ids=["spill", "shuffle"])
+def test_first_run_creates_then_changes_are_c_u_d_and_unchanged_rows_are_dropped(tmp_path, spill):
     first = [{"id": i, "v": f"a{i}"} for i in range(1, 6)]
-    events, letters = _run(tmp_path, first)
+    events, letters = _run(tmp_path, first, spill=spill)
     assert events == [{"id": i, "v": f"a{i}", "op": "c", "deleted": False} for i in range(1, 6)]
     assert letters == []
     second = [
@@ -59,26 +60,28 @@ def test_first_run_creates_then_changes_are_c_u_d_and_unchanged_rows_are_dropped
         {"id": 5, "v": "a5"},
         {"id": 9, "v": "new"},  # c
     ]  # 3 is gone: d
-    events, _ = _run(tmp_path, second)
+    events, _ = _run(tmp_path, second, spill=spill)
     assert events == [
         {"id": 2, "v": "changed", "op": "u", "deleted": False},
         {"id": 3, "v": None, "op": "d", "deleted": True},
         {"id": 9, "v": "new", "op": "c", "deleted": False},
     ]
-    events, _ = _run(tmp_path, second)  # nothing changed since
+    events, _ = _run(tmp_path, second, spill=not spill)  # nothing changed, either way
     assert events == []
 
 
-def test_unchanged_rows_can_be_emitted_as_r(tmp_path):
+@pytest.mark.parametrize("spill", [True, False], ids=["spill", "shuffle"])
+def test_unchanged_rows_can_be_emitted_as_r(tmp_path, spill):
     rows = [{"id": 1, "v": "x"}]
-    _run(tmp_path, rows)
-    events, _ = _run(tmp_path, rows, emit_unchanged=True)
+    _run(tmp_path, rows, spill=spill)
+    events, _ = _run(tmp_path, rows, emit_unchanged=True, spill=spill)
     assert events == [{"id": 1, "v": "x", "op": "r", "deleted": False}]
 
 
-def test_null_and_repeated_keys_are_dead_letters_and_the_last_copy_is_compared(tmp_path):
+@pytest.mark.parametrize("spill", [True, False], ids=["spill", "shuffle"])
+def test_null_and_repeated_keys_are_dead_letters_and_the_last_copy_is_compared(tmp_path, spill):
     rows = [{"id": None, "v": "n"}, {"id": 7, "v": "first"}, {"id": 7, "v": "last"}]
-    events, letters = _run(tmp_path, rows)
+    events, letters = _run(tmp_path, rows, spill=spill)
     assert events == [{"id": 7, "v": "last", "op": "c", "deleted": False}]
     assert sorted(letters, key=str) == [
         ("duplicate_key", {"id": 7, "v": "first"}),
