@@ -201,14 +201,24 @@ def load(reference: str, *, spec_dir: str | None = None, line: int | None = None
         raise SpecError(f"Observer `{reference}` must look like `module:attribute`", line=line)
     try:
         module = _import(module_name, spec_dir)
-        return _adapt(getattr(module, attribute))
-    except AttributeError:
-        message = f"module `{module_name}` has no attribute `{attribute}`"
-    except TypeError as exc:
-        message = str(exc)
     except Exception as exc:  # the user's module fails to import: say so in one line
-        message = f"{type(exc).__name__}: {exc}"
+        message = _first_line(exc)
+    else:
+        if not hasattr(module, attribute):
+            message = f"module `{module_name}` has no attribute `{attribute}`"
+        else:
+            try:
+                return _adapt(getattr(module, attribute))
+            except TypeError as exc:
+                message = str(exc)
+            except Exception as exc:  # the observer class's constructor failed
+                message = _first_line(exc)
     raise SpecError(f"Cannot load observer `{reference}`: {message}", line=line) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _import(module_name: str, spec_dir: str | None):
@@ -353,7 +363,7 @@ class _Channel:
         self.rss_kb: dict[int, int] = {}
 
     def poll(self, timeout: float) -> None:
-        """Take in every datagram that arrives within `timeout` seconds."""
+        """Wait up to `timeout` seconds for datagrams, then take in every one that came."""
         self._socket.settimeout(timeout)
         while True:
             try:
@@ -379,6 +389,11 @@ class _Channel:
                 step, _, what = key.partition("\x1f")
                 found[(step, what)] = found.get((step, what), 0) + value
         return found
+
+    def wake(self) -> None:
+        """Make a `poll` waiting for datagrams return now."""
+        with contextlib.suppress(OSError):
+            self._socket.sendto(b"", self._socket.getsockname())
 
     def close(self) -> None:
         self._socket.close()
@@ -438,20 +453,22 @@ class Watch:
     def close(self) -> None:
         """Stop the ticker, send a last `step_progress` with the counts of every finished
         bundle, and close the channel (workers still sending are ignored)."""
+        if self._thread is None or self._channel is None:
+            return
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-            if self._channel is not None:
-                flush()  # what in-process workers counted since their last datagram
-                self._channel.poll(0.05)
-                self._dispatch("step_progress", self.progress())
-        if self._channel is not None:
-            if self._previous_env is None:
-                os.environ.pop(CHANNEL_ENV, None)
-            else:
-                os.environ[CHANNEL_ENV] = self._previous_env
-            self._channel.close()
+        self._channel.wake()
+        self._thread.join()
+        self._thread = None
+        # Workers' datagrams are in the socket's buffer once their bundles are done (loopback
+        # delivery happens inside `sendto`): a last non-blocking read has every count.
+        flush()  # what in-process workers counted since their last datagram
+        self._channel.poll(0)
+        self._dispatch("step_progress", self.progress())
+        if self._previous_env is None:
+            os.environ.pop(CHANNEL_ENV, None)
+        else:
+            os.environ[CHANNEL_ENV] = self._previous_env
+        self._channel.close()
 
     def finished(self, report: Any) -> RunSummary:
         """Send `step_finished` per step and `run_finished`; return the summary sent."""
@@ -485,7 +502,7 @@ class Watch:
         assert self._channel is not None
         due = time.monotonic() + TICK_SECONDS
         while not self._stop.is_set():
-            self._channel.poll(max(0.0, min(0.1, due - time.monotonic())))
+            self._channel.poll(max(0.0, due - time.monotonic()))  # `close` wakes it
             if time.monotonic() >= due:
                 due = time.monotonic() + TICK_SECONDS
                 self._dispatch("step_progress", self.progress())
@@ -549,11 +566,10 @@ class Watch:
                     self._warned.add((id(observer), event))
                     name = getattr(observer, "name", type(observer).__name__)
                     _LOG.warning(
-                        "observer `%s` failed in %s (the run goes on): %s: %s",
+                        "observer `%s` failed in %s (the run goes on): %s",
                         name,
                         event,
-                        type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "",
+                        _first_line(exc),
                     )
 
 

@@ -309,3 +309,19 @@ def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypat
     assert os.environ[observers.CHANNEL_ENV].startswith("127.0.0.1:")
     watched.close()
     assert observers.CHANNEL_ENV not in os.environ  # put back as it was
+
+
+def test_an_observer_whose_import_or_constructor_fails_is_one_spec_line(tmp_path, capsys):
+    (tmp_path / "obs_broken_import.py").write_text("import no_such_dependency_xyz\n")
+    (tmp_path / "obs_broken_init.py").write_text(
+        "class Hook:\n    def __init__(self):\n        raise RuntimeError('no token\\nmore')\n"
+    )
+    cases = [
+        ("obs_broken_import:hook", "ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+        ("obs_broken_init:Hook", "RuntimeError: no token"),
+    ]
+    for reference, message in cases:
+        spec = _spec(tmp_path, f'observers: ["{reference}"]\n')
+        assert main(["--pipeline", spec, "--output-dir", str(tmp_path / "out")]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line == f"error: Cannot load observer `{reference}`: {message} (line 2)"
