@@ -117,7 +117,7 @@ class EventBuilder:
         self._reset()
 
     def _reset(self) -> None:
-        self._values: list[list[Any]] = [[] for _ in self.columns]
+        self._rows: list[Sequence[Any]] = []
         self._old: list[Any] = []
         self._meta: list[tuple[str, datetime | None, str, int | None, int]] = []
 
@@ -136,30 +136,25 @@ class EventBuilder:
         old: Sequence[Any] | None = None,
     ) -> None:
         """Add one event; `row` holds a value per table column (null where unknown)."""
-        for values, value in zip(self._values, row):
-            values.append(value)
+        self._rows.append(row)
         self._old.append(old)
         self._meta.append((op, ts, position, txid, seq))
 
     def widen(self, columns: pa.Schema) -> None:
         """Take a schema with new columns (a table that gained columns): earlier events get
         nulls there. Built batches keep their schema; the next ones have the wider one."""
-        known = {f.name: i for i, f in enumerate(self.columns)}
-        values = [
-            self._values[known[f.name]] if f.name in known else [None] * len(self._meta)
-            for f in columns
-        ]
+        rows: list[Sequence[Any]] = [_reorder(row, self.columns, columns) for row in self._rows]
         old = [None if o is None else _reorder(o, self.columns, columns) for o in self._old]
         self.columns, self.schema = columns, event_schema(columns, before=self.before)
-        self._values, self._old = values, old
+        self._rows, self._old = rows, old
 
     def build(self) -> pa.RecordBatch | None:
         """Return the events added since the last build as one batch (None when there are none)."""
         if not self._meta:
             return None
-        arrays = [
-            self._array(values, field.type) for values, field in zip(self._values, self.columns)
-        ]
+        # One transposition in C: a list per column.
+        values = zip(*self._rows) if len(self.columns) else iter(())
+        arrays = [self._array(list(v), field.type) for v, field in zip(values, self.columns)]
         ops, ts, positions, txids, seqs = zip(*self._meta)
         ops_array = pa.array(ops, pa.string())
         arrays += [

@@ -53,6 +53,7 @@ class Change(NamedTuple):
     new: list[Any] | None
     old: list[Any] | None
     old_kind: str | None  # K (key columns only) or O (the full old row), None when absent
+    unchanged: bool = False  # some value of `new` is UNCHANGED
 
 
 class Truncate(NamedTuple):
@@ -81,25 +82,28 @@ def _string(data: bytes, at: int) -> tuple[str, int]:
     return data[at:end].decode("utf-8"), end + 1
 
 
-def _tuple(data: bytes, at: int) -> tuple[list[Any], int]:
+def _tuple(data: bytes, at: int) -> tuple[list[Any], int, bool]:
+    """Return the values of a TupleData at `at`, where it ends, and whether one is UNCHANGED."""
     (count,) = _INT16.unpack_from(data, at)
     at += 2
     values: list[Any] = []
+    append, unpack, unchanged = values.append, _INT32.unpack_from, False
     for _ in range(count):
-        kind = data[at : at + 1]
+        kind = data[at]
         at += 1
-        if kind == b"t":
-            (length,) = _INT32.unpack_from(data, at)
+        if kind == 116:  # t
+            length = unpack(data, at)[0]
             at += 4
-            values.append(data[at : at + length].decode("utf-8"))
+            append(data[at : at + length].decode("utf-8"))
             at += length
-        elif kind == b"n":
-            values.append(None)
-        elif kind == b"u":
-            values.append(UNCHANGED)
+        elif kind == 110:  # n
+            append(None)
+        elif kind == 117:  # u
+            append(UNCHANGED)
+            unchanged = True
         else:
-            raise ValueError(f"Unknown pgoutput tuple value kind `{kind!r}`")
-    return values, at
+            raise ValueError(f"Unknown pgoutput tuple value kind `{chr(kind)}`")
+    return values, at, unchanged
 
 
 def decode(data: bytes) -> Any:
@@ -148,9 +152,9 @@ def _change(kind: str, data: bytes) -> Change:
     marker = data[at : at + 1]
     if marker in (b"K", b"O"):
         old_kind = marker.decode()
-        old, at = _tuple(data, at + 1)
+        old, at, _ = _tuple(data, at + 1)
         marker = data[at : at + 1]
-    new = None
+    new, unchanged = None, False
     if marker == b"N":
-        new, at = _tuple(data, at + 1)
-    return Change(kind, relation, new, old, old_kind)
+        new, at, unchanged = _tuple(data, at + 1)
+    return Change(kind, relation, new, old, old_kind, unchanged)

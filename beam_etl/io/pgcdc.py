@@ -180,6 +180,8 @@ class _SlotReader:
         self.plan, self.start, self.end, self.seq = plan, start, end, seq
         self.relations: dict[int, Relation] = {}
         self.builders: dict[int, EventBuilder] = {}
+        self.layouts: dict[int, tuple[list[str], list[str] | None]] = {}
+        self.position = ""
         self.begin: Begin | None = None
         self._lookup: Any = None
 
@@ -218,7 +220,7 @@ class _SlotReader:
             if isinstance(item, Begin):
                 if item.final_lsn >= self.end:  # committed after this run's end: next run
                     return
-                self.begin = item
+                self.begin, self.position = item, lsn_text(item.final_lsn)
             elif isinstance(item, Commit):
                 self.begin = None
                 yield from self._flush(everything=False)
@@ -243,34 +245,41 @@ class _SlotReader:
         elif builder.columns != columns:  # a column added (or dropped, or retyped)
             kept = [f for f in builder.columns if f.name not in columns.names]
             builder.widen(pa.schema([*columns, *kept]))
+        names = [c.name for c in relation.columns]
+        built = self.builders[relation.oid].columns.names
+        self.layouts[relation.oid] = (names, None if names == built else built)
 
     def _change(self, change: Change) -> None:
         begin = self.begin
         assert begin is not None
         relation = self.relations[change.relation]
         builder = self.builders[change.relation]
-        names = [c.name for c in relation.columns]
+        names, built = self.layouts[change.relation]
         if change.kind == "D":
             op, row = DELETE, change.old or [None] * len(names)
         else:
             op, row = (INSERT if change.kind == "I" else UPDATE), change.new or []
         if op == UPDATE and change.old is not None and _key_moved(relation, change.old, row):
             # A new primary key: the old row is gone and a new one exists.
-            self._add(builder, DELETE, change.old, names, change.old, begin)
+            self._add(builder, DELETE, change.old, names, built, change.old, begin)
             op = INSERT
-        if any(value is UNCHANGED for value in row):
+        if change.unchanged:
             row = self._unchanged(relation, row, change.old if change.old_kind == "O" else None)
-        self._add(builder, op, row, names, change.old if change.old_kind == "O" else None, begin)
+        old = change.old if change.old_kind == "O" else None
+        self._add(builder, op, row, names, built, old, begin)
 
-    def _add(self, builder, op, row, names, old, begin: Begin) -> None:
+    def _add(self, builder, op, row, names, built, old, begin: Begin) -> None:
+        if built is not None:  # the builder's columns differ from this relation's
+            row = _align(row, names, built)
+            old = None if old is None else _align(old, names, built)
         builder.add(
             op,
-            _align(row, names, builder.columns.names),
+            row,
             ts=begin.commit_ts,
-            position=lsn_text(begin.final_lsn),
+            position=self.position,
             txid=begin.xid,
             seq=self.seq,
-            old=None if old is None else _align(old, names, builder.columns.names),
+            old=old,
         )
         self.seq += 1
 
@@ -321,8 +330,6 @@ def _key_moved(relation: Relation, old: list[Any], new: list[Any]) -> bool:
 
 
 def _align(row: list[Any], names: list[str], columns: list[str]) -> list[Any]:
-    if names == columns:
-        return row
     index = dict(zip(names, row))
     return [index.get(name) for name in columns]
 
