@@ -2,9 +2,9 @@
 
 `HistoryObserver` appends a record when a run finishes (`<output dir>/.beam_etl/history.sqlite`,
 next to the state store): run id, pipeline name, spec fingerprint, status, start and end,
-seconds, rows read, written and rejected, counts per step and peak memory (the launcher's and,
-when the run's progress was watched, each worker process's that reported). `load` reads it back (the HTML run report's chart);
-`python -m beam_etl.run history` prints it.
+seconds, rows read, written and rejected, counts per step and peak memory (the launcher's
+and, when the run's progress was watched, each worker process's that reported). `load` reads
+it back (the HTML run report's chart); `python -m beam_etl.run history` prints it.
 """
 
 import json
