@@ -136,8 +136,8 @@ class LiveProgress(Observer):
             console=console,
             auto_refresh=False,
         )
-        for name, total in info.source_bytes.items():
-            self._tasks[name] = self._bars.add_task(name, total=total or None, line="waiting")
+        for name in info.source_bytes:  # a bar fills once a source reports bytes read
+            self._tasks[name] = self._bars.add_task(name, total=None, line="waiting")
         self._group = Group
         self._text = Text
         self._live = Live(
@@ -155,7 +155,8 @@ class LiveProgress(Observer):
         for source in progress.sources:
             line = source_line(source).split(" ", 1)[1]
             task = self._tasks[source.name]
-            self._bars.update(task, completed=source.bytes if source.total_bytes else 0, line=line)
+            known = source.total_bytes if source.bytes and source.total_bytes else None
+            self._bars.update(task, total=known, completed=source.bytes, line=line)
         status = self._text(status_line(progress))
         self._live.update(self._group(self._bars, status), refresh=True)
 

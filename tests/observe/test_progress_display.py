@@ -208,3 +208,24 @@ def test_a_log_line_names_rows_bytes_percent_rate_eta_step_and_dead_letters():
         "progress: orders 1,234,567 rows, 48.0 MB/136.0 MB, 35%, 250,000 rows/s, ETA 12 s; "
         "step cast; 7 dead letters; 5 s elapsed, 2 workers",
     ]
+
+
+def test_the_live_view_draws_a_bar_per_source_and_the_status_line():
+    from datetime import UTC, datetime
+
+    from beam_etl.observers import RunInfo
+
+    stream = io.StringIO()
+    live = display_module.LiveProgress(stream)
+    info = RunInfo(
+        "r", "p", "spec.yaml", "f" * 64, datetime.now(UTC), [], {"orders": 100, "db": None}, "."
+    )
+    live.run_started(info)
+    orders = SourceProgress("orders", 5_000, 50, 100, 1_000.0, 50.0, 3.0)
+    db = SourceProgress("db", 7, 0, None, 2.0, None, None)
+    live.step_progress(Progress("r", 1.0, [orders, db], {}, "cast", 2, 1))
+    live.run_finished(None)  # type: ignore[arg-type]
+    text = stream.getvalue()  # not a terminal: rich draws the last view once, at the end
+    assert "orders" in text and "5,000 rows, 0.0 MB/0.0 MB, 50%, 1,000 rows/s, ETA 3 s" in text
+    assert "db" in text and "7 rows, 2 rows/s" in text
+    assert "step cast; 2 dead letters; 1 s elapsed" in text
