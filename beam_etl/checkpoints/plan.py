@@ -174,7 +174,12 @@ class CheckpointPlan:
         return {_key(text)[1]: pcoll for text, pcoll in read.items()}
 
     def _side_outputs(self, name: str) -> list[Key]:
-        """Return the outputs of `name`'s upstream that nodes outside that upstream read."""
+        """Return the outputs of `name`'s upstream that nodes outside that upstream read.
+
+        Not those read by checkpointed steps: their own checkpoints stand in for them (and
+        when one is missing on resume, the upstream is recomputed), so a shared upstream's
+        data is not copied into every branch's checkpoint.
+        """
         by_name = {node.name: node for node in self.ordered}
         upstream: set[str] = set()
         stack = [ref.node for ref in by_name[name].inputs]
@@ -188,7 +193,7 @@ class CheckpointPlan:
             {
                 (ref.node, ref.output)
                 for node in self.ordered
-                if node.name not in closure
+                if node.name not in closure and node.name not in self.wanted
                 for ref in node.inputs
                 if ref.node in upstream
             }

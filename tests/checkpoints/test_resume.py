@@ -246,3 +246,70 @@ def test_steps_after_a_quality_gate_are_not_checkpointed(tmp_path, capsys):
         "it holds a quality gate or incremental state, which a resumed run must not skip"
     ]
     assert not os.path.exists(checkpoints_root(str(output)))  # a success removes them
+
+
+BRANCHES = """
+name: branches
+sources:
+  - name: src
+    type: ReadFromCsv
+    config: {{path: "{data}"}}
+steps:
+  - name: counted
+    type: MapBatches
+    input: src
+    config: {{function: "ckfns:count_reads"}}
+  - name: cast
+    type: CastColumns
+    input: counted
+    checkpoint: true
+    config: {{columns: {{amount: float64}}}}
+  - name: small
+    type: FilterRows
+    input: counted
+    checkpoint: true
+    config: {{where: "id <= 10"}}
+  - name: last
+    type: MapBatches
+    input: cast
+    config: {{function: "ckfns:last_step"}}
+sinks:
+  - name: out
+    type: WriteToCsv
+    input: last
+    config: {{path: "${{OUTPUT_DIR}}/result.csv"}}
+  - name: out_small
+    type: WriteToCsv
+    input: small
+    config: {{path: "${{OUTPUT_DIR}}/small.csv"}}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [src.error, counted.error, cast.error, small.error, last.error]
+    config: {{path: "${{OUTPUT_DIR}}/letters.jsonl"}}
+"""
+
+
+def test_two_checkpoints_sharing_an_upstream_restore_its_dead_letters_once(case):
+    (case / "spec.yaml").write_text(BRANCHES.format(data=case / "in.csv"))
+    failed = _run(case, "out", "--run-id", "r5", double=True)
+    assert failed.returncode == 1, failed.stderr
+    folder = os.path.join(checkpoints_root(str(case / "out")), "r5")
+    for step in ("cast", "small"):  # each holds the source's dead letter
+        marker = json.loads(pathlib.Path(folder, step, MARKER).read_text())
+        assert marker["outputs"]["src.error"]["rows"] == 1
+        assert "counted.output" not in marker["outputs"]  # the other branch checkpoints it
+
+    resumed = _run(case, "out", "--resume", "r5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reused checkpoints of `cast`, `small`; recomputing `last`," in resumed.stdout
+    assert sum(_counts(case / "out.reads")) == ROWS
+    clean = _run(case, "clean")
+    assert clean.returncode == 0, clean.stderr
+    letters = _letters(case / "out" / "letters.jsonl")
+    assert letters == _letters(case / "clean" / "letters.jsonl")
+    assert [r[:2] for r in letters].count(("src", "malformed_csv")) == 1
+    for name in ("result.csv", "small.csv"):
+        result = (case / "out" / name).read_text().splitlines()
+        assert sorted(result) == sorted((case / "clean" / name).read_text().splitlines())
+    report = json.loads((case / "out" / "run_report.json").read_text())
+    assert report["conservation_ok"] and report["status"] == "succeeded"
