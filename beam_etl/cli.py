@@ -315,7 +315,6 @@ def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str
     from beam_etl.runner import resolve
 
     runner = resolve(_pipeline_options(beam_args)[1])  # a typo fails before anything is loaded
-    spec_path = args.pipeline or DEMO_SPEC
     plan = load_plan(spec_path, run_id=run_id, variables=names)
     if not args.dry_run and not getattr(args, "once", False) and _follows(args, plan):
         return follow(args, beam_args, variables, plan)
