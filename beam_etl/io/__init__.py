@@ -19,6 +19,7 @@ _WHERE = {
     "ReadFromJson": "beam_etl.io.jsonio",
     "WriteToJson": "beam_etl.io.jsonio",
     "ReadFromParquet": "beam_etl.io.parquetio",
+    "parquet_history": "beam_etl.io.parquetio",
     "ReadFromPostgres": "beam_etl.io.postgresio",
     "WriteToPostgres": "beam_etl.io.postgresio",
     "ReadFromMySql": "beam_etl.io.mysqlio",
