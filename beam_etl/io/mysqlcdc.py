@@ -53,7 +53,6 @@ _REQUIRED: Final = {
 }
 _PURGED: Final = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone
 _TRUNCATE: Final = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?`?(?:(\w+)`?\.`?)?(\w+)`?", re.I)
-_SNAPSHOT_SEQS: Final = 2**31  # sequence numbers reserved below the snapshot's position
 
 
 class Position(NamedTuple):
@@ -82,12 +81,13 @@ class Position(NamedTuple):
 
 @dataclass(frozen=True)
 class _Run:
-    """What one run reads: a snapshot (its position written to `snapshot_file`) or the binlog
-    from `start` to `end`."""
+    """What one run reads: a snapshot (its position written to `snapshot_file`, and kept in
+    `attempts_file` until a snapshot run succeeds) or the binlog from `start` to `end`."""
 
     start: Position | None  # None: take the snapshot
     end: Position
     snapshot_file: str | None = None
+    attempts_file: str | None = None
 
 
 def show_position(cursor: Any) -> Position:
@@ -215,17 +215,26 @@ class _ReadChangesFn(beam.DoFn):
                 f"{self._config.redact(first_line(exc))}{hint}"
             ) from None
 
-    def _snapshot(self) -> Iterator[pa.RecordBatch]:
+    def _snapshot(self) -> Iterator[pa.RecordBatch | DeadLetter]:
         """Yield every row of every table as `op = r`, read in one transaction whose binlog
-        position is written to the run's snapshot file (the next run starts there)."""
+        position is written to the run's snapshot file (the next run starts there).
+
+        An earlier snapshot run may have published and then died before its position was
+        confirmed: its rows are in the target, and rows deleted since would stay there. So
+        the binlog from the earliest unconfirmed snapshot up to this one is read too; its
+        events sort before the snapshot's rows (`source_seq`), so a key this snapshot has
+        ends as read here, and a key it lacks ends deleted.
+        """
         import pymysql
 
+        assert self._run.snapshot_file is not None and self._run.attempts_file is not None
         connection = connect(self._config)
         try:
             with connection.cursor() as cursor:
                 position = _consistent_snapshot(cursor)
+            earliest = _remember_attempt(self._run.attempts_file, position)
             stamp = dt.datetime.now(dt.UTC)
-            seq = position.seq(_SNAPSHOT_SEQS)
+            seq = position.seq()  # one snapshot, one moment: its rows share the number
             for table in self._tables:
                 changes = _Events(table, self._schemas[table], self._step)
                 with connection.cursor(pymysql.cursors.SSCursor) as cursor:
@@ -235,12 +244,11 @@ class _ReadChangesFn(beam.DoFn):
                         for row in rows:
                             values = {n: plain(v) for n, v in zip(names, row)}
                             changes.add(values, READ, stamp, str(position), None, seq)
-                            seq += 1
                         yield changes.batch()
             connection.rollback()
         finally:
             connection.close()
-        assert self._run.snapshot_file is not None
+        yield from self._binlog(earliest, position)
         os.makedirs(os.path.dirname(self._run.snapshot_file), exist_ok=True)
         with open(self._run.snapshot_file, "w", encoding="utf-8") as out:
             json.dump({"file": position.file, "pos": position.pos}, out)
@@ -361,6 +369,20 @@ def _row_changes(event: Any, table: str, here: Position) -> list[tuple[str, str,
 
 def _plain_row(values: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
     return {name: plain(value, columns.get(name)) for name, value in values.items()}
+
+
+def _remember_attempt(path: str, position: Position) -> Position:
+    """Return the earliest snapshot position recorded in `path` (this one if none), after
+    recording it there before any row of this snapshot can be published."""
+    earliest = position
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as source:
+            earliest = min(Position(**json.load(source)), position, key=Position.key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as out:
+        json.dump(earliest._asdict(), out)
+    os.replace(f"{path}.tmp", path)
+    return earliest
 
 
 def _consistent_snapshot(cursor: Any) -> Position:
@@ -516,15 +538,16 @@ class ReadFromMySqlChanges(beam.PTransform):
             start = Position.parse(before["position"])
         else:
             start = None if self.snapshot else end
-        snapshot_file = None
+        snapshot_file = attempts_file = None
         if start is None:
             scratch = os.path.join(folder, f"snapshot.next-{state.run_id}")
             snapshot_file = os.path.join(scratch, "position.json")
+            attempts_file = os.path.join(folder, "snapshot-attempts.json")
             state.promote(scratch, os.path.join(folder, "snapshot"))
             state.propose(self.label, {"snapshot": "snapshot/position.json", "tables": self.tables})
         else:
             state.propose(self.label, {"position": str(end), "tables": self.tables})
-        return _Run(start, end, snapshot_file), schemas
+        return _Run(start, end, snapshot_file, attempts_file), schemas
 
 
 def _select(table: str) -> str:
