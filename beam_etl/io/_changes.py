@@ -160,7 +160,7 @@ class EventBuilder:
         arrays += [
             ops_array,
             pc.equal(ops_array, DELETE),
-            pa.array(ts, pa.timestamp("us", tz="UTC")),
+            _repeated(ts, pa.timestamp("us", tz="UTC")),
             pa.array([self.step] * len(ops), pa.string()),
             pa.array(positions, pa.string()),
             pa.array([self.table] * len(ops), pa.string()),
@@ -204,6 +204,14 @@ def snapshot_events(
         pa.array(range(first_seq, first_seq + rows), pa.int64()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=event_schema(columns))
+
+
+def _repeated(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """Return `values` (few distinct ones, such as a commit time per transaction) as an array,
+    converting each distinct value once."""
+    distinct: dict[Any, int] = {}
+    indices = [distinct.setdefault(v, len(distinct)) for v in values]
+    return pa.array(list(distinct), type_).take(pa.array(indices, pa.int32()))
 
 
 def _reorder(row: Sequence[Any], was: pa.Schema, now: pa.Schema) -> list[Any]:

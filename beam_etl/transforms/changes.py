@@ -17,6 +17,7 @@ not depend on how batches were split, shuffled or ordered, nor on the number of 
 """
 
 import functools
+import pickle
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
@@ -24,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import BytesCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -146,7 +147,9 @@ def _keyed(keys, buckets, window, batch: pa.RecordBatch) -> Iterator[Any]:
 
 
 _BUFFER: Final = BagStateSpec("buffer", RecordBatchCoder())
-_APPLIED: Final = ReadModifyWriteStateSpec("applied", PickleCoder())
+# Held as pickled bytes: Beam's state cache sizes the objects it holds by walking them, which
+# for a dict of every key costs more than the pickling.
+_APPLIED: Final = ReadModifyWriteStateSpec("applied", BytesCoder())
 _FLUSH: Final = TimerSpec("flush", TimeDomain.WATERMARK)
 _BUFFER_PARAM: Final = beam.DoFn.StateParam(_BUFFER)
 _APPLIED_PARAM: Final = beam.DoFn.StateParam(_APPLIED)
@@ -181,10 +184,11 @@ class _ApplyFn(beam.DoFn):
         if not batches:
             return
         table = concat_batches(batches)
-        applied = applied_state.read() or {}
+        stored = applied_state.read()
+        applied = pickle.loads(stored) if stored else {}
         keys = [k for k in self._keys if k in table.column_names]
         net, late, dropped = net_changes(table, keys, applied, self._lateness)
-        applied_state.write(applied)
+        applied_state.write(pickle.dumps(applied, protocol=pickle.HIGHEST_PROTOCOL))
         self._dropped.inc(dropped)
         for index in late:
             row = table.slice(index, 1).to_pylist()[0]
