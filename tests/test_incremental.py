@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 
 import pytest
 from dbfixtures import pg, unique_table
@@ -32,11 +34,19 @@ sinks:
     input: rows
     config: {{table: {table}, database: test, mode: merge, primary_key: id,
               hard_delete_column: deleted}}
+  - name: history
+    type: WriteToMySql
+    input: rows
+    config: {{table: {table}_h, database: test, mode: scd2, primary_key: id,
+              hard_delete_column: deleted}}
   - name: letters
     type: WriteToDeadLetters
-    inputs: [customers.error, changes.error, target.error]
+    inputs: [customers.error, changes.error, target.error, history.error]
     config: {{path: "{out}/letters.jsonl"}}
 """
+
+
+_AS_OF: dict = {}
 
 
 @pytest.fixture
@@ -53,12 +63,28 @@ def case(tmp_path):
     def target() -> dict[int, tuple[str, str]]:
         return {k: (n, c) for k, n, c in pg(f"SELECT id, name, city FROM {table}")}
 
+    def as_of(at: str) -> dict[int, tuple[str, str]]:
+        """The history table's picture at `at` (UTC text)."""
+        from dbfixtures import my
+
+        rows = my(
+            f"SELECT id, name, city FROM {table}_h WHERE valid_from <= %s "
+            "AND (valid_to IS NULL OR valid_to > %s)",
+            (at, at),
+        )
+        return {k: (n, c) for k, n, c in rows}
+
+    _AS_OF["history"] = as_of
     yield run, target, spec, tmp_path
     pg(f"DROP TABLE IF EXISTS {table}")
+    from dbfixtures import my
+
+    my(f"DROP TABLE IF EXISTS {table}_h")
 
 
 def test_five_runs_of_snapshot_diffs_keep_the_target_equal_to_the_source(case, capsys):
     run, target, _, _ = case
+    pictures = []
     source = {i: (f"name{i}", "Berlin") for i in range(1, 21)}
     for step in range(5):
         if step:
@@ -71,6 +97,11 @@ def test_five_runs_of_snapshot_diffs_keep_the_target_equal_to_the_source(case, c
                 source[key] = (f"new{key}", "Paris")  # inserts
         assert run(source) == 0, capsys.readouterr().err
         assert target() == source
+        time.sleep(0.01)
+        pictures.append((datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), source))
+    # SCD2: the history table answers "what did key K look like after run N" for every run.
+    for at, expected in pictures:
+        assert _AS_OF["history"](at) == expected
     capsys.readouterr()
     assert run(source) == 0  # nothing changed: nothing is written
     report = (case[3] / "out" / "run_report.json").read_text()

@@ -48,7 +48,7 @@ _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 __all__ = ["LEDGER_TABLE", "new_run_id"]  # re-exported for the connectors
 
-MODES: Final = ("append", "replace", "merge", "insert_only")
+MODES: Final = ("append", "replace", "merge", "insert_only", "scd2")
 DRIFT_POLICIES: Final = ("evolve", "freeze", "discard_columns")
 ON_REJECT: Final = ("dead_letter", "fail")
 ROW_COLUMN: Final = "__beam_etl_row"  # staging row number: bisects and dedup ties use it
@@ -567,13 +567,13 @@ def check_write_args(
     keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
     for key in keys:
         check_identifier(key, "primary_key column")
-    if mode in ("merge", "insert_only") and not keys:
+    if mode in ("merge", "insert_only", "scd2") and not keys:
         raise ValueError(f"mode `{mode}` needs `primary_key`")
     for name, column in (("hard_delete_column", hard_delete_column), ("dedup_sort", dedup_sort)):
         if column is not None:
             check_identifier(column, name)
-            if mode != "merge":
-                raise ValueError(f"`{name}` applies to mode `merge` only, not `{mode}`")
+            if mode not in ("merge", "scd2"):
+                raise ValueError(f"`{name}` applies to mode `merge` only (or `scd2`), not `{mode}`")
     return keys
 
 

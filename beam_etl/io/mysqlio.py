@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread
+from beam_etl.io import _db, _dbread, _scd2
 from beam_etl.io._sql import quote_identifier
 from beam_etl.transforms.outputs import WithErrors
 
@@ -431,7 +431,8 @@ class _MyLoad:
             fields = [f for f in fields if f.name not in discard]
             load = [f for f in load if f.name not in discard]
         names = [f.name for f in load]
-        if self.s["mode"] in ("merge", "insert_only") and set(self.s["keys"]) - set(names):
+        self.fresh = existing is None
+        if self.s["mode"] in ("merge", "insert_only", "scd2") and set(self.s["keys"]) - set(names):
             raise ConnectorError(
                 f"Primary key column(s) {self.s['keys']} are not all in the load for `{self.table}`"
             )
@@ -441,7 +442,7 @@ class _MyLoad:
         if self.s["mode"] == "append" and self.load_data and self._fast_append(parts, load):
             return _db.Published(staged, 0, [])
         source = self._stage(parts, fields)
-        if self.s["mode"] in ("merge", "insert_only"):  # insert_only: the first row per key
+        if self.s["mode"] in ("merge", "insert_only", "scd2"):  # insert_only: the first per key
             source = self._deduplicate(source, first=self.s["mode"] == "insert_only")
         new = None
         if self.s["mode"] == "replace" and existing is not None:
@@ -478,6 +479,9 @@ class _MyLoad:
         columns = [
             f"{_q(f.name)} {_db.sql_type(f.type, 'mysql', key=f.name in keys)}" for f in load
         ]
+        if self.s["mode"] == "scd2":  # every version of a key, told apart by `valid_from`
+            columns += _scd2.extra_columns(_q, "datetime(6)", "boolean")
+            keys = [*keys, _scd2.VALID_FROM]
         if keys:
             columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
         create = "CREATE TEMPORARY TABLE" if temporary else "CREATE TABLE"
@@ -671,7 +675,8 @@ class _MyLoad:
                 f"nothing published: {first}"
             )
         # Rows taken out before the candidates were counted are not among them.
-        written = applied if mode == "insert_only" else candidates - len(self.taken) + before
+        counted = mode in ("insert_only", "scd2")
+        written = applied if counted else candidates - len(self.taken) + before
         if record:
             self._record(written)
         result = _db.Published(written, staged - written - len(rejects), rejects)
@@ -692,6 +697,19 @@ class _MyLoad:
         values = ", ".join(f"s.{_q(n)}" for n in names)
         insert = f"INSERT INTO {dest} ({columns}) SELECT {values} FROM {source} s"
         match = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        if mode == "scd2":
+            return _scd2.statements(
+                _q,
+                dest=dest,
+                source=source,
+                names=names,
+                values=[f"s.{_q(n)}" for n in names],
+                keys=keys,
+                flag=flag,
+                in_range=in_range,
+                at=f"TIMESTAMP '{_scd2.version_time()}'",
+                fresh=self.fresh,
+            )
         if mode not in ("merge", "insert_only"):
             return [f"{insert} WHERE {in_range}"]
         new = f" LEFT JOIN {dest} t ON {match} WHERE t.{_q(keys[0])} IS NULL AND {in_range}"
@@ -967,7 +985,9 @@ class WriteToMySql(beam.PTransform):
     old or the new content), `merge` (the row with the same `primary_key` is updated, else
     the row inserted; the last row per key, or the one with the highest `dedup_sort`, wins;
     `hard_delete_column` true deletes), `insert_only` (keys already present, or repeated
-    within the load, are skipped and counted as dropped: the first row per key is kept).
+    within the load, are skipped and counted as dropped: the first row per key is kept),
+    `scd2` (history: a changed key's current version is closed and a new one inserted, with
+    `valid_from`, `valid_to`, `is_current`, `row_hash`; see `beam_etl.io._scd2`).
     The run is recorded in `_beam_etl_runs`: publishing a recorded run id again changes
     nothing. A lost or killed connection is retried from the start on a new one.
 
@@ -1017,8 +1037,8 @@ class WriteToMySql(beam.PTransform):
     ) -> None:
         """Args:
         table: target table (`name` or `database.name`).
-        mode: `append` (default), `replace`, `merge` or `insert_only`.
-        primary_key: key column(s); needed by `merge` and `insert_only`, and used when
+        mode: `append` (default), `replace`, `merge`, `insert_only` or `scd2`.
+        primary_key: key column(s); needed by `merge`, `insert_only` and `scd2`, and used when
             the table is created.
         hard_delete_column: boolean column; in `merge`, rows where it is true delete their key.
         dedup_sort: in `merge`, the column whose highest value picks the surviving row
@@ -1069,6 +1089,10 @@ class WriteToMySql(beam.PTransform):
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)
+        if self.settings["mode"] == "scd2":
+            batches = batches | "RowHash" >> beam.Map(
+                _scd2.with_row_hash, self.settings["hard_delete"]
+            )
         publish = _MyPublish(self.config, self.table, {**self.settings, "step": self.label})
         written, error = batches | _db.StageAndPublishDb(
             folder, publish, step=self.label, gates=self.gates

@@ -7,6 +7,7 @@ parallel, with column projection and row filters pushed down to pyarrow.
 
 import datetime
 import functools
+import json
 import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,11 +23,14 @@ import pyarrow.parquet as pq
 
 from beam_etl.batches import visible, with_origin
 from beam_etl.errors import ConnectorError, DataError
+from beam_etl.io import _scd2
 from beam_etl.io._files import (
+    SUCCESS_MARKER,
     BundleWriter,
     Part,
     StageAndPublish,
     check_folder_target,
+    discard_folder,
     match_files,
     new_files,
     new_run_id,
@@ -261,6 +265,45 @@ class _PublishParquet:
         return publish_folder(self._path, self._folder, parts, ".parquet", self._run_id)
 
 
+class _PublishParquetHistory:
+    """`mode: scd2`: add this run's version file to the history dataset (see `_scd2`)."""
+
+    def __init__(self, path, folder, run_id, compression, keys, flag) -> None:
+        self._path, self._folder, self._run_id = path, folder, run_id
+        self._compression, self._keys, self._flag = compression, keys, flag
+
+    def prepare(self, parts: list[Part]) -> None:
+        check_folder_target(self._path)
+
+    def __call__(self, parts: list[Part]) -> int:
+        check_folder_target(self._path)
+        schemas = [pq.read_schema(path) for path, _ in parts]
+        schema = unified_schema(schemas, self._path) if schemas else None
+        batches = (
+            conformed
+            for path, _ in parts
+            for batch in pq.ParquetFile(path).iter_batches()
+            for conformed in conform(batch, schema).to_batches()
+        )
+        rows = _scd2.publish_parquet_version(
+            self._path,
+            batches,
+            schema,
+            self._keys,
+            self._flag,
+            self._run_id,
+            "none" if self._compression == "none" else self._compression,
+        )
+        marker = {"run_id": self._run_id, "rows": rows, "mode": "scd2"}
+        os.makedirs(self._path, exist_ok=True)
+        temporary = os.path.join(self._path, f".{SUCCESS_MARKER}.tmp")
+        with open(temporary, "w", encoding="utf-8") as out:
+            json.dump(marker, out)
+        os.replace(temporary, os.path.join(self._path, SUCCESS_MARKER))
+        discard_folder(self._folder)
+        return rows
+
+
 class WriteToParquet(beam.PTransform):
     """Write record batches to a folder of Parquet files (`part-00000.parquet`, ...).
 
@@ -282,6 +325,9 @@ class WriteToParquet(beam.PTransform):
         row_group_size: int | None = None,
         partition_by: list[str] | None = None,
         run_id: str | None = None,
+        mode: str = "replace",
+        primary_key: list[str] | str | None = None,
+        hard_delete_column: str | None = None,
     ) -> None:
         """Args:
         path: the output folder; replaced only if empty or written by beam_etl before.
@@ -289,6 +335,12 @@ class WriteToParquet(beam.PTransform):
         row_group_size: rows per row group (262,144 when not given).
         partition_by: columns whose values name the folders rows go to, outermost first.
         run_id: recorded in the folder's `_SUCCESS` marker; a fresh id when not given.
+        mode: `replace` (default: the folder holds this run's rows) or `scd2` (a history
+            dataset: each run adds one version file with the rows new or changed since the
+            current view and a tombstone per deleted key, stamped `valid_from`; read it with
+            `beam_etl.io.parquet_history(path, at=...)`).
+        primary_key: key column(s); needed by `scd2`.
+        hard_delete_column: in `scd2`, the boolean column whose true rows delete their key.
         """
         super().__init__()
         if compression not in _COMPRESSIONS:
@@ -305,6 +357,16 @@ class WriteToParquet(beam.PTransform):
             raise ValueError(
                 f"`partition_by` must be a list of distinct column names, not `{partition_by}`"
             )
+        if mode not in ("replace", "scd2"):
+            raise ValueError(f"Unknown mode `{mode}`; use one of replace, scd2")
+        keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+        if mode == "scd2" and (not keys or partition_by):
+            raise ValueError("mode `scd2` needs `primary_key` (and takes no `partition_by`)")
+        if hard_delete_column is not None and mode != "scd2":
+            raise ValueError("`hard_delete_column` applies to mode `scd2` only")
+        self.mode = mode
+        self.primary_key = keys
+        self.hard_delete_column = hard_delete_column
         self.path = path
         self.compression = compression
         self.row_group_size = row_group_size
@@ -314,6 +376,22 @@ class WriteToParquet(beam.PTransform):
 
     def expand(self, batches):
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
+        if self.mode == "scd2":
+            hashed = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.hard_delete_column)
+            return hashed | StageAndPublish(
+                _MakeParquetWriter(self.compression, self.row_group_size, None),
+                folder,
+                _PublishParquetHistory(
+                    self.path,
+                    folder,
+                    self.run_id,
+                    self.compression,
+                    self.primary_key,
+                    self.hard_delete_column,
+                ),
+                step=self.label,
+                gates=self.gates,
+            )
         return batches | StageAndPublish(
             _MakeParquetWriter(self.compression, self.row_group_size, self.partition_by),
             folder,
@@ -464,3 +542,10 @@ class ReadFromParquet(LocalSample, beam.PTransform):
             | "Distribute" >> beam.Reshuffle()
             | "ReadRowGroups" >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan))
         )
+
+
+def parquet_history(path: str, at: datetime.datetime | None = None) -> pa.Table | None:
+    """Return the rows of the `scd2` history dataset `path` as they were at `at` (default:
+    now): per key the version valid then, deleted keys left out, with `valid_from`,
+    `valid_to` and `is_current`. None when the folder holds no version yet."""
+    return _scd2.history_view(path, at)

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread
+from beam_etl.io import _db, _dbread, _scd2
 from beam_etl.io._sql import quote_identifier
 from beam_etl.transforms.outputs import WithErrors
 
@@ -623,7 +623,7 @@ class _PgLoad:
             load = [f for f in load if f.name not in discard]
         names = [f.name for f in load]
         missing = [k for k in self.s["keys"] if k not in names]
-        if missing and self.s["mode"] in ("merge", "insert_only"):
+        if missing and self.s["mode"] in ("merge", "insert_only", "scd2"):
             raise ConnectorError(
                 f"Primary key column(s) {missing} are not in the load for `{self.table}`"
             )
@@ -680,6 +680,9 @@ class _PgLoad:
         columns = [
             f"{_q(f.name)} {_db.sql_type(f.type, 'postgres', key=f.name in keys)}" for f in load
         ]
+        if self.s["mode"] == "scd2":  # every version of a key, told apart by `valid_from`
+            columns += _scd2.extra_columns(_q, "timestamp(6)", "boolean")
+            keys = [*keys, _scd2.VALID_FROM]
         if keys:
             columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
         self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)})")
@@ -746,7 +749,7 @@ class _PgLoad:
     def _through_staging(self, parts, fields, names, staged, existed) -> _db.Published:
         mode, keys = self.s["mode"], self.s["keys"]
         source = self._stage(parts, fields)
-        if mode == "merge":
+        if mode in ("merge", "scd2"):
             source = self._deduplicate(source)
         dest = self._new_like() if mode == "replace" and existed else self.target
         types = self._describe(dest)
@@ -766,8 +769,20 @@ class _PgLoad:
             insert += f" ON CONFLICT ({', '.join(_q(k) for k in keys)}) DO NOTHING"
         elif mode == "merge":
             insert, delete = self._merge_sql(insert, in_range, source, names, types)
-
         statements = [sql for sql in (delete, insert) if sql]
+        if mode == "scd2":
+            statements = _scd2.statements(
+                _q,
+                dest=dest,
+                source=source,
+                names=names,
+                values=[_value_sql(n, types[n], checks[n]) for n in names],
+                keys=keys,
+                flag=self.s["hard_delete"],
+                in_range=in_range,
+                at=f"TIMESTAMP '{_scd2.version_time()}'",
+                key_cast=lambda k: f"CAST(s.{_q(k)} AS {types[k].base})",
+            )
 
         def run_range(start: int, end: int) -> int:
             count = 0
@@ -790,7 +805,7 @@ class _PgLoad:
         if mode == "replace" and existed:
             self._swap(dest)
         rejects = self._letters(source, refused)
-        written = applied if mode == "insert_only" else candidates - len(rejects)
+        written = applied if mode in ("insert_only", "scd2") else candidates - len(rejects)
         screened = [
             self.origins.reject(self.s["step"], self.table, keys, row, message)
             for row, message in self.origins.screened
@@ -1090,7 +1105,10 @@ class WriteToPostgres(beam.PTransform):
     swapped in by rename: readers see the old or the new content, never a partial one),
     `merge` (upsert on `primary_key`; the last row per key, or the one with the highest
     `dedup_sort`, wins; `hard_delete_column` true deletes), `insert_only` (keys already
-    present are skipped and counted as dropped). The run is recorded in `_beam_etl_runs`:
+    present are skipped and counted as dropped), `scd2` (history: a changed key's current
+    version is closed and a new one inserted, with `valid_from`, `valid_to`, `is_current`,
+    `row_hash`; `hard_delete_column` true closes it; see `beam_etl.io._scd2`). The run is
+    recorded in `_beam_etl_runs`:
     publishing a recorded run id again changes nothing. A failed run leaves the table as it
     was; a lost connection is retried from the start on a new one.
 
@@ -1137,11 +1155,12 @@ class WriteToPostgres(beam.PTransform):
     ) -> None:
         """Args:
         table: target table (`name` or `schema.name`).
-        mode: `append` (default), `replace`, `merge` or `insert_only`.
-        primary_key: key column(s); needed by `merge` and `insert_only`, and used when
-            the table is created.
-        hard_delete_column: boolean column; in `merge`, rows where it is true delete their key.
-        dedup_sort: in `merge`, the column whose highest value picks the surviving row
+        mode: `append` (default), `replace`, `merge`, `insert_only` or `scd2`.
+        primary_key: key column(s); needed by `merge`, `insert_only` and `scd2`, and used
+            when the table is created.
+        hard_delete_column: boolean column; in `merge`, rows where it is true delete their
+            key (in `scd2`, close its current version).
+        dedup_sort: in `merge` and `scd2`, the column whose highest value picks the surviving row
             when a key repeats within the load (default: the last row staged).
         create_table: create the table from the batches' schema when it does not exist.
         schema_drift: `evolve` (add new columns, nullable), `freeze` (fail, listing the
@@ -1194,6 +1213,10 @@ class WriteToPostgres(beam.PTransform):
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)
+        if self.settings["mode"] == "scd2":
+            batches = batches | "RowHash" >> beam.Map(
+                _scd2.with_row_hash, self.settings["hard_delete"]
+            )
         publish = _PgPublish(self.config, self.table, {**self.settings, "step": self.label})
         written, error = batches | _db.StageAndPublishDb(
             folder, publish, step=self.label, gates=self.gates

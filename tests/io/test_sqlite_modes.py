@@ -1,0 +1,74 @@
+"""WriteToSqlite's keyed modes (`merge`, `insert_only`) on real SQLite files."""
+
+import sqlite3
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing import test_pipeline
+
+from beam_etl.io._files import discard_staging
+from beam_etl.io.sqliteio import WriteToSqlite
+from beam_etl.runner import LocalRunner
+
+
+def _write(path, rows, **options) -> None:
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string()), ("gone", pa.bool_())])
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    sink = WriteToSqlite(str(path), "t", **options)
+    _ = p | beam.Create([pa.RecordBatch.from_pylist(rows, schema=schema)]) | sink
+    try:
+        p.run().wait_until_finish()
+    finally:
+        discard_staging([sink])
+
+
+def _rows(path) -> list[tuple]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+
+
+def test_merge_upserts_by_key_the_last_row_wins_and_the_flag_deletes(tmp_path):
+    db = tmp_path / "m.sqlite"
+    options = {"mode": "merge", "primary_key": "id", "hard_delete_column": "gone"}
+    _write(db, [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}], **options)
+    _write(
+        db,
+        [
+            {"id": 2, "v": "b1"},
+            {"id": 2, "v": "b2"},
+            {"id": 3, "v": "c"},
+            {"id": 1, "v": None, "gone": True},
+        ],
+        **options,
+    )
+    assert _rows(db) == [(2, "b2"), (3, "c")]
+    with sqlite3.connect(db) as connection:
+        columns = [c[1] for c in connection.execute("PRAGMA table_info(t)")]
+        keys = [c[1] for c in connection.execute("PRAGMA table_info(t)") if c[5]]
+    assert columns == ["id", "v"] and keys == ["id"]  # the flag is not stored
+
+
+def test_insert_only_keeps_existing_keys_and_the_first_new_row(tmp_path):
+    db = tmp_path / "i.sqlite"
+    _write(db, [{"id": 1, "v": "a"}], mode="insert_only", primary_key="id")
+    _write(
+        db,
+        [{"id": 1, "v": "new"}, {"id": 2, "v": "first"}, {"id": 2, "v": "second"}],
+        mode="insert_only",
+        primary_key="id",
+    )
+    assert _rows(db) == [(1, "a"), (2, "first")]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "merge"}, "needs `primary_key`"),
+        ({"mode": "append", "hard_delete_column": "gone"}, "applies to mode `merge` only"),
+        ({"mode": "merge", "primary_key": "id; drop"}, "primary_key column"),
+    ],
+)
+def test_keyed_mode_arguments_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        WriteToSqlite("x.sqlite", "t", **options)
