@@ -25,6 +25,7 @@ INVALID_ENCODING: Final = "invalid_encoding"
 CAST_FAILED: Final = "cast_failed"
 FUNCTION_FAILED: Final = "function_failed"
 DB_CONSTRAINT: Final = "db_constraint"
+NULL_CURSOR: Final = "null_cursor"
 
 
 class DeadLetter(NamedTuple):

@@ -284,3 +284,56 @@ sinks:
     out = capsys.readouterr().out
     assert "warning: `drops`: 1 file(s) changed since they were loaded" in out
     assert "a.csv" in out
+
+
+NULL_SPEC = """
+name: nulls_{table}
+sources:
+  - name: orders
+    type: ReadFromPostgres
+    config:
+      table: {table}
+      database: test
+      incremental: {{cursor: updated_at, on_null: reject}}
+sinks:
+  - name: copy
+    type: WriteToParquet
+    input: orders
+    config: {{path: "${{OUTPUT_DIR}}/copy"}}
+  - name: letters
+    type: WriteToDeadLetters
+    input: orders.error
+    config: {{path: "${{OUTPUT_DIR}}/letters.jsonl"}}
+"""
+
+
+def test_on_null_reject_sends_rows_without_a_cursor_to_dead_letters_every_run(tmp_path):
+    import pyarrow.parquet as pq
+
+    table = unique_table("nul")
+    pg(f"CREATE TABLE {table} (id bigint PRIMARY KEY, updated_at timestamptz)")
+    try:
+        pg(f"INSERT INTO {table} VALUES (1, now()), (2, NULL), (3, now())")
+        spec = tmp_path / "nulls.yaml"
+        spec.write_text(NULL_SPEC.format(table=table))
+        out = tmp_path / "out"
+        loaded = []
+        for _ in range(2):  # a row without a cursor is reported again until it has one
+            assert main(["--pipeline", str(spec), "--output-dir", str(out)]) == 0
+            letters = [json.loads(line) for line in (out / "letters.jsonl").open()]
+            assert [(d["reason"], d["payload"]["id"]) for d in letters] == [("null_cursor", 2)]
+            assert letters[0]["source"] == table and "updated_at" in letters[0]["message"]
+            copy = pq.read_table(out / "copy")
+            loaded.append(sorted(copy.column("id").to_pylist()) if copy.num_rows else [])
+        assert loaded == [[1, 3], []]  # the second run: 1 and 3 were loaded by the first
+        report = json.loads((out / "run_report.json").read_text())
+        assert report["status"] == "succeeded"
+    finally:
+        pg(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_on_null_reject_needs_its_error_output_read(tmp_path, capsys):
+    spec = tmp_path / "nulls.yaml"
+    spec.write_text(NULL_SPEC.format(table="t").split("  - name: letters")[0])
+    assert main(["--pipeline", str(spec), "--dry-run"]) == 2
+    assert "orders.error" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from beam_etl.batches import split_compact, with_origin
 from beam_etl.config import first_line
-from beam_etl.deadletter import OUTPUT
+from beam_etl.deadletter import ERROR, NULL_CURSOR, OUTPUT, reject_all
 from beam_etl.errors import ConnectorError
 from beam_etl.io._db import DbConfig, with_retries
 from beam_etl.io._increment import (
@@ -35,6 +35,7 @@ from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.state import current_state
 from beam_etl.transforms._buckets import row_hash  # the shared row hash
+from beam_etl.transforms.outputs import WithErrors
 
 
 class Dialect:
@@ -149,7 +150,11 @@ class ReadRangeFn(beam.DoFn):
                 if self._window is not None:
                     batch = self._window.skip_seen(batch, self._seen, kept)
                 self._rows_read.inc(batch.num_rows)
-                yield with_origin(batch, self._source, None)
+                batch = with_origin(batch, self._source, None)
+                if self._window is not None and self._window.reject_nulls:
+                    batch, letters = self._window.reject_null_cursors(batch, self._step)
+                    yield from (beam.pvalue.TaggedOutput(ERROR, letter) for letter in letters)
+                yield batch
                 fault_point("during_read")
             if self._window is not None and kept:
                 save_hashes(self._window.scratch, np.concatenate(kept))
@@ -167,7 +172,8 @@ class ReadRangeFn(beam.DoFn):
 class ReadFromDatabase(beam.PTransform):
     """The key-range read of a table or query; subclasses set `DIALECT` and `config`."""
 
-    OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    # Per instance: `on_null: reject` adds `error`.
+    OUTPUTS: tuple[str, ...] = (OUTPUT,)
     DIALECT: ClassVar[Dialect]
 
     incremental: CursorIncrement | None = None
@@ -176,6 +182,8 @@ class ReadFromDatabase(beam.PTransform):
         self, config, table, query, column, parts, lower, upper, batch_rows, incremental=None
     ) -> None:
         self.incremental = CursorIncrement.from_config(incremental) if incremental else None
+        if self.incremental is not None and self.incremental.on_null == "reject":
+            self.OUTPUTS = (OUTPUT, ERROR)  # rows with a null cursor leave through `error`
         self.config = config
         self.source, self.query = source_query(table, query, self.DIALECT.name)
         check_read_args(column, parts, batch_rows, lower, upper)
@@ -235,13 +243,16 @@ class ReadFromDatabase(beam.PTransform):
             params=params,
             window=window,
         )
-        return (
+        ranges = (
             pbegin
             | "Start" >> beam.Create([None])
             | "PlanRanges" >> beam.ParDo(plan)
             | "Distribute" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(read)
         )
+        if window is None or not window.reject_nulls:
+            return ranges | "ReadRanges" >> beam.ParDo(read)
+        read_all = ranges | "ReadRanges" >> beam.ParDo(read).with_outputs(ERROR, main=OUTPUT)
+        return WithErrors(read_all[OUTPUT], read_all[ERROR])
 
     def _increment(self) -> tuple[str, list[Any], "Window"]:
         """Return the query limited to this run's cursor window, its parameters and what the
@@ -282,6 +293,7 @@ class ReadFromDatabase(beam.PTransform):
             seen if "cursor" in before else None,
             scratch,
             minus(high, increment.lag),
+            increment.on_null == "reject",
         )
         state.propose(self.label, {"cursor": to_state(high), "lag": increment.lag})
         state.promote(scratch, seen)
@@ -297,6 +309,21 @@ class Window:
     seen: str | None
     scratch: str
     start: Any  # this run's high mark minus the lag: rows from here are re-read next run
+
+    reject_nulls: bool = False  # `on_null: reject`: rows with a null cursor are dead letters
+
+    def reject_null_cursors(self, batch: pa.RecordBatch, step: str) -> tuple[pa.RecordBatch, list]:
+        """Return `batch` without its rows whose cursor is null, and their dead letters."""
+        null = pc.is_null(batch.column(self.cursor))
+        if not pc.any(null).as_py():
+            return batch, []
+        letters = reject_all(
+            batch.filter(null),
+            step=step,
+            reason=NULL_CURSOR,
+            message=f"Cursor column `{self.cursor}` is null (on_null: reject)",
+        )
+        return batch.filter(pc.invert(null)), letters
 
     def skip_seen(self, batch: pa.RecordBatch, seen, kept: list) -> pa.RecordBatch:
         """Return `batch` without the rows the last run loaded; remember this run's window."""

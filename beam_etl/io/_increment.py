@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from beam_etl.io._sql import check_identifier
 
-ON_NULL: Final = ("exclude", "include")
+ON_NULL: Final = ("exclude", "include", "reject")
 _KEYS: Final = {"cursor", "initial", "lag", "end", "on_null"}
 _DURATION: Final = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d)?\s*$")
 _UNITS: Final = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -126,7 +126,7 @@ def window_condition(column: str, low: Any, high: Any, on_null: str) -> tuple[st
         parts.append(f"{column} <= %s")
         params.append(high)
     condition = " AND ".join(parts) or f"{column} IS NOT NULL"
-    if on_null == "include":
+    if on_null in ("include", "reject"):  # rejected rows are read to become dead letters
         condition = f"({condition}) OR {column} IS NULL"
     return condition, params
 

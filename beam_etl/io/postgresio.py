@@ -260,7 +260,7 @@ class ReadFromPostgres(_dbread.ReadFromDatabase):
         batch_rows: rows per output batch.
         incremental: read only what changed since the last successful run:
             `{cursor: updated_at, initial: "2024-01-01", lag: "10m", end: null,
-            on_null: exclude}` (see README, Incremental loads).
+            on_null: exclude | include | reject}` (see README, Incremental loads).
         connect_timeout: seconds to wait for a connection.
         statement_timeout: seconds a statement may run (no limit when not given).
         """
