@@ -483,7 +483,11 @@ class ReadFromMySqlChanges(beam.PTransform):
             connect_timeout, None,
         )  # fmt: skip
         self.server_id = server_id
-        self.mode, self.snapshot, self.interval = mode, snapshot, parse_lag(interval)
+        try:
+            self.interval = parse_lag(interval)
+        except ValueError:
+            raise ValueError(f"`interval` must look like 30s, 5m, 1h, not `{interval}`") from None
+        self.mode, self.snapshot = mode, snapshot
         self.batch_rows = batch_rows
 
     def expand(self, pbegin):

@@ -29,7 +29,7 @@ name: mycdc_{table}
 sources:
   - name: changes
     type: ReadFromMySqlChanges
-    config: {{tables: [{table}], database: test, batch_rows: 200}}
+    config: {{tables: [{table}], database: test, batch_rows: 200{extra}}}
 sinks:
   - name: target
     type: WriteToPostgres
@@ -60,13 +60,13 @@ def case(tmp_path):
     my(f"CREATE TABLE {table} {TABLE}")
     out = tmp_path / "out"
 
-    def spec(on_reject: str = "dead_letter") -> str:
+    def spec(on_reject: str, extra: str) -> str:
         path = tmp_path / f"spec_{on_reject}.yaml"
-        path.write_text(SPEC.format(table=table, on_reject=on_reject))
+        path.write_text(SPEC.format(table=table, on_reject=on_reject, extra=extra))
         return str(path)
 
-    def command(on_reject: str = "dead_letter") -> list[str]:
-        return [*RUN, "--pipeline", spec(on_reject), "--output-dir", str(out)]
+    def command(on_reject: str = "dead_letter", extra: str = "") -> list[str]:
+        return [*RUN, "--pipeline", spec(on_reject, extra), "--output-dir", str(out)]
 
     yield table, command, out
     my(f"DROP TABLE IF EXISTS {table}")
@@ -424,10 +424,51 @@ def test_a_truncated_table_goes_to_the_dead_letters_with_its_position(case):
     assert sorted(target_rows(table)) == [1, 2, 3]  # the target is the user's to empty
 
 
+def test_follow_mode_repeats_bounded_runs_at_its_interval(case, capsys):
+    table, command, _ = case
+    stop = threading.Event()
+
+    def writer():
+        with my_connect(autocommit=True) as connection, connection.cursor() as cursor:
+            for key in range(1, 10_000):
+                if stop.wait(0.05):
+                    break
+                cursor.execute(f"INSERT INTO {table} (id, name) VALUES ({key}, 'f')")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        follow = command(extra=", mode: follow, interval: 1s")
+        assert main([*follow[len(RUN) :], "--follow-runs", "3"]) == 0
+    finally:
+        stop.set()
+        thread.join()
+    assert capsys.readouterr().out.count(" succeeded in ") == 3
+    assert main([*follow[len(RUN) :], "--follow-runs", "1"]) == 0  # catch up
+    assert len(source_rows(table)) > 10
+    assert target_rows(table) == source_rows(table)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (", server_id: 1", "`server_id` 1 is the server's own: choose another (step `changes`)"),
+        (", mode: stream", "`mode` must be one of bounded, follow, not `stream`"),
+        (", interval: soon", "`interval` must look like 30s, 5m, 1h, not `soon`"),
+    ],
+    ids=["server-id-of-the-server", "unknown-mode", "bad-interval"],
+)
+def test_configuration_errors_are_one_line(case, capsys, extra, message):
+    _, command, _ = case
+    assert main(command(extra=extra)[len(RUN) :]) in (1, 2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
 def test_an_unknown_table_is_one_line_naming_the_step(tmp_path):
     table = unique_table("mycdcx")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(table=table, on_reject="fail"))
+    spec.write_text(SPEC.format(table=table, on_reject="fail", extra=""))
     done = subprocess.run(
         [*RUN, "--pipeline", str(spec), "--output-dir", str(tmp_path / "out")],
         capture_output=True,
