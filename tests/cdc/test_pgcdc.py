@@ -2,6 +2,7 @@
 a PostgreSQL merge target and a Parquet change log, bounded runs, the slot confirmed only after
 publish, and kill -9 of the capture during a pgbench mutation run."""
 
+import json
 import os
 import random
 import signal
@@ -22,7 +23,6 @@ from beam_etl.run import main
 CHANGE = "op, source_ts, source_name, source_position, source_table, source_txid, source_seq"
 SPEC = """
 name: {name}
-lineage: {{enabled: false}}
 sources:
   - name: src
     type: ReadFromPostgresChanges
@@ -100,7 +100,7 @@ class Capture:
             return None
         with sqlite3.connect(path) as state:
             row = state.execute("SELECT value FROM state WHERE source = 'src'").fetchone()
-        return None if row is None else lsn_int(row[0].split('"position": "')[1].split('"')[0])
+        return None if row is None else lsn_int(json.loads(row[0])["position"])
 
     def log(self) -> list[dict]:
         return pq.read_table(self.out / "log").to_pylist()
