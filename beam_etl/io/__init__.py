@@ -15,6 +15,7 @@ _WHERE = {
     "WriteToCsv": "beam_etl.io.csvio",
     "WriteToParquet": "beam_etl.io.parquetio",
     "WriteToSqlite": "beam_etl.io.sqliteio",
+    "ReadFromSqlite": "beam_etl.io.sqliteio",
     "WriteToDeadLetters": "beam_etl.deadletter",
     "ReadFromJson": "beam_etl.io.jsonio",
     "WriteToJson": "beam_etl.io.jsonio",

@@ -88,6 +88,8 @@ class DbConfig:
         """Return where this connects to, with any password masked."""
         if self.dsn is not None:
             return self.redact(self.dsn.reveal())
+        if self.dialect == "sqlite":
+            return f"sqlite:{self.database}"
         return f"{self.dialect}://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def redact(self, text: str) -> str:

@@ -57,6 +57,7 @@ _BUILTIN: Final = {
     "ReadFromPostgres": (SOURCE, "beam_etl.io.postgresio:ReadFromPostgres"),
     "WriteToPostgres": (SINK, "beam_etl.io.postgresio:WriteToPostgres"),
     "ReadFromMySql": (SOURCE, "beam_etl.io.mysqlio:ReadFromMySql"),
+    "ReadFromSqlite": (SOURCE, "beam_etl.io.sqliteio:ReadFromSqlite"),
     "WriteToMySql": (SINK, "beam_etl.io.mysqlio:WriteToMySql"),
     "ReadFromPostgresChanges": (SOURCE, "beam_etl.io.pgcdc:ReadFromPostgresChanges"),
     "ReadFromDebeziumJson": (SOURCE, "beam_etl.io.debezium:ReadFromDebeziumJson"),
