@@ -45,7 +45,7 @@ sinks:
   - name: log
     type: WriteToParquet
     input: src
-    config: {{path: "{out}/log"}}
+    config: {{path: "{out}/log/${{RUN_ID}}"}}
   - name: letters
     type: WriteToDeadLetters
     inputs: [src.error, net.error, target.error]
@@ -103,7 +103,20 @@ class Capture:
         return None if row is None else lsn_int(json.loads(row[0])["position"])
 
     def log(self) -> list[dict]:
-        return pq.read_table(self.out / "log").to_pylist()
+        """The change events of the last run that wrote its change log."""
+        runs = sorted((self.out / "log").iterdir(), key=lambda p: p.stat().st_mtime)
+        return pq.read_table(runs[-1]).to_pylist()
+
+    def replayed(self, columns: list[str]) -> list[tuple]:
+        """The table rebuilt from every run's change log, event by event in source_seq order."""
+        events = [e for run in (self.out / "log").iterdir() for e in pq.read_table(run).to_pylist()]
+        table: dict = {}
+        for event in sorted(events, key=lambda e: e["source_seq"]):
+            if event["op"] == "d":
+                table.pop(event["id"], None)
+            else:
+                table[event["id"]] = tuple(event[c] for c in columns)
+        return [table[k] for k in sorted(table)]
 
     def drop(self) -> None:
         sql(
@@ -172,6 +185,9 @@ def test_snapshot_and_changes_reach_the_merge_target_and_the_change_log(shop):
     assert len(set(seqs)) == len(seqs) and min(seqs) >= 60  # continues after the snapshot
     assert {(e["id"], e["op"]) for e in log if e["id"] in (31, 300)} == {(31, "d"), (300, "c")}
 
+    # The append-only change log, replayed, is the source too.
+    assert capture.replayed(COLUMNS.split(", ")) == rows(table, COLUMNS, "id")
+
     sql(f"ALTER TABLE {table} ADD COLUMN extra int")  # a new column widens the events
     sql(f"UPDATE {table} SET extra = id * 2 WHERE id < 10")
     sql(f"TRUNCATE {table}")  # to the dead letters, the target untouched
@@ -230,16 +246,13 @@ def test_a_run_that_fails_confirms_nothing_and_the_next_one_redelivers(shop):
     assert capture.run() == 0
     sql(f"UPDATE {table} SET amount = 0 WHERE id <= 10")
     before = capture.confirmed()
-    log = capture.out / "log"
-    for part in log.iterdir():
-        part.unlink()
-    log.rmdir()
+    log = capture.out / "log" / "broken"
     log.write_text("a file where the change log's folder should be")
-    assert capture.run() == 1
+    assert capture.run("--run-id", "broken") == 1
     assert capture.confirmed() == before
     assert rows(capture.target, "id, amount", "id")[0] == (1, 1.25)
     log.unlink()
-    assert capture.run() == 0
+    assert capture.run("--run-id", "broken") == 0
     assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
     assert {e["id"] for e in capture.log()} == set(range(1, 11))
 
