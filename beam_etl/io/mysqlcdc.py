@@ -151,17 +151,32 @@ def plain(value: Any, column: Any = None) -> Any:
     return value
 
 
+def _kind(data_type: pa.DataType) -> str:
+    if pa.types.is_boolean(data_type):
+        return "bool"
+    return "text" if pa.types.is_string(data_type) else ""
+
+
+def _fit(value: Any, kind: str) -> Any:
+    """Return `value` as its column's Arrow type takes it: TINYINT(1) 0/1 as a boolean, BIT
+    bytes as text of the same code points (what `ReadFromMySql` reads, valid above 0x7f)."""
+    if value is None or not kind:
+        return value
+    if kind == "bool":
+        return bool(value)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 class _Events:
     """The events of one table, collected into batches of the table's columns now."""
 
     def __init__(self, table: str, schema: pa.Schema, step: str) -> None:
         self.table, self.names = table, schema.names
-        self.flags = [pa.types.is_boolean(f.type) for f in schema]  # TINYINT(1) holds 0/1
+        self.kinds = [_kind(f.type) for f in schema]
         self.builder = EventBuilder(schema, step=step, table=table)
 
     def add(self, row: dict[str, Any], op: str, ts, position: str, txid, seq: int) -> None:
-        values = [row.get(name) for name in self.names]
-        values = [bool(v) if flag and v is not None else v for v, flag in zip(values, self.flags)]
+        values = [_fit(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
         self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq)
 
     def __len__(self) -> int:

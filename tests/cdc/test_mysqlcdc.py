@@ -312,7 +312,7 @@ def test_kill_9_of_the_capture_during_mutations_loses_and_duplicates_nothing(cas
 
 TYPES = """(id int PRIMARY KEY, u int unsigned, big bigint unsigned, d decimal(20,6),
  f float, g double, dt datetime(6), ts timestamp(3) NULL, da date, y year, tm time(6),
- j json, b bit(5), e enum('a','b','c'), s set('x','y','z'), bl blob, vb varbinary(8),
+ j json, b bit(8), e enum('a','b','c'), s set('x','y','z'), bl blob, vb varbinary(8),
  t text, v varchar(10), ok bool)"""
 TYPE_ROW = (
     "(%s, 4000000000, 18446744073709551615, 12345678901234.123456, 1.5, 2.25,"
@@ -358,6 +358,9 @@ sinks:
         my(f"UPDATE {table} SET v = 'def' WHERE id = 1")
         my(f"DELETE FROM {table} WHERE id = 2")
         changes = run("changes")
+        my(f"UPDATE {table} SET b = b'10010101' WHERE id = 3")  # not UTF-8 as a byte
+        high = run("high")
+        my(f"UPDATE {table} SET b = b'10101' WHERE id = 3")  # ReadFromMySql cannot read it
         my(f"ALTER TABLE {table} DROP COLUMN tm")  # ReadFromMySql cannot read TIME (timedelta)
         expected = ReadFromMySql(table=table, database="test").sample(None)
     finally:
@@ -382,6 +385,7 @@ sinks:
     ]  # fmt: skip
     assert {n: got[0][n] for n in names} == rows[3] and got[0]["tm"] == "-838:59:58.500000"
     assert {n: got[2][n] for n in names} == rows[1]
+    assert high.select(["id", "op", "b"]).to_pylist() == [{"id": 3, "op": "u", "b": "\x95"}]
     assert len({r["source_txid"] for r in got}) == 4 and all(r["source_txid"] for r in got)
     assert {r["source_table"] for r in got} == {f"test.{table}"}
     assert {r["source_name"] for r in got} == {"changes"}
