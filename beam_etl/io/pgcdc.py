@@ -12,6 +12,7 @@ changes from the last confirmed position up to the position current at their sta
 has published (see `beam_etl.io._changes`).
 """
 
+import gc
 import select
 import time
 from collections.abc import Iterator
@@ -184,6 +185,7 @@ class _SlotReader:
         self.position = ""
         self.begin: Begin | None = None
         self._lookup: Any = None
+        self._collect = True
 
     def read(self) -> Iterator[Any]:
         plan = self.plan
@@ -196,7 +198,16 @@ class _SlotReader:
                 start_lsn=lsn_text(self.start),
                 options={"proto_version": "1", "publication_names": plan.publication},
             )
-            yield from self._loop(cursor)
+            self._collect = gc.isenabled()
+            # The loop makes a few small lists per change and keeps them until a batch is
+            # built: the cyclic collector would walk them again and again (they hold no
+            # cycles). It runs while batches go downstream, and after the loop.
+            gc.disable()
+            try:
+                yield from self._loop(cursor)
+            finally:
+                if self._collect:
+                    gc.enable()
             yield from self._flush(everything=True)
         finally:
             connection.close()
@@ -223,13 +234,15 @@ class _SlotReader:
                 self.begin, self.position = item, lsn_text(item.final_lsn)
             elif isinstance(item, Commit):
                 self.begin = None
-                yield from self._flush(everything=False)
+                yield from self._emit(*self._flush(everything=False))
             elif isinstance(item, Relation):
                 self._relation(item)
             elif isinstance(item, Change):
-                self._change(item)
+                builder = self._change(item)
+                if len(builder) >= self.plan.batch_rows:  # a large transaction: several batches
+                    yield from self._emit(builder.build())
             elif isinstance(item, Truncate):
-                yield from self._truncate(item)
+                yield from self._emit(*self._truncate(item))
 
     def _relation(self, relation: Relation) -> None:
         columns = pa.schema(
@@ -249,7 +262,7 @@ class _SlotReader:
         built = self.builders[relation.oid].columns.names
         self.layouts[relation.oid] = (names, None if names == built else built)
 
-    def _change(self, change: Change) -> None:
+    def _change(self, change: Change) -> EventBuilder:
         begin = self.begin
         assert begin is not None
         relation = self.relations[change.relation]
@@ -267,6 +280,7 @@ class _SlotReader:
             row = self._unchanged(relation, row, change.old if change.old_kind == "O" else None)
         old = change.old if change.old_kind == "O" else None
         self._add(builder, op, row, names, built, old, begin)
+        return builder
 
     def _add(self, builder, op, row, names, built, old, begin: Begin) -> None:
         if built is not None:  # the builder's columns differ from this relation's
@@ -316,6 +330,15 @@ class _SlotReader:
                 source=table,
                 payload={"table": table, "position": lsn_text(begin.final_lsn) if begin else None},
             )
+
+    def _emit(self, *items: Any) -> Iterator[Any]:
+        """Yield `items` with the cyclic garbage collector as it was (the loop runs without)."""
+        if self._collect:
+            gc.enable()
+        try:
+            yield from (item for item in items if item is not None)
+        finally:
+            gc.disable()
 
     def _flush(self, *, everything: bool) -> Iterator[pa.RecordBatch]:
         for builder in self.builders.values():
