@@ -170,14 +170,18 @@ def _fit(value: Any, kind: str) -> Any:
 class _Events:
     """The events of one table, collected into batches of the table's columns now."""
 
-    def __init__(self, table: str, schema: pa.Schema, step: str) -> None:
-        self.table, self.names = table, schema.names
+    def __init__(self, table: str, schema: pa.Schema, step: str, before: bool) -> None:
+        self.table, self.names, self.before = table, schema.names, before
         self.kinds = [_kind(f.type) for f in schema]
-        self.builder = EventBuilder(schema, step=step, table=table)
+        self.builder = EventBuilder(schema, step=step, table=table, before=before)
 
-    def add(self, row: dict[str, Any], op: str, ts, position: str, txid, seq: int) -> None:
-        values = [_fit(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
-        self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq)
+    def add(self, row: dict, op: str, ts, position: str, txid, seq: int, old=None) -> None:
+        values = self._values(row)
+        old = self._values(old) if self.before and old is not None else None
+        self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq, old=old)
+
+    def _values(self, row: dict[str, Any]) -> list[Any]:
+        return [_fit(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
 
     def __len__(self) -> int:
         return len(self.builder)
@@ -192,10 +196,13 @@ class _Events:
 class _ReadChangesFn(beam.DoFn):
     """Reads one run's snapshot or binlog range of the captured tables into change batches."""
 
-    def __init__(self, step, config, tables, schemas, server_id, run: _Run, batch_rows):
+    def __init__(self, step, config, tables, schemas, server_id, run: _Run, batch_rows, before):
         self._step, self._config, self._tables = step, config, tables
         self._schemas, self._server_id, self._run = schemas, server_id, run
-        self._batch_rows = batch_rows
+        self._batch_rows, self._before = batch_rows, before
+
+    def _events(self, table: str) -> "_Events":
+        return _Events(table, self._schemas[table], self._step, self._before)
 
     def setup(self) -> None:
         self._rows_read = step_counter(self._step, ROWS_READ)
@@ -251,7 +258,7 @@ class _ReadChangesFn(beam.DoFn):
             stamp = dt.datetime.now(dt.UTC)
             seq = position.seq()  # one snapshot, one moment: its rows share the number
             for table in self._tables:
-                changes = _Events(table, self._schemas[table], self._step)
+                changes = self._events(table)
                 with connection.cursor(pymysql.cursors.SSCursor) as cursor:
                     cursor.execute(f"SELECT * FROM {quote_identifier(table, 'mysql')}")
                     names = [d[0] for d in cursor.description]
@@ -295,8 +302,8 @@ class _ReadChangesFn(beam.DoFn):
             only_tables=sorted({table for _, table in wanted}),
             enable_logging=False,
         )
-        collected = {t: _Events(t, self._schemas[t], self._step) for t in self._tables}
-        pending: list[tuple[str, str, dict[str, Any], int]] = []  # the open transaction
+        collected = {t: self._events(t) for t in self._tables}
+        pending: list[tuple[str, str, dict, int, dict | None]] = []  # the open transaction
         reached = start
         try:
             for event in stream:
@@ -314,8 +321,8 @@ class _ReadChangesFn(beam.DoFn):
                             continue
                     stamp = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
                     txid = getattr(event, "xid", None)
-                    for table, op, row, seq in pending:
-                        collected[table].add(row, op, stamp, str(here), txid, seq)
+                    for table, op, row, seq, old in pending:
+                        collected[table].add(row, op, stamp, str(here), txid, seq, old)
                     pending = []
                     for changes in collected.values():
                         if len(changes) >= self._batch_rows:
@@ -353,8 +360,8 @@ class _ReadChangesFn(beam.DoFn):
             )
 
 
-def _row_changes(event: Any, table: str, here: Position) -> list[tuple[str, str, dict, int]]:
-    """Return (table, op, row, seq) for every row of a row event.
+def _row_changes(event: Any, table: str, here: Position) -> list[tuple]:
+    """Return (table, op, row, seq, old row or None) for every row of a row event.
 
     Two sequence numbers per row, counted back from the event's end: an event holds more
     than two bytes per row, so numbers never reach the previous event's. An update that
@@ -373,12 +380,18 @@ def _row_changes(event: Any, table: str, here: Position) -> list[tuple[str, str,
             before, after = _plain_row(row["before_values"], columns), row["after_values"]
             after = _plain_row(after, columns)
             if key and any(before.get(k) != after.get(k) for k in key):
-                found += [(table, DELETE, before, seq), (table, INSERT, after, seq + 1)]
+                found += [
+                    (table, DELETE, before, seq, before),
+                    (table, INSERT, after, seq + 1, None),
+                ]
             else:
-                found.append((table, UPDATE, after, seq + 1))
+                found.append((table, UPDATE, after, seq + 1, before))
         else:
-            op = DELETE if isinstance(event, DeleteRowsEvent) else INSERT
-            found.append((table, op, _plain_row(row["values"], columns), seq + 1))
+            values = _plain_row(row["values"], columns)
+            if isinstance(event, DeleteRowsEvent):
+                found.append((table, DELETE, values, seq + 1, values))
+            else:
+                found.append((table, INSERT, values, seq + 1, None))
     return found
 
 
@@ -457,6 +470,7 @@ class ReadFromMySqlChanges(beam.PTransform):
         mode: str = "bounded",
         snapshot: bool = True,
         interval: str = "5s",
+        before: bool = False,
         batch_rows: int = 10_000,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -472,6 +486,7 @@ class ReadFromMySqlChanges(beam.PTransform):
         mode: `bounded` (one run) or `follow` (runs repeated every `interval` seconds).
         snapshot: whether the first run emits the tables' rows (`op = r`).
         interval: pause between runs in `follow` mode (`5s`, `1m`).
+        before: add a `before` struct column with the old row (updates and deletes).
         batch_rows: rows per output batch.
         connect_timeout: seconds to wait for a connection.
         """
@@ -502,7 +517,7 @@ class ReadFromMySqlChanges(beam.PTransform):
             self.interval = parse_lag(interval)
         except ValueError:
             raise ValueError(f"`interval` must look like 30s, 5m, 1h, not `{interval}`") from None
-        self.mode, self.snapshot = mode, snapshot
+        self.mode, self.snapshot, self.before = mode, snapshot, before
         self.batch_rows = batch_rows
 
     def expand(self, pbegin):
@@ -517,8 +532,9 @@ class ReadFromMySqlChanges(beam.PTransform):
         except ConnectorError as exc:
             raise ConnectorError(f"{exc} (step `{self.label}`)") from None
         read = _ReadChangesFn(
-            self.label, self.config, self.tables, schemas, server_id, run, self.batch_rows
-        )
+            self.label, self.config, self.tables, schemas, server_id, run, self.batch_rows,
+            self.before,
+        )  # fmt: skip
         out = (
             pbegin
             | "Start" >> beam.Create([None])
@@ -534,10 +550,10 @@ class ReadFromMySqlChanges(beam.PTransform):
                 f"`{self.label}` needs the state store of `python -m beam_etl.run` to "
                 "remember the binlog position between runs"
             )
-        before = state.get(self.label) or {}
-        if before and before.get("tables") != self.tables:
+        remembered = state.get(self.label) or {}
+        if remembered and remembered.get("tables") != self.tables:
             raise ConnectorError(
-                f"`{self.label}` captured {before.get('tables')} until now, not {self.tables}: "
+                f"`{self.label}` captured {remembered.get('tables')} until now, not {self.tables}: "
                 "reset its state (`python -m beam_etl.run state reset`) to start over"
             )
         folder = state.store.data_folder(state.pipeline, self.label)
@@ -549,12 +565,12 @@ class ReadFromMySqlChanges(beam.PTransform):
             schemas = {t: _MySql().describe(connection, _select(t), t) for t in self.tables}
         finally:
             connection.close()
-        if "snapshot" in before:  # the position the first run's snapshot saw
-            with open(os.path.join(folder, before["snapshot"]), encoding="utf-8") as source:
+        if "snapshot" in remembered:  # the position the first run's snapshot saw
+            with open(os.path.join(folder, remembered["snapshot"]), encoding="utf-8") as source:
                 found = json.load(source)
             start: Position | None = Position(found["file"], found["pos"])
-        elif "position" in before:
-            start = Position.parse(before["position"])
+        elif "position" in remembered:
+            start = Position.parse(remembered["position"])
         else:
             start = None if self.snapshot else end
         snapshot_file = attempts_file = None

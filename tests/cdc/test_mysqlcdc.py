@@ -398,6 +398,53 @@ sinks:
     assert all(now - dt.timedelta(minutes=5) < r["source_ts"] <= now for r in got)
 
 
+def test_before_adds_the_old_row_of_updates_and_deletes(tmp_path):
+    table = unique_table("mycdcb")
+    my(f"CREATE TABLE {table} (id int PRIMARY KEY, name varchar(10), flag bool)")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+name: mycdc_before_{table}
+sources:
+  - name: changes
+    type: ReadFromMySqlChanges
+    config: {{tables: [{table}], database: test, before: true}}
+sinks:
+  - name: files
+    type: WriteToParquet
+    input: changes
+    config: {{path: "${{OUTPUT_DIR}}/${{PART}}"}}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [changes.error]
+    config: {{path: "${{OUTPUT_DIR}}/letters.jsonl"}}
+""")
+    out = tmp_path / "out"
+
+    def run(part: str) -> list[tuple]:
+        code = main(["--pipeline", str(spec), "--output-dir", str(out), "--set", f"PART={part}"])
+        assert code == 0
+        events = pq.read_table(out / part).sort_by("source_seq").to_pylist()
+        return [(e["op"], e["id"], e["before"]) for e in events]
+
+    try:
+        my(f"INSERT INTO {table} VALUES (1, 'a', 1)")
+        assert run("snapshot") == [("r", 1, None)]
+        my(f"INSERT INTO {table} VALUES (2, 'b', 0)")
+        my(f"UPDATE {table} SET name = 'c', flag = 0 WHERE id = 1")
+        my(f"UPDATE {table} SET id = 3 WHERE id = 2")
+        my(f"DELETE FROM {table} WHERE id = 1")
+        old_1, old_2 = {"id": 1, "name": "a", "flag": True}, {"id": 2, "name": "b", "flag": False}
+        assert run("changes") == [
+            ("c", 2, None),
+            ("u", 1, old_1),
+            ("d", 2, old_2),
+            ("c", 3, None),
+            ("d", 1, {"id": 1, "name": "c", "flag": False}),
+        ]
+    finally:
+        my(f"DROP TABLE IF EXISTS {table}")
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [
