@@ -13,8 +13,11 @@ has published (see `beam_etl.io._changes`).
 """
 
 import gc
+import os
 import select
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
@@ -109,11 +113,26 @@ class _Plan:
 class _CaptureFn(beam.DoFn):
     """Read the snapshot (first run) and the slot's changes of one run, on one worker."""
 
-    def __init__(self, plan: _Plan) -> None:
-        self._plan = plan
+    def __init__(self, plan: _Plan, spill: str | None) -> None:
+        self._plan, self._spill = plan, spill
 
     def setup(self) -> None:
         self._read = step_counter(self._plan.step, ROWS_READ)
+        self._parts = 0
+
+    def _out(self, batch: pa.RecordBatch) -> Any:
+        """Return `batch`, or where it was written (runners keep a stage's output in memory:
+        one element that reads a whole run would hold all of it)."""
+        if self._spill is None:
+            return batch
+        self._parts += 1
+        path = FileSystems.join(self._spill, f"part-{self._parts:06d}.arrow")
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        with FileSystems.create(path) as out:
+            out.write(sink.getvalue().to_pybytes())
+        return path
 
     def process(self, _: Any) -> Iterator[Any]:
         plan = self._plan
@@ -131,14 +150,14 @@ class _CaptureFn(beam.DoFn):
                     )
                     seq += batch.num_rows
                     self._read.inc(batch.num_rows)
-                    yield batch
+                    yield self._out(batch)
             start, end = lsn_int(plan.window.start), lsn_int(plan.window.end)
             if end > start:
                 reader = _SlotReader(plan, start, end, seq)
                 for item in reader.read():
                     self._read.inc(item.num_rows if isinstance(item, pa.RecordBatch) else 1)
                     yield (
-                        item
+                        self._out(item)
                         if isinstance(item, pa.RecordBatch)
                         else beam.pvalue.TaggedOutput(ERROR, item)
                     )
@@ -171,6 +190,14 @@ class _CaptureFn(beam.DoFn):
             connection.commit()
         finally:
             connection.close()
+
+
+def _load(path: str) -> Iterator[pa.RecordBatch]:
+    """Yield the batches a capture wrote to `path`, then remove it."""
+    with FileSystems.open(path) as source:
+        data = source.read()
+    yield from pa.ipc.open_stream(pa.py_buffer(data))
+    FileSystems.delete([path])
 
 
 class _SlotReader:
@@ -464,13 +491,28 @@ class ReadFromPostgresChanges(beam.PTransform):
         self._exporter: Any = None  # the connection whose exported snapshot the run reads
 
     def expand(self, pbegin):
+        from beam_etl.runner import runs_locally
+
         plan = self._plan()
+        spill = None
+        if runs_locally(pbegin.pipeline):  # its workers see this machine's temporary folder
+            # `staging`: the command line removes it after the run, whatever the outcome.
+            spill = self.staging = os.path.join(
+                tempfile.gettempdir(), "beam_etl_cdc", f"{plan.slot}-{uuid.uuid4().hex[:12]}"
+            )
         out = (
             pbegin
             | "Start" >> beam.Create([None])
-            | "Capture" >> beam.ParDo(_CaptureFn(plan)).with_outputs(ERROR, main=OUTPUT)
+            | "Capture" >> beam.ParDo(_CaptureFn(plan, spill)).with_outputs(ERROR, main=OUTPUT)
         )
-        return WithErrors(out[OUTPUT], out[ERROR])
+        output = out[OUTPUT]
+        if spill is not None:
+            output = (
+                output
+                | "Spread" >> beam.Reshuffle()
+                | "Load" >> beam.FlatMap(_load).with_output_types(pa.RecordBatch)
+            )
+        return WithErrors(output, out[ERROR])
 
     def _plan(self) -> _Plan:
         from beam_etl.state import current_state
