@@ -321,3 +321,14 @@ def test_follow_repeats_bounded_runs(shop, capsys):
     sql(f"UPDATE {table} SET flag = NOT flag")
     assert capture.run("--follow", "--follow-runs", "1") == 0
     assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
+
+
+def test_two_worker_processes_give_the_same_target(shop):
+    capture, table = shop
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    assert capture.run(*workers) == 0
+    sql(f"UPDATE {table} SET name = name || '?' WHERE id % 3 = 0")
+    sql(f"DELETE FROM {table} WHERE id % 7 = 0")
+    assert capture.run(*workers) == 0
+    assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
+    assert capture.replayed(COLUMNS.split(", ")) == rows(table, COLUMNS, "id")
