@@ -482,7 +482,7 @@ class ReadFromMySqlChanges(beam.PTransform):
         user: user name (needs REPLICATION SLAVE and REPLICATION CLIENT).
         password_env: environment variable holding the password (read at construction).
         server_id: replica id to read the binlog as, unique among the server's replicas
-            (default: derived from the step name and tables).
+            (default: derived from the pipeline, step and tables).
         mode: `bounded` (one run) or `follow` (runs repeated every `interval` seconds).
         snapshot: whether the first run emits the tables' rows (`op = r`).
         interval: pause between runs in `follow` mode (`5s`, `1m`).
@@ -521,7 +521,11 @@ class ReadFromMySqlChanges(beam.PTransform):
         self.batch_rows = batch_rows
 
     def expand(self, pbegin):
-        server_id = self.server_id or derived_server_id(self.label, self.config, self.tables)
+        state = current_state()
+        pipeline = state.pipeline if state is not None else ""
+        server_id = self.server_id or derived_server_id(
+            f"{pipeline}/{self.label}", self.config, self.tables
+        )
         try:
             run, schemas = _db.with_retries(
                 lambda: self._plan(server_id),
@@ -590,6 +594,7 @@ def _select(table: str) -> str:
 
 
 def derived_server_id(step: str, config: _db.DbConfig, tables: list[str]) -> int:
-    """Return a replica id from the step, server and tables (above 65,535, below 2**31)."""
+    """Return a replica id from the step (`pipeline/step`), server and tables (above 65,535,
+    below 2**31): two captures reading as one replica id would disconnect each other."""
     text = f"{step}|{config.host}|{config.port}|{','.join(tables)}"
     return 65_536 + zlib.crc32(text.encode("utf-8")) % (2**31 - 65_536)
