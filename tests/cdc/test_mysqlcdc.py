@@ -262,7 +262,10 @@ def _mutate(table: str, seed: int, keys: range, deadline: float, counts: dict) -
 
 
 def test_kill_9_of_the_capture_during_mutations_loses_and_duplicates_nothing(case):
+    """The capture runs in follow mode (a run every second) and is killed at random moments
+    (and once right before a run's state commit) while three threads mutate the table."""
     table, command, _out = case
+    follow = command(extra=", mode: follow, interval: 1s")
     my(f"INSERT INTO {table} (id, name, amount, flag) VALUES " + ", ".join(
         f"({i}, 'seed', 1, 1)" for i in range(1, 101)))  # fmt: skip
     counts = {"transactions": 0}
@@ -280,15 +283,16 @@ def test_kill_9_of_the_capture_during_mutations_loses_and_duplicates_nothing(cas
             env = dict(os.environ)
             if attempt % 4 == 3:  # published, killed before the position is confirmed
                 env["BEAM_ETL_KILL_AT"] = "before_state_commit"
+            runs = ["--follow-runs", "2"] if attempt % 4 == 1 else []
             process = subprocess.Popen(
-                command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                follow + runs, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
-            if attempt % 4 == 1:  # some runs finish
+            if runs:  # some follow two runs to their end
                 assert process.wait(timeout=120) == 0, process.stderr.read()
                 finished += 1
             else:
                 try:
-                    process.wait(timeout=rng.uniform(0.5, 3.0))
+                    process.wait(timeout=rng.uniform(0.5, 5.0))
                 except subprocess.TimeoutExpired:
                     process.send_signal(signal.SIGKILL)
                     process.wait()
@@ -299,9 +303,9 @@ def test_kill_9_of_the_capture_during_mutations_loses_and_duplicates_nothing(cas
     finally:
         for thread in threads:
             thread.join()
-    print(f"kill -9: {kills} kills, {finished} finished runs, {attempt} runs, {counts}")
+    print(f"kill -9: {kills} kills, {finished} finished, {attempt} processes, {counts}")
     assert finished >= 1 and counts["transactions"] > 100
-    run_ok(command())  # catch up
+    run_ok([*follow, "--follow-runs", "1"])  # catch up
     source, target = source_rows(table), target_rows(table)
     assert len(source) > 50
     lost = {k: v for k, v in source.items() if target.get(k) != v}
