@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_etl.batches import HIDDEN_PREFIX
-from beam_etl.transforms._buckets import columns_hash
+from beam_etl.transforms._buckets import fast_row_hash
 
 VALID_FROM: Final = "valid_from"
 VALID_TO: Final = "valid_to"
@@ -74,7 +74,7 @@ def with_row_hash(batch: pa.RecordBatch, flag: str | None) -> pa.RecordBatch:
     clash = [name for name in COLUMNS if name in batch.schema.names]
     if clash:
         raise ValueError(f"Column(s) {clash} are kept by mode `scd2`; rename them in the input")
-    hashes = columns_hash(batch, hashed_columns(batch.schema, flag)).view(np.int64)
+    hashes = fast_row_hash(batch, hashed_columns(batch.schema, flag)).view(np.int64)
     return batch.append_column(ROW_HASH, pa.array(hashes, pa.int64()))
 
 

@@ -540,7 +540,8 @@ class ReadFromParquet(LocalSample, beam.PTransform):
             | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "PlanRowGroups" >> beam.ParDo(_PlanRowGroupsFn(self._scan))
             | "Distribute" >> beam.Reshuffle()
-            | "ReadRowGroups" >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan))
+            | "ReadRowGroups"
+            >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan)).with_output_types(pa.RecordBatch)
         )
 
 

@@ -95,6 +95,52 @@ def text_hash(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.where(valid, _avalanche(hashes), _NULL)
 
 
+def value_hash(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Return a stable 64-bit hash of every value of `array`: numbers, booleans, dates and
+    times by their 64-bit value (no text form to build: ~10x faster than `text_hash`), others
+    as `text_hash`. Integers of any width hash alike, as do floats; an integer and a float of
+    equal value do not (nor do they in `text_hash`: `5` and `5.0`). Nulls share one hash."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array, kind = array.dictionary_decode(), kind.value_type
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind):
+        values = pc.cast(array, pa.int64()).fill_null(0).to_numpy().view(np.uint64)
+    elif pa.types.is_floating(kind):
+        values = pc.cast(array, pa.float64()).fill_null(0).to_numpy().view(np.uint64)
+    elif (
+        pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_time(kind)
+        or pa.types.is_duration(kind)
+    ):
+        width = pa.int64() if kind.bit_width == 64 else pa.int32()
+        values = array.view(width).cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
+    else:
+        return text_hash(array)
+    with np.errstate(over="ignore"):
+        hashed = _avalanche(values + _MIX)
+    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    return np.where(valid, hashed, _NULL)
+
+
+def fast_row_hash(data: pa.RecordBatch | pa.Table, columns: list[str] | None = None) -> np.ndarray:
+    """Return a stable 64-bit hash of every row's values in `columns` (default: the visible,
+    non-nested ones), by `value_hash`: the row hash of snapshot diffs and SCD2 versions."""
+    if columns is None:
+        columns = [
+            field.name
+            for field in data.schema
+            if not (field.name.startswith(HIDDEN_PREFIX) or pa.types.is_nested(field.type))
+        ]
+    combined = np.zeros(data.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            combined = combined * np.uint64(1000003) ^ value_hash(data.column(column))
+    return _avalanche(combined)
+
+
 def columns_hash(data: pa.RecordBatch | pa.Table, columns: list[str]) -> np.ndarray:
     """Return a stable 64-bit hash of every row's values in `columns` (in that order)."""
     combined = np.zeros(data.num_rows, dtype=np.uint64)

@@ -110,13 +110,20 @@ class _SpillFn(beam.DoFn):
     """Writes each bundle's batches to spill files; emits keys by bucket, and the files."""
 
     def __init__(
-        self, folder: str, columns: list[str], carry: list[str], buckets: int, ties: bool = True
+        self,
+        folder: str,
+        columns: list[str],
+        carry: list[str],
+        buckets: int,
+        ties: bool = True,
+        every_bucket: bool = False,
     ):
         self._folder = folder
         self._columns = columns
         self._carry = carry
         self._buckets = buckets
         self._ties = ties
+        self._every_bucket = every_bucket
 
     def start_bundle(self) -> None:
         self._file: Any = None
@@ -136,6 +143,10 @@ class _SpillFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         self._close()
+        if self._every_bucket:  # an empty mark per bucket: `select` runs for every bucket
+            # (emitted here, not flattened in: a Flatten makes local runners copy every key)
+            for bucket in range(self._buckets):
+                yield WindowedValue((bucket, _EMPTY), MIN_TIMESTAMP, (GlobalWindow(),))
         for path in self._written:
             yield beam.pvalue.TaggedOutput(
                 _PARTS, WindowedValue(path, MIN_TIMESTAMP, (GlobalWindow(),))
@@ -369,20 +380,14 @@ class SpillByKey(beam.PTransform):
     # No return annotation: Beam reads it as the output type hint and warns, on every pipeline,
     # that a NamedTuple of PCollections is not one.
     def expand(self, batches):
-        spill = _SpillFn(self._folder, self._columns, self._carry, self._buckets, self._ties)
+        spill = _SpillFn(
+            self._folder, self._columns, self._carry, self._buckets, self._ties, self._every_bucket
+        )
         spilled = batches | "Spill" >> beam.ParDo(spill).with_output_types(
             tuple[int, pa.RecordBatch]
         ).with_outputs(_PARTS, main="keys")
-        keys = spilled.keys
-        if self._every_bucket:  # an empty mark per bucket: `select` runs for every bucket
-            marks = batches.pipeline | "Buckets" >> beam.Create(
-                [(b, _EMPTY) for b in range(self._buckets)]
-            ).with_output_types(tuple[int, pa.RecordBatch])
-            keys = (keys, marks) | "Marks" >> beam.Flatten().with_output_types(
-                tuple[int, pa.RecordBatch]
-            )
         selected = (
-            keys
+            spilled.keys
             | "GroupKeys" >> beam.GroupByKey()
             | "Select"
             >> beam.ParDo(_SelectFn(self._select, self._every_bucket)).with_outputs(

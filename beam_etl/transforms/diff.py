@@ -32,10 +32,12 @@ from beam_etl.batches import HIDDEN_PREFIX, visible, visible_schema
 from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.metrics import ROWS_DROPPED, step_counter
 from beam_etl.state import current_state, promote_folder
-from beam_etl.transforms._buckets import decoded, row_hash, split_by_key
+from beam_etl.transforms._buckets import decoded, fast_row_hash, split_by_key
 from beam_etl.transforms._spill import SpillByKey, spill_folder, use_spill
 from beam_etl.transforms.outputs import WithErrors
 
+#: The row hash the snapshot keeps (`fast_row_hash`); a snapshot of another is not compared.
+HASH_VERSION: Final = 2
 EVENT_COLUMNS: Final = ("op", "deleted", "source_ts", "source_name", "source_position")
 NULL_KEY: Final = "null_key"
 DUPLICATE_KEY: Final = "duplicate_key"
@@ -130,7 +132,7 @@ class _DiffBucketFn(beam.DoFn):
             yield from (beam.pvalue.TaggedOutput(ERROR, letter) for letter in letters)
         previous = self._previous(bucket)
         if table is not None:
-            table = table.append_column(_HASH, pa.array(row_hash(table)))
+            table = table.append_column(_HASH, pa.array(fast_row_hash(table)))
         ops, index, gone = diff_bucket(table, previous, self._keys)
         if table is not None and table.num_rows:
             self._write_next(bucket, table.select([*self._keys, _HASH]))
@@ -202,7 +204,7 @@ class _DiffBucketFn(beam.DoFn):
 
 def with_hash(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Return `batch` with its rows' hash (every visible column) as the hidden `_HASH`."""
-    return batch.append_column(_HASH, pa.array(row_hash(batch)))
+    return batch.append_column(_HASH, pa.array(fast_row_hash(batch)))
 
 
 def select_changes(
@@ -411,6 +413,12 @@ class DiffSnapshots(beam.PTransform):
                     "snapshot cannot be compared; run `python -m beam_etl.run state reset "
                     f"--source {self.label}` first (every row is then new)"
                 )
+            if before and before.get("hash") != HASH_VERSION:
+                raise ValueError(
+                    "The last snapshot was kept by an older beam_etl with another row hash; "
+                    f"run `python -m beam_etl.run state reset --source {self.label}` first "
+                    "(every row is then new)"
+                )
         run_id = self.run_id or (state.run_id if state else uuid.uuid4().hex[:12])
         new = f"{snapshot}.next-{run_id}"
         started = datetime.now(UTC)
@@ -425,7 +433,9 @@ class DiffSnapshots(beam.PTransform):
             output, error = self._by_shuffle(batches, schema, snapshot, new, run_id, started)
         if state is not None:
             state.promote(new, snapshot)
-            state.propose(self.label, {"snapshot": snapshot, "buckets": self.buckets})
+            state.propose(
+                self.label, {"snapshot": snapshot, "buckets": self.buckets, "hash": HASH_VERSION}
+            )
         else:
             _ = (
                 output

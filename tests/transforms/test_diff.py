@@ -100,3 +100,36 @@ def test_diff_bucket_is_one_join():
 def test_a_primary_key_that_names_an_event_column_is_refused():
     with pytest.raises(ValueError, match="cannot name op"):
         DiffSnapshots("op", snapshot="/tmp/x")
+
+
+def test_value_hash_is_stable_across_widths_and_batches_and_tells_values_apart():
+    import datetime
+
+    import numpy as np
+
+    from beam_etl.transforms._buckets import fast_row_hash, value_hash
+
+    assert (
+        value_hash(pa.array([1, None, 3], pa.int32())) == value_hash(pa.array([1, None, 3]))
+    ).all()
+    stamps = pa.array([datetime.datetime(2024, 1, 1), datetime.datetime(2024, 1, 2)])
+    assert value_hash(stamps)[0] != value_hash(stamps)[1]
+    table = pa.table({"id": [1, 2, 3, 4], "v": ["a", "b", None, "d"], "x": [1.5, 2.5, 3.5, None]})
+    whole = fast_row_hash(table)
+    halves = np.concatenate([fast_row_hash(b) for b in table.to_batches(max_chunksize=2)])
+    assert (whole == halves).all()
+    assert len(set(whole.tolist())) == 4
+    swapped = pa.table({"id": [1], "v": ["a"], "x": [2.5]})  # x of row 2 in row 1
+    assert fast_row_hash(swapped)[0] != whole[0]
+
+
+def test_a_snapshot_kept_with_another_row_hash_asks_for_a_state_reset(tmp_path):
+    from beam_etl.state import RunState, StateStore, incremental_state
+
+    store = StateStore(str(tmp_path / "state.sqlite"))
+    store.commit("p", "r0", {"diff": {"snapshot": "x", "buckets": 32}})  # no `hash`: older
+    with incremental_state(RunState(store, "p", "r1")):
+        p = beam.Pipeline()
+        batches = p | beam.Create([pa.RecordBatch.from_pylist([{"id": 1}])])
+        with pytest.raises(ValueError, match="state reset --source diff"):
+            _ = batches | "diff" >> DiffSnapshots("id")
