@@ -250,8 +250,10 @@ class ReadFromDatabase(beam.PTransform):
             | "Distribute" >> beam.Reshuffle()
         )
         if window is None or not window.reject_nulls:
-            return ranges | "ReadRanges" >> beam.ParDo(read)
-        read_all = ranges | "ReadRanges" >> beam.ParDo(read).with_outputs(ERROR, main=OUTPUT)
+            return ranges | "ReadRanges" >> beam.ParDo(read).with_output_types(pa.RecordBatch)
+        read_all = ranges | "ReadRanges" >> beam.ParDo(read).with_output_types(
+            pa.RecordBatch
+        ).with_outputs(ERROR, main=OUTPUT)
         return WithErrors(read_all[OUTPUT], read_all[ERROR])
 
     def _increment(self) -> tuple[str, list[Any], "Window"]:

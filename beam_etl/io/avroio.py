@@ -289,7 +289,10 @@ class ReadFromAvro(LocalSample, beam.PTransform):
             pbegin
             | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadAvroFileFn(self.label, self._schema, self.batch_rows))
+            | "Read"
+            >> beam.ParDo(
+                _ReadAvroFileFn(self.label, self._schema, self.batch_rows)
+            ).with_output_types(pa.RecordBatch)
         )
 
 

@@ -244,7 +244,9 @@ class ReadFromCsv(LocalSample, beam.PTransform):
             | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, self._settings.syntax))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
-            >> beam.ParDo(_ReadRangeFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)
+            >> beam.ParDo(_ReadRangeFn(self.label, self._settings))
+            .with_output_types(pa.RecordBatch)  # Arrow IPC, not pickle, if it crosses a stage
+            .with_outputs(ERROR, main=OUTPUT)
         )
         return WithErrors(parsed[OUTPUT], parsed[ERROR])
 

@@ -334,7 +334,7 @@ class ReadFromExcel(LocalSample, beam.PTransform):
             pbegin
             | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(read)
+            | "Read" >> beam.ParDo(read).with_output_types(pa.RecordBatch)
         )
 
 

@@ -590,7 +590,9 @@ class ReadFromJson(LocalSample, beam.PTransform):
             | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
             | "Distribute" >> beam.Reshuffle()
             | "Parse"
-            >> beam.ParDo(_ReadFileFn(self.label, self._settings)).with_outputs(ERROR, main=OUTPUT)
+            >> beam.ParDo(_ReadFileFn(self.label, self._settings))
+            .with_output_types(pa.RecordBatch)  # Arrow IPC, not pickle, if it crosses a stage
+            .with_outputs(ERROR, main=OUTPUT)
         )
         return WithErrors(parsed[OUTPUT], parsed[ERROR])
 
