@@ -175,13 +175,16 @@ class _Events:
         self.kinds = [_kind(f.type) for f in schema]
         self.builder = EventBuilder(schema, step=step, table=table, before=before)
 
-    def add(self, row: dict, op: str, ts, position: str, txid, seq: int, old=None) -> None:
-        values = self._values(row)
-        old = self._values(old) if self.before and old is not None else None
-        self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq, old=old)
-
-    def _values(self, row: dict[str, Any]) -> list[Any]:
+    def fit(self, row: dict[str, Any]) -> list[Any]:
+        """Return a row (by column name) as the list of values `add` takes."""
         return [_fit(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
+
+    def fit_old(self, row: dict[str, Any] | None) -> list[Any] | None:
+        """Return the old row as `add` takes it: None without `before`."""
+        return self.fit(row) if self.before and row is not None else None
+
+    def add(self, values: list, op: str, ts, position: str, txid, seq: int, old=None) -> None:
+        self.builder.add(op, values, ts=ts, position=position, txid=txid, seq=seq, old=old)
 
     def __len__(self) -> int:
         return len(self.builder)
@@ -265,7 +268,7 @@ class _ReadChangesFn(beam.DoFn):
                     while rows := cursor.fetchmany(self._batch_rows):
                         for row in rows:
                             values = {n: plain(v) for n, v in zip(names, row)}
-                            changes.add(values, READ, stamp, str(position), None, seq)
+                            changes.add(changes.fit(values), READ, stamp, str(position), None, seq)
                         yield changes.batch()
             connection.rollback()
         finally:
@@ -303,7 +306,7 @@ class _ReadChangesFn(beam.DoFn):
             enable_logging=False,
         )
         collected = {t: self._events(t) for t in self._tables}
-        pending: list[tuple[str, str, dict, int, dict | None]] = []  # the open transaction
+        pending: list[tuple[_Events, str, list, int, list | None]] = []  # the open transaction
         reached = start
         try:
             for event in stream:
@@ -321,16 +324,19 @@ class _ReadChangesFn(beam.DoFn):
                             continue
                     stamp = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
                     txid = getattr(event, "xid", None)
-                    for table, op, row, seq, old in pending:
-                        collected[table].add(row, op, stamp, str(here), txid, seq, old)
-                    pending = []
-                    for changes in collected.values():
-                        if len(changes) >= self._batch_rows:
+                    for changes, op, values, seq, old in pending:
+                        changes.add(values, op, stamp, str(here), txid, seq, old)
+                        if len(changes) >= self._batch_rows:  # a large transaction: batches
                             yield changes.batch()
+                    pending = []
                 else:
                     captured = wanted.get((event.schema, event.table))
                     if captured is not None:
-                        pending += _row_changes(event, captured, here)
+                        changes = collected[captured]
+                        pending += [
+                            (changes, op, changes.fit(row), seq, changes.fit_old(old))
+                            for op, row, seq, old in _row_changes(event, here)
+                        ]
                 if here.key() == end.key():
                     break
             else:  # the binlog's end: events we filtered out may have reached `end`
@@ -360,8 +366,8 @@ class _ReadChangesFn(beam.DoFn):
             )
 
 
-def _row_changes(event: Any, table: str, here: Position) -> list[tuple]:
-    """Return (table, op, row, seq, old row or None) for every row of a row event.
+def _row_changes(event: Any, here: Position) -> list[tuple]:
+    """Return (op, row, seq, old row or None) for every row of a row event.
 
     Two sequence numbers per row, counted back from the event's end: an event holds more
     than two bytes per row, so numbers never reach the previous event's. An update that
@@ -381,17 +387,17 @@ def _row_changes(event: Any, table: str, here: Position) -> list[tuple]:
             after = _plain_row(after, columns)
             if key and any(before.get(k) != after.get(k) for k in key):
                 found += [
-                    (table, DELETE, before, seq, before),
-                    (table, INSERT, after, seq + 1, None),
+                    (DELETE, before, seq, before),
+                    (INSERT, after, seq + 1, None),
                 ]
             else:
-                found.append((table, UPDATE, after, seq + 1, before))
+                found.append((UPDATE, after, seq + 1, before))
         else:
             values = _plain_row(row["values"], columns)
             if isinstance(event, DeleteRowsEvent):
-                found.append((table, DELETE, values, seq + 1, values))
+                found.append((DELETE, values, seq + 1, values))
             else:
-                found.append((table, INSERT, values, seq + 1, None))
+                found.append((INSERT, values, seq + 1, None))
     return found
 
 
