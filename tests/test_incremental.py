@@ -284,6 +284,14 @@ sinks:
     out = capsys.readouterr().out
     assert "warning: `drops`: 1 file(s) changed since they were loaded" in out
     assert "a.csv" in out
+    # A file appearing while the run lists the folder (modified this very second, maybe
+    # still being written) is left for the next run, and said so.
+    (inbox / "c.csv").write_text("id\n20\n")
+    assert run() == [0, 1, 2, 10, 11]
+    assert "1 file(s) still being written, left for the next run" in capsys.readouterr().out
+    old = os.stat(inbox / "c.csv").st_mtime - 10
+    os.utime(inbox / "c.csv", (old, old))
+    assert run() == [0, 1, 2, 10, 11, 20]
 
 
 NULL_SPEC = """

@@ -102,7 +102,10 @@ def new_files(step: str, files: list, incremental: bool | str) -> list:
     chosen = []
     for item in files:
         path = item[0] if isinstance(item, tuple) else item
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:  # deleted since it was listed: nothing to load
+            continue
         if now - stat.st_mtime < 1.0:
             young.append(path)
             continue
