@@ -72,19 +72,23 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _drain(leader: int, process: subprocess.Popen) -> None:
-    """Read a pseudo-terminal until the process closes it (as a terminal would)."""
+def _drain(leader: int, process: subprocess.Popen) -> bytes:
+    """Read a pseudo-terminal until the process closes it (as a terminal would); return the
+    last 4 KiB written (to show when the run failed)."""
+    tail = b""
     while True:
         ready, _, _ = select.select([leader], [], [], 0.2)
         if not ready:
             if process.poll() is not None:
-                return
+                return tail
             continue
         try:
-            if not os.read(leader, 1 << 16):
-                return
+            data = os.read(leader, 1 << 16)
         except OSError:  # EIO: the process closed the terminal
-            return
+            return tail
+        if not data:
+            return tail
+        tail = (tail + data)[-4096:]
 
 
 def run_once(variant: str, spec: str, output: str, workers: int) -> tuple[float, float, float]:
@@ -104,16 +108,18 @@ def run_once(variant: str, spec: str, output: str, workers: int) -> tuple[float,
         )
         os.close(follower)
         try:
-            _drain(leader, process)
+            output = _drain(leader, process)
         finally:
             os.close(leader)
         code = process.wait()
     else:
-        code = subprocess.run(command, env=env, capture_output=True, check=False).returncode
+        result = subprocess.run(command, env=env, capture_output=True, check=False)
+        code, output = result.returncode, result.stderr[-4096:]
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     other = (base._busy_cpu_seconds() - busy - cpu) / (wall * (os.cpu_count() or 1))
     if code != 0:
-        raise SystemExit(f"run with --progress {variant} failed (exit {code})")
+        text = output.decode(errors="replace")
+        raise SystemExit(f"run with --progress {variant} failed (exit {code}):\n{text}")
     return wall, cpu, max(0.0, 100 * other)
 
 
