@@ -51,6 +51,7 @@ _REQUIRED: Final = {
     "binlog_row_image": "FULL",
     "binlog_row_metadata": "FULL",
 }
+_CONVERTED: Final = frozenset({16, 11, 19, 245, 248})  # BIT, TIME, TIME2, JSON, SET
 _PURGED: Final = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone
 _TRUNCATE: Final = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?`?(?:(\w+)`?\.`?)?(\w+)`?", re.I)
 
@@ -375,7 +376,7 @@ def _row_changes(event: Any, here: Position) -> list[tuple]:
     """
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent
 
-    columns = {c.name: c for c in event.columns}
+    columns = {c.name: c for c in event.columns if c.type in _CONVERTED or c.set_values}
     key = event.primary_key
     key = (key,) if isinstance(key, str) and key else tuple(key or ())
     base = here.seq(2 * len(event.rows))
@@ -402,7 +403,10 @@ def _row_changes(event: Any, here: Position) -> list[tuple]:
 
 
 def _plain_row(values: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
-    return {name: plain(value, columns.get(name)) for name, value in values.items()}
+    """Return `values` with those of `columns` (SET, BIT, TIME, JSON) made plain."""
+    if not columns:
+        return values
+    return {**values, **{name: plain(values.get(name), c) for name, c in columns.items()}}
 
 
 def _remember_attempt(path: str, position: Position) -> Position:
