@@ -16,7 +16,8 @@ interleaved, every run a fresh process, medians of `--repeat` runs:
 - `beam_etl`: `python -m beam_etl.run` (ReadFromPostgresChanges -> WriteToPostgres merge with
   `hard_delete_column: deleted`, `dedup_sort: source_seq`) from a copy of the state the first
   run left, into an empty target table;
-- `apply`: the same with `ApplyChanges` (the stateful DoFn) netting the events per key first.
+- `apply`: the same with `ApplyChanges` (the stateful DoFn) netting the events per key first;
+- `parquet`: the capture alone, every event into Parquet (what the merge sink costs on top).
 
 "x ref" is the reference's wall time over the variant's (1.00 = as fast). Peak memory is the
 largest resident size of the measured process tree (`ru_maxrss` of its children). The target
@@ -34,6 +35,7 @@ import tempfile
 import time
 
 import psycopg2
+import pyarrow.parquet as pq
 
 TABLE = "bench_pgcdc"
 TARGET = "bench_pgcdc_dst"
@@ -144,7 +146,24 @@ def cleanup() -> None:
     pg(f"DROP TABLE IF EXISTS {TARGET}")
 
 
+PARQUET_SINKS = """sinks:
+  - name: target
+    type: WriteToParquet
+    input: changes
+    config: {path: "${OUTPUT_DIR}/events"}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [changes.error]
+    config: {path: "${OUTPUT_DIR}/letters.jsonl"}
+"""
+
+
 def write_spec(work: str, variant: str) -> str:
+    if variant == "parquet":  # the capture alone: every event into Parquet
+        path = os.path.join(work, "parquet.yaml")
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(SPEC.partition("steps:")[0] + PARQUET_SINKS)
+        return path
     spec = SPEC.replace("{INPUT}", "rows" if variant == "apply" else "changes")
     spec = spec.replace("{SORT}", "" if variant == "apply" else ", dedup_sort: source_seq")
     if variant != "apply":  # the plain variant: no ApplyChanges step
@@ -188,7 +207,7 @@ def main() -> None:
     parser.add_argument("--changes", default="50000,200000", help="inserted rows per size")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    variants = ("reference", "beam_etl", "apply")
+    variants = ("reference", "parquet", "beam_etl", "apply")
     print("size      events  variant    seconds  events/s   x ref  peak MiB")
     try:
         for changes in [int(n) for n in args.changes.split(",")]:
@@ -228,6 +247,9 @@ def main() -> None:
                             drop_slot(copy)
                         if variant == "reference":
                             events = int(found)
+                        elif variant == "parquet":
+                            written = pq.read_table(os.path.join(work, "run", "events"))
+                            assert written.num_rows == events, (written.num_rows, events)
                         else:
                             check = "SELECT count(*), sum(amount), sum(length(note)) FROM {}"
                             source, target = pg(check.format(TABLE)), pg(check.format(TARGET))
