@@ -7,9 +7,10 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from beam_etl import errors
-from beam_etl.errors import BeamEtlError, PipelineFailedError
+from beam_etl.errors import BeamEtlError, PipelineFailedError, SpecError
 from beam_etl.history import HistoryObserver
 from beam_etl.io._publish import fault_point, publish_all
 from beam_etl.lineage import RunLineage
@@ -165,6 +166,9 @@ def execute(
     state = RunState(
         StateStore(os.path.join(runs.work_dir, "state.sqlite")), plan.spec.name, run_id
     )
+    keeper = state_keeper(plan)
+    if keeper is not None:
+        state.catch_up(keeper[1].state_store().entries(plan.spec.name))
     with deferred_publishing(pending), incremental_state(state):
         plan.build(pipeline, checks_path, checkpoints)
     runs.remember_staging(run_dir, plan.transforms.values())
@@ -194,7 +198,8 @@ def execute(
         error = error or verdict(steps, pending, quality)
         if error is None:
             try:
-                outcome = publish_all(pending)
+                with incremental_state(state):  # a `keep_state` sink commits it with its load
+                    outcome = publish_all(pending, last=keeper[0] if keeper else None)
             except BeamEtlError as exc:
                 error = plan.loaded.redact(str(exc))
         if error is None:  # state only moves once every sink has published
@@ -233,6 +238,28 @@ def execute(
     if checkpoints is not None:
         checkpoints.finish(succeeded=True)
     return report
+
+
+def state_keeper(plan: Plan) -> tuple[str, Any] | None:
+    """Return the name and transform of the sink that keeps the run's state in its database
+    (`keep_state`), if any.
+
+    Raises:
+        SpecError: more than one sink keeps it.
+    """
+    keepers = [
+        (node, plan.transforms[node.name])
+        for node in plan.ordered
+        if getattr(plan.transforms[node.name], "keep_state", False)
+    ]
+    if len(keepers) > 1:
+        node = keepers[1][0]
+        raise SpecError(
+            f"Only one sink can keep the state (`keep_state`); `{keepers[0][0].name}` already does",
+            step=node.name,
+            line=node.line,
+        )
+    return (keepers[0][0].name, keepers[0][1]) if keepers else None
 
 
 def verdict(steps: list, pending: str, quality: dict | None) -> str | None:

@@ -237,17 +237,32 @@ def _state(argv: list[str]) -> int:
     plan = load_plan(args.pipeline or DEMO_SPEC, run_id="state", variables=names)
     store = StateStore(os.path.join(output_dir, ".beam_etl", "state.sqlite"))
     pipeline = plan.spec.name
+    from beam_etl.cli import state_keeper
+
+    keeper = state_keeper(plan)
+    kept = keeper[1].state_store() if keeper is not None else None
+    holder = keeper[0] if keeper is not None else ""
     if args.action == "reset":
         removed = store.reset(pipeline, args.source)
+        if kept is not None:  # the copy committed with the loads goes too
+            removed += kept.reset(pipeline, args.source)
         what = f"source `{args.source}`" if args.source else "every source"
         print(f"state of pipeline `{pipeline}` reset for {what} ({removed} entries removed)")
         return 0
     entries = store.entries(pipeline, args.source)
-    if not entries:
+    in_database = kept.entries(pipeline) if kept is not None else {}
+    if not entries and not in_database:
         print(f"pipeline `{pipeline}` has no state in {store.path}")
     for entry in entries:
+        if entry["source"] in in_database:
+            continue  # shown below, as the database holds it (it wins)
         value = json.dumps(entry["value"], sort_keys=True)
         print(f"{entry['source']}: {value} (run {entry['run_id']}, {entry['updated_at']})")
+    for source, kept_entry in sorted(in_database.items()):
+        if args.source in (None, source):
+            shown = json.dumps(kept_entry["value"], sort_keys=True)
+            run = kept_entry["run_id"]
+            print(f"{source}: {shown} (run {run}, kept in the database of `{holder}`)")
     return 0
 
 

@@ -137,6 +137,30 @@ class RunState:
     def get(self, source: str) -> Any:
         return self.store.get(self.pipeline, source)
 
+    def catch_up(self, kept: dict[str, dict[str, Any]]) -> list[str]:
+        """Bring this store level with state kept in a target database (`keep_state`, see
+        `beam_etl.io._dbstate`), which commits with that sink's load and so wins: a run killed
+        after that commit and before this store's has its folders promoted and its values
+        committed here now. Return the sources caught up."""
+        local = {e["source"]: e["run_id"] for e in self.store.entries(self.pipeline)}
+        by_run: dict[str, dict[str, Any]] = {}
+        for source, entry in kept.items():
+            if local.get(source) == entry["run_id"]:
+                continue
+            folder = self.store.data_folder(self.pipeline, source)
+            suffix = f".next-{entry['run_id']}"
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if name.endswith(suffix):
+                        promote_folder(
+                            os.path.join(folder, name),
+                            os.path.join(folder, name.removesuffix(suffix)),
+                        )
+            by_run.setdefault(entry["run_id"], {})[source] = entry["value"]
+        for run_id, values in by_run.items():
+            self.store.commit(self.pipeline, run_id, values)
+        return sorted(s for values in by_run.values() for s in values)
+
     def propose(self, source: str, value: Any) -> None:
         """Make `value` the state of `source` once the run has published."""
         self.proposals[source] = value

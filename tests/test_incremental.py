@@ -345,3 +345,97 @@ def test_on_null_reject_needs_its_error_output_read(tmp_path, capsys):
     spec.write_text(NULL_SPEC.format(table="t").split("  - name: letters")[0])
     assert main(["--pipeline", str(spec), "--dry-run"]) == 2
     assert "orders.error" in capsys.readouterr().err
+
+
+KEPT_SPEC = """
+name: kept_{table}
+sources:
+  - name: orders
+    type: ReadFromPostgres
+    config:
+      table: {table}
+      database: test
+      incremental: {{cursor: updated_at, lag: 1h, initial: "2020-01-01T00:00:00+00:00"}}
+sinks:
+  - name: replica
+    type: WriteToMySql
+    input: orders
+    config: {{table: {table}, database: test, mode: merge, primary_key: id, keep_state: true}}
+  - name: letters
+    type: WriteToDeadLetters
+    input: replica.error
+    config: {{path: "${{OUTPUT_DIR}}/letters.jsonl"}}
+"""
+
+
+def test_state_kept_in_the_target_database_commits_with_the_load(tmp_path, capsys):
+    """`keep_state`: the cursor is written in the load's transaction, so a run killed after
+    that commit (before the local state store's) does not read its rows again."""
+    from dbfixtures import my
+
+    from beam_etl.state import StateStore
+
+    table = unique_table("kept")
+    pg(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text, updated_at timestamptz)")
+    spec = tmp_path / "kept.yaml"
+    spec.write_text(KEPT_SPEC.format(table=table))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(spec)]
+    command += ["--output-dir", str(out)]
+    at = "TIMESTAMPTZ '2024-01-01 12:00:00+00' + make_interval(mins => %s)"
+
+    def rows_read() -> int:
+        report = json.loads((out / "run_report.json").read_text())
+        return next(s["rows_in"] for s in report["steps"] if s["name"] == "orders")
+
+    def same() -> bool:
+        source = pg(f"SELECT id, name FROM {table} ORDER BY id")
+        return [tuple(r) for r in source] == [
+            tuple(r) for r in my(f"SELECT id, name FROM {table} ORDER BY id")
+        ]
+
+    try:
+        for i in range(5):
+            pg(f"INSERT INTO {table} VALUES (%s, %s, {at})", (i, f"n{i}", i))
+        assert main(["--pipeline", str(spec), "--output-dir", str(out)]) == 0
+        assert same()
+        pg(f"INSERT INTO {table} VALUES (5, 'n5', {at})", (200,))  # beyond the lag window
+        env = {**os.environ, "BEAM_ETL_KILL_AT": "before_state_commit"}
+        killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9, killed.stderr
+        assert same()
+        local = StateStore(str(out / ".beam_etl" / "state.sqlite")).get(f"kept_{table}", "orders")
+        kept = my("SELECT value FROM _beam_etl_state WHERE pipeline = %s", (f"kept_{table}",))
+        assert json.loads(kept[0][0])["cursor"] > local["cursor"]  # the database is ahead
+        assert main(["--pipeline", str(spec), "--output-dir", str(out)]) == 0
+        assert rows_read() == 0 and same()  # the database's cursor was used: nothing re-read
+        capsys.readouterr()
+        state = ["state", "show", "--pipeline", str(spec), "--output-dir", str(out)]
+        assert main(state) == 0
+        assert "kept in the database of `replica`" in capsys.readouterr().out
+        assert main(["state", "reset", *state[2:]]) == 0
+        assert my(
+            "SELECT count(*) FROM _beam_etl_state WHERE pipeline = %s", (f"kept_{table}",)
+        ) == [(0,)]
+        assert main(["--pipeline", str(spec), "--output-dir", str(out)]) == 0
+        assert rows_read() == 6 and same()  # after a reset: everything again, merged
+    finally:
+        pg(f"DROP TABLE IF EXISTS {table}")
+        my(f"DROP TABLE IF EXISTS {table}")
+        my("DELETE FROM _beam_etl_state WHERE pipeline = %s", (f"kept_{table}",))
+
+
+def test_two_sinks_cannot_both_keep_the_state(tmp_path, capsys):
+    spec = tmp_path / "two.yaml"
+    text = (
+        KEPT_SPEC.format(table="t")
+        .replace(
+            "  - name: letters",
+            "  - name: second\n    type: WriteToPostgres\n    input: orders\n"
+            "    config: {table: t, database: test, keep_state: true}\n  - name: letters",
+        )
+        .replace("input: replica.error", "inputs: [replica.error, second.error]")
+    )
+    spec.write_text(text)
+    assert main(["--pipeline", str(spec), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "Only one sink can keep the state" in capsys.readouterr().err

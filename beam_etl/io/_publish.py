@@ -134,14 +134,16 @@ class PublishOutcome:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def publish_all(folder: str) -> PublishOutcome:
-    """Publish every pending publish recorded in `folder`, in order.
+def publish_all(folder: str, last: str | None = None) -> PublishOutcome:
+    """Publish every pending publish recorded in `folder`, in order (the step `last`, which
+    commits the run's state with its load, after every other).
 
     Raises:
         ConnectorError: a sink failed to publish; the message names it, what was published
             before it and what was not, and how to complete the run.
     """
     pendings = pending_publishes(folder)
+    pendings.sort(key=lambda p: p.step == last)  # stable: the others keep their order
     outcome = PublishOutcome()
     for index, pending in enumerate(pendings):
         if index:

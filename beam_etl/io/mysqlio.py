@@ -21,8 +21,9 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread, _scd2
+from beam_etl.io import _db, _dbread, _dbstate, _scd2
 from beam_etl.io._sql import quote_identifier
+from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
 
 # Lock wait, deadlock, server shutting down, connection killed (MariaDB), refused, gone, lost.
@@ -624,6 +625,9 @@ class _MyLoad:
             "VALUES (%s, %s, %s, UTC_TIMESTAMP(6))",
             (self.s["run_id"], self.table, written),
         )
+        state = current_state()
+        if self.s.get("keep_state") and state is not None and not self.s.get("trial"):
+            _dbstate.write(self.cursor, "mysql", state.pipeline, state.run_id, state.proposals)
 
     def _apply(
         self, source: str, dest: str, names: list[str], staged: int, *, record: bool
@@ -961,6 +965,8 @@ class _MyPublish:
         try:
             with connection.cursor() as cursor:
                 cursor.execute(_LEDGER_DDL.format(ledger=ledger))
+                if self.settings.get("keep_state"):
+                    _dbstate.create(cursor, "mysql")  # DDL commits at once: before the load
                 cursor.execute("SELECT GET_LOCK(%s, 600)", (lock,))
                 cursor.execute(
                     f"SELECT rows_written FROM {ledger} WHERE run_id = %s AND target = %s",
@@ -1024,6 +1030,7 @@ class WriteToMySql(beam.PTransform):
         create_table: bool = True,
         schema_drift: str = "evolve",
         on_reject: str = "dead_letter",
+        keep_state: bool = False,
         run_id: str | None = None,
         host: str = "127.0.0.1",
         port: int = 3306,
@@ -1047,6 +1054,9 @@ class WriteToMySql(beam.PTransform):
         schema_drift: `evolve` (add new columns, nullable), `freeze` (fail, listing the
             new columns) or `discard_columns` (drop columns the table lacks).
         on_reject: `dead_letter` (default) or `fail` (refused rows fail the run).
+        keep_state: keep the run's incremental state (cursors, files, snapshots) in the
+            table `_beam_etl_state` of this database, committed in the load's transaction;
+            this sink then publishes last (one such sink per pipeline).
         run_id: the run recorded in the ledger; a fresh id when not given.
         host: server host.
         port: server port.
@@ -1083,9 +1093,15 @@ class WriteToMySql(beam.PTransform):
             "on_reject": on_reject,
             "run_id": self.run_id,
             "load_method": load_method,
+            "keep_state": bool(keep_state),
         }
+        self.keep_state = bool(keep_state)
         self.staging_path = staging_path
         self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
+
+    def state_store(self) -> _dbstate.DatabaseState:
+        """Return where this sink keeps the run's state (with `keep_state`)."""
+        return _dbstate.DatabaseState("mysql", self.config, self.label)
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)

@@ -23,8 +23,9 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread, _scd2
+from beam_etl.io import _db, _dbread, _dbstate, _scd2
 from beam_etl.io._sql import quote_identifier
+from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
 
 _TRANSIENT_CODES: Final = frozenset({"40P01", "40001", "57P01", "57P02", "57P03"})
@@ -557,6 +558,13 @@ class _PgPublish:
                     "VALUES (%s, %s, %s, now())",
                     (run_id, self.table, result.written),
                 )
+                state = current_state()
+                if self.settings.get("keep_state") and state is not None and commit:
+                    # the run's state commits with the load (see `_dbstate`)
+                    _dbstate.create(cursor, "postgres")
+                    _dbstate.write(
+                        cursor, "postgres", state.pipeline, state.run_id, state.proposals
+                    )
                 _db.check_expected(result, expect, self.table)
             if commit:
                 connection.commit()
@@ -1141,6 +1149,7 @@ class WriteToPostgres(beam.PTransform):
         create_table: bool = True,
         schema_drift: str = "evolve",
         on_reject: str = "dead_letter",
+        keep_state: bool = False,
         run_id: str | None = None,
         dsn: str | None = None,
         dsn_env: str | None = None,
@@ -1166,6 +1175,9 @@ class WriteToPostgres(beam.PTransform):
         schema_drift: `evolve` (add new columns, nullable), `freeze` (fail, listing the
             new columns) or `discard_columns` (drop columns the table lacks).
         on_reject: `dead_letter` (default) or `fail` (refused rows fail the run).
+        keep_state: keep the run's incremental state (cursors, files, snapshots) in the
+            table `_beam_etl_state` of this database, committed in the load's transaction;
+            this sink then publishes last (one such sink per pipeline).
         run_id: the run recorded in the ledger; a fresh id when not given.
         dsn: a libpq connection string or URL (its password is never printed).
         dsn_env: name of an environment variable holding the DSN, instead of `dsn`.
@@ -1207,9 +1219,15 @@ class WriteToPostgres(beam.PTransform):
             "drift": schema_drift,
             "on_reject": on_reject,
             "run_id": self.run_id,
+            "keep_state": bool(keep_state),
         }
+        self.keep_state = bool(keep_state)
         self.staging_path = staging_path
         self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
+
+    def state_store(self) -> _dbstate.DatabaseState:
+        """Return where this sink keeps the run's state (with `keep_state`)."""
+        return _dbstate.DatabaseState("postgres", self.config, self.label)
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)
