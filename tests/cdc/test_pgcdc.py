@@ -332,3 +332,20 @@ def test_two_worker_processes_give_the_same_target(shop):
     assert capture.run(*workers) == 0
     assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
     assert capture.replayed(COLUMNS.split(", ")) == rows(table, COLUMNS, "id")
+
+
+def test_a_lost_slot_fails_the_run_in_one_line_saying_how_to_start_over(shop, capsys):
+    capture, table = shop
+    assert capture.run() == 0
+    sql("SELECT pg_drop_replication_slot(%s)", (capture.slot,))
+    capsys.readouterr()
+    assert capture.run() == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Replication slot")
+    assert "state reset --source src" in err[0] and "Traceback" not in err[0]
+    assert (
+        main(["state", "reset", "--pipeline", str(capture.spec), "--output-dir", str(capture.out)])
+        == 0
+    )
+    assert capture.run() == 0  # a new slot and snapshot
+    assert rows(capture.target, COLUMNS, "id") == rows(table, COLUMNS, "id")
