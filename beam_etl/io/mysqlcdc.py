@@ -450,12 +450,15 @@ class ReadFromMySqlChanges(beam.PTransform):
     Bounded: each run reads from the position the last successful run confirmed up to the
     position current when the run started, then stops (`mode: follow` repeats such runs
     every `interval` seconds). The first run emits a consistent snapshot (`op = r`, unless
-    `snapshot: false`: then it starts at the current position). Transactions are whole;
+    `snapshot: false`: then it starts at the current position; a first run that published
+    but died unconfirmed makes the next one also read the binlog since its snapshot, so
+    rows deleted meanwhile leave the target). Transactions are whole;
     events are in commit order (`source_seq`), emitted once per run; a failed or killed run
     confirms nothing, so the next one re-delivers: write with `merge`, `primary_key` and
     `hard_delete_column: deleted`, `dedup_sort: source_seq`, and re-delivery is harmless.
     Batches hold one table each: its columns now, typed as `ReadFromMySql` reads them (for
-    `d` the deleted row, else the row after the change), then the change columns. Changed
+    `d` the deleted row, else the row after the change), then the change columns (and the
+    old row as a `before` struct with `before: true`). Changed
     tables: an event carries the columns named in its own binlog metadata; columns the table
     gained since are null in older events, columns it dropped are left out. A primary-key
     change is a `d` of the old key and a `c` of the new one. A `TRUNCATE` of a captured
