@@ -317,12 +317,12 @@ def test_kill_9_of_the_capture_during_mutations_loses_and_duplicates_nothing(cas
 TYPES = """(id int PRIMARY KEY, u int unsigned, big bigint unsigned, d decimal(20,6),
  f float, g double, dt datetime(6), ts timestamp(3) NULL, da date, y year, tm time(6),
  j json, b bit(8), e enum('a','b','c'), s set('x','y','z'), bl blob, vb varbinary(8),
- t text, v varchar(10), ok bool)"""
+ t text, v varchar(10), ok bool, l varchar(10) CHARACTER SET latin1)"""
 TYPE_ROW = (
     "(%s, 4000000000, 18446744073709551615, 12345678901234.123456, 1.5, 2.25,"
     " '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123', '2024-02-03', 2024,"
     " '-838:59:58.5', '{\"a\": [1, 2]}', b'10101', 'b', 'z,x', x'00ff', x'01',"
-    " 'héllo ✓', 'abc', 1)"
+    " 'héllo ✓ 😀', 'abc', 1, 'été')"
 )
 
 
@@ -388,6 +388,7 @@ sinks:
         (3, "c", False), (4, "c", False), (1, "u", False), (2, "d", True)
     ]  # fmt: skip
     assert {n: got[0][n] for n in names} == rows[3] and got[0]["tm"] == "-838:59:58.500000"
+    assert (got[0]["t"], got[0]["l"]) == ("héllo ✓ 😀", "été")  # utf8mb4 and latin1
     assert {n: got[2][n] for n in names} == rows[1]
     assert high.select(["id", "op", "b"]).to_pylist() == [{"id": 3, "op": "u", "b": "\x95"}]
     assert len({r["source_txid"] for r in got}) == 4 and all(r["source_txid"] for r in got)
