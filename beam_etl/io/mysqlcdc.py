@@ -14,11 +14,9 @@ harmless (full row images: re-applying a change sets the same row).
 import datetime as dt
 import json
 import os
-import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
@@ -28,14 +26,20 @@ from beam_etl.config import first_line
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
 from beam_etl.io import _db
-from beam_etl.io._changes import (
-    DELETE,
-    INSERT,
-    READ,
-    TRUNCATE,
-    UPDATE,
-    EventBuilder,
+from beam_etl.io._binlog import (
+    Position,
+    check_server,
+    column_kind,
+    consistent_snapshot,
+    derived_server_id,
+    fit_value,
+    plain,
+    remember_attempt,
+    row_changes,
+    show_position,
+    truncated_table,
 )
+from beam_etl.io._changes import READ, TRUNCATE, EventBuilder
 from beam_etl.io._increment import parse_lag
 from beam_etl.io._publish import fault_point
 from beam_etl.io._sql import check_identifier, quote_identifier
@@ -45,39 +49,7 @@ from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
 
 MODES: Final = ("bounded", "follow")
-_REQUIRED: Final = {
-    "log_bin": "1",
-    "binlog_format": "ROW",
-    "binlog_row_image": "FULL",
-    "binlog_row_metadata": "FULL",
-}
-_CONVERTED: Final = frozenset({16, 11, 19, 245, 248})  # BIT, TIME, TIME2, JSON, SET
 _PURGED: Final = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone
-_TRUNCATE: Final = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?`?(?:(\w+)`?\.`?)?(\w+)`?", re.I)
-
-
-class Position(NamedTuple):
-    """A binlog position: the file and the byte offset of the next event."""
-
-    file: str
-    pos: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Position":
-        file, _, pos = text.rpartition(":")
-        return cls(file, int(pos))
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
-
-    def key(self) -> tuple[int, int]:
-        """Return (file number, offset): positions in commit order."""
-        return int(self.file.rsplit(".", 1)[1]), self.pos
-
-    def seq(self, offset: int = 0) -> int:
-        """Return the int64 sequence number of the byte `offset` before this position."""
-        number, pos = self.key()
-        return (number << 32) + pos - offset
 
 
 @dataclass(frozen=True)
@@ -91,94 +63,17 @@ class _Run:
     attempts_file: str | None = None
 
 
-def show_position(cursor: Any) -> Position:
-    """Return the server's current binlog position (`SHOW MASTER STATUS`, or MySQL 8.4's
-    `SHOW BINARY LOG STATUS`)."""
-    import pymysql
-
-    try:
-        cursor.execute("SHOW MASTER STATUS")
-    except pymysql.err.ProgrammingError:
-        cursor.execute("SHOW BINARY LOG STATUS")
-    found = cursor.fetchone()
-    if not found:
-        raise ConnectorError("The server's binlog is off: set `log_bin` to capture changes")
-    return Position(found[0], int(found[1]))
-
-
-def check_server(cursor: Any, server_id: int) -> None:
-    """Raise ConnectorError (one line saying what to set) unless the server writes the binlog
-    the capture needs: ROW format, full row images with their metadata (column names)."""
-    wrong = []
-    for name, wanted in _REQUIRED.items():
-        cursor.execute(f"SHOW GLOBAL VARIABLES LIKE '{name}'")
-        found = cursor.fetchone()
-        value = "missing" if found is None else str(found[1]).upper()
-        if value not in (wanted, "ON" if wanted == "1" else wanted):
-            wrong.append(f"`{name}` is {value}, needs {'ON' if wanted == '1' else wanted}")
-    if wrong:
-        raise ConnectorError(
-            "The server is not configured for binlog capture: "
-            + "; ".join(wrong)
-            + " (in my.cnf, or `SET GLOBAL`; `binlog_row_metadata` needs MariaDB 10.5+ or "
-            "MySQL 8.0.14+)"
-        )
-    cursor.execute("SELECT @@server_id")
-    if int(cursor.fetchone()[0]) == server_id:
-        raise ConnectorError(f"`server_id` {server_id} is the server's own: choose another")
-
-
-def time_text(value: dt.timedelta) -> str:
-    """Return a TIME value as MySQL writes it (`-838:59:59.000000` .. `838:59:59`)."""
-    micros = abs(value) // dt.timedelta(microseconds=1)
-    seconds, fraction = divmod(micros, 1_000_000)
-    text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    text += f".{fraction:06d}" if fraction else ""
-    return f"-{text}" if value < dt.timedelta(0) else text
-
-
-def plain(value: Any, column: Any = None) -> Any:
-    """Return a driver or binlog value as `ReadFromMySql` reads it: SET as `a,b` in definition
-    order, BIT as bytes, TIME as text, MySQL's binary JSON as JSON text."""
-    if isinstance(value, set):
-        members = getattr(column, "set_values", None) or sorted(value)
-        return ",".join(m for m in members if m in value)
-    if isinstance(value, str) and getattr(column, "type", None) == 16:  # BIT as '0101'
-        return int(value, 2).to_bytes((len(value) + 7) // 8, "big")
-    if isinstance(value, dt.timedelta):
-        return time_text(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return value
-
-
-def _kind(data_type: pa.DataType) -> str:
-    if pa.types.is_boolean(data_type):
-        return "bool"
-    return "text" if pa.types.is_string(data_type) else ""
-
-
-def _fit(value: Any, kind: str) -> Any:
-    """Return `value` as its column's Arrow type takes it: TINYINT(1) 0/1 as a boolean, BIT
-    bytes as text of the same code points (what `ReadFromMySql` reads, valid above 0x7f)."""
-    if value is None or not kind:
-        return value
-    if kind == "bool":
-        return bool(value)
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
 class _Events:
     """The events of one table, collected into batches of the table's columns now."""
 
     def __init__(self, table: str, schema: pa.Schema, step: str, before: bool) -> None:
         self.table, self.names, self.before = table, schema.names, before
-        self.kinds = [_kind(f.type) for f in schema]
+        self.kinds = [column_kind(f.type) for f in schema]
         self.builder = EventBuilder(schema, step=step, table=table, before=before)
 
     def fit(self, row: dict[str, Any]) -> list[Any]:
         """Return a row (by column name) as the list of values `add` takes."""
-        return [_fit(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
+        return [fit_value(row.get(name), kind) for name, kind in zip(self.names, self.kinds)]
 
     def fit_old(self, row: dict[str, Any] | None) -> list[Any] | None:
         """Return the old row as `add` takes it: None without `before`."""
@@ -257,8 +152,8 @@ class _ReadChangesFn(beam.DoFn):
         connection = connect(self._config)
         try:
             with connection.cursor() as cursor:
-                position = _consistent_snapshot(cursor)
-            earliest = _remember_attempt(self._run.attempts_file, position)
+                position = consistent_snapshot(cursor)
+            earliest = remember_attempt(self._run.attempts_file, position)
             stamp = dt.datetime.now(dt.UTC)
             seq = position.seq()  # one snapshot, one moment: its rows share the number
             for table in self._tables:
@@ -336,7 +231,7 @@ class _ReadChangesFn(beam.DoFn):
                         changes = collected[captured]
                         pending += [
                             (changes, op, changes.fit(row), seq, changes.fit_old(old))
-                            for op, row, seq, old in _row_changes(event, here)
+                            for op, row, seq, old in row_changes(event, here)
                         ]
                 if here.key() == end.key():
                     break
@@ -354,8 +249,7 @@ class _ReadChangesFn(beam.DoFn):
                 yield changes.batch()
 
     def _truncated(self, schema: str, query: str, here: Position) -> Iterator[DeadLetter]:
-        found = _TRUNCATE.match(query)
-        table = found and f"{found.group(1) or schema}.{found.group(2)}"
+        table = truncated_table(schema, query)
         if table in self._tables:
             yield DeadLetter(
                 self._step,
@@ -365,83 +259,6 @@ class _ReadChangesFn(beam.DoFn):
                 source=table,
                 payload={"table": table, "position": str(here)},
             )
-
-
-def _row_changes(event: Any, here: Position) -> list[tuple]:
-    """Return (op, row, seq, old row or None) for every row of a row event.
-
-    Two sequence numbers per row, counted back from the event's end: an event holds more
-    than two bytes per row, so numbers never reach the previous event's. An update that
-    changes the primary key is a delete of the old key and an insert of the new one.
-    """
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent
-
-    columns = {c.name: c for c in event.columns if c.type in _CONVERTED or c.set_values}
-    key = event.primary_key
-    key = (key,) if isinstance(key, str) and key else tuple(key or ())
-    base = here.seq(2 * len(event.rows))
-    found = []
-    for index, row in enumerate(event.rows):
-        seq = base + 2 * index
-        if isinstance(event, UpdateRowsEvent):
-            before, after = _plain_row(row["before_values"], columns), row["after_values"]
-            after = _plain_row(after, columns)
-            if key and any(before.get(k) != after.get(k) for k in key):
-                found += [
-                    (DELETE, before, seq, before),
-                    (INSERT, after, seq + 1, None),
-                ]
-            else:
-                found.append((UPDATE, after, seq + 1, before))
-        else:
-            values = _plain_row(row["values"], columns)
-            if isinstance(event, DeleteRowsEvent):
-                found.append((DELETE, values, seq + 1, values))
-            else:
-                found.append((INSERT, values, seq + 1, None))
-    return found
-
-
-def _plain_row(values: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
-    """Return `values` with those of `columns` (SET, BIT, TIME, JSON) made plain."""
-    if not columns:
-        return values
-    return {**values, **{name: plain(values.get(name), c) for name, c in columns.items()}}
-
-
-def _remember_attempt(path: str, position: Position) -> Position:
-    """Return the earliest snapshot position recorded in `path` (this one if none), after
-    recording it there before any row of this snapshot can be published."""
-    earliest = position
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as source:
-            earliest = min(Position(**json.load(source)), position, key=Position.key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as out:
-        json.dump(earliest._asdict(), out)
-    os.replace(f"{path}.tmp", path)
-    return earliest
-
-
-def _consistent_snapshot(cursor: Any) -> Position:
-    """Start a consistent-snapshot transaction; return the binlog position it sees.
-
-    MariaDB tells the position of the snapshot (`binlog_snapshot_file/position`) without a
-    lock; on MySQL a global read lock is held for the instant it takes to start it.
-    """
-    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    cursor.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
-    if len(cursor.fetchall()) == 2:
-        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        cursor.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        status = {name.lower(): value for name, value in cursor.fetchall()}
-        return Position(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
-    cursor.execute("FLUSH TABLES WITH READ LOCK")
-    try:
-        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        return show_position(cursor)
-    finally:
-        cursor.execute("UNLOCK TABLES")
 
 
 class ReadFromMySqlChanges(beam.PTransform):
@@ -604,10 +421,3 @@ class ReadFromMySqlChanges(beam.PTransform):
 
 def _select(table: str) -> str:
     return f"SELECT * FROM {quote_identifier(table, 'mysql')}"
-
-
-def derived_server_id(step: str, config: _db.DbConfig, tables: list[str]) -> int:
-    """Return a replica id from the step (`pipeline/step`), server and tables (above 65,535,
-    below 2**31): two captures reading as one replica id would disconnect each other."""
-    text = f"{step}|{config.host}|{config.port}|{','.join(tables)}"
-    return 65_536 + zlib.crc32(text.encode("utf-8")) % (2**31 - 65_536)
