@@ -17,12 +17,9 @@ pass it to `beam_etl.cli.execute(..., observers=[...])` for one run, or name it 
 is called as `function(event_name, payload)` for every event). An observer that raises never
 fails the run: one warning line is logged per observer and event.
 
-Progress comes from the workers themselves: counters of `beam_etl.metrics` also add their
-increments to a per-process tally, which is sent at most every `SEND_SECONDS` as one UDP
-datagram to the launcher (127.0.0.1, address in `BEAM_ETL_PROGRESS`). Tallies are cumulative,
-so a lost datagram loses nothing; a channel that is gone costs a failed `sendto`, never a run.
-The channel is opened only when some observer wants `step_progress` (the progress display
-does; `--progress off` and the history alone do not): workers then send nothing at all.
+Progress comes from the workers themselves, through the channel of `beam_etl.progress`. It is
+opened only when some observer wants `step_progress` (the progress display does; `--progress
+off` and the history alone do not): workers then send nothing at all.
 """
 
 import contextlib
@@ -32,8 +29,6 @@ import json
 import logging
 import os
 import resource
-import secrets
-import socket
 import sys
 import threading
 import time
@@ -43,12 +38,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from beam_etl.errors import SpecError
+from beam_etl.progress import CHANNEL_ENV, Channel, flush
 
 _LOG = logging.getLogger(__name__)
-#: Environment variable holding the launcher's progress address (`host:port/token`).
-CHANNEL_ENV: Final = "BEAM_ETL_PROGRESS"
-#: How often a process sends its tally at most, and how often observers get `step_progress`.
-SEND_SECONDS: Final = 0.25
+#: How often observers get `step_progress` while a run goes on.
 TICK_SECONDS: Final = 0.5
 _RATE_WINDOW: Final = 5.0  # seconds of samples behind rows/s and ETA
 EVENTS: Final = ("run_started", "step_progress", "step_finished", "run_finished")
@@ -279,126 +272,6 @@ def peak_rss_mb() -> float:
     return round(kilobytes / 1024, 1)
 
 
-class _Tally:
-    """This process's running totals per (step, counter), sent to the launcher when due."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._channel: str | None = None
-        self._address: tuple[str, int] | None = None
-        self._token = ""
-        self._totals: dict[str, int] = {}
-        self._due = 0.0
-        self._socket: socket.socket | None = None
-
-    def add(self, step: str, what: str, count: int, *, flush: bool = False) -> None:
-        channel = os.environ.get(CHANNEL_ENV)
-        if not channel or not (count or flush):
-            return
-        with self._lock:
-            if channel != self._channel:  # a new run: start over
-                self._start(channel)
-            if count:
-                key = f"{step}\x1f{what}"
-                self._totals[key] = self._totals.get(key, 0) + count
-            now = time.monotonic()
-            if (now < self._due and not flush) or self._address is None or not self._totals:
-                return
-            self._due = now + SEND_SECONDS
-            message = {
-                "token": self._token,
-                "pid": os.getpid(),
-                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                "counts": self._totals,
-            }
-            data = json.dumps(message, separators=(",", ":")).encode()
-            address, sock = self._address, self._socket
-        try:
-            if sock is not None:
-                sock.sendto(data, address)
-        except OSError:  # the launcher is gone or busy: progress is best effort, the run is not
-            pass
-
-    def _start(self, channel: str) -> None:
-        self._channel, self._totals, self._due = channel, {}, 0.0
-        host_port, _, self._token = channel.partition("/")
-        host, _, port = host_port.rpartition(":")
-        try:
-            self._address = (host, int(port))
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                self._socket.setblocking(False)
-        except (ValueError, OSError):
-            self._address = None
-
-
-_TALLY = _Tally()
-
-
-def report(step: str, what: str, count: int) -> None:
-    """Add `count` to counter `what` of `step` for the progress of the current run.
-
-    Cheap (a dict update; one datagram at most every `SEND_SECONDS`); a no-op outside a run
-    the launcher watches. Call it per batch, not per row.
-    """
-    _TALLY.add(step, what, count)
-
-
-def flush() -> None:
-    """Send this process's tally now (at the end of a bundle), so the launcher's last
-    `step_progress` has every count."""
-    _TALLY.add("", "", 0, flush=True)
-
-
-class _Channel:
-    """The launcher's end: a UDP socket on 127.0.0.1 that every worker process reports to."""
-
-    def __init__(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self._token = secrets.token_hex(6)
-        port = self._socket.getsockname()[1]
-        self.address = f"127.0.0.1:{port}/{self._token}"
-        self.latest: dict[int, dict[str, int]] = {}  # pid -> its cumulative counts
-        self.rss_kb: dict[int, int] = {}
-
-    def poll(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for datagrams, then take in every one that came."""
-        self._socket.settimeout(timeout)
-        while True:
-            try:
-                data = self._socket.recv(65536)
-            except (TimeoutError, BlockingIOError):
-                return
-            self._socket.settimeout(0)
-            try:
-                message = json.loads(data)
-                if message.get("token") != self._token:
-                    continue
-                pid = int(message["pid"])
-                self.latest[pid] = {str(k): int(v) for k, v in message["counts"].items()}
-                self.rss_kb[pid] = int(message.get("rss_kb") or 0)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # not ours
-
-    def totals(self) -> dict[tuple[str, str], int]:
-        """Return the counts of every process added up, `(step, counter)` -> value."""
-        found: dict[tuple[str, str], int] = {}
-        for counts in self.latest.values():
-            for key, value in counts.items():
-                step, _, what = key.partition("\x1f")
-                found[(step, what)] = found.get((step, what), 0) + value
-        return found
-
-    def wake(self) -> None:
-        """Make a `poll` waiting for datagrams return now."""
-        with contextlib.suppress(OSError):
-            self._socket.sendto(b"", self._socket.getsockname())
-
-    def close(self) -> None:
-        self._socket.close()
-
-
 class Watch:
     """One run's observers: resolves them, runs the progress channel and ticker, dispatches.
 
@@ -424,7 +297,7 @@ class Watch:
             work_dir=work_dir,
         )
         self._warned: set[tuple[int, str]] = set()
-        self._channel: _Channel | None = None
+        self._channel: Channel | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._previous_env: str | None = None
@@ -444,7 +317,7 @@ class Watch:
         self._dispatch("run_started", self._info)
         if not any(_wants_progress(observer) for observer in self._observers):
             return
-        self._channel = _Channel()
+        self._channel = Channel()
         self._previous_env = os.environ.get(CHANNEL_ENV)
         os.environ[CHANNEL_ENV] = self._channel.address  # workers inherit it
         self._thread = threading.Thread(target=self._tick, name="beam_etl-progress", daemon=True)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from beam_etl import observers
+from beam_etl import observers, progress
 from beam_etl.cli import execute
 from beam_etl.errors import SpecError
 from beam_etl.run import main
@@ -262,30 +262,30 @@ def test_the_fingerprint_ignores_layout_and_run_id_but_not_config(tmp_path):
 
 
 def test_reporting_without_a_watching_launcher_is_a_no_op(monkeypatch):
-    monkeypatch.delenv(observers.CHANNEL_ENV, raising=False)
-    observers.report("step", "rows_out", 5)
-    observers.flush()
+    monkeypatch.delenv(progress.CHANNEL_ENV, raising=False)
+    progress.report("step", "rows_out", 5)
+    progress.flush()
     # a launcher that is gone: the datagram goes nowhere, the caller never sees an error
-    monkeypatch.setenv(observers.CHANNEL_ENV, "127.0.0.1:9/gone")
+    monkeypatch.setenv(progress.CHANNEL_ENV, "127.0.0.1:9/gone")
     for _ in range(3):
-        observers.report("step", "rows_out", 5)
-        observers.flush()
-    monkeypatch.setenv(observers.CHANNEL_ENV, "not an address")
-    observers.report("step", "rows_out", 5)
+        progress.report("step", "rows_out", 5)
+        progress.flush()
+    monkeypatch.setenv(progress.CHANNEL_ENV, "not an address")
+    progress.report("step", "rows_out", 5)
 
 
 def test_the_channel_adds_up_the_tallies_of_every_process(monkeypatch):
-    channel = observers._Channel()
+    channel = progress.Channel()
     try:
-        monkeypatch.setenv(observers.CHANNEL_ENV, channel.address)
-        observers.report("orders", "rows_out", 10)
-        observers.report("orders", "rows_out", 5)
-        observers.flush()
+        monkeypatch.setenv(progress.CHANNEL_ENV, channel.address)
+        progress.report("orders", "rows_out", 10)
+        progress.report("orders", "rows_out", 5)
+        progress.flush()
         channel.poll(0.5)
         assert channel.totals() == {("orders", "rows_out"): 15}
         foreign = b'{"token": "other", "pid": 1, "counts": {"orders\\u001frows_out": 99}}'
         port = int(channel.address.split(":")[1].split("/")[0])
-        observers._TALLY._socket.sendto(foreign, ("127.0.0.1", port))
+        progress._TALLY._socket.sendto(foreign, ("127.0.0.1", port))
         channel.poll(0.2)
         assert channel.totals() == {("orders", "rows_out"): 15}  # another run's datagram
     finally:
@@ -293,7 +293,7 @@ def test_the_channel_adds_up_the_tallies_of_every_process(monkeypatch):
 
 
 def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypatch):
-    monkeypatch.delenv(observers.CHANNEL_ENV, raising=False)
+    monkeypatch.delenv(progress.CHANNEL_ENV, raising=False)
     plan = load_plan(_spec(tmp_path), run_id="r1", variables={"OUTPUT_DIR": str(tmp_path)})
 
     class Finished(observers.Observer):
@@ -302,13 +302,13 @@ def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypat
 
     quiet = observers.Watch(plan, "r1", str(tmp_path), [Finished()])
     quiet.start()
-    assert observers.CHANNEL_ENV not in os.environ  # workers send nothing
+    assert progress.CHANNEL_ENV not in os.environ  # workers send nothing
     quiet.close()
     watched = observers.Watch(plan, "r1", str(tmp_path), [Recorder()])
     watched.start()
-    assert os.environ[observers.CHANNEL_ENV].startswith("127.0.0.1:")
+    assert os.environ[progress.CHANNEL_ENV].startswith("127.0.0.1:")
     watched.close()
-    assert observers.CHANNEL_ENV not in os.environ  # put back as it was
+    assert progress.CHANNEL_ENV not in os.environ  # put back as it was
 
 
 def test_an_observer_whose_import_or_constructor_fails_is_one_spec_line(tmp_path, capsys):
