@@ -167,6 +167,7 @@ local_infile = 1
 log_bin = mysql-bin
 binlog_format = ROW
 binlog_row_image = FULL
+binlog_row_metadata = FULL
 server_id = 1
 expire_logs_days = 2
 max_connections = 300

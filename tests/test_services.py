@@ -37,6 +37,8 @@ def test_mariadb_writes_a_row_based_binlog_and_accepts_local_infile():
     assert my("SHOW VARIABLES LIKE 'log_bin'") == [("log_bin", "ON")]
     assert my("SHOW VARIABLES LIKE 'binlog_format'") == [("binlog_format", "ROW")]
     assert my("SHOW VARIABLES LIKE 'binlog_row_image'") == [("binlog_row_image", "FULL")]
+    # column names in the row events, for the binlog reader (`ReadFromMySqlChanges`)
+    assert my("SHOW VARIABLES LIKE 'binlog_row_metadata'") == [("binlog_row_metadata", "FULL")]
     assert my("SHOW VARIABLES LIKE 'local_infile'") == [("local_infile", "ON")]
     assert int(my("SELECT @@server_id")[0][0]) > 0
 

@@ -121,8 +121,12 @@ def _run(spec, tmp_path, *extra) -> int:
 
 def _staging_left(tmp_path) -> list[str]:
     found = []
+    work = os.path.join(tmp_path, "out", ".beam_etl")  # the run history and lineage stay there
     for root, folders, _ in os.walk(tmp_path):
-        found += [os.path.join(root, f) for f in folders if f.startswith(".beam_etl")]
+        paths = [os.path.join(root, f) for f in folders if f.startswith(".beam_etl")]
+        found += [path for path in paths if path != work]
+    if os.path.isdir(work):  # ... but no staging or run folder
+        found += [e.path for e in os.scandir(work) if e.is_dir()]
     return found
 
 
