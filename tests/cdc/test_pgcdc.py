@@ -46,10 +46,22 @@ sinks:
     type: WriteToParquet
     input: src
     config: {{path: "{out}/log/${{RUN_ID}}"}}
-  - name: letters
+{extra}  - name: letters
     type: WriteToDeadLetters
-    inputs: [src.error, net.error, target.error]
+    inputs: [src.error, net.error, target.error{extra_errors}]
     config: {{path: "{out}/letters.jsonl"}}
+"""
+# The pgbench capture also keeps a MariaDB replica (merge) and a Parquet SCD2 history.
+REPLICA_AND_HISTORY = """  - name: replica
+    type: WriteToMySql
+    input: rows
+    config: {{table: {target}, database: test, mode: merge, primary_key: {key},
+              hard_delete_column: deleted}}
+  - name: history
+    type: WriteToParquet
+    input: rows
+    config: {{path: "{out}/history", mode: scd2, primary_key: {key},
+              hard_delete_column: deleted}}
 """
 
 
@@ -62,12 +74,13 @@ def sql(statement: str, params=None) -> list[tuple]:
 class Capture:
     """A pipeline capturing `tables` into `target`; drops its slot, publication and tables."""
 
-    def __init__(self, tmp_path, tables: list[str], key: str) -> None:
+    def __init__(self, tmp_path, tables: list[str], key: str, replicas: bool = False) -> None:
         self.name = f"cdc_{uuid.uuid4().hex[:8]}"
         self.target = f"{self.name}_dst"
         self.slot = f"beam_etl_{self.name}_src"
         self.out = tmp_path / "out"
         self.spec = tmp_path / "spec.yaml"
+        names = {"target": self.target, "out": self.out, "key": key}
         self.spec.write_text(
             SPEC.format(
                 name=self.name,
@@ -76,9 +89,12 @@ class Capture:
                 change=CHANGE,
                 target=self.target,
                 out=self.out,
+                extra=REPLICA_AND_HISTORY.format(**names) if replicas else "",
+                extra_errors=", replica.error" if replicas else "",
             )
         )
         self.tables = tables
+        self.replicas = replicas
 
     def run(self, *extra: str) -> int:
         return main(["--pipeline", str(self.spec), "--output-dir", str(self.out), *extra])
@@ -126,6 +142,10 @@ class Capture:
         )
         sql(f"DROP PUBLICATION IF EXISTS {self.slot}")
         sql(f"DROP TABLE IF EXISTS {self.target}")
+        if self.replicas:
+            from dbfixtures import my
+
+            my(f"DROP TABLE IF EXISTS `{self.target}`")
         for table in self.tables:
             sql(f"DROP TABLE IF EXISTS {table}")
 
@@ -279,7 +299,7 @@ def test_kill_9_of_the_capture_during_pgbench_loses_and_duplicates_nothing(tmp_p
     )
     script = tmp_path / "mutate.sql"
     script.write_text(PGBENCH_SCRIPT)
-    capture = Capture(tmp_path, [f"{schema}.pgbench_accounts"], "aid")
+    capture = Capture(tmp_path, [f"{schema}.pgbench_accounts"], "aid", replicas=True)
     try:
         mutation = subprocess.Popen(
             [*bench[:3], "-n", "-c", "4", "-T", "10", "-f", str(script), "test"],
@@ -309,6 +329,17 @@ def test_kill_9_of_the_capture_during_pgbench_loses_and_duplicates_nothing(tmp_p
         source = rows(f"{schema}.pgbench_accounts", columns, "aid")
         assert rows(capture.target, columns, "aid") == source
         assert capture.confirmed() <= capture.state_position()
+        # The same changes reached MariaDB (merge) and the Parquet SCD2 history.
+        from dbfixtures import my
+
+        from beam_etl.io import parquet_history
+
+        replica = my(f"SELECT {columns} FROM `{capture.target}` ORDER BY aid")
+        assert [tuple(r) for r in replica] == [tuple(r) for r in source]
+        current = parquet_history(str(capture.out / "history")).sort_by("aid")
+        assert [(r["aid"], r["bid"], r["abalance"], r["filler"]) for r in current.to_pylist()] == [
+            tuple(r) for r in source
+        ]
     finally:
         capture.drop()
         sql(f"DROP SCHEMA {schema} CASCADE")
