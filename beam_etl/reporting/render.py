@@ -21,7 +21,7 @@ from beam_etl.reporting.graph import layout, parse_ref
 FORMATS: Final = ("html", "md")
 _DEAD_LETTER_SINK: Final = "WriteToDeadLetters"
 _REQUIRED: Final = ("run_id", "pipeline", "status", "steps", "elapsed_seconds")
-_OPTIONAL: Final = {
+_OPTIONAL: Final[dict[str, Any]] = {
     "spec": "",
     "started_at": "",
     "ended_at": "",
