@@ -465,18 +465,15 @@ class _ReadRowGroupFn(beam.DoFn):
 
     def process(self, unit: tuple[str, int]):
         path, group = unit
-        try:
-            batches = list(
-                _fragment(path, [group]).to_batches(
-                    schema=self._scan.schema, columns=self._scan.columns, filter=self._filter
-                )
-            )
+        try:  # batch by batch: a row group is never held whole
+            for batch in _fragment(path, [group]).to_batches(
+                schema=self._scan.schema, columns=self._scan.columns, filter=self._filter
+            ):
+                if batch.num_rows:
+                    self._rows_read.inc(batch.num_rows)
+                    yield with_origin(batch, path, None)
         except (OSError, pa.ArrowException) as exc:
             raise ConnectorError(f"Cannot read row group {group} of `{path}`: {exc}") from exc
-        for batch in batches:
-            if batch.num_rows:
-                self._rows_read.inc(batch.num_rows)
-                yield with_origin(batch, path, None)
 
 
 class ReadFromParquet(LocalSample, beam.PTransform):

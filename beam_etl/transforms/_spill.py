@@ -117,6 +117,7 @@ class _SpillFn(beam.DoFn):
         buckets: int,
         ties: bool = True,
         every_bucket: bool = False,
+        by_value: bool = False,
     ):
         self._folder = folder
         self._columns = columns
@@ -124,6 +125,7 @@ class _SpillFn(beam.DoFn):
         self._buckets = buckets
         self._ties = ties
         self._every_bucket = every_bucket
+        self._by_value = by_value
 
     def start_bundle(self) -> None:
         self._file: Any = None
@@ -139,7 +141,7 @@ class _SpillFn(beam.DoFn):
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
         keys = key_batch(batch, self._columns, self._carry, self._path, first, self._ties)
-        yield from split_by_key(self._columns, self._buckets, keys)
+        yield from split_by_key(self._columns, self._buckets, keys, self._by_value)
 
     def finish_bundle(self) -> Iterator[Any]:
         self._close()
@@ -191,6 +193,10 @@ class _SelectFn(beam.DoFn):
             chosen, summary = self._select(keys, bucket[0])
         else:
             chosen, summary = self._select(keys)
+        del keys
+        # mimalloc keeps freed pages for reuse: give them back, one bucket at a time, so a
+        # run's peak memory is its largest bucket, not the sum of every bucket seen.
+        pa.default_memory_pool().release_unused()
         for item in summary:
             yield beam.pvalue.TaggedOutput(_SUMMARY, item)
         if not chosen.num_rows:
@@ -271,6 +277,7 @@ class _ReadBackFn(beam.DoFn):
             first += n
             if batch.num_rows:
                 yield batch
+        pa.default_memory_pool().release_unused()  # see `_SelectFn`
         yield beam.pvalue.TaggedOutput(_DONE, path)
 
     def _pick(self, batch: pa.RecordBatch, rows: np.ndarray, notes: list[str]) -> Iterator[Any]:
@@ -305,7 +312,7 @@ class _ReadBackFn(beam.DoFn):
     @staticmethod
     def _open(path: str) -> Any:
         if _is_local(path):
-            return pa.memory_map(path)
+            return pa.OSFile(path, "rb")  # not mapped: its pages would count as the run's memory
         with FileSystems.open(path) as stream:
             return pa.BufferReader(stream.read())
 
@@ -360,6 +367,7 @@ class SpillByKey(beam.PTransform):
         check: Callable[[list[Any]], None] | None = None,
         every_bucket: bool = False,
         ties: bool = True,
+        by_value: bool = False,
     ) -> None:
         super().__init__()
         if action not in ACTIONS:
@@ -376,12 +384,19 @@ class SpillByKey(beam.PTransform):
         self._check = check
         self._every_bucket = every_bucket
         self._ties = ties
+        self._by_value = by_value  # bucket keys by `fast_row_hash`
 
     # No return annotation: Beam reads it as the output type hint and warns, on every pipeline,
     # that a NamedTuple of PCollections is not one.
     def expand(self, batches):
         spill = _SpillFn(
-            self._folder, self._columns, self._carry, self._buckets, self._ties, self._every_bucket
+            self._folder,
+            self._columns,
+            self._carry,
+            self._buckets,
+            self._ties,
+            self._every_bucket,
+            self._by_value,
         )
         spilled = batches | "Spill" >> beam.ParDo(spill).with_output_types(
             tuple[int, pa.RecordBatch]

@@ -47,6 +47,8 @@ _PREVIOUS: Final = "__beam_etl_previous"
 
 
 _EMPTY: Final = pa.RecordBatch.from_pydict({})
+#: Snapshot buckets are keys and 64-bit hashes: neither dictionaries nor statistics help.
+_SNAPSHOT_FILE: Final = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -195,7 +197,7 @@ class _DiffBucketFn(beam.DoFn):
     def _write_next(self, bucket: int, table: pa.Table) -> None:
         os.makedirs(self._next, exist_ok=True)
         temporary = f"{bucket_file(self._next, bucket)}.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(table, temporary)
+        pq.write_table(table, temporary, **_SNAPSHOT_FILE)
         os.replace(temporary, bucket_file(self._next, bucket))
 
     def _events(self, rows: pa.Table, ops: pa.Array) -> pa.Table:
@@ -254,7 +256,7 @@ def select_changes(
         os.makedirs(next_folder, exist_ok=True)
         final = bucket_file(next_folder, bucket)
         temporary = f"{final}.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(current, temporary)
+        pq.write_table(current, temporary, **_SNAPSHOT_FILE)
         os.replace(temporary, final)
     ops, index, gone = diff_bucket(current, previous, keys)
     op_codes = np.select(
@@ -466,6 +468,7 @@ class DiffSnapshots(beam.PTransform):
                 gate=lambda _rows, summary: gone.append(summary),
                 every_bucket=True,
                 ties=False,  # the last copy of a repeated key wins, not a content order
+                by_value=True,  # keys bucketed by value (HASH_VERSION 2)
             )
         )
         changed = spilled.output | "Events" >> beam.Map(
@@ -487,7 +490,7 @@ class DiffSnapshots(beam.PTransform):
             [(b, _EMPTY) for b in range(self.buckets)]
         ).with_output_types(tuple[int, pa.RecordBatch])
         spread = batches | "Spread" >> beam.FlatMap(
-            functools.partial(split_by_key, self.primary_key, self.buckets)
+            functools.partial(split_by_key, self.primary_key, self.buckets, by_value=True)
         ).with_output_types(tuple[int, pa.RecordBatch])
         diff = (
             (spread, marks)
