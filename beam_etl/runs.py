@@ -62,13 +62,14 @@ class RunFolders:
         for run_id in sorted(os.listdir(self.root)):
             folder = os.path.join(self.root, run_id)
             owner = _read_json(os.path.join(folder, _OWNER), {})
-            if owner.get("host") == socket.gethostname() and not _alive(owner.get("pid")):
+            if owner.get("host") == socket.gethostname() and not alive(owner.get("pid")):
                 self.finish(folder)
                 swept.append(run_id)
         return swept
 
 
-def _alive(pid) -> bool:
+def alive(pid) -> bool:
+    """Whether the process `pid` of this machine still runs."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

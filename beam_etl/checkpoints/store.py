@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from beam_etl.errors import BeamEtlError
+from beam_etl.runs import alive
 
 MARKER: Final = "_COMPLETE.json"
 RUN_FILE: Final = "run.json"
@@ -111,16 +112,7 @@ class RunCheckpoints:
 def _alive(info: dict[str, Any]) -> bool:
     if info.get("host") != socket.gethostname():
         return info.get("status") == RUNNING  # another machine's run: assume it still runs
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return alive(info.get("pid"))
 
 
 def _size(folder: str) -> int:

@@ -67,37 +67,26 @@ class DatabaseState:
     def entries(self, pipeline: str) -> dict[str, dict[str, Any]]:
         """Return the kept state of `pipeline` by source, as `{"value", "run_id"}` (empty
         when there is none)."""
-        connection = self._connect()
-        try:
-            cursor = connection.cursor()
-            create(cursor, self.dialect)
-            cursor.execute(
-                f"SELECT source, value, run_id FROM {quote_identifier(STATE_TABLE, self.dialect)} "
-                "WHERE pipeline = %s",
-                (pipeline,),
-            )
-            found = {
-                source: {"value": json.loads(value), "run_id": run_id}
-                for source, value, run_id in cursor.fetchall()
-            }
-            connection.commit()
-            return found
-        finally:
-            connection.close()
+        table = quote_identifier(STATE_TABLE, self.dialect)
+        rows = self._run(f"SELECT source, value, run_id FROM {table} WHERE pipeline = %s", pipeline)
+        return {source: {"value": json.loads(value), "run_id": run} for source, value, run in rows}
 
     def reset(self, pipeline: str, source: str | None = None) -> int:
         """Forget the kept state of `pipeline` (or of one source); return the rows removed."""
+        table = quote_identifier(STATE_TABLE, self.dialect)
+        sql = f"DELETE FROM {table} WHERE pipeline = %s AND (%s IS NULL OR source = %s)"
+        return self._run(sql, pipeline, source, source)
+
+    def _run(self, sql: str, *params: Any) -> Any:
+        """Run `sql` in its own transaction (the table created first); return its rows, or
+        the rows it changed."""
         connection = self._connect()
         try:
             cursor = connection.cursor()
             create(cursor, self.dialect)
-            cursor.execute(
-                f"DELETE FROM {quote_identifier(STATE_TABLE, self.dialect)} "
-                "WHERE pipeline = %s AND (%s IS NULL OR source = %s)",
-                (pipeline, source, source),
-            )
-            removed = cursor.rowcount
+            cursor.execute(sql, params)
+            found = cursor.fetchall() if cursor.description else cursor.rowcount
             connection.commit()
-            return removed
+            return found
         finally:
             connection.close()
