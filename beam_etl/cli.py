@@ -194,7 +194,7 @@ def execute(
         )
         if checkpoints is not None:  # restored steps: their upstream did not run
             checkpoints.adjust(steps)
-        quality = _quality(checks_path, report_path)
+        quality = _quality(checks_path, report_path, plan.loaded.redact)
         error = error or verdict(steps, pending, quality)
         if error is None:
             try:
@@ -281,8 +281,10 @@ def verdict(steps: list, pending: str, quality: dict | None) -> str | None:
     return None
 
 
-def _quality(checks_path: str, report_path: str) -> dict | None:
-    """Read the run's check results (if any) and write the Markdown and HTML quality reports."""
+def _quality(checks_path: str, report_path: str, redact=str) -> dict | None:
+    """Read the run's check results (if any) and write the Markdown and HTML quality reports,
+    with every value substituted from the environment masked (`redact`), as in the run
+    report and on the console."""
     if not os.path.exists(checks_path):
         return None
     from beam_etl.quality.checks import CheckResult
@@ -291,12 +293,24 @@ def _quality(checks_path: str, report_path: str) -> dict | None:
     with open(checks_path, encoding="utf-8") as lines:
         results = [CheckResult(**json.loads(line)) for line in lines if line.strip()]
     os.remove(checks_path)
-    section = quality_section(results)
+    section = _redacted(quality_section(results), redact)
     stem = report_path.removesuffix(".json")
     for suffix, render in ((".quality.md", render_markdown), (".quality.html", render_html)):
         with open(stem + suffix, "w", encoding="utf-8") as out:
             out.write(render(section))
     return section
+
+
+def _redacted(value: Any, redact) -> Any:
+    """Return `value` (JSON-like) with `redact` applied to every string in it; numbers and
+    structure untouched."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, redact) for item in value]
+    return value
 
 
 def _follows(args: argparse.Namespace, plan: Plan) -> bool:

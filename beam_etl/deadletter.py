@@ -26,6 +26,7 @@ CAST_FAILED: Final = "cast_failed"
 FUNCTION_FAILED: Final = "function_failed"
 DB_CONSTRAINT: Final = "db_constraint"
 NULL_CURSOR: Final = "null_cursor"
+RETRIES_EXHAUSTED: Final = "retries_exhausted"
 
 
 class DeadLetter(NamedTuple):

@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from beam_etl.deadletter import RETRIES_EXHAUSTED as DEADLETTER_RETRIES_EXHAUSTED
 from beam_etl.errors import BeamEtlError
 
 #: Reason code of the rows a user function could not process within its retry attempts.
-RETRIES_EXHAUSTED: Final = "retries_exhausted"
+RETRIES_EXHAUSTED: Final = DEADLETTER_RETRIES_EXHAUSTED  # the reason code, defined with the others
 DEFAULT_ON: Final = (ConnectionError, TimeoutError)
 _KEYS: Final = ("attempts", "backoff", "on")
 

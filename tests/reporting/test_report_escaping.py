@@ -84,7 +84,9 @@ def test_markdown_escapes_markup_and_table_syntax(hostile_run):
 
 
 def test_secrets_never_show_in_the_reports(hostile_run):
-    for name in ("run_report.html", "run_report.md", "run_report.context.json"):
+    names = ["run_report.html", "run_report.md", "run_report.context.json", "run_report.json"]
+    names += ["run_report.quality.md", "run_report.quality.html"]
+    for name in names:
         text = (hostile_run / name).read_text()
         assert "hunter2" not in text, name  # a credential-like payload field is masked
         assert "s3cr3t" not in text, name  # a value substituted from the environment
