@@ -652,7 +652,10 @@ class _PgLoad:
     def predict(self, parts: list[Any]) -> _db.Published | None:
         """Return what loading `parts` will do without loading them, when the database
         cannot refuse a row the Arrow screening (`unloadable`) lets through: the load creates
-        the table (append or replace, no keys). None otherwise: then the trial loads."""
+        the table (append or replace, no keys), or merges into a table that only a primary key
+        on the merge keys guards (see `_predict_merge`). None otherwise: then the trial loads."""
+        if self.s["mode"] == "merge":
+            return self._predict_merge(parts)
         if (
             self.s["mode"] not in ("append", "replace")
             or self.s["keys"]
@@ -674,6 +677,90 @@ class _PgLoad:
             for row, message in self.origins.screened
         ]
         return _db.Published(staged - len(rejects), 0, rejects)
+
+    def _predict_merge(self, parts: list[Any]) -> _db.Published | None:
+        """Predict a `merge`: every staged key is written once (the last row per key), when
+        nothing but the primary key on the merge keys can refuse a row: no trigger, CHECK,
+        foreign key (either way), exclusion or other unique key, row security, domain or
+        always-generated identity column; every loaded column stores its values exactly; the
+        user may write (or create) the table; no staged key is null. None otherwise."""
+        schema = _db.parts_schema(parts)
+        keys, flag = self.s["keys"], self.s["hard_delete"]
+        if schema is None or not keys:
+            return None
+        fields = [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
+        load = [f for f in fields if f.name != flag]
+        if not set(keys) <= {f.name for f in load}:
+            return None
+        existing = self._columns()
+        if existing is None:
+            if not self.s["create_table"] or not self._may("create"):
+                return None
+            for f in load:
+                _db.sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
+        else:
+            if any(f.name not in existing for f in load) and self.s["drift"] != "evolve":
+                return None
+            if not self._may("write") or self._guarded():
+                return None
+            target = self._describe(self.target)
+            for f in load:
+                column = target.get(f.name)
+                if column is None:
+                    continue  # added by the load: nullable, of its own type
+                if column.not_null and f.name not in keys:
+                    return None
+                if any(
+                    c(f.name, f.type, column.type, column.base) for c in (_exactness, _overflow)
+                ):
+                    return None
+            unique = self._unique_keys(self.target)
+            if [u[1] for u in unique] != [frozenset(keys)]:
+                return None
+        found = []
+        for batch in self.origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+            found.append(pa.Table.from_batches([batch]).select(keys))
+        table = pa.concat_tables(found).combine_chunks() if found else None
+        if table is not None and any(table.column(k).null_count for k in keys):
+            self.origins = _db.StagedOrigins("postgres")  # the trial screens again
+            return None
+        written = table.group_by(keys).aggregate([]).num_rows if table is not None else 0
+        rejects = [
+            self.origins.reject(self.s["step"], self.table, keys, row, message)
+            for row, message in self.origins.screened
+        ]
+        staged = sum(rows for _, rows in parts)
+        return _db.Published(written, staged - written - len(rejects), rejects)
+
+    def _may(self, action: str) -> bool:
+        """Whether this user may `write` (insert, update, delete) the target, or `create` it."""
+        if action == "write":
+            self.cursor.execute(
+                "SELECT has_table_privilege(to_regclass(%s), 'INSERT, UPDATE, DELETE')",
+                (self.target,),
+            )
+        else:
+            schema = self.table.rpartition(".")[0] or None
+            self.cursor.execute(
+                "SELECT has_schema_privilege(COALESCE(%s, current_schema()), 'CREATE')", (schema,)
+            )
+        return bool(self.cursor.fetchone()[0])
+
+    def _guarded(self) -> bool:
+        """Whether anything but its keys can refuse a row of the target (see
+        `_predict_merge`)."""
+        self.cursor.execute(
+            "SELECT c.relkind <> 'r' OR c.relrowsecurity "
+            "OR EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal) "
+            "OR EXISTS (SELECT 1 FROM pg_constraint WHERE (conrelid = c.oid "
+            "AND contype IN ('c', 'f', 'x')) OR (confrelid = c.oid AND contype = 'f')) "
+            "OR EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND (t.typtype = 'd' OR a.attidentity = 'a')) "
+            "FROM pg_class c WHERE c.oid = to_regclass(%s)",
+            (self.target,),
+        )
+        return bool(self.cursor.fetchone()[0])
 
     def _execute(self, sql: str, params: Any = None) -> int:
         self.cursor.execute(sql, params)

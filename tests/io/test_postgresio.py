@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from dbfixtures import pg, unique_table
+from dbfixtures import pg, pg_connection, unique_table
 
 from beam_etl.batches import visible, with_origin
 from beam_etl.errors import ConnectorError
@@ -617,3 +617,42 @@ def test_replace_of_an_existing_table_copies_straight_and_keeps_its_shape(table)
     written, letters = _write([_batch([1, 2], ["ab", "cd"])], table, mode="replace")
     assert written == [2] and letters == []
     assert pg(f'SELECT id, name FROM "{table}" ORDER BY id') == [(1, "ab"), (2, "cd")]
+
+
+def _staged(tmp_path, batch: pa.RecordBatch) -> list:
+    from beam_etl.io._ipcparts import IpcPartWriter
+
+    writer = IpcPartWriter(str(tmp_path / "parts"), keep_origin=True)
+    writer.write(with_origin(batch, "in.csv", list(range(2, 2 + batch.num_rows))))
+    return writer.close()
+
+
+def test_a_merge_only_a_primary_key_guards_is_predicted_without_a_trial_load(table, tmp_path):
+    """The merge trial does not load when nothing but the key can refuse a row: every staged
+    key is written once. Anything else that could refuse one (here a CHECK) makes it load."""
+    from beam_etl.io.postgresio import _PgLoad
+
+    pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, name text)')
+    parts = _staged(tmp_path, _batch([1, 2, 2, 3], ["a", "b", "b2", "c"]))
+    settings = {
+        "mode": "merge",
+        "keys": ["id"],
+        "hard_delete": None,
+        "dedup_sort": None,
+        "create_table": True,
+        "drift": "evolve",
+        "on_reject": "dead_letter",
+        "run_id": "r",
+        "step": "load",
+    }
+    with pg_connection() as connection, connection.cursor() as cursor:
+        predicted = _PgLoad(cursor, table, settings).predict(parts)
+        assert predicted is not None and (predicted.written, predicted.dropped) == (3, 1)
+        cursor.execute(f"ALTER TABLE \"{table}\" ADD CHECK (name <> 'zz')")
+        assert _PgLoad(cursor, table, settings).predict(parts) is None
+        connection.rollback()
+    # and the prediction is what the load does
+    assert _write(
+        [_batch([1, 2, 2, 3], ["a", "b", "b2", "c"])], table, mode="merge", primary_key="id"
+    ) == ([3], [])
+    assert _rows(table) == [(1, "a"), (2, "b2"), (3, "c")]
