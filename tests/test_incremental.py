@@ -439,3 +439,37 @@ def test_two_sinks_cannot_both_keep_the_state(tmp_path, capsys):
     spec.write_text(text)
     assert main(["--pipeline", str(spec), "--output-dir", str(tmp_path / "out")]) == 2
     assert "Only one sink can keep the state" in capsys.readouterr().err
+
+
+def test_a_state_table_that_cannot_be_made_is_one_error_line(tmp_path, capsys):
+    """`keep_state` for a user who may not create `_beam_etl_state`: one line, no traceback."""
+    data = tmp_path / "in.csv"
+    data.write_text("id\n1\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"""
+name: no_rights
+sources:
+  - name: rows
+    type: ReadFromCsv
+    config: {{path: "{data}", incremental: true}}
+sinks:
+  - name: target
+    type: WriteToPostgres
+    input: rows
+    config: {{table: no_rights_t, database: test, user: beam_etl_no_create, keep_state: true}}
+  - name: letters
+    type: WriteToDeadLetters
+    inputs: [rows.error, target.error]
+    config: {{path: "{tmp_path}/letters.jsonl"}}
+"""
+    )
+    pg("DROP ROLE IF EXISTS beam_etl_no_create")
+    pg("CREATE ROLE beam_etl_no_create LOGIN")
+    try:
+        assert main(["--pipeline", str(spec), "--output-dir", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "_beam_etl_state" in err[0], err
+        assert "Traceback" not in err[0] and "permission denied" in err[0]
+    finally:
+        pg("DROP ROLE IF EXISTS beam_etl_no_create")

@@ -161,9 +161,9 @@ class EventBuilder:
             ops_array,
             pc.equal(ops_array, DELETE),
             _repeated(ts, pa.timestamp("us", tz="UTC")),
-            pa.array([self.step] * len(ops), pa.string()),
+            pa.repeat(self.step, len(ops)),
             pa.array(positions, pa.string()),
-            pa.array([self.table] * len(ops), pa.string()),
+            pa.repeat(self.table, len(ops)),
             pa.array(txids, pa.int64()),
             pa.array(seqs, pa.int64()),
         ]

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from beam_etl.io._db import DbConfig
+from beam_etl.io._db import DbConfig, with_retries
 from beam_etl.io._sql import quote_identifier
 
 STATE_TABLE: Final = "_beam_etl_state"
@@ -49,20 +49,19 @@ def write(cursor, dialect: str, pipeline: str, run_id: str, values: dict[str, An
 class DatabaseState:
     """Reads and resets the state a sink keeps in its database (picklable settings only)."""
 
-    def __init__(self, dialect: str, config: DbConfig, step: str) -> None:
+    def __init__(self, dialect: str, config: DbConfig) -> None:
         self.dialect = dialect
         self.config = config
-        self.step = step
 
-    def _connect(self) -> Any:
+    def _driver(self) -> Any:
         # Imported here: each driver module imports this one.
         if self.dialect == "postgres":
             from beam_etl.io import postgresio
 
-            return postgresio.connect(self.config)
+            return postgresio
         from beam_etl.io import mysqlio
 
-        return mysqlio.connect(self.config)
+        return mysqlio
 
     def entries(self, pipeline: str) -> dict[str, dict[str, Any]]:
         """Return the kept state of `pipeline` by source, as `{"value", "run_id"}` (empty
@@ -79,14 +78,26 @@ class DatabaseState:
 
     def _run(self, sql: str, *params: Any) -> Any:
         """Run `sql` in its own transaction (the table created first); return its rows, or
-        the rows it changed."""
-        connection = self._connect()
-        try:
-            cursor = connection.cursor()
-            create(cursor, self.dialect)
-            cursor.execute(sql, params)
-            found = cursor.fetchall() if cursor.description else cursor.rowcount
-            connection.commit()
-            return found
-        finally:
-            connection.close()
+        the rows it changed. A failure (a dead server, no right to create the table) is one
+        `ConnectorError` line naming the database, its password masked; transient ones
+        retried."""
+        driver = self._driver()
+
+        def attempt() -> Any:
+            connection = driver.connect(self.config)
+            try:
+                cursor = connection.cursor()
+                create(cursor, self.dialect)
+                cursor.execute(sql, params)
+                found = cursor.fetchall() if cursor.description else cursor.rowcount
+                connection.commit()
+                return found
+            finally:
+                connection.close()
+
+        return with_retries(
+            attempt,
+            config=self.config,
+            is_transient=driver.is_transient,
+            what=f"Using the run state kept in `{STATE_TABLE}`",
+        )

@@ -124,12 +124,12 @@ def statements(
     columns = ", ".join(quote(n) for n in [*names, VALID_FROM, VALID_TO, IS_CURRENT])
     insert = (
         f"INSERT INTO {dest} ({columns}) SELECT {', '.join(values)}, {at}, NULL, {true} "
-        f"FROM {source} s WHERE {in_range} AND {kept} AND NOT EXISTS "
-        f"(SELECT 1 FROM {dest} t WHERE {match('t')} AND t.{quote(IS_CURRENT)} = {true})"
+        f"FROM {source} s WHERE {in_range} AND {kept}"
     )
     if fresh:
-        return [insert.partition(" AND NOT EXISTS ")[0]]
-    return [close, insert]
+        return [insert]
+    current = f"(SELECT 1 FROM {dest} t WHERE {match('t')} AND t.{quote(IS_CURRENT)} = {true})"
+    return [close, f"{insert} AND NOT EXISTS {current}"]
 
 
 def extra_columns(quote, timestamp: str, boolean: str) -> list[str]:
@@ -238,7 +238,7 @@ def publish_parquet_version(
     load = load.take(pc.take(index, pc.sort_indices(index)))  # the last row per key
     if TOMBSTONE in load.column_names and flag != TOMBSTONE:
         raise ValueError(f"Column `{TOMBSTONE}` is kept by mode `scd2`; rename it in the input")
-    deleting = pc.fill_null(load.column(flag), False) if flag else pa.array([False] * load.num_rows)
+    deleting = pc.fill_null(load.column(flag), False) if flag else pa.repeat(False, load.num_rows)
     if current is not None and current.num_rows:
         known = current.select([*keys, ROW_HASH]).rename_columns([*keys, "__beam_etl_previous"])
         indexed = load.select([*keys, ROW_HASH]).append_column(
@@ -265,12 +265,13 @@ def publish_parquet_version(
         out.append(tombstones)
     version = pa.concat_tables(out, promote_options="permissive")
     version = version.append_column(
-        TOMBSTONE, pa.array([False] * rows.num_rows + [True] * tombstones.num_rows)
+        TOMBSTONE,
+        pa.array(np.arange(version.num_rows) >= rows.num_rows),  # tombstones come last
     )
     if not version.num_rows:
         return 0
     version = version.append_column(
-        VALID_FROM, pa.array([stamp] * version.num_rows, pa.timestamp("us", tz="UTC"))
+        VALID_FROM, pa.repeat(pa.scalar(stamp, pa.timestamp("us", tz="UTC")), version.num_rows)
     )
     version = version.replace_schema_metadata({"beam_etl.scd2.keys": json.dumps(keys)})
     os.makedirs(path, exist_ok=True)

@@ -1101,7 +1101,7 @@ class WriteToMySql(beam.PTransform):
 
     def state_store(self) -> _dbstate.DatabaseState:
         """Return where this sink keeps the run's state (with `keep_state`)."""
-        return _dbstate.DatabaseState("mysql", self.config, self.label)
+        return _dbstate.DatabaseState("mysql", self.config)
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)

@@ -1314,7 +1314,7 @@ class WriteToPostgres(beam.PTransform):
 
     def state_store(self) -> _dbstate.DatabaseState:
         """Return where this sink keeps the run's state (with `keep_state`)."""
-        return _dbstate.DatabaseState("postgres", self.config, self.label)
+        return _dbstate.DatabaseState("postgres", self.config)
 
     def expand(self, batches):
         self.staging = folder = _db.staging_folder(self.staging_path, self.table)

@@ -147,7 +147,7 @@ class _DiffBucketFn(beam.DoFn):
                 yield from self._events(changed, ops).to_batches()
         if gone.num_rows:
             gone = _with_columns(gone, schema)  # the row's other columns, null
-            yield from self._events(gone, pa.array(["d"] * gone.num_rows)).to_batches()
+            yield from self._events(gone, pa.repeat("d", gone.num_rows)).to_batches()
 
     def _reject_bad_keys(self, table: pa.Table) -> tuple[pa.Table, list]:
         """Send rows with a null key, and all but the last copy of a repeated key, to the
@@ -299,7 +299,7 @@ def events_of_gone(
 ) -> Iterator[pa.RecordBatch]:
     """Yield the `d` events of keys that are gone, every other column null."""
     gone = _with_columns(gone, schema)
-    ops = pa.array(["d"] * gone.num_rows, pa.string())
+    ops = pa.repeat("d", gone.num_rows)
     yield from _events(gone, ops, step, run_id, started).to_batches()
 
 
@@ -308,9 +308,9 @@ def _events(rows: pa.Table, ops: pa.Array, step: str, run_id: str, started: date
     columns = {
         "op": ops,
         "deleted": pc.equal(ops, "d"),
-        "source_ts": pa.array([started] * n, pa.timestamp("us", tz="UTC")),
-        "source_name": pa.array([step] * n, pa.string()),
-        "source_position": pa.array([run_id] * n, pa.string()),
+        "source_ts": pa.repeat(pa.scalar(started, pa.timestamp("us", tz="UTC")), n),
+        "source_name": pa.repeat(step, n),
+        "source_position": pa.repeat(run_id, n),
     }
     for name, values in columns.items():
         rows = rows.append_column(name, values)
