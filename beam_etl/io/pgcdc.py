@@ -73,26 +73,9 @@ def column_type(type_oid: int, modifier: int) -> pa.DataType:
 
 
 def replication_connect(config: _db.DbConfig) -> Any:
-    """Return a logical replication connection (session in UTC, for timestamps' text form)."""
-    import psycopg2
-    from psycopg2.extras import LogicalReplicationConnection
-
-    kwargs: dict[str, Any] = {
-        "connection_factory": LogicalReplicationConnection,
-        "connect_timeout": max(1, round(config.connect_timeout)),
-        "options": "-c TimeZone=UTC -c extra_float_digits=3",
-    }
-    if config.dsn is not None:
-        extra = {"password": config.password.reveal()} if config.password else {}
-        return psycopg2.connect(config.dsn.reveal(), **kwargs, **extra)
-    return psycopg2.connect(
-        host=config.host,
-        port=config.port,
-        dbname=config.database,
-        user=config.user,
-        password=config.password.reveal() or None,
-        **kwargs,
-    )
+    """Return a logical replication connection (session in UTC, for timestamps' text form),
+    retried while the failure is transient; a failure is one line, its password masked."""
+    return connect(config, replication=True)
 
 
 @dataclass(frozen=True)

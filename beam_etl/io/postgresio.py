@@ -46,14 +46,21 @@ _NUMERIC: Final = 1700
 _SESSION: Final = "SET TIME ZONE 'UTC'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 
 
-def connect(config: _db.DbConfig, *, readonly: bool = False) -> Any:
-    """Return a psycopg2 connection (retried while the failure is transient)."""
+def connect(config: _db.DbConfig, *, readonly: bool = False, replication: bool = False) -> Any:
+    """Return a psycopg2 connection (retried while the failure is transient); with
+    `replication`, a logical replication connection whose session is in UTC (for timestamps'
+    text form) with exact floats."""
     import psycopg2
 
     options = ""
     if config.statement_timeout is not None:
         options = f"-c statement_timeout={int(config.statement_timeout * 1000)}"
     kwargs: dict[str, Any] = {"connect_timeout": max(1, round(config.connect_timeout))}
+    if replication:
+        from psycopg2.extras import LogicalReplicationConnection
+
+        kwargs["connection_factory"] = LogicalReplicationConnection
+        options = f"-c TimeZone=UTC -c extra_float_digits=3 {options}".strip()
     if options:
         kwargs["options"] = options
 
