@@ -1,4 +1,4 @@
-"""OpenLineage run events (START, COMPLETE, FAIL) of a run, through the OpenLineage client.
+"""OpenLineage run events (START, COMPLETE, FAIL) of a run.
 
 Each event names the job (`namespace`, the spec's name), the run (a UUID derived from the
 pipeline and the run id, the same in every event of a run), the sources as inputs and the
@@ -12,8 +12,15 @@ Events go to a JSON Lines file (by default `.beam_etl/lineage.jsonl` beside the 
 and, when a URL is configured (spec `lineage: {url: ...}` or `OPENLINEAGE_URL`), to that HTTP
 endpoint (Marquez: `/api/v1/lineage`, API key from `OPENLINEAGE_API_KEY`). A transport that
 fails costs one warning line, never the run.
+
+Events are built as the JSON the OpenLineage client writes. The file is written without the
+client (importing it costs ~0.2 s, most of it HTTP libraries) unless OpenLineage's own
+configuration could change what the client emits (see `client_configured`); the HTTP
+endpoint, and the file in that case, go through the client as before.
 """
 
+import io
+import json
 import os
 import sys
 import uuid
@@ -31,6 +38,20 @@ from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse
 from beam_etl.spec.registry import SINK, SOURCE
 
 PRODUCER: Final = f"urn:beam_etl:{__version__}"
+RUN_EVENT_SCHEMA: Final = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+# The facets' schema versions of the OpenLineage client (`FacetClass._get_schema()`), as
+# `VERSION/FacetName`; a test holds them equal to the installed client's.
+_FACET_SCHEMAS: Final = "https://openlineage.io/spec/facets"
+SCHEMA_FACET: Final = "1-2-0/SchemaDatasetFacet"
+DATASOURCE_FACET: Final = "1-0-1/DatasourceDatasetFacet"
+COLUMN_LINEAGE_FACET: Final = "1-2-0/ColumnLineageDatasetFacet"
+METRICS_FACET: Final = "1-0-3/DataQualityMetricsInputDatasetFacet"
+STATISTICS_FACET: Final = "1-0-2/OutputStatisticsOutputDatasetFacet"
+ASSERTIONS_FACET: Final = "1-1-0/DataQualityAssertionsDatasetFacet"
+ENGINE_FACET: Final = "1-1-1/ProcessingEngineRunFacet"
+ERROR_FACET: Final = "1-0-1/ErrorMessageRunFacet"
+JOB_TYPE_FACET: Final = "2-0-4/JobTypeJobFacet"
+TAGS_FACET: Final = "1-0-0/TagsRunFacet"
 DEFAULT_NAMESPACE: Final = "beam_etl"
 _SUBTYPES: Final = {
     "identity": "IDENTITY",
@@ -70,47 +91,50 @@ def ol_run_id(pipeline: str, run_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"beam_etl:{pipeline}:{run_id}"))
 
 
-def _schema_facet(schema: pa.Schema | None, columns: dict | None) -> Any:
-    from openlineage.client.facet_v2 import schema_dataset
+def _facet(schema: str, **fields: Any) -> dict[str, Any]:
+    """Return a facet as OpenLineage serialises it; `schema` is `VERSION/FacetName`."""
+    url = f"{_FACET_SCHEMAS}/{schema}.json#/$defs/{schema.rpartition('/')[2]}"
+    return {"_producer": PRODUCER, "_schemaURL": url, **fields}
 
+
+def _schema_facet(schema: pa.Schema | None, columns: dict | None) -> dict[str, Any]:
     named: list[tuple[str, str | None]] = []
     if schema is not None:
         named = [(f.name, str(f.type)) for f in schema]
     else:
         named = [(name, None) for name in columns or {}]
-    fields = [
-        schema_dataset.SchemaDatasetFacetFields(name=name, type=kind, ordinal_position=i + 1)
+    fields: list[dict[str, Any]] = [
+        {"name": name, "type": kind, "ordinal_position": i + 1, "fields": []}
         for i, (name, kind) in enumerate(named)
     ]
-    return schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
+    return _facet(SCHEMA_FACET, fields=fields)
 
 
-def _input_field(origin: Origin, lineage: Lineage, kind: str) -> Any:
-    from openlineage.client.facet_v2 import column_lineage_dataset as cl
-
+def _input_field(origin: Origin, lineage: Lineage, kind: str) -> dict[str, Any]:
     dataset = lineage.datasets[origin.source]
     subtype = _SUBTYPES.get(origin.transformation, "TRANSFORMATION")
-    transformation = cl.Transformation(
-        type=kind, subtype=subtype, description="; ".join(origin.notes) or None, masking=False
-    )
-    return cl.InputField(
-        namespace=dataset.namespace,
-        name=dataset.name,
-        field=origin.column,
-        transformations=[transformation],
-    )
+    transformation = {
+        "type": kind,
+        "subtype": subtype,
+        "description": "; ".join(origin.notes) or None,
+        "masking": False,
+    }
+    return {
+        "namespace": dataset.namespace,
+        "name": dataset.name,
+        "field": origin.column,
+        "transformations": [transformation],
+    }
 
 
-def _column_lineage_facet(flow: Flow, lineage: Lineage) -> Any:
-    from openlineage.client.facet_v2 import column_lineage_dataset as cl
-
+def _column_lineage_facet(flow: Flow, lineage: Lineage) -> dict[str, Any]:
     fields = {
-        name: cl.Fields(inputFields=[_input_field(o, lineage, "DIRECT") for o in origins])
+        name: {"inputFields": [_input_field(o, lineage, "DIRECT") for o in origins]}
         for name, origins in (flow.columns or {}).items()
         if origins
     }
     indirect = [_input_field(o, lineage, "INDIRECT") for o in flow.indirect]
-    return cl.ColumnLineageDatasetFacet(fields=fields, dataset=indirect, producer=PRODUCER)
+    return _facet(COLUMN_LINEAGE_FACET, fields=fields, dataset=indirect)
 
 
 def _upstream(plan: Any, name: str) -> set[str]:
@@ -126,25 +150,37 @@ def _upstream(plan: Any, name: str) -> set[str]:
     return found
 
 
-def _assertions(plan: Any, sink: str, report: Any) -> Any:
-    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
-
-    found = [dq.Assertion(assertion="rows_conserved", success=bool(report.conservation_ok))]
+def _assertions(plan: Any, sink: str, report: Any) -> dict[str, Any]:
+    conserved = bool(report.conservation_ok)
+    found = [{"assertion": "rows_conserved", "success": conserved, "params": {}}]
     upstream = _upstream(plan, sink)
     for check in (report.quality or {}).get("checks", []):
         if check.get("step") in upstream:
             found.append(
-                dq.Assertion(
-                    assertion=str(check.get("check")),
-                    success=check.get("outcome") in ("passed", "rejected"),
-                    column=check.get("column"),
-                    severity=check.get("severity"),
-                    name=f"{check.get('step')}.{check.get('check')}",
-                    actual=str(check.get("rows_failed")),
-                    expected="0",
-                )
+                {
+                    "assertion": str(check.get("check")),
+                    "success": check.get("outcome") in ("passed", "rejected"),
+                    "column": check.get("column"),
+                    "severity": check.get("severity"),
+                    "name": f"{check.get('step')}.{check.get('check')}",
+                    "actual": str(check.get("rows_failed")),
+                    "expected": "0",
+                    "params": {},
+                }
             )
-    return dq.DataQualityAssertionsDatasetFacet(assertions=found, producer=PRODUCER)
+    return _facet(ASSERTIONS_FACET, assertions=found)
+
+
+def _client_tags() -> dict[str, Any]:
+    """The run facet `tags` the OpenLineage client adds to every run event it emits."""
+    client = version("openlineage-python")
+    return {
+        "_producer": f"https://github.com/OpenLineage/OpenLineage/tree/{client}/client/python",
+        "_schemaURL": f"{_FACET_SCHEMAS}/{TAGS_FACET}.json#/$defs/TagsRunFacet",
+        "tags": [
+            {"key": "openlineage_client_version", "value": client, "source": "OPENLINEAGE_CLIENT"}
+        ],
+    }
 
 
 def build_event(
@@ -154,18 +190,10 @@ def build_event(
     run_id: str,
     settings: Settings,
     report: Any = None,
-) -> Any:
-    """Return the `RunEvent` of type START, COMPLETE or FAIL (the latter two with `report`)."""
-    from openlineage.client import event_v2 as ev
-    from openlineage.client.facet_v2 import (
-        data_quality_metrics_input_dataset,
-        datasource_dataset,
-        error_message_run,
-        job_type_job,
-        output_statistics_output_dataset,
-        processing_engine_run,
-    )
-
+) -> dict[str, Any]:
+    """Return the run event of type START, COMPLETE or FAIL (the latter two with `report`),
+    as the OpenLineage client writes it to a JSON Lines file by default (its `tags` facet
+    included): plain JSON values, no null, the OpenLineage client not imported."""
     counts = {step.name: step for step in (report.steps if report is not None else [])}
     inputs, outputs = [], []
     for node in lineage.nodes:
@@ -175,24 +203,17 @@ def build_event(
         flow = lineage.flows[(node.name, "output" if node.kind == SOURCE else "input")]
         facets: dict[str, Any] = {
             "schema": _schema_facet(flow.schema, flow.columns),
-            "dataSource": datasource_dataset.DatasourceDatasetFacet(
-                name=dataset.namespace, uri=dataset.uri, producer=PRODUCER
-            ),
+            "dataSource": _facet(DATASOURCE_FACET, name=dataset.namespace, uri=dataset.uri),
         }
         step = counts.get(node.name)
+        where = {"namespace": dataset.namespace, "name": dataset.name, "facets": facets}
         if node.kind == SOURCE:
             extra: dict[str, Any] = {}
             if step is not None:
-                extra["dataQualityMetrics"] = (
-                    data_quality_metrics_input_dataset.DataQualityMetricsInputDatasetFacet(
-                        columnMetrics={}, rowCount=step.rows_in, producer=PRODUCER
-                    )
+                extra["dataQualityMetrics"] = _facet(
+                    METRICS_FACET, columnMetrics={}, rowCount=step.rows_in
                 )
-            inputs.append(
-                ev.InputDataset(
-                    namespace=dataset.namespace, name=dataset.name, facets=facets, inputFacets=extra
-                )
-            )
+            inputs.append({**where, "inputFacets": extra})
             continue
         if flow.columns is not None:
             facets["columnLineage"] = _column_lineage_facet(flow, lineage)
@@ -200,41 +221,56 @@ def build_event(
         if report is not None:
             facets["dataQualityAssertions"] = _assertions(plan, node.name, report)
             if step is not None and event_type == "COMPLETE":
-                out["outputStatistics"] = (
-                    output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                        rowCount=step.rows_out, producer=PRODUCER
-                    )
-                )
-        outputs.append(
-            ev.OutputDataset(
-                namespace=dataset.namespace, name=dataset.name, facets=facets, outputFacets=out
-            )
-        )
+                out["outputStatistics"] = _facet(STATISTICS_FACET, rowCount=step.rows_out)
+        outputs.append({**where, "outputFacets": out})
     run_facets: dict[str, Any] = {
-        "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
+        "processing_engine": _facet(
+            ENGINE_FACET,
             version=__version__,
             name="beam_etl",
             openlineageAdapterVersion=version("openlineage-python"),
-            producer=PRODUCER,
-        )
+        ),
+        "tags": _client_tags(),
     }
     if report is not None and report.error:
-        run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-            message=report.error, programmingLanguage="python", producer=PRODUCER
+        run_facets["errorMessage"] = _facet(
+            ERROR_FACET, message=report.error, programmingLanguage="python"
         )
-    job_facets: dict[str, Any] = {
-        "jobType": job_type_job.JobTypeJobFacet(
-            processingType="BATCH", integration="BEAM_ETL", jobType="PIPELINE", producer=PRODUCER
+    job_facets = {
+        "jobType": _facet(
+            JOB_TYPE_FACET, processingType="BATCH", integration="BEAM_ETL", jobType="PIPELINE"
         )
     }
-    return ev.RunEvent(
-        eventType=ev.RunState[event_type],
-        eventTime=datetime.now(UTC).isoformat(),
-        run=ev.Run(runId=ol_run_id(plan.spec.name, run_id), facets=run_facets),
-        job=ev.Job(namespace=settings.namespace, name=plan.spec.name, facets=job_facets),
-        inputs=inputs,
-        outputs=outputs,
-        producer=PRODUCER,
+    event = {
+        "eventType": event_type,
+        "eventTime": datetime.now(UTC).isoformat(),
+        "run": {"runId": ol_run_id(plan.spec.name, run_id), "facets": run_facets},
+        "job": {"namespace": settings.namespace, "name": plan.spec.name, "facets": job_facets},
+        "inputs": inputs,
+        "outputs": outputs,
+        "producer": PRODUCER,
+        "schemaURL": RUN_EVENT_SCHEMA,
+    }
+    return _plain(event)
+
+
+def _plain(value: Any) -> Any:
+    """`value` without nulls, as OpenLineage's `Serde` writes it: None dropped from mappings,
+    None and empty mappings dropped from lists, NumPy integers as ints."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        items = [_plain(v) for v in value if v is not None]
+        return [v for v in items if v is not None and v != {}]
+    if type(value).__name__ == "int64":
+        return int(value)
+    return value
+
+
+def to_json(event: dict[str, Any]) -> str:
+    """Return the JSON line OpenLineage's file transport writes for `event`."""
+    return json.dumps(
+        event, sort_keys=True, default=lambda o: f"<<non-serializable: {type(o).__qualname__}>>"
     )
 
 
@@ -299,22 +335,101 @@ class RunLineage:
         return self._transports
 
 
-def _clients(settings: Settings) -> dict[str, Any]:
-    """One OpenLineage client per destination, by the destination's printable name."""
-    from openlineage.client import OpenLineageClient
-    from openlineage.client.transport.file import FileConfig, FileTransport
-    from openlineage.client.transport.http import HttpConfig, HttpTransport
+def client_configured() -> bool:
+    """Whether OpenLineage's own configuration could change what its client emits (its
+    environment variables, an `openlineage.yml` where the client looks for one): then the
+    file is written through the client too."""
+    if "OPENLINEAGE_CONFIG" in os.environ or "OPENLINEAGE_DISABLED" in os.environ:
+        return True
+    if any(name.startswith("OPENLINEAGE__") for name in os.environ):
+        return True
+    places = (os.getcwd(), os.path.expanduser("~/.openlineage"))
+    return any(os.path.isfile(os.path.join(place, "openlineage.yml")) for place in places)
 
+
+class _JsonLinesFile:
+    """Appends events to a local file as OpenLineage's file transport (append mode) does."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Append `event` as one JSON line; fail with the file transport's messages."""
+        try:
+            with open(self.path, "a") as out:
+                out.write(to_json(event) + "\n")
+        except (PermissionError, io.UnsupportedOperation) as error:
+            raise RuntimeError(f"Log file `{self.path}` is not writeable") from error
+        except Exception as error:
+            raise RuntimeError(f"Failed to write to log file `{self.path}`: {error}") from error
+
+
+class _Client:
+    """An OpenLineage client with one transport, fed the events of `build_event`."""
+
+    def __init__(self, transport: Any) -> None:
+        from openlineage.client import OpenLineageClient
+
+        self._client = OpenLineageClient(transport=transport)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Emit `event` through the client (which adds its own `tags` facet)."""
+        self._client.emit(client_event(event))
+
+
+def client_event(event: dict[str, Any]) -> Any:
+    """Return `event` (of `build_event`) as the client's `RunEvent`, without the `tags` run
+    facet, which the client adds (with any tags its configuration sets)."""
+    from openlineage.client import event_v2 as ev
+
+    run_facets = {k: v for k, v in event["run"]["facets"].items() if k != "tags"}
+    job = event["job"]
+    return ev.RunEvent(
+        eventType=ev.RunState[event["eventType"]],
+        eventTime=event["eventTime"],
+        run=ev.Run(runId=event["run"]["runId"], facets=run_facets),
+        job=ev.Job(namespace=job["namespace"], name=job["name"], facets=dict(job["facets"])),
+        inputs=[
+            ev.InputDataset(
+                namespace=d["namespace"],
+                name=d["name"],
+                facets=d["facets"],
+                inputFacets=d["inputFacets"],
+            )
+            for d in event["inputs"]
+        ],
+        outputs=[
+            ev.OutputDataset(
+                namespace=d["namespace"],
+                name=d["name"],
+                facets=d["facets"],
+                outputFacets=d["outputFacets"],
+            )
+            for d in event["outputs"]
+        ],
+        producer=event["producer"],
+    )
+
+
+def _clients(settings: Settings) -> dict[str, Any]:
+    """One emitter per destination, by the destination's printable name: the file without
+    the OpenLineage client unless its configuration says otherwise, an HTTP endpoint through
+    the client."""
     os.makedirs(os.path.dirname(settings.file), exist_ok=True)
-    found = {
-        settings.file: OpenLineageClient(
-            transport=FileTransport(FileConfig(log_file_path=settings.file, append=True))
-        )
-    }
+    found: dict[str, Any] = {}
+    if client_configured():
+        from openlineage.client.transport.file import FileConfig, FileTransport
+
+        config = FileConfig(log_file_path=settings.file, append=True)
+        found[settings.file] = _Client(FileTransport(config))
+    else:
+        found[settings.file] = _JsonLinesFile(settings.file)
     if settings.url:
+        from openlineage.client.transport.http import HttpConfig, HttpTransport
+
         params: dict[str, Any] = {"url": settings.url, "timeout": 5.0, "retry": {"total": 0}}
         if os.environ.get("OPENLINEAGE_API_KEY"):
             params["auth"] = {"type": "api_key", "apiKey": os.environ["OPENLINEAGE_API_KEY"]}
         transport = HttpTransport(HttpConfig.from_dict(params))
-        found[mask_dsn(settings.url)] = OpenLineageClient(transport=transport)
+        found[mask_dsn(settings.url)] = _Client(transport)
     return found

@@ -2,7 +2,11 @@
 
 import http.server
 import json
+import os
 import pathlib
+import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -272,3 +276,94 @@ def test_lineage_settings_are_checked_with_their_line(tmp_path, setting, message
     with pytest.raises(SpecError) as caught:
         load_plan(str(tmp_path / "spec.yaml"), run_id="x", variables={"OUTPUT_DIR": "o"})
     assert str(caught.value) == message
+
+
+_TIME = re.compile(r'"eventTime": "[^"]*"')
+
+
+def _without_times(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in event.items() if k != "eventTime"} for event in events]
+
+
+@pytest.mark.parametrize("min_rows", [1, 100], ids=["complete", "fail"])
+def test_the_file_written_without_the_client_is_what_the_client_writes(
+    tmp_path, monkeypatch, min_rows
+):
+    (tmp_path / "in.csv").write_text("id,v\n1,a\n2,b\n")
+    (tmp_path / "spec.yaml").write_text(FAILING.replace("min_rows: 100", f"min_rows: {min_rows}"))
+    args = ["--pipeline", str(tmp_path / "spec.yaml"), "--output-dir", str(tmp_path / "out")]
+    written = tmp_path / "out" / ".beam_etl" / "lineage.jsonl"
+    found = []
+    for mode in ("direct", "client"):
+        if mode == "client":  # OpenLineage configuration present: the client writes the file
+            monkeypatch.setenv("OPENLINEAGE_CONFIG", str(tmp_path / "no-such-openlineage.yml"))
+        main([*args, "--run-id", "same", "--progress", "off"])
+        found.append(written.read_text().splitlines())
+        written.unlink()
+    direct, client = ([json.loads(line) for line in lines] for lines in found)
+    for event in direct:
+        validate_event(event)
+    assert _without_times(direct) == _without_times(client)
+    # byte for byte, but for the time: the same keys in the same order, the same formatting
+    direct_lines, client_lines = ([_TIME.sub("", line) for line in lines] for lines in found)
+    assert direct_lines == client_lines
+
+
+def test_facet_schema_versions_are_the_installed_clients():
+    from openlineage.client import event_v2
+    from openlineage.client.facet_v2 import (
+        column_lineage_dataset,
+        data_quality_assertions_dataset,
+        data_quality_metrics_input_dataset,
+        datasource_dataset,
+        error_message_run,
+        job_type_job,
+        output_statistics_output_dataset,
+        processing_engine_run,
+        schema_dataset,
+        tags_run,
+    )
+
+    from beam_etl.lineage import events
+
+    expected = {
+        events.SCHEMA_FACET: schema_dataset.SchemaDatasetFacet,
+        events.DATASOURCE_FACET: datasource_dataset.DatasourceDatasetFacet,
+        events.COLUMN_LINEAGE_FACET: column_lineage_dataset.ColumnLineageDatasetFacet,
+        events.METRICS_FACET: (
+            data_quality_metrics_input_dataset.DataQualityMetricsInputDatasetFacet
+        ),
+        events.STATISTICS_FACET: (
+            output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet
+        ),
+        events.ASSERTIONS_FACET: data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet,
+        events.ENGINE_FACET: processing_engine_run.ProcessingEngineRunFacet,
+        events.ERROR_FACET: error_message_run.ErrorMessageRunFacet,
+        events.JOB_TYPE_FACET: job_type_job.JobTypeJobFacet,
+        events.TAGS_FACET: tags_run.TagsRunFacet,
+    }
+    for schema, facet in expected.items():
+        assert events._facet(schema)["_schemaURL"] == facet._get_schema()
+    assert event_v2.RunEvent._get_schema() == events.RUN_EVENT_SCHEMA
+
+
+def test_a_default_run_does_not_import_the_openlineage_client(tmp_path):
+    (tmp_path / "in.csv").write_text("id,v\n1,a\n")
+    spec = FAILING.replace("min_rows: 100", "min_rows: 1")
+    (tmp_path / "spec.yaml").write_text(spec)
+    code = (
+        "import sys\n"
+        "from beam_etl.run import main\n"
+        "code = main(['--pipeline', 'spec.yaml', '--output-dir', 'out', '--progress', 'off'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('openlineage')))\n"
+        "sys.exit(code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env["HOME"] = str(tmp_path)  # no ~/.openlineage/openlineage.yml
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    events = _events(tmp_path / "out" / ".beam_etl" / "lineage.jsonl")
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
