@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
@@ -395,6 +396,14 @@ class _Column(NamedTuple):
 
 _SIZED: Final = re.compile(r"(?P<name>[a-z ]+)\((?P<size>\d+)(?:,(?P<scale>-?\d+))?\)(?P<rest>.*)")
 _VARCHAR: Final = re.compile(r"character varying\((\d+)\)")
+
+
+def _exact_key(type_: pa.DataType) -> bool:
+    """Whether a staging column of this type compares as Arrow does (bytes, integers)."""
+    types = pa.types
+    return types.is_integer(type_) or types.is_string(type_) or types.is_large_string(type_)
+
+
 _INTEGERS: Final = {"smallint": 16, "integer": 32, "bigint": 64}
 _DIGITS: Final = {8: 3, 16: 5, 32: 10, 64: 19}  # decimal digits of the widest integer
 _REFUSE_DDL: Final = (
@@ -644,6 +653,10 @@ class _PgLoad:
             )
         if self.s["mode"] == "append" and self._fast_append(parts, load, self.target):
             return _db.Published(staged, 0, [])
+        if self.s["mode"] == "merge" and existing is None:
+            written = self._fast_merge_into_new(parts, fields, load)
+            if written is not None:
+                return _db.Published(written, staged - written, [])
         if self.s["mode"] == "replace":
             # COPY straight into the replacement (or the table this transaction created) and
             # swap it in; a refused row rolls the COPY back and the staging path finds it.
@@ -789,9 +802,48 @@ class _PgLoad:
             columns.append(f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})")
         self._execute(f"CREATE TABLE {self.target} ({', '.join(columns)})")
 
-    def _fast_append(self, parts: list[Any], load: list[pa.Field], dest: str) -> bool:
-        """COPY straight into `dest`; False (and nothing kept) when a row is refused, or
-        when a value might be changed on the way (the staging path checks those row by row)."""
+    def _fast_merge_into_new(
+        self, parts: list[Any], fields: list[pa.Field], load: list[pa.Field]
+    ) -> int | None:
+        """Merge into the table this transaction created (a first load, such as a change
+        capture's snapshot): the last row per key, less the rows `hard_delete_column` marks,
+        COPYed straight in. Return the keys written (deleted ones included, as the staging
+        path counts them), or None when a row is refused or screened out (the staging path
+        then refuses that row alone)."""
+        keys, flag, sort = self.s["keys"], self.s["hard_delete"], self.s["dedup_sort"]
+        schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        # Row numbers as staging gives them while nothing is screened out (else: no fast path).
+        keep = _db.last_rows(_db.numbered(parts, [*keys, *([sort] if sort else [])]), keys, sort)
+        origins, written = _db.StagedOrigins("postgres"), 0
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            nonlocal written
+            for batch in origins.batches(parts, schema):
+                if origins.screened:
+                    raise _db.UnloadableError("a row cannot be loaded into postgres as it is")
+                if keep is not None:
+                    batch = batch.filter(pc.is_in(batch.column(_db.ROW_COLUMN), keep))
+                written += batch.num_rows
+                if flag:
+                    batch = batch.filter(pc.invert(pc.fill_null(batch.column(flag), False)))
+                yield batch
+
+        fast = self._fast_append(parts, load, self.target, rows(), screened=True)
+        return written if fast else None
+
+    def _fast_append(
+        self,
+        parts: list[Any],
+        load: list[pa.Field],
+        dest: str,
+        batches: Iterator[pa.RecordBatch] | None = None,
+        *,
+        screened: bool = False,
+    ) -> bool:
+        """COPY `batches` (default: the staged parts) straight into `dest`; False (and nothing
+        kept) when a row is refused, or when a value might be changed on the way (the staging
+        path checks those row by row). `screened`: `batches` raise at an `unloadable` row
+        already."""
         schema = pa.schema(load)
         target = self._describe(dest)
         max_chars = {}
@@ -804,8 +856,12 @@ class _PgLoad:
                 return False
         self._execute("SAVEPOINT beam_etl_copy")
         try:
-            batches = (_db.conform(b, schema) for b in _db.read_parts(parts))
-            _copy_in(self.cursor, dest, schema.names, _db.loadable(batches, "postgres", max_chars))
+            conformed: Iterator[pa.RecordBatch] = (
+                _db.conform(b, schema) for b in batches or _db.read_parts(parts)
+            )
+            if not screened or max_chars:
+                conformed = _db.loadable(conformed, "postgres", max_chars)
+            _copy_in(self.cursor, dest, schema.names, conformed)
         except Exception as exc:
             self._execute("ROLLBACK TO SAVEPOINT beam_etl_copy")
             if not (_is_row_error(exc) or isinstance(exc, _db.UnloadableError)):
@@ -821,12 +877,18 @@ class _PgLoad:
         columns.append(f"{_q(_db.ROW_COLUMN)} bigint")
         self._execute(f"CREATE TEMP TABLE {stage} ({', '.join(columns)}) ON COMMIT DROP")
         schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
-        _copy_in(
-            self.cursor,
-            stage,
-            schema.names,
-            self.origins.batches(parts, schema),
-        )
+        batches = self.origins.batches(parts, schema)
+        if self.s["mode"] in ("merge", "scd2") and self.s["keys"]:
+            # The last row per key chosen in Arrow: a repeated key is neither sent nor
+            # deduplicated by the server (a CDC run updates most rows it inserts).
+            keep = _db.last_rows(
+                _db.StagedOrigins("postgres").batches(parts, schema),
+                self.s["keys"],
+                self.s["dedup_sort"],
+            )
+            if keep is not None:
+                batches = (b.filter(pc.is_in(b.column(_db.ROW_COLUMN), keep)) for b in batches)
+        _copy_in(self.cursor, stage, schema.names, batches)
         return stage
 
     def _deduplicate(self, stage: str) -> str:
@@ -851,7 +913,11 @@ class _PgLoad:
     def _through_staging(self, parts, fields, names, staged, existed) -> _db.Published:
         mode, keys = self.s["mode"], self.s["keys"]
         source = self._stage(parts, fields)
-        if mode in ("merge", "scd2"):
+        if mode in ("merge", "scd2") and not all(
+            _exact_key(f.type) for f in fields if f.name in keys
+        ):
+            # Staged once per key already (`_stage`); a key type the server may compare
+            # differently from Arrow (float, time with a finer unit) is deduplicated again.
             source = self._deduplicate(source)
         dest = self._new_like() if mode == "replace" and existed else self.target
         types = self._describe(dest)

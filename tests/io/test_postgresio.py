@@ -161,6 +161,56 @@ def test_merge_without_dedup_sort_keeps_the_last_staged_row(table):
     assert _rows(table) == [(1, "second")]
 
 
+def test_merge_into_a_new_table_loads_the_last_row_per_key_less_the_deleted(table):
+    load = pa.record_batch(
+        {
+            "id": pa.array([1, 2, 1, 3, 2], pa.int64()),
+            "name": ["a", "b", "a2", "c", "b2"],
+            "deleted": [False, None, False, False, True],
+        }
+    )
+    assert _write([load], table, mode="merge", primary_key="id", hard_delete_column="deleted") == (
+        [3],  # keys 1, 2 (deleted) and 3, as a merge into an existing table counts them
+        [],
+    )
+    assert _rows(table) == [(1, "a2"), (3, "c")]
+    # A refused row (a null key) is one dead letter, the rest merged as before.
+    other = f"{table}_n"
+    try:
+        written, errors = _write(
+            [pa.record_batch({"id": pa.array([5, None, 5], pa.int64()), "name": ["x", "y", "z"]})],
+            other,
+            mode="merge",
+            primary_key="id",
+        )
+        assert written == [1] and len(errors) == 1 and errors[0].reason == "db_constraint"
+        assert _rows(other) == [(5, "z")]
+    finally:
+        pg(f'DROP TABLE IF EXISTS "{other}"')
+
+
+def test_merge_keeps_one_row_per_key_across_batches_composite_and_float_keys(table):
+    # Keys repeated across staged batches, a null dedup_sort (lowest), a composite key with a
+    # text part, and a float key (deduplicated again by the server, which compares it itself).
+    first = pa.record_batch(
+        {"a": [1, 1, 2], "b": ["x", "x", "y"], "name": ["p", "q", "r"], "v": [2, None, 1]}
+    )
+    second = pa.record_batch(
+        {"a": [1, 2, 2], "b": ["x", "y", "Y"], "name": ["s", "t", "u"], "v": [2, 1, None]}
+    )
+    written, _ = _write(
+        [first, second], table, mode="merge", primary_key=["a", "b"], dedup_sort="v"
+    )
+    assert written == [3]
+    assert _rows(table, "a, b") == [(1, "x", "s", 2), (2, "Y", "u", None), (2, "y", "t", 1)]
+    floats = pa.record_batch({"id": pa.array([1.5, 1.5, 2.0]), "name": ["a", "b", "c"]})
+    _write([floats], f"{table}_f", mode="merge", primary_key="id")
+    try:
+        assert _rows(f"{table}_f") == [(1.5, "b"), (2.0, "c")]
+    finally:
+        pg(f'DROP TABLE IF EXISTS "{table}_f"')
+
+
 def test_insert_only_skips_existing_keys(table):
     pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, name text)')
     pg(f"INSERT INTO \"{table}\" VALUES (1, 'kept')")
