@@ -101,6 +101,12 @@ def from_text(values: pa.Array, type_: pa.DataType) -> pa.Array:
     return pc.cast(values, type_)
 
 
+#: Decoders of rows added undecoded (`EventBuilder.add_raw`): many messages into a text array
+#: per column (None: decode them one by one), and one message into its values.
+RawBulk = Callable[[list[bytes], int], list[pa.Array] | None]
+RawOne = Callable[[bytes], list[Any]]
+
+
 class EventBuilder:
     """Collect the events of one table and turn them into Arrow batches in the event shape.
 
@@ -109,17 +115,27 @@ class EventBuilder:
     """
 
     def __init__(
-        self, columns: pa.Schema, *, step: str, table: str, text: bool = False, before=False
+        self,
+        columns: pa.Schema,
+        *,
+        step: str,
+        table: str,
+        text: bool = False,
+        before=False,
+        raw: tuple[RawBulk, RawOne] | None = None,
     ) -> None:
+        """`raw`: how to decode rows added undecoded (`add_raw`): all of a batch at once into
+        a text array per column (or None: one by one), and one into its text values."""
         self.columns, self.step, self.table, self.text = columns, step, table, text
-        self.before = before
+        self.before, self._decoders = before, raw
         self.schema = event_schema(columns, before=before)
         self._reset()
 
     def _reset(self) -> None:
-        self._rows: list[Sequence[Any]] = []
+        self._rows: list[Any] = []  # a value per column, or the undecoded message (`add_raw`)
         self._old: list[Any] = []
         self._meta: list[tuple[str, datetime | None, str, int | None, int]] = []
+        self._raw = 0
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -140,9 +156,29 @@ class EventBuilder:
         self._old.append(old)
         self._meta.append((op, ts, position, txid, seq))
 
+    def add_raw(
+        self, op: str, message: bytes, ts: datetime | None, position: str, txid, seq: int
+    ) -> None:
+        """Add one event whose row is still in its message, decoded when the batch is built
+        (see `raw`): per-value work moves out of the capture loop into vectorized code."""
+        self._rows.append(message)
+        self._old.append(None)
+        self._meta.append((op, ts, position, txid, seq))
+        self._raw += 1
+
+    def decode_raw(self) -> None:
+        """Decode the rows still held as messages one by one (before what decodes them
+        changes, such as the table's columns)."""
+        if self._raw:
+            assert self._decoders is not None
+            one = self._decoders[1]
+            self._rows = [one(r) if isinstance(r, bytes) else r for r in self._rows]
+            self._raw = 0
+
     def widen(self, columns: pa.Schema) -> None:
         """Take a schema with new columns (a table that gained columns): earlier events get
         nulls there. Built batches keep their schema; the next ones have the wider one."""
+        self.decode_raw()
         rows: list[Sequence[Any]] = [_reorder(row, self.columns, columns) for row in self._rows]
         old = [None if o is None else _reorder(o, self.columns, columns) for o in self._old]
         self.columns, self.schema = columns, event_schema(columns, before=self.before)
@@ -152,9 +188,17 @@ class EventBuilder:
         """Return the events added since the last build as one batch (None when there are none)."""
         if not self._meta:
             return None
-        # One transposition in C: a list per column.
-        values = zip(*self._rows) if len(self.columns) else iter(())
-        arrays = [self._array(list(v), field.type) for v, field in zip(values, self.columns)]
+        texts = None
+        if self._raw and self._raw == len(self._rows):
+            assert self._decoders is not None
+            texts = self._decoders[0](self._rows, len(self.columns))
+        if texts is not None:
+            arrays = [from_text(t, f.type) for t, f in zip(texts, self.columns)]
+        else:
+            self.decode_raw()
+            # One transposition in C: a list per column.
+            values = zip(*self._rows) if len(self.columns) else iter(())
+            arrays = [self._array(list(v), field.type) for v, field in zip(values, self.columns)]
         ops, ts, positions, txids, seqs = zip(*self._meta)
         ops_array = pa.array(ops, pa.string())
         arrays += [

@@ -158,3 +158,14 @@ def _change(kind: str, data: bytes) -> Change:
     if marker == b"N":
         new, at, unchanged = _tuple(data, at + 1)
     return Change(kind, relation, new, old, old_kind, unchanged)
+
+
+#: Where the new row's TupleData starts in an insert, or in an update that logged no old row
+#: (`I`/`U`, relation oid, `N`).
+NEW_TUPLE_AT: Final = 6
+
+
+def plain_new_row(data: bytes) -> bool:
+    """Whether `data` is an insert, or an update that logged no old row (its key unchanged):
+    a message `beam_etl.io._pgcolumns.tuple_columns` decodes in bulk."""
+    return (data[0] == 73 or data[0] == 85) and data[5] == 78  # I or U, then N

@@ -12,6 +12,7 @@ changes from the last confirmed position up to the position current at their sta
 has published (see `beam_etl.io._changes`).
 """
 
+import functools
 import gc
 import os
 import select
@@ -42,16 +43,20 @@ from beam_etl.io._changes import (
     snapshot_events,
 )
 from beam_etl.io._increment import parse_lag
+from beam_etl.io._pgcolumns import tuple_columns
 from beam_etl.io._pgoutput import (
+    NEW_TUPLE_AT,
     UNCHANGED,
     Begin,
     Change,
     Commit,
     Relation,
     Truncate,
+    _tuple,
     decode,
     lsn_int,
     lsn_text,
+    plain_new_row,
 )
 from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.io.postgresio import _Postgres, arrow_type, connect
@@ -192,6 +197,8 @@ class _SlotReader:
         self.relations: dict[int, Relation] = {}
         self.builders: dict[int, EventBuilder] = {}
         self.layouts: dict[int, tuple[list[str], list[str] | None]] = {}
+        #: Builders taking rows undecoded (`add_raw`): their columns are the relation's.
+        self.plain: dict[int, EventBuilder] = {}
         self.position = ""
         self.begin: Begin | None = None
         self._lookup: Any = None
@@ -225,33 +232,51 @@ class _SlotReader:
                 self._lookup.close()
 
     def _loop(self, cursor: Any) -> Iterator[Any]:
-        idle = time.monotonic()
+        idle, received = time.monotonic(), False
+        read, rows = cursor.read_message, self.plan.batch_rows
         while True:
-            message = cursor.read_message()
+            message = read()
             if message is None:
                 if self.begin is None and cursor.wal_end >= self.end:
                     return
+                if received:  # the clock read once per pause, not once per message
+                    idle, received = time.monotonic(), False
                 ready = select.select([cursor], [], [], _IDLE_SECONDS)[0]
                 if not ready and time.monotonic() - idle > _IDLE_SECONDS:
                     cursor.send_feedback(reply=True)  # ask for a keepalive: where is the server
                     idle = time.monotonic()
                 continue
-            idle = time.monotonic()
-            item = decode(message.payload)
-            if isinstance(item, Begin):
+            received = True
+            payload = message.payload
+            if plain_new_row(payload) and self.begin is not None:
+                # Most changes: the row stays in its message until its batch is built.
+                builder = self.plain.get(int.from_bytes(payload[1:5], "big"))
+                if builder is not None:
+                    begin = self.begin
+                    op = INSERT if payload[0] == 73 else UPDATE
+                    builder.add_raw(
+                        op, payload, begin.commit_ts, self.position, begin.xid, self.seq
+                    )
+                    self.seq += 1
+                    if len(builder) >= rows:
+                        yield from self._emit(builder.build())
+                    continue
+            item = decode(payload)
+            kind = type(item)
+            if kind is Change:  # most messages: tested first
+                builder = self._change(item)
+                if len(builder) >= rows:  # a large transaction: several batches
+                    yield from self._emit(builder.build())
+            elif kind is Begin:
                 if item.final_lsn >= self.end:  # committed after this run's end: next run
                     return
                 self.begin, self.position = item, lsn_text(item.final_lsn)
-            elif isinstance(item, Commit):
+            elif kind is Commit:
                 self.begin = None
                 yield from self._emit(*self._flush(everything=False))
-            elif isinstance(item, Relation):
+            elif kind is Relation:
                 self._relation(item)
-            elif isinstance(item, Change):
-                builder = self._change(item)
-                if len(builder) >= self.plan.batch_rows:  # a large transaction: several batches
-                    yield from self._emit(builder.build())
-            elif isinstance(item, Truncate):
+            elif kind is Truncate:
                 yield from self._emit(*self._truncate(item))
 
     def _relation(self, relation: Relation) -> None:
@@ -259,11 +284,18 @@ class _SlotReader:
             [(c.name, column_type(c.type_oid, c.type_modifier)) for c in relation.columns]
         )
         table = f"{relation.namespace}.{relation.name}"
-        self.relations[relation.oid] = relation
         builder = self.builders.get(relation.oid)
+        if builder is not None:
+            builder.decode_raw()  # with the columns they were sent with
+        self.relations[relation.oid] = relation
         if builder is None:
             self.builders[relation.oid] = EventBuilder(
-                columns, step=self.plan.step, table=table, text=True, before=self.plan.before
+                columns,
+                step=self.plan.step,
+                table=table,
+                text=True,
+                before=self.plan.before,
+                raw=(tuple_columns, functools.partial(self._one, relation.oid)),
             )
         elif builder.columns != columns:  # a column added (or dropped, or retyped)
             kept = [f for f in builder.columns if f.name not in columns.names]
@@ -271,13 +303,22 @@ class _SlotReader:
         names = [c.name for c in relation.columns]
         built = self.builders[relation.oid].columns.names
         self.layouts[relation.oid] = (names, None if names == built else built)
+        if names == built:
+            self.plain[relation.oid] = self.builders[relation.oid]
+        else:
+            self.plain.pop(relation.oid, None)
+
+    def _one(self, oid: int, message: bytes) -> list[Any]:
+        """Return the values of the new row in an insert or update held undecoded."""
+        row, _, unchanged = _tuple(message, NEW_TUPLE_AT)
+        return self._unchanged(self.relations[oid], row, None) if unchanged else row
 
     def _change(self, change: Change) -> EventBuilder:
         begin = self.begin
         assert begin is not None
-        relation = self.relations[change.relation]
         builder = self.builders[change.relation]
         names, built = self.layouts[change.relation]
+        relation = self.relations[change.relation]
         if change.kind == "D":
             op, row = DELETE, change.old or [None] * len(names)
         else:
