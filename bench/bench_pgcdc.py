@@ -17,6 +17,9 @@ interleaved, every run a fresh process, medians of `--repeat` runs:
   `hard_delete_column: deleted`, `dedup_sort: source_seq`) from a copy of the state the first
   run left, into an empty target table;
 - `apply`: the same with `ApplyChanges` (the stateful DoFn) netting the events per key first;
+- `existing`: as `beam_etl`, into a target table that exists already (empty, created with the
+  types the sink would give it): the general merge path (staging table + `INSERT ... ON
+  CONFLICT` + `DELETE`), where `beam_etl` into a new table COPYs the last row per key in;
 - `parquet`: the capture alone, every event into Parquet (what the merge sink costs on top).
 
 "x ref" is the reference's wall time over the variant's (1.00 = as fast). Peak memory is the
@@ -158,12 +161,21 @@ PARQUET_SINKS = """sinks:
 """
 
 
+EXISTING = (
+    f"CREATE TABLE {TARGET} (id bigint PRIMARY KEY, customer_id bigint, amount numeric(12,2), "
+    "note varchar(64), created_at timestamp, op text, source_ts timestamptz, source_name text, "
+    "source_position text, source_table text, source_txid bigint, source_seq bigint)"
+)
+
+
 def write_spec(work: str, variant: str) -> str:
     if variant == "parquet":  # the capture alone: every event into Parquet
         path = os.path.join(work, "parquet.yaml")
         with open(path, "w", encoding="utf-8") as out:
             out.write(SPEC.partition("steps:")[0] + PARQUET_SINKS)
         return path
+    if variant == "existing":  # the same spec as `beam_etl`
+        return write_spec(work, "beam_etl")
     spec = SPEC.replace("{INPUT}", "rows" if variant == "apply" else "changes")
     spec = spec.replace("{SORT}", "" if variant == "apply" else ", dedup_sort: source_seq")
     if variant != "apply":  # the plain variant: no ApplyChanges step
@@ -207,7 +219,7 @@ def main() -> None:
     parser.add_argument("--changes", default="50000,200000", help="inserted rows per size")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    variants = ("reference", "parquet", "beam_etl", "apply")
+    variants = ("reference", "parquet", "beam_etl", "existing", "apply")
     print("size      events  variant    seconds  events/s   x ref  peak MiB")
     try:
         for changes in [int(n) for n in args.changes.split(",")]:
@@ -226,6 +238,8 @@ def main() -> None:
                                 command = [sys.executable, "-c", REFERENCE, copy, start, end, SLOT]
                             else:
                                 pg(f"DROP TABLE IF EXISTS {TARGET}")
+                                if variant == "existing":
+                                    pg(EXISTING)
                                 out = os.path.join(work, "run")
                                 shutil.rmtree(out, ignore_errors=True)
                                 shutil.copytree(template, out)

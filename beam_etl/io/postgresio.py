@@ -702,8 +702,9 @@ class _PgLoad:
         """Predict a `merge`: every staged key is written once (the last row per key), when
         nothing but the primary key on the merge keys can refuse a row: no trigger, CHECK,
         foreign key (either way), exclusion or other unique key, row security, domain or
-        always-generated identity column; every loaded column stores its values exactly; the
-        user may write (or create) the table; no staged key is null. None otherwise."""
+        always-generated identity column; every loaded column stores its values exactly (text
+        into a varchar: measured here); the user may write (or create) the table; no staged
+        key is null. None otherwise."""
         schema = _db.parts_schema(parts)
         keys, flag = self.s["keys"], self.s["hard_delete"]
         if schema is None or not keys:
@@ -713,6 +714,7 @@ class _PgLoad:
         if not set(keys) <= {f.name for f in load}:
             return None
         existing = self._columns()
+        max_chars: dict[str, int] = {}
         if existing is None:
             if not self.s["create_table"] or not self._may("create"):
                 return None
@@ -730,18 +732,26 @@ class _PgLoad:
                     continue  # added by the load: nullable, of its own type
                 if column.not_null and f.name not in keys:
                     return None
-                if any(
-                    c(f.name, f.type, column.type, column.base) for c in (_exactness, _overflow)
-                ):
+                if _overflow(f.name, f.type, column.type, column.base):
                     return None
+                if _exactness(f.name, f.type, column.type, column.base):
+                    size = _VARCHAR.fullmatch(column.type)
+                    if not (
+                        size and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+                    ):
+                        return None
+                    max_chars[f.name] = int(size[1])  # measured in Arrow below
             unique = self._unique_keys(self.target)
             if [u[1] for u in unique] != [frozenset(keys)]:
                 return None
-        found = []
+        found, too_long = [], False
         for batch in self.origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
             found.append(pa.Table.from_batches([batch]).select(keys))
+            for name, limit in max_chars.items():
+                longest = pc.max(pc.utf8_length(batch.column(name))).as_py()
+                too_long = too_long or (longest is not None and longest > limit)
         table = pa.concat_tables(found).combine_chunks() if found else None
-        if table is not None and any(table.column(k).null_count for k in keys):
+        if too_long or (table is not None and any(table.column(k).null_count for k in keys)):
             self.origins = _db.StagedOrigins("postgres")  # the trial screens again
             return None
         written = table.group_by(keys).aggregate([]).num_rows if table is not None else 0

@@ -698,6 +698,12 @@ def test_a_merge_only_a_primary_key_guards_is_predicted_without_a_trial_load(tab
     with pg_connection() as connection, connection.cursor() as cursor:
         predicted = _PgLoad(cursor, table, settings).predict(parts)
         assert predicted is not None and (predicted.written, predicted.dropped) == (3, 1)
+        # text into a varchar is measured in Arrow: predicted while every value fits
+        cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN name TYPE varchar(2)')
+        assert _PgLoad(cursor, table, settings).predict(parts) is not None
+        cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN name TYPE varchar(1)')
+        assert _PgLoad(cursor, table, settings).predict(parts) is None  # `b2` is too long
+        cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN name TYPE text')
         cursor.execute(f"ALTER TABLE \"{table}\" ADD CHECK (name <> 'zz')")
         assert _PgLoad(cursor, table, settings).predict(parts) is None
         connection.rollback()
