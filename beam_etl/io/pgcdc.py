@@ -209,8 +209,17 @@ class _SlotReader:
         connection = replication_connect(plan.config)
         try:
             cursor = connection.cursor()
+            # Stream from a temporary copy of the slot, dropped with this session: psycopg2
+            # moves the flush position it reports to the server's WAL end on a keepalive that
+            # arrives before the first change (it assumes a consumer that confirms as it
+            # reads), and the server would confirm the slot there, ahead of every target. The
+            # slot itself moves only by `advance_slot`, after the state's commit.
+            reading = f"{plan.slot[:40]}_{uuid.uuid4().hex[:16]}"
+            cursor.execute(
+                "SELECT pg_copy_logical_replication_slot(%s, %s, true)", (plan.slot, reading)
+            )
             cursor.start_replication(
-                slot_name=plan.slot,
+                slot_name=reading,
                 decode=False,
                 start_lsn=lsn_text(self.start),
                 options={"proto_version": "1", "publication_names": plan.publication},
