@@ -7,7 +7,7 @@ are here, once.
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import numpy as np
@@ -64,6 +64,11 @@ class Dialect:
     def quote(self, name: str) -> str:
         return quote_identifier(name, self.name)
 
+    def integer_key(self, connection: Any, table: str) -> tuple[str, int] | None:
+        """Return `table`'s one-column integer primary key and its estimated row count, for a
+        read split by default; None: read it whole."""
+        return None
+
 
 def fetch_one(dialect: Dialect, config: DbConfig, sql: str, params: list | None = None) -> tuple:
     """Return the first row of `sql`, on a connection of its own."""
@@ -76,17 +81,56 @@ def fetch_one(dialect: Dialect, config: DbConfig, sql: str, params: list | None 
         connection.close()
 
 
+#: A table split by default (`num_partitions` unset) gets a key range per this many rows...
+AUTO_RANGE_ROWS: Final = 250_000
+#: ... and at most this many ranges.
+AUTO_MAX_RANGES: Final = 16
+
+
 class PlanRangesFn(beam.DoFn):
     """Yields the key ranges to read: one `(None, None)` without a partition column."""
 
     def __init__(
-        self, dialect: Dialect, config: DbConfig, query: str, column, parts, lower, upper, params=()
+        self,
+        dialect: Dialect,
+        config: DbConfig,
+        query: str,
+        column,
+        parts,
+        lower,
+        upper,
+        params=(),
+        split_table: str | None = None,
     ):
+        """`split_table`: look for its integer key and split on it (`num_partitions` unset)."""
         self._dialect, self._config, self._query, self._column = dialect, config, query, column
         self._parts, self._lower, self._upper = parts, lower, upper
         self._params = list(params)  # of `query`, which is then ready for them (`%` doubled)
+        self._split_table = split_table
 
-    def process(self, _: Any) -> Iterator[tuple[int | None, int | None]]:
+    def process(self, _: Any) -> Iterator[tuple[int | None, int | None, str | None]]:
+        if self._split_table is not None:
+            found = with_retries(
+                self._find_key,
+                config=self._config,
+                is_transient=self._dialect.is_transient,
+                what="Planning key ranges",
+            )
+            if found is not None:
+                self._column = found[0]
+                self._parts = min(AUTO_MAX_RANGES, max(1, -(-found[1] // AUTO_RANGE_ROWS)))
+        for start, end in self._ranges():
+            yield start, end, self._column
+
+    def _find_key(self) -> tuple[str, int] | None:
+        connection = self._dialect.connect(self._config)
+        try:
+            assert self._split_table is not None
+            return self._dialect.integer_key(connection, self._split_table)
+        finally:
+            connection.close()
+
+    def _ranges(self) -> Iterator[tuple[int | None, int | None]]:
         low, high = self._lower, self._upper
         if self._column and self._parts > 1 and (low is None or high is None):
             column = self._dialect.quote(self._column)
@@ -131,15 +175,18 @@ class ReadRangeFn(beam.DoFn):
         self._rows_read = step_counter(self._step, ROWS_READ)
         self._seen = load_hashes(self._window.seen) if self._window else None
 
-    def process(self, key_range: tuple[int | None, int | None]) -> Iterator[pa.RecordBatch]:
+    def process(
+        self, key_range: tuple[int | None, int | None, str | None]
+    ) -> Iterator[pa.RecordBatch]:
         # A failure fails the bundle; the runner discards its output before retrying it.
         connection = self._dialect.connect(self._config)
         try:
             sql = f"SELECT * FROM ({self._query}) AS q"
             params: list[Any] = list(self._params)
-            if self._column:
-                column = self._dialect.quote(self._column)
-                where, extra = range_condition(column, *key_range)
+            start, end, split_on = key_range  # the column: given, or the table's integer key
+            if split_on:
+                column = self._dialect.quote(split_on)
+                where, extra = range_condition(column, start, end)
                 if extra and not params:  # the query's own `%` must survive the formatting
                     sql = sql.replace("%", "%%")
                 sql = f"{sql} WHERE {where}"
@@ -189,6 +236,8 @@ class ReadFromDatabase(beam.PTransform):
         check_read_args(column, parts, batch_rows, lower, upper)
         self.partition_column = column
         self.num_partitions = parts
+        # No split asked for: a table is split on its integer key where the dialect finds one.
+        self.split_table = self.source if table and column is None and parts is None else None
         self.bounds = (lower, upper)
         self.batch_rows = batch_rows
 
@@ -201,7 +250,7 @@ class ReadFromDatabase(beam.PTransform):
         stage = ReadRangeFn(
             self.DIALECT, self.label, self.config, query, None, self.source, self.batch_rows
         )
-        sample = read_locally([stage], [(None, None)], rows, pa.schema([]))
+        sample = read_locally([stage], [(None, None, None)], rows, pa.schema([]))
         if sample.num_columns:
             return sample
         schema = with_retries(  # no row: the columns still have types
@@ -228,9 +277,10 @@ class ReadFromDatabase(beam.PTransform):
             self.config,
             query,
             self.partition_column,
-            self.num_partitions,
+            self.num_partitions or 1,
             *self.bounds,
             params=params,
+            split_table=self.split_table,
         )
         read = ReadRangeFn(
             self.DIALECT,
@@ -393,9 +443,9 @@ def check_read_args(column, parts, batch_rows, lower, upper) -> None:
     """Validate a database source's partitioning arguments (ValueError naming the argument)."""
     if column is not None:
         check_identifier(column, "partition_column")
-    if not isinstance(parts, int) or parts < 1:
+    if parts is not None and (not isinstance(parts, int) or parts < 1):
         raise ValueError(f"`num_partitions` must be a positive integer, not `{parts}`")
-    if parts > 1 and column is None:
+    if parts is not None and parts > 1 and column is None:
         raise ValueError("`num_partitions` above 1 needs `partition_column`")
     if not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")

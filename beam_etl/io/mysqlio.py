@@ -150,6 +150,22 @@ class _MySql(_dbread.Dialect):
             cursor.execute(f"SELECT * FROM ({sql}) AS d LIMIT 0")
             return self._schema(cursor, source)
 
+    def integer_key(self, connection, table: str) -> tuple[str, int] | None:
+        schema, _, name = table.rpartition(".")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.COLUMN_NAME, c.DATA_TYPE, t.TABLE_ROWS FROM information_schema.COLUMNS c "
+                "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA "
+                "AND t.TABLE_NAME = c.TABLE_NAME WHERE c.TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
+                "AND c.TABLE_NAME = %s AND c.COLUMN_KEY = 'PRI'",
+                (schema or None, name),
+            )
+            key = cursor.fetchall()
+        integers = ("tinyint", "smallint", "mediumint", "int", "bigint")
+        if len(key) != 1 or key[0][1].lower() not in integers:
+            return None  # no key, a composite one, or not an integer
+        return key[0][0], int(key[0][2] or 0)
+
     @staticmethod
     def _schema(cursor, source: str) -> pa.Schema:
         fields = cursor._result.fields  # charset and flags tell binary and unsigned apart
@@ -190,7 +206,7 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
         user: str = "root",
         password_env: str | None = "MYSQL_PASSWORD",
         partition_column: str | None = None,
-        num_partitions: int = 1,
+        num_partitions: int | None = None,
         lower_bound: int | None = None,
         upper_bound: int | None = None,
         batch_rows: int = 50_000,
@@ -207,7 +223,9 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
         user: user name.
         password_env: environment variable holding the password (read at construction).
         partition_column: integer column to split the read on.
-        num_partitions: number of key ranges (parallel reads).
+        num_partitions: number of key ranges (parallel reads). Unset, a `table` with a
+            one-column integer primary key is split on it, a range per ~250,000 rows (the
+            server's estimate; at most 16); 1 reads everything in one consistent snapshot.
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
         batch_rows: rows per output batch.

@@ -289,6 +289,37 @@ def test_partitioned_read_returns_every_row_exactly_once(table, pipeline, bounds
     pipeline.run().wait_until_finish()
 
 
+def test_a_table_with_an_integer_key_is_split_by_default(table, pipeline, monkeypatch):
+    from beam_etl.io import _dbread
+
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, payload varchar(40))")
+    my(f"INSERT INTO `{table}` SELECT seq, md5(seq) FROM seq_1_to_1000")
+    my(f"ANALYZE TABLE `{table}`")  # the row estimate the split is sized by
+    monkeypatch.setattr(_dbread, "AUTO_RANGE_ROWS", 100)
+    source = ReadFromMySql(table=table, **DB)
+
+    def plan(read):
+        fn = _dbread.PlanRangesFn(
+            read.DIALECT, read.config, read.query, read.partition_column,
+            read.num_partitions or 1, *read.bounds, split_table=read.split_table,
+        )  # fmt: skip
+        return list(fn.process(None))
+
+    ranges = plan(source)
+    assert 5 <= len(ranges) <= 16 and {r[2] for r in ranges} == {"id"}
+    assert plan(ReadFromMySql(table=table, **DB, num_partitions=1)) == [(None, None, None)]
+    assert plan(ReadFromMySql(query=f"SELECT * FROM `{table}`", **DB)) == [(None, None, None)]
+    other = f"{table}_c"
+    my(f"CREATE TABLE `{other}` (a int, b int, PRIMARY KEY (a, b))")
+    try:  # a composite key, or none: read whole
+        assert plan(ReadFromMySql(table=other, **DB)) == [(None, None, None)]
+    finally:
+        my(f"DROP TABLE `{other}`")
+    rows = pipeline | source | beam.FlatMap(lambda b: b.column("id").to_pylist())
+    assert_that(rows, equal_to(list(range(1, 1001))))
+    pipeline.run().wait_until_finish()
+
+
 def _checksum(row) -> int:
     return zlib.crc32(repr(row).encode())
 
