@@ -11,8 +11,9 @@ measured run reads its own copy of that slot (`pg_copy_logical_replication_slot`
 interleaved, every run a fresh process, medians of `--repeat` runs:
 
 - `reference`: psycopg2's `LogicalReplicationConnection`, `start_replication` (pgoutput) from
-  the slot's position up to the WAL position after the changes, every message decoded
-  (`beam_etl.io._pgoutput.decode`), nothing written;
+  the slot's position up to the WAL position current when it starts (as a bounded run of
+  `ReadFromPostgresChanges`: the WAL the other variants' targets wrote since is decoded by
+  both), every message decoded (`beam_etl.io._pgoutput.decode`), nothing written;
 - `beam_etl`: `python -m beam_etl.run` (ReadFromPostgresChanges -> WriteToPostgres merge with
   `hard_delete_column: deleted`, `dedup_sort: source_seq`) from a copy of the state the first
   run left, into an empty target table;
@@ -75,7 +76,13 @@ import select, sys
 import psycopg2
 from psycopg2.extras import LogicalReplicationConnection
 from beam_etl.io._pgoutput import Begin, Change, Commit, decode, lsn_int
-slot, start, end, publication = sys.argv[1], sys.argv[2], lsn_int(sys.argv[3]), sys.argv[4]
+slot, start, publication = sys.argv[1], sys.argv[2], sys.argv[4]
+# Up to the WAL position current at the start, as a bounded run of ReadFromPostgresChanges:
+# both decode the WAL written since the changes (the other variants' target tables) too.
+with psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test") as now:
+    with now.cursor() as query:
+        query.execute("SELECT pg_current_wal_insert_lsn()::text")
+        end = lsn_int(query.fetchone()[0])
 connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test",
                               connection_factory=LogicalReplicationConnection)
 cursor = connection.cursor()
@@ -218,6 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", default="50000,200000", help="inserted rows per size")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", action="store_true", help="print every run's time")
     args = parser.parse_args()
     variants = ("reference", "parquet", "beam_etl", "existing", "apply")
     print("size      events  variant    seconds  events/s   x ref  peak MiB")
@@ -270,6 +278,8 @@ def main() -> None:
                             assert source == target, (variant, source, target)
                         times[variant].append(seconds)
                         peaks[variant].append(peak)
+                        if args.rounds:
+                            print(f"  round {round_ + 1} {variant:<10} {seconds:7.2f}", flush=True)
                 reference = statistics.median(times["reference"])
                 for name in variants:
                     median = statistics.median(times[name])
