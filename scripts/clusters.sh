@@ -327,12 +327,16 @@ spark_up() {
     install_spark
     local dir=$RUN/spark port ui worker_ui
     mkdir -p "$dir/log" "$dir/work"
+    rm -rf "$dir/work"/app-*  # each application left ~400 MB of jars here (no app is running)
     port=$(free_port); ui=$(free_port); worker_ui=$(free_port)
     say "starting Spark $SPARK_VERSION (master, worker with 2 cores; logs in $dir/log)"
     spark_start master org.apache.spark.deploy.master.Master \
         --host "$HOST" --port "$port" --webui-port "$ui"
     printf 'SPARK_MASTER_PORT=%s\nSPARK_MASTER_WEBUI_PORT=%s\n' "$port" "$ui" >"$dir/ports.env"
     wait_until "Spark master" "$dir/log/master.log" port_answers "$port"
+    # Finished applications' folders removed after 10 minutes (checked every 5).
+    export SPARK_WORKER_OPTS="-Dspark.worker.cleanup.enabled=true \
+-Dspark.worker.cleanup.interval=300 -Dspark.worker.cleanup.appDataTtl=600"
     spark_start worker org.apache.spark.deploy.worker.Worker "spark://$HOST:$port" \
         --host "$HOST" --webui-port "$worker_ui" --cores 2 --memory 4g --work-dir "$dir/work"
     wait_until "Spark worker" "$dir/log/worker.log" spark_running
