@@ -15,6 +15,13 @@ process tree, sampled every 50 ms.
 - `my_append`: WriteToMySql(mode: append, new table) vs `mariadb -e "CREATE TABLE ...;
   LOAD DATA LOCAL INFILE ..."`.
 
+With `--dlt-python PATH` (a Python that has `dlt[postgres,parquet]` 1.31 installed, kept out of
+the project's requirements: e.g. `python -m venv /tmp/dlt && /tmp/dlt/bin/pip install
+"dlt[postgres,parquet]==1.31.*"`), the PostgreSQL append and replace cases also time dlt in
+the same rounds, on its fastest documented path for this: the CSV read by pyarrow into a table,
+`pipeline.run(table, write_disposition=..., loader_file_format="csv")` (PostgreSQL `COPY`),
+compression off, without its `_dlt_load_id`/`_dlt_id` columns, a fresh pipeline folder a run.
+
 Needs the test servers (PostgreSQL 127.0.0.1:5432 user `postgres`, MariaDB 127.0.0.1:3306 user
 `root`, database `test`) and their clients. Data: the orders CSV of `bench/datagen.py` under
 `bench/data/` (never committed). Row counts are checked; timings are printed, never asserted.
@@ -128,6 +135,38 @@ def spec(csv: str, sink: str, config: str) -> str:
     return SPEC.format(csv=csv, columns=columns, sink=sink, config=config)
 
 
+DLT = """
+import os, sys, tempfile
+import pyarrow.csv as pacsv
+import dlt
+csv, mode, table = sys.argv[1], sys.argv[2], sys.argv[3]
+# dlt asks for a password; the test server trusts local users and ignores it
+os.environ["DESTINATION__POSTGRES__CREDENTIALS"] = "postgresql://postgres:x@127.0.0.1:5432/test"
+os.environ["DATA_WRITER__DISABLE_COMPRESSION"] = "true"
+os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "false"
+os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID"] = "false"
+options = pacsv.ConvertOptions(column_types={"amount": "string", "created_at": "timestamp[us]"})
+data = pacsv.read_csv(csv, convert_options=options)
+with tempfile.TemporaryDirectory() as folder:
+    pipeline = dlt.pipeline("bench_db_speed", destination="postgres", dataset_name="bench_dlt",
+                            pipelines_dir=folder)
+    pipeline.run(data, table_name=table, write_disposition=mode, loader_file_format="csv")
+"""
+
+
+def case_dlt(mode: str, csv: str, rows: int, python: str):
+    """dlt loading the same CSV into a new table (`bench_dlt.bench_dlt`)."""
+
+    def run() -> tuple[float, int]:
+        psql("DROP SCHEMA IF EXISTS bench_dlt CASCADE")
+        disposition = "replace" if mode == "replace" else "append"
+        result = timed([python, "-c", DLT, csv, disposition, "bench_dlt"])
+        assert int(psql("SELECT count(*) FROM bench_dlt.bench_dlt")) == rows
+        return result
+
+    return run
+
+
 def case_pg(mode: str, csv: str, rows: int, work: str):
     def reference() -> tuple[float, int]:
         psql("DROP TABLE IF EXISTS bench_ref")
@@ -219,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
+    parser.add_argument("--dlt-python", help="a Python with dlt 1.31 installed (see above)")
     args = parser.parse_args(argv)
     csv = os.path.abspath(datagen.ensure_csv(args.rows))
     print(
@@ -228,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'case':<11} {'reference s':>11} {'beam_etl s':>10} {'x ref':>6} "
         f"{'ref MiB':>8} {'beam MiB':>9}"
+        + (f" {'dlt s':>7} {'dlt x ref':>9} {'dlt MiB':>8}" if args.dlt_python else "")
     )
     with tempfile.TemporaryDirectory() as work:
         for name in args.cases:
@@ -235,22 +276,32 @@ def main(argv: list[str] | None = None) -> None:
                 reference, beam_etl = case_my(csv, args.rows, work)
             else:
                 reference, beam_etl = case_pg(name.split("_")[1], csv, args.rows, work)
-            ref_runs, beam_runs = [], []
+            dlt = None
+            if args.dlt_python and name in ("pg_append", "pg_replace"):
+                dlt = case_dlt(name.split("_")[1], csv, args.rows, args.dlt_python)
+            ref_runs, beam_runs, dlt_runs = [], [], []
             for _ in range(args.repeat):
                 ref_runs.append(reference())
                 beam_runs.append(beam_etl())
+                if dlt is not None:
+                    dlt_runs.append(dlt())
             ref = statistics.median(w for w, _ in ref_runs)
             ours = statistics.median(w for w, _ in beam_runs)
             ref_peak = max(p for _, p in ref_runs) / 2**20
             our_peak = max(p for _, p in beam_runs) / 2**20
+            theirs = ""
+            if dlt_runs:
+                median = statistics.median(w for w, _ in dlt_runs)
+                peak = max(p for _, p in dlt_runs) / 2**20
+                theirs = f" {median:>7.2f} {ref / median:>9.2f} {peak:>8.0f}"
             print(
                 f"{name:<11} {ref:>11.2f} {ours:>10.2f} {ref / ours:>6.2f} "
-                f"{ref_peak:>8.0f} {our_peak:>9.0f}",
+                f"{ref_peak:>8.0f} {our_peak:>9.0f}{theirs}",
                 flush=True,
             )
     psql(
         "DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam; "
-        "DROP TABLE IF EXISTS bench_base"
+        "DROP TABLE IF EXISTS bench_base; DROP SCHEMA IF EXISTS bench_dlt CASCADE"
     )
     mariadb("DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam")
 
