@@ -393,6 +393,84 @@ def _overflow(column: str, staged: pa.DataType, target: str) -> tuple[str, str] 
     return None
 
 
+_TEXT_BYTES: Final = {"tinytext": 255, "text": 65_535, "mediumtext": 16_777_215, "longtext": 0}
+_BLOB_BYTES: Final = {"tinyblob": 255, "blob": 65_535, "mediumblob": 16_777_215, "longblob": 0}
+_FLOAT32_TEXT: Final = 3.4e38  # a float32 nearer its limit may be read back past MySQL's FLT_MAX
+_GENERATED: Final = re.compile(r"generated|virtual|stored|persistent")
+
+
+def _stages_as_is(staged: pa.DataType) -> bool:
+    """Whether the staging table (`_db.sql_type` columns, fed as text) takes every value of
+    this type that `unloadable` lets through unchanged (float32 values are measured too)."""
+    t = staged.value_type if pa.types.is_dictionary(staged) else staged
+    if pa.types.is_decimal(t):
+        return t.precision <= 65 and 0 <= t.scale <= 30  # staged in numeric(p,s) as they are
+    kinds = (
+        pa.types.is_boolean,
+        pa.types.is_integer,
+        pa.types.is_float32,
+        pa.types.is_float64,
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_date32,
+        pa.types.is_timestamp,
+    )
+    return any(kind(t) for kind in kinds)
+
+
+def _stores_as_is(column: str, staged: pa.DataType, target: _Column) -> tuple[str, int] | None:
+    """Return how to confirm in Arrow that a `target` column stores every staged value of
+    `column` unchanged and refuses none (in strict mode): `("", 0)` nothing to measure,
+    `("chars", n)` no text longer than n characters, `("bytes", n)` no value longer than n
+    bytes. None where it might refuse or change one (another type, charset or range): the
+    checks `_exactness` and `_overflow` find nothing, and the pair is one known to be exact."""
+    t = staged.value_type if pa.types.is_dictionary(staged) else staged
+    kind = target.type.lower()
+    sized = _SIZED.fullmatch(kind)
+    name = sized["name"] if sized else kind.split(" ")[0].split("(")[0]
+    checked = _exactness(column, t, kind) is None and _overflow(column, t, kind) is None
+    if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_decimal(t):
+        number = name in _INTEGERS or (name == "decimal" and "unsigned" not in kind)
+        return ("", 0) if number and checked else None
+    if pa.types.is_floating(t):
+        return ("", 0) if kind == "double" or (kind == "float" and t.bit_width == 32) else None
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if not (target.collation or "").startswith("utf8mb4_"):
+            return None  # another charset may refuse a character
+        if sized and name in ("varchar", "char"):
+            return "chars", int(sized["size"])
+        return ("bytes", _TEXT_BYTES[kind]) if kind in _TEXT_BYTES else None
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        if sized and name == "varbinary":
+            return "bytes", int(sized["size"])
+        return ("bytes", _BLOB_BYTES[kind]) if kind in _BLOB_BYTES else None
+    if pa.types.is_date32(t):
+        return ("", 0) if kind == "date" else None
+    if pa.types.is_timestamp(t):
+        return ("", 0) if kind == "datetime(6)" else None
+    return None
+
+
+def _within(column: pa.Array, measure: str, limit: int) -> bool:
+    """Whether the staged `column` passes `measure`: `nulls` (it has none), `chars` or `bytes`
+    (no value longer than `limit`; 0: no limit), `float32` (text of every value reads back
+    as a float32)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if measure == "nulls":
+        return column.null_count == 0
+    if measure == "float32":
+        largest = pc.max(pc.abs(column)).as_py()
+        return largest is None or largest < _FLOAT32_TEXT
+    if not limit:
+        return True
+    lengths = pc.utf8_length(column) if measure == "chars" else pc.binary_length(column)
+    longest = pc.max(lengths).as_py()
+    return longest is None or longest <= limit
+
+
 class _ChangedError(Exception):
     """MySQL changed a value instead of refusing it (a warning or note): refused all the same.
 
@@ -416,6 +494,164 @@ class _MyLoad:
 
     def _execute(self, sql: str, params: Any = None) -> int:
         return self.cursor.execute(sql, params)
+
+    def predict(self, parts: list[Any]) -> _db.Published | None:
+        """Return what loading `parts` will do without loading them, when MySQL cannot refuse
+        a row the Arrow screening (`unloadable`) lets through; None otherwise (the trial then
+        loads). Predicted: `append` or `replace` into a table the load creates (no keys), and
+        `merge` into a table it creates or one only a primary key on the merge keys guards:
+        a base table, not partitioned, without trigger, CHECK constraint, foreign key (either
+        way), generated column or other unique key, whose unloaded NOT NULL columns have a
+        default. Every value must stage and store unchanged (`_stages_as_is`, `_stores_as_is`:
+        text and binary measured here), NOT NULL columns get no null, the session is strict,
+        the user was granted what the load needs, every merge key is an integer (text keys
+        compare in a collation Arrow cannot count in) and none is null. A merge writes each
+        staged key once (the last row per key), counting the deleted ones as the load does."""
+        mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
+        schema = _db.parts_schema(parts)
+        if schema is None or mode not in ("append", "replace", "merge"):
+            return None
+        if (mode == "merge") != bool(keys):
+            return None
+        self._execute(_SESSION)
+        self._execute("SELECT @@SESSION.sql_mode, DATABASE()")
+        sql_mode, current = self.cursor.fetchone()
+        if current is None or not re.search(r"STRICT_(TRANS|ALL)_TABLES", sql_mode or ""):
+            return None
+        database, name = self.table.rpartition(".")[0] or current, self.table.rpartition(".")[2]
+        fields = [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
+        load = [f for f in fields if f.name != flag]
+        if not all(_stages_as_is(f.type) for f in fields):
+            return None
+        if not set(keys) <= {f.name for f in load if pa.types.is_integer(f.type)}:
+            return None
+        named = {f.name: f.type for f in fields}
+        if flag is not None and not pa.types.is_boolean(named.get(flag, pa.null())):
+            return None  # the load's SQL takes it as a boolean
+        if self.s["dedup_sort"] is not None and self.s["dedup_sort"] not in named:
+            return None
+        # Staging and the ledger row (in the current database) need these in every load.
+        if not self._may(current, _db.LEDGER_TABLE, {"CREATE TEMPORARY TABLES", "INSERT"}):
+            return None
+        needs = {"SELECT", "INSERT", *(("UPDATE", "DELETE") if mode == "merge" else ())}
+        measures = [(k, "nulls", 0) for k in keys]
+        measures += [
+            (f.name, "float32", 0)
+            for f in fields
+            if pa.types.is_float32(getattr(f.type, "value_type", f.type))
+        ]
+        existing = self._columns()
+        if existing is None:
+            if not self.s["create_table"] or not self._may(database, name, {"CREATE", *needs}):
+                return None
+            for f in load:  # raises for a type no column holds, as the load does
+                _db.sql_type(f.type, "mysql", key=f.name in keys)
+        else:
+            if mode != "merge":
+                return None
+            if any(f.name not in existing for f in load):
+                if self.s["drift"] != "discard_columns":
+                    return None  # `evolve` alters the table; `freeze` fails in the trial
+                fields = [f for f in fields if f.name in existing or f.name == flag]
+                load = [f for f in load if f.name in existing]
+                if not set(keys) <= {f.name for f in load}:
+                    return None
+            if not self._may(database, name, needs) or self._guarded(database, name):
+                return None
+            found = self._measures(keys, load)
+            if found is None:
+                return None
+            measures += found
+        origins = _db.StagedOrigins("mysql")
+        written, seen = 0, []
+        for batch in origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+            if not all(_within(batch.column(c), m, limit) for c, m, limit in measures):
+                return None
+            written += batch.num_rows
+            if keys:
+                seen.append(pa.Table.from_batches([batch]).select(keys))
+        if keys and seen:
+            written = pa.concat_tables(seen).group_by(keys).aggregate([]).num_rows
+        rejects = [
+            origins.reject(self.s["step"], self.table, keys, row, message)
+            for row, message in origins.screened
+        ]
+        if rejects and self.s["on_reject"] == "fail":
+            return None  # the trial fails the run, as the load would
+        staged = sum(rows for _, rows in parts)
+        return _db.Published(written, staged - written - len(rejects), rejects)
+
+    def _measures(self, keys: list[str], load: list[pa.Field]) -> list[tuple[str, str, int]] | None:
+        """Return what to measure in the staged columns (see `_within`) for the existing
+        target to take every row (see `predict`); None when a row may be refused whatever
+        they hold."""
+        self._execute(f"SHOW FULL COLUMNS FROM {self.target}")
+        target: dict[str, _Column] = {}
+        defaults: dict[str, Any] = {}
+        for column, kind, collation, null, _key, default, extra, *_ in self.cursor.fetchall():
+            target[column] = _Column(kind, collation, null == "NO", extra)
+            defaults[column] = default
+        loaded = {f.name for f in load}
+        for column, described in target.items():
+            extra = described.extra.lower().replace("default_generated", "")
+            if _GENERATED.search(extra):
+                return None  # its expression may fail, and it takes no value
+            unset = column not in loaded and described.not_null and defaults[column] is None
+            if unset and "auto_increment" not in extra:
+                return None  # strict mode refuses every insert without it
+        measures = []
+        for f in load:
+            how = _stores_as_is(f.name, f.type, target[f.name])
+            if how is None:
+                return None
+            kind = target[f.name].type.lower()
+            if f.name in keys and kind.split(" ")[0].split("(")[0] not in _INTEGERS:
+                return None  # staged keys and target keys must compare as Arrow does
+            if how[0]:
+                measures.append((f.name, how[0], how[1]))
+            if target[f.name].not_null and f.name not in keys:
+                measures.append((f.name, "nulls", 0))
+        unique = self._unique_keys(self.target)
+        if [(index, columns) for index, columns, _ in unique] != [("PRIMARY", frozenset(keys))]:
+            return None
+        return measures
+
+    def _may(self, database: str, table: str, privileges: set[str]) -> bool:
+        """Whether the user was granted `privileges` on every database, on `database` or on
+        its `table` (a role's grants are not looked up: that only forgoes a prediction)."""
+        self._execute("SELECT CURRENT_USER()")
+        user, _, host = self.cursor.fetchone()[0].rpartition("@")
+        grantee = f"'{user}'@'{host}'"
+        self._execute(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = %s "
+            "UNION SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
+            "WHERE GRANTEE = %s AND TABLE_SCHEMA = %s "
+            "UNION SELECT PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+            "WHERE GRANTEE = %s AND TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (grantee, grantee, database, grantee, database, table),
+        )
+        return privileges <= {row[0].upper() for row in self.cursor.fetchall()}
+
+    def _guarded(self, database: str, table: str) -> bool:
+        """Whether anything but its keys and column types may refuse a row of the target: it
+        is no plain base table (a view, system-versioned or partitioned), or it has a trigger,
+        a CHECK constraint or a foreign key, or another table's foreign key references it."""
+        where = {"s": database, "t": table}
+        self._execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM information_schema.TABLES WHERE "
+            "TABLE_SCHEMA = %(s)s AND TABLE_NAME = %(t)s AND TABLE_TYPE = 'BASE TABLE' "
+            "AND COALESCE(CREATE_OPTIONS, '') NOT LIKE '%%partitioned%%') "
+            "OR EXISTS (SELECT 1 FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = %(s)s AND EVENT_OBJECT_TABLE = %(t)s) "
+            "OR EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE "
+            "TABLE_SCHEMA = %(s)s AND TABLE_NAME = %(t)s "
+            "AND CONSTRAINT_TYPE IN ('CHECK', 'FOREIGN KEY')) "
+            "OR EXISTS (SELECT 1 FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            "(CONSTRAINT_SCHEMA = %(s)s AND TABLE_NAME = %(t)s) "
+            "OR (UNIQUE_CONSTRAINT_SCHEMA = %(s)s AND REFERENCED_TABLE_NAME = %(t)s))",
+            where,
+        )
+        return bool(self.cursor.fetchone()[0])
 
     def run(self, parts: list[Any]) -> _db.Published:
         self._execute(_SESSION)
@@ -994,7 +1230,10 @@ class _MyPublish:
                 if done is not None:  # this run was published before: change nothing
                     staged = sum(rows for _, rows in parts)
                     return _db.Published(done[0], staged - done[0], [], already=True)
-                return _MyLoad(connection, self.table, settings).run(parts)
+                load = _MyLoad(connection, self.table, settings)
+                # A trial the load cannot differ from is predicted, not loaded (see `predict`).
+                predicted = load.predict(parts) if settings["trial"] else None
+                return predicted or load.run(parts)
         finally:
             connection.close()  # releases the lock and drops the temporary tables
 

@@ -501,3 +501,218 @@ def test_two_thousand_refused_rows_of_twenty_thousand_are_isolated(table):
     assert {e.message.split(" ")[0] for e in errors} == {"Duplicate", "Column", "CONSTRAINT"}
     assert my(f"SELECT count(*) FROM `{table}`") == [(n - 2001,)]
     assert {e.line for e in errors} == {i + 2 for i in range(n) if i % 30 in (9, 19, 29) or i == 5}
+
+
+def _staged(tmp_path, *batches):
+    """Stage `batches` as a sink does (origin `in.csv`, lines from 2); return the parts."""
+    from beam_etl.io._ipcparts import IpcPartWriter
+
+    writer, line = IpcPartWriter(str(tmp_path / "parts"), keep_origin=True), 2
+    for batch in batches:
+        writer.write(with_origin(batch, "in.csv", list(range(line, line + batch.num_rows))))
+        line += batch.num_rows
+    return writer.close()
+
+
+def _settings(table, **options):
+    sink = WriteToMySql(table, **DB, **options)
+    return sink.config, {**sink.settings, "step": "load", "trial": True, "expect": None}
+
+
+def _predict(table, parts, **options):
+    from beam_etl.io.mysqlio import _MyLoad
+
+    config, settings = _settings(table, **options)
+    connection = connect(config)
+    try:
+        return _MyLoad(connection, table, settings).predict(parts)
+    finally:
+        connection.close()
+
+
+def _trial_load(table, parts, **options):
+    """What the trial load does (everything rolled back; a missing table made TEMPORARY)."""
+    from beam_etl.io.mysqlio import _MyLoad
+
+    config, settings = _settings(table, **options)
+    connection = connect(config)
+    try:
+        return _MyLoad(connection, table, settings).run(parts)
+    finally:
+        connection.close()
+
+
+def _outcome(result):
+    letters = sorted((r.line, r.reason, r.key, r.message) for r in result.rejects)
+    return result.written, result.dropped, letters
+
+
+def _exists(table):
+    return my("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = %s", (table,))
+
+
+PREDICTED_MERGE = {"mode": "merge", "primary_key": "id", "hard_delete_column": "deleted"}
+
+
+def test_a_merge_only_a_primary_key_guards_is_predicted_as_the_load_does(table, tmp_path):
+    """Every exactly stored type, repeated keys, a deletion, a row screened in Arrow (NaN):
+    the prediction is what the load does, and the trial publish uses it without loading."""
+    from dbfixtures import my_connection
+
+    from beam_etl.io.mysqlio import _MyPublish
+
+    my(
+        f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(3) NOT NULL, "
+        "score double, amount decimal(12,2), at datetime(6), note text, raw varbinary(4), "
+        "day date, ok tinyint(1), small float, kept int NOT NULL DEFAULT 7) "
+        "DEFAULT CHARSET=utf8mb4"
+    )
+    my(f"INSERT INTO `{table}` (id, name) VALUES (1, 'old'), (2, 'old'), (3, 'old')")
+
+    def batch(ids, names, scores, deleted):
+        n = len(ids)
+        return pa.record_batch(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "name": pa.array(names),
+                "score": pa.array(scores, pa.float64()),
+                "amount": pa.array([D("12345678.90")] * n, pa.decimal128(10, 2)),
+                "at": pa.array([STAMP.replace(microsecond=5)] * n, pa.timestamp("us", "UTC")),
+                "note": pa.array(["ünïcode ✓"] * n),
+                "raw": pa.array([b"\x00\xff"] * n, pa.binary()),
+                "day": pa.array([datetime.date(1, 1, 1)] * n, pa.date32()),
+                "ok": pa.array([True] * n),
+                "small": pa.array([1.5] * n, pa.float32()),
+                "deleted": pa.array(deleted),
+            }
+        )
+
+    parts = _staged(
+        tmp_path,
+        batch([2, 4, 4, 5], ["a", "b", "bé✓", "c"], [1.0, 2.0, 3.0, float("nan")], [None] * 4),
+        batch([3, 6, 2], ["d", "e", "f"], [1.0, 2.0, 3.0], [True, False, False]),
+    )
+    predicted = _predict(table, parts, **PREDICTED_MERGE)
+    assert predicted is not None
+    assert _outcome(predicted) == _outcome(_trial_load(table, parts, **PREDICTED_MERGE))
+    # keys 2, 3 (deleted), 4, 6 written; the second 2 and 4 dropped; 5 refused (NaN)
+    assert predicted.written == 4 and predicted.dropped == 2
+    assert [(r.line, r.key) for r in predicted.rejects] == [(5, "5")]
+    config, settings = _settings(table, **PREDICTED_MERGE)
+    publish = _MyPublish(config, table, {**settings, "run_id": "predicted"})
+    with my_connection() as reader, reader.cursor() as cursor:
+        # A read lock stops any write: the trial must finish without one.
+        cursor.execute(f"LOCK TABLES `{table}` READ")
+        done: list = []
+        trial = threading.Thread(target=lambda: done.append(publish(parts, commit=False)))
+        trial.start()
+        trial.join(20)
+        finished = bool(done)  # before the lock is gone
+        cursor.execute("UNLOCK TABLES")
+    trial.join()
+    assert finished and _outcome(done[0]) == _outcome(predicted)
+    result = publish(parts, expect=done[0])
+    assert _outcome(result) == _outcome(predicted)
+    assert my(f"SELECT id, name, score, note, raw, day, kept FROM `{table}` ORDER BY id") == [
+        (1, "old", None, None, None, None, 7),
+        (2, "f", 3.0, "ünïcode ✓", b"\x00\xff", datetime.date(1, 1, 1), 7),
+        (4, "bé✓", 3.0, "ünïcode ✓", b"\x00\xff", datetime.date(1, 1, 1), 7),
+        (6, "e", 2.0, "ünïcode ✓", b"\x00\xff", datetime.date(1, 1, 1), 7),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["merge", "append", "replace"])
+def test_a_load_into_a_table_it_creates_is_predicted_without_creating_it(table, tmp_path, mode):
+    load = pa.record_batch(
+        {
+            "id": pa.array([1, 2, 2, 3], pa.int64()),
+            "name": ["a", "b", "b2", "c"],
+            "score": pa.array([1.0, 2.0, 2.5, float("inf")]),
+        }
+    )
+    parts = _staged(tmp_path, load)
+    options = {"mode": mode, **({"primary_key": "id"} if mode == "merge" else {})}
+    predicted = _predict(table, parts, **options)
+    assert predicted is not None and _exists(table) == [(0,)]
+    assert _outcome(predicted) == _outcome(_trial_load(table, parts, **options))
+    written = 2 if mode == "merge" else 3  # merge: keys 1 and 2 (once); key 3 refused (inf)
+    assert (predicted.written, [r.line for r in predicted.rejects]) == (written, [5])
+    # keys make an append's created table refuse repeats: then the trial loads
+    assert _predict(table, parts, mode="append", primary_key="id") is None
+
+
+def _with_referencing_table(table):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(5)) ENGINE=InnoDB")
+    my(
+        f"CREATE TABLE `{table}_child` (id bigint PRIMARY KEY, parent bigint, "
+        f"FOREIGN KEY (parent) REFERENCES `{table}` (id)) ENGINE=InnoDB"
+    )
+
+
+NOT_PREDICTED = {
+    "varchar-too-short": "name varchar(1)",  # `bb` would be refused
+    "check": "name varchar(5), CHECK (name <> 'zz')",
+    "json": "name json",  # MariaDB: a CHECK (json_valid)
+    "second-unique": "name varchar(5) UNIQUE",
+    "not-null-gets-null": "name varchar(5) NOT NULL",  # the last row's name is null
+    "unloaded-not-null": "name varchar(5), other int NOT NULL",
+    "latin1": "name varchar(5) CHARACTER SET latin1",
+    "enum": "name enum('a', 'b', 'bb')",
+    "generated": "name varchar(5), twice bigint AS (id * 2) VIRTUAL",
+    "text-into-int": "name int",
+}
+OTHER_CASES = ["trigger", "referenced", "partitioned", "int-key", "text-key"]
+
+
+@pytest.mark.parametrize("case", [*NOT_PREDICTED, *OTHER_CASES])
+def test_a_merge_anything_else_may_refuse_a_row_of_is_loaded_in_the_trial(table, tmp_path, case):
+    ids = pa.array([1, 2, 2, 3], pa.int64())
+    load = pa.record_batch({"id": ids, "name": ["a", "b", "bb", None]})
+    parts = _staged(tmp_path, load)
+    options = {"mode": "merge", "primary_key": "id"}
+    if case in NOT_PREDICTED:
+        my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, {NOT_PREDICTED[case]})")
+    elif case == "trigger":
+        my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(5))")
+        my(f"CREATE TRIGGER `{table}_t` BEFORE INSERT ON `{table}` FOR EACH ROW SET @x = 1")
+    elif case == "referenced":
+        _with_referencing_table(table)
+    elif case == "partitioned":  # a row no partition takes is refused
+        my(
+            f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(5)) "
+            "PARTITION BY RANGE (id) (PARTITION p0 VALUES LESS THAN (1000))"
+        )
+    elif case == "int-key":  # an int key cannot hold every int64
+        my(f"CREATE TABLE `{table}` (id int PRIMARY KEY, name varchar(5))")
+    else:  # compared in the column's collation: `a` and `A` are one key
+        my(f"CREATE TABLE `{table}` (id bigint, name varchar(5) PRIMARY KEY)")
+        parts = _staged(tmp_path, pa.record_batch({"id": ids[:3], "name": ["a", "A", "b"]}))
+        options["primary_key"] = "name"
+        assert _trial_load(table, parts, **options).written == 2  # where Arrow counts 3
+    try:
+        assert _predict(table, parts, **options) is None
+    finally:
+        my(f"DROP TABLE IF EXISTS `{table}_child`")
+    if case == "varchar-too-short":  # the control: a varchar long enough is predicted
+        my(f"ALTER TABLE `{table}` MODIFY name varchar(2)")
+        assert _predict(table, parts, **options) is not None
+
+
+def test_a_null_key_or_a_missing_privilege_is_loaded_in_the_trial(table, tmp_path, monkeypatch):
+    my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(5))")
+    load = pa.record_batch({"id": pa.array([1, None], pa.int64()), "name": ["a", "b"]})
+    assert _predict(table, _staged(tmp_path, load), mode="merge", primary_key="id") is None
+    parts = _staged(tmp_path / "ok", load.slice(0, 1))
+    assert _predict(table, parts, mode="merge", primary_key="id") is not None
+    user = f"u_{table}"[:32]
+    my(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        my(f"GRANT SELECT, INSERT, UPDATE, CREATE TEMPORARY TABLES ON test.* TO '{user}'@'%'")
+        monkeypatch.setenv("BEAM_ETL_TEST_PW", "pw")
+        options = {"mode": "merge", "primary_key": "id", "user": user}
+        options["password_env"] = "BEAM_ETL_TEST_PW"
+        assert _predict(table, parts, **options) is None  # no DELETE
+        my(f"GRANT DELETE ON test.`{table}` TO '{user}'@'%'")
+        assert _predict(table, parts, **options) is not None
+    finally:
+        my(f"DROP USER '{user}'@'%'")
