@@ -28,6 +28,11 @@ class RecordBatchCoder(beam.coders.Coder):
     def decode(self, encoded: bytes) -> pa.RecordBatch:
         return pa.ipc.open_stream(pa.py_buffer(encoded)).read_next_batch()
 
+    def estimate_size(self, value: pa.RecordBatch, nested: bool = False) -> int:
+        """The batch's buffer bytes: Beam samples element sizes for its metrics, and the
+        default would IPC-encode a whole batch for each sample (~2 ms for 16 MiB)."""
+        return value.nbytes
+
     def is_deterministic(self) -> bool:
         return False
 

@@ -52,3 +52,11 @@ def test_batches_cross_a_group_by_key_with_the_coder():
             )
         )
         assert_that(grouped, equal_to([(0, [0, 1, 2, 3]), (1, [1, 2, 3, 4])]), label="grouped ids")
+
+
+def test_size_estimates_do_not_encode_and_follow_the_slice():
+    coder = RecordBatchCoder()
+    batch = _batch(100_000)
+    whole, part = coder.estimate_size(batch), coder.estimate_size(batch.slice(0, 1_000))
+    assert whole >= len(coder.encode(batch)) / 2  # the same order as what crosses a shuffle
+    assert part < whole / 50
