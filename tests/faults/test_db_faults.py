@@ -357,13 +357,18 @@ class Kill:
     database: str
     mode: str
     statement: str
+    existing: str | None = None  # the target's columns, created first (else the load creates it)
 
 
 ROWS_KILLED = 100_000
+_PG_TARGET = "id bigint PRIMARY KEY, name text"
 KILLS: dict[str, Kill] = {
     "copy-into-target-postgres": Kill("postgres", "append", 'COPY "{t}" %'),
-    "copy-into-staging-postgres": Kill("postgres", "merge", 'COPY "\\_beam\\_etl\\_stage%'),
-    "insert-from-staging-postgres": Kill("postgres", "merge", 'INSERT INTO "{t}" %'),
+    "copy-into-new-target-merge-postgres": Kill("postgres", "merge", 'COPY "{t}" %'),
+    "copy-into-staging-postgres": Kill(
+        "postgres", "merge", 'COPY "\\_beam\\_etl\\_stage%', _PG_TARGET
+    ),
+    "insert-from-staging-postgres": Kill("postgres", "merge", 'INSERT INTO "{t}" %', _PG_TARGET),
     "load-data-into-target-mysql": Kill("mysql", "append", "LOAD DATA %INTO TABLE `{t}` %"),
     "load-data-into-staging-mysql": Kill(
         "mysql", "merge", "LOAD DATA %INTO TABLE `\\_beam\\_etl\\_stage%"
@@ -425,6 +430,9 @@ def test_a_killed_connection_is_retried_and_every_row_lands_once(tables, name):
             "name": pa.array([f"row {i} " + "x" * 40 for i in range(ROWS_KILLED)]),
         }
     )
+    run = pg if kill.database == "postgres" else my
+    if kill.existing:  # a merge into an existing table stages; into a new one it COPYs in
+        run(f"CREATE TABLE {table} ({kill.existing})")
     killer = _Killer(kill.database, table, kill.statement.format(t=table))
     killer.start()
     try:
@@ -432,7 +440,6 @@ def test_a_killed_connection_is_retried_and_every_row_lands_once(tables, name):
     finally:
         killer.stop()
     assert killer.killed, f"no connection ran `{kill.statement}`: nothing was killed"
-    run = pg if kill.database == "postgres" else my
     assert (written, letters) == ([ROWS_KILLED], [])
     found = run(f"SELECT count(*), count(DISTINCT id), sum(id) FROM {table}")
     assert [tuple(r) for r in found] == [(ROWS_KILLED, ROWS_KILLED, sum(range(ROWS_KILLED)))]
