@@ -519,27 +519,24 @@ def _settings(table, **options):
     return sink.config, {**sink.settings, "step": "load", "trial": True, "expect": None}
 
 
-def _predict(table, parts, **options):
+def _on_load(action, table, parts, **options):
     from beam_etl.io.mysqlio import _MyLoad
 
     config, settings = _settings(table, **options)
     connection = connect(config)
     try:
-        return _MyLoad(connection, table, settings).predict(parts)
+        return getattr(_MyLoad(connection, table, settings), action)(parts)
     finally:
         connection.close()
+
+
+def _predict(table, parts, **options):
+    return _on_load("predict", table, parts, **options)
 
 
 def _trial_load(table, parts, **options):
     """What the trial load does (everything rolled back; a missing table made TEMPORARY)."""
-    from beam_etl.io.mysqlio import _MyLoad
-
-    config, settings = _settings(table, **options)
-    connection = connect(config)
-    try:
-        return _MyLoad(connection, table, settings).run(parts)
-    finally:
-        connection.close()
+    return _on_load("run", table, parts, **options)
 
 
 def _outcome(result):
