@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -135,7 +136,7 @@ class EventBuilder:
         self._rows: list[Any] = []  # a value per column, or the undecoded message (`add_raw`)
         self._old: list[Any] = []
         self._meta: list[tuple[str, datetime | None, str, int | None, int]] = []
-        self._raw = 0
+        self._raw: list[int] = []  # where the rows added undecoded are
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -161,10 +162,10 @@ class EventBuilder:
     ) -> None:
         """Add one event whose row is still in its message, decoded when the batch is built
         (see `raw`): per-value work moves out of the capture loop into vectorized code."""
+        self._raw.append(len(self._rows))
         self._rows.append(message)
         self._old.append(None)
         self._meta.append((op, ts, position, txid, seq))
-        self._raw += 1
 
     def decode_raw(self) -> None:
         """Decode the rows still held as messages one by one (before what decodes them
@@ -172,8 +173,9 @@ class EventBuilder:
         if self._raw:
             assert self._decoders is not None
             one = self._decoders[1]
-            self._rows = [one(r) if isinstance(r, bytes) else r for r in self._rows]
-            self._raw = 0
+            for at in self._raw:
+                self._rows[at] = one(self._rows[at])
+            self._raw = []
 
     def widen(self, columns: pa.Schema) -> None:
         """Take a schema with new columns (a table that gained columns): earlier events get
@@ -188,10 +190,7 @@ class EventBuilder:
         """Return the events added since the last build as one batch (None when there are none)."""
         if not self._meta:
             return None
-        texts = None
-        if self._raw and self._raw == len(self._rows):
-            assert self._decoders is not None
-            texts = self._decoders[0](self._rows, len(self.columns))
+        texts = self._bulk_texts() if self._raw else None
         if texts is not None:
             arrays = [from_text(t, f.type) for t, f in zip(texts, self.columns)]
         else:
@@ -215,6 +214,28 @@ class EventBuilder:
             arrays.append(self._before_array())
         self._reset()
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _bulk_texts(self) -> list[pa.Array] | None:
+        """Return the text of every row per column, the rows added undecoded decoded in bulk
+        and the others (deletes, key changes) put back in their places; None when the bulk
+        decoder declines (then every row is decoded one by one)."""
+        assert self._decoders is not None
+        raw = self._decoders[0]([self._rows[at] for at in self._raw], len(self.columns))
+        if raw is None or len(self._raw) == len(self._rows):
+            return raw
+        rows = len(self._rows)
+        decoded = np.zeros(rows, dtype=bool)
+        decoded[self._raw] = True
+        elsewhere = np.flatnonzero(~decoded)  # deletes, key changes: decoded one by one
+        order = np.empty(rows, np.int64)  # each row's place in `raw` followed by the others
+        order[self._raw] = np.arange(len(self._raw))
+        order[elsewhere] = np.arange(len(self._raw), rows)
+        others = zip(*(self._rows[at] for at in elsewhere)) if len(self.columns) else iter(())
+        take = pa.array(order)
+        return [
+            pa.concat_arrays([bulk, pa.array(list(values), pa.string())]).take(take)
+            for bulk, values in zip(raw, others)
+        ]
 
     def _array(self, values: list[Any], type_: pa.DataType) -> pa.Array:
         if self.text:

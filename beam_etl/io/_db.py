@@ -732,7 +732,7 @@ def numbered(parts: list[Part], names: list[str]) -> Iterator[pa.RecordBatch]:
     schema, rows = parts_schema(parts), 0
     if schema is None:
         return
-    wanted = pa.schema([schema.field(n) for n in names])
+    wanted = pa.schema([schema.field(n) for n in dict.fromkeys(names)])  # each name once
     for batch in read_parts(parts):
         numbers = pa.array(np.arange(rows + 1, rows + 1 + batch.num_rows))
         rows += batch.num_rows

@@ -294,9 +294,9 @@ class _SlotReader:
         )
         table = f"{relation.namespace}.{relation.name}"
         builder = self.builders.get(relation.oid)
-        if builder is not None:
+        if builder is not None and self.relations.get(relation.oid) != relation:
             builder.decode_raw()  # with the columns they were sent with
-        self.relations[relation.oid] = relation
+        self.relations[relation.oid] = relation  # (re-sent unchanged after cache invalidations)
         if builder is None:
             self.builders[relation.oid] = EventBuilder(
                 columns,

@@ -888,14 +888,17 @@ class _PgLoad:
         self._execute(f"CREATE TEMP TABLE {stage} ({', '.join(columns)}) ON COMMIT DROP")
         schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
         batches = self.origins.batches(parts, schema)
-        if self.s["mode"] in ("merge", "scd2") and self.s["keys"]:
+        keys, sort = self.s["keys"], self.s["dedup_sort"]
+        if self.s["mode"] in ("merge", "scd2") and keys:
             # The last row per key chosen in Arrow: a repeated key is neither sent nor
-            # deduplicated by the server (a CDC run updates most rows it inserts).
-            keep = _db.last_rows(
-                _db.StagedOrigins("postgres").batches(parts, schema),
-                self.s["keys"],
-                self.s["dedup_sort"],
-            )
+            # deduplicated by the server (a CDC run updates most rows it inserts). The key
+            # columns alone tell whether any key repeats (screening only takes rows out);
+            # only then are the rows screened once more, to number them as staging does.
+            named = [*keys, *([sort] if sort else [])]
+            keep = _db.last_rows(_db.numbered(parts, named), keys, sort)
+            if keep is not None:
+                screened = _db.StagedOrigins("postgres").batches(parts, schema)
+                keep = _db.last_rows(screened, keys, sort)
             if keep is not None:
                 batches = (b.filter(pc.is_in(b.column(_db.ROW_COLUMN), keep)) for b in batches)
         _copy_in(self.cursor, stage, schema.names, batches)

@@ -54,3 +54,26 @@ def test_only_inserts_and_updates_without_an_old_row_are_plain():
 def test_a_malformed_message_raises(broken):
     with pytest.raises(ValueError):
         tuple_columns([_message(b"I", ["0", "z"]), broken], 2)
+
+
+def test_a_batch_mixing_undecoded_rows_and_decoded_ones_keeps_every_row_in_its_place():
+    import pyarrow as pa
+
+    from beam_etl.io._changes import EventBuilder
+    from beam_etl.io._pgcolumns import tuple_columns
+
+    columns = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+    def one(message):
+        return _tuple(message, NEW_TUPLE_AT)[0]
+
+    mixed = EventBuilder(columns, step="s", table="t", text=True, raw=(tuple_columns, one))
+    plain = EventBuilder(columns, step="s", table="t", text=True)
+    for seq in range(7):
+        row = [str(seq), None if seq == 3 else f"n{seq}"]
+        if seq % 3 == 2:  # a delete, decoded on arrival
+            mixed.add("d", row, ts=None, position="0/1", txid=1, seq=seq)
+        else:
+            mixed.add_raw("c", _message(b"I", row), None, "0/1", 1, seq)
+        plain.add("d" if seq % 3 == 2 else "c", row, ts=None, position="0/1", txid=1, seq=seq)
+    assert mixed.build().to_pylist() == plain.build().to_pylist()
