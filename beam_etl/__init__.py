@@ -3,7 +3,7 @@
 Public entry points:
 - `beam_etl.io`: sources and sinks (`ReadFromCsv`, `WriteToParquet`, `WriteToSqlite`, ...).
 - `beam_etl.transforms`: processors usable in any Beam pipeline (`CastColumns`, `FilterRows`, ...).
-- `beam_etl.spec`: load, validate and build YAML pipeline specs.
+- `beam_etl.pipeline`: load, validate and build YAML pipeline specs.
 - `python -m beam_etl.run`: the command line.
 """
 

@@ -9,19 +9,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from beam_etl import errors
-from beam_etl.errors import BeamEtlError, PipelineFailedError, SpecError
+from beam_etl.core import errors
+from beam_etl.core.catalogue import arguments, catalogue, outputs_of, summary
+from beam_etl.core.errors import BeamEtlError, PipelineFailedError, SpecError
+from beam_etl.core.publish import fault_point, publish_all
+from beam_etl.core.state import RunState, StateStore, incremental_state
 from beam_etl.history import HistoryObserver
-from beam_etl.io._publish import fault_point, publish_all
 from beam_etl.lineage import RunLineage
 from beam_etl.observers import Watch
+from beam_etl.pipeline import Plan, load_plan
 from beam_etl.progress import display
 from beam_etl.report import RunReport, counters, step_reports, step_seconds
 from beam_etl.reporting import write_run_reports
 from beam_etl.runs import RunFolders
-from beam_etl.spec import Plan, load_plan
-from beam_etl.spec.registry import arguments, catalogue, outputs_of, summary
-from beam_etl.state import RunState, StateStore, incremental_state
 
 _ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -74,7 +74,7 @@ def describe(plan: Plan) -> str:
 def _pipeline_options(beam_args: list[str]):
     from apache_beam.options.pipeline_options import PortableOptions
 
-    from beam_etl.runner import launcher_options
+    from beam_etl.runner import launcher_options  # lazy: the command line starts fast
 
     options = launcher_options(beam_args)
     # Beam's construction-time type check stays on (~0.1 s per run): without it, declared
@@ -132,7 +132,7 @@ def execute(
 ) -> RunReport:
     """Run the plan, decide the verdict, then publish every sink; write and return the report.
 
-    Sinks only prepare while the pipeline runs (see `beam_etl.io._publish`): nothing is
+    Sinks only prepare while the pipeline runs (see `beam_etl.core.publish`): nothing is
     published unless the run finished, every count adds up and no quality gate failed.
     `work_dir` holds the run's pending publishes and its list of staging folders (default:
     `.beam_etl/` beside the report); runs killed earlier are cleaned up from there.
@@ -147,8 +147,8 @@ def execute(
     """
     import apache_beam as beam
 
-    from beam_etl.io._publish import deferred_publishing
-    from beam_etl.runner import resolve
+    from beam_etl.core.publish import deferred_publishing  # lazy: the command line starts fast
+    from beam_etl.runner import resolve  # lazy: the command line starts fast
 
     options, runner_name = _pipeline_options(beam_args)
     runner = resolve(runner_name)
@@ -265,7 +265,7 @@ def state_keeper(plan: Plan) -> tuple[str, Any] | None:
 def verdict(steps: list, pending: str, quality: dict | None) -> str | None:
     """Return why the run must not publish (counts that do not add up, a failed quality
     check), or None when every sink may publish."""
-    from beam_etl.io._publish import vetoes
+    from beam_etl.core.publish import vetoes  # lazy: the command line starts fast
 
     unbalanced = [s.name for s in steps if not s.balanced]
     if unbalanced:
@@ -287,8 +287,12 @@ def _quality(checks_path: str, report_path: str, redact=str) -> dict | None:
     report and on the console."""
     if not os.path.exists(checks_path):
         return None
-    from beam_etl.quality.checks import CheckResult
-    from beam_etl.quality.report import quality_section, render_html, render_markdown
+    from beam_etl.quality.checks import CheckResult  # lazy: the command line starts fast
+    from beam_etl.quality.report import (  # lazy: the command line starts fast
+        quality_section,
+        render_html,
+        render_markdown,
+    )
 
     with open(checks_path, encoding="utf-8") as lines:
         results = [CheckResult(**json.loads(line)) for line in lines if line.strip()]
@@ -344,16 +348,19 @@ def follow(args: argparse.Namespace, beam_args: list[str], variables: dict[str, 
 
 def run(args: argparse.Namespace, beam_args: list[str], variables: dict[str, str]) -> int:
     """Load, validate and (unless --dry-run) run the spec named by `args`; return exit code."""
-    from beam_etl.checkpoints.command import checkpoint_plan, resume_run_id
-    from beam_etl.io._files import new_run_id
-    from beam_etl.run import DEMO_DIR, DEMO_SPEC
+    from beam_etl.checkpoints.command import (  # lazy: the command line starts fast
+        checkpoint_plan,
+        resume_run_id,
+    )
+    from beam_etl.core.publish import new_run_id  # lazy: the command line starts fast
+    from beam_etl.usage import DEMO_DIR, DEMO_SPEC  # lazy: the command line starts fast
 
     output_dir = os.path.abspath(args.output_dir)
     spec_path = args.pipeline or DEMO_SPEC
     run_id = resume_run_id(args, output_dir, spec_path) or args.run_id or new_run_id()
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **variables}
-    from beam_etl.clusters import prepare
-    from beam_etl.runner import resolve
+    from beam_etl.clusters import prepare  # lazy: the command line starts fast
+    from beam_etl.runner import resolve  # lazy: the command line starts fast
 
     runner = resolve(_pipeline_options(beam_args)[1])  # a typo fails before anything is loaded
     plan = load_plan(spec_path, run_id=run_id, variables=names)

@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from typing import Final
 
-from beam_etl.errors import BeamEtlError
+from beam_etl.core.errors import BeamEtlError
 
 #: The Beam release of the job servers `scripts/clusters.sh` builds (see the module docstring).
 JOB_SERVER_VERSION: Final = "2.62.0"

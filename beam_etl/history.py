@@ -12,11 +12,12 @@ import os
 import sqlite3
 from typing import Any, Final
 
-from beam_etl.errors import UsageError
+from beam_etl.core.errors import UsageError
 from beam_etl.observers import Observer, RunSummary
-from beam_etl.run import DEFAULT_OUTPUT_DIR, DEMO_DIR, UsageParser, _variables
-from beam_etl.spec.loader import load_text
-from beam_etl.spec.model import parse
+from beam_etl.pipeline.loader import load_text
+from beam_etl.pipeline.model import parse
+from beam_etl.usage import DEFAULT_OUTPUT_DIR, DEMO_DIR, UsageParser
+from beam_etl.usage import variables as _variables
 
 FILE_NAME: Final = "history.sqlite"
 WORK_DIR: Final = ".beam_etl"

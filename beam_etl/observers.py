@@ -17,7 +17,7 @@ pass it to `beam_etl.cli.execute(..., observers=[...])` for one run, or name it 
 is called as `function(event_name, payload)` for every event). An observer that raises never
 fails the run: one warning line is logged per observer and event.
 
-Progress comes from the workers themselves, through the channel of `beam_etl.progress`. It is
+Progress comes from the workers themselves, through the channel of `beam_etl.core.tally`. It is
 opened only when some observer wants `step_progress` (the progress display does; `--progress
 off` and the history alone do not): workers then send nothing at all.
 """
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from beam_etl.errors import SpecError
-from beam_etl.progress import CHANNEL_ENV, Channel, flush
+from beam_etl.core.errors import SpecError
+from beam_etl.core.tally import CHANNEL_ENV, Channel, flush
 
 _LOG = logging.getLogger(__name__)
 #: How often observers get `step_progress` while a run goes on.

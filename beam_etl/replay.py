@@ -37,17 +37,18 @@ from typing import Any, Final
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter, WriteToDeadLetters
-from beam_etl.errors import UsageError
+from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import UsageError
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.state import StateStore, current_state
 from beam_etl.interop.payloads import restore_batches
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.run import UsageParser
-from beam_etl.spec import Plan, load_plan
-from beam_etl.spec.model import InputRef, Node
-from beam_etl.spec.registry import SINK, SOURCE
-from beam_etl.spec.validate import check_schemas
-from beam_etl.state import StateStore, current_state
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.io.deadletters import WriteToDeadLetters
+from beam_etl.pipeline import Plan, load_plan
+from beam_etl.pipeline.model import InputRef, Node
+from beam_etl.pipeline.validate import check_schemas
+from beam_etl.usage import UsageParser
 
 #: The state-store entry (per pipeline) listing the letters every published replay replayed.
 STATE_KEY: Final = "replay:dead-letters"
@@ -382,8 +383,8 @@ def _target_schema(plan: Plan, target: str) -> pa.Schema | None:
 
 
 def _restore(plan: Plan, target: str, letters: list[Letter]) -> tuple[list, list[DeadLetter]]:
-    from beam_etl.batches import visible_schema
-    from beam_etl.deadletter import CAST_FAILED
+    from beam_etl.core.batches import visible_schema  # lazy: the command line starts fast
+    from beam_etl.core.deadletter import CAST_FAILED  # lazy: the command line starts fast
 
     schema = _target_schema(plan, target)
     records = [letter.record for letter in letters]
@@ -441,8 +442,8 @@ def _chosen(args: argparse.Namespace) -> list[Letter]:
 
 def _spec_name(path: str, text: bytes, names: dict[str, str]) -> str:
     """The spec's pipeline name (the state store's key), without building its transforms."""
-    from beam_etl.spec.loader import load_text
-    from beam_etl.spec.model import parse
+    from beam_etl.pipeline.loader import load_text  # lazy: the command line starts fast
+    from beam_etl.pipeline.model import parse  # lazy: the command line starts fast
 
     known = {"SPEC_DIR": os.path.dirname(os.path.abspath(path)), "RUN_ID": "replay", **names}
     return parse(load_text(text.decode("utf-8", "replace"), known, source=path).document, path).name
@@ -455,8 +456,8 @@ def replay(argv: list[str]) -> int:
         UsageError, SpecError: bad arguments, files or spec (one line each).
         PipelineFailedError: the replay ran and failed (nothing was published).
     """
-    from beam_etl import cli
-    from beam_etl.run import DEFAULT_OUTPUT_DIR, DEMO_DIR
+    from beam_etl import cli  # lazy: the command line starts fast
+    from beam_etl.usage import DEFAULT_OUTPUT_DIR, DEMO_DIR  # lazy: the command line starts fast
 
     args, beam_args = _parser().parse_known_args(argv)
     unknown = [a for a in beam_args if not a.startswith("--")]

@@ -12,7 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from beam_etl.metrics import (
+from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.metrics import (
     NAMESPACE,
     ROWS_DROPPED,
     ROWS_OUT,
@@ -21,8 +22,7 @@ from beam_etl.metrics import (
     ROWS_WRITTEN,
     output_counter,
 )
-from beam_etl.spec.model import Node
-from beam_etl.spec.registry import SINK, SOURCE
+from beam_etl.pipeline.model import Node
 
 _TIME_METRIC = "ptransform_execution_time:total_msecs"
 

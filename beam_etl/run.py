@@ -20,11 +20,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_etl import __version__
-from beam_etl.errors import BeamEtlError, UsageError
-
-DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
-DEMO_SPEC = os.path.join(DEMO_DIR, "pipeline.yaml")
-DEFAULT_OUTPUT_DIR = "beam_etl_output"
+from beam_etl.core.errors import BeamEtlError, UsageError
+from beam_etl.usage import (
+    DEFAULT_OUTPUT_DIR,
+    DEMO_DIR,
+    DEMO_SPEC,
+    UsageParser,
+)
+from beam_etl.usage import (
+    variables as _variables,
+)
 
 _EPILOG = """\
 Print a file's or a query's schema to pin in a spec:
@@ -57,13 +62,6 @@ Any other --option is a Beam pipeline option, for example:
   --runner=FlinkRunner --flink_master=HOST:PORT   (scripts/clusters.sh up flink; README "Flink")
 The default runner is beam_etl's local runner (DirectRunner's choice without Prism).
 """
-
-
-class UsageParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one `UsageError` line (exit code 2)."""
-
-    def error(self, message: str):  # one line and exit code 2, like every usage error
-        raise UsageError(f"{message} (see --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -162,16 +160,6 @@ def _quiet_thread_exception(args: threading.ExceptHookArgs) -> None:
     )
 
 
-def _variables(assignments: list[str]) -> dict[str, str]:
-    found = {}
-    for item in assignments:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise UsageError(f"`--set {item}` must look like NAME=VALUE")
-        found[name] = value
-    return found
-
-
 def _infer_schema(argv: list[str]) -> int:
     parser = UsageParser(
         prog="python -m beam_etl.run infer-schema",
@@ -200,7 +188,7 @@ def _infer_schema(argv: list[str]) -> int:
         raise UsageError(f"`--sample-rows` must be a number or `all`, not `{args.sample_rows}`")
     if (args.path is None) == (args.source is None):
         raise UsageError("Give a file PATH or `--source postgres|mysql` (see --help)")
-    from beam_etl.schema import infer
+    from beam_etl.schema import infer  # lazy: the command line starts fast
 
     rows = None if args.sample_rows == "all" else int(args.sample_rows)
     try:
@@ -229,15 +217,15 @@ def _state(argv: list[str]) -> int:
     parser.add_argument("--source", help="only this source or step")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    from beam_etl.spec import load_plan
-    from beam_etl.state import StateStore
+    from beam_etl.core.state import StateStore  # lazy: the command line starts fast
+    from beam_etl.pipeline import load_plan  # lazy: the command line starts fast
 
     output_dir = os.path.abspath(args.output_dir)
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **_variables(args.set)}
     plan = load_plan(args.pipeline or DEMO_SPEC, run_id="state", variables=names)
     store = StateStore(os.path.join(output_dir, ".beam_etl", "state.sqlite"))
     pipeline = plan.spec.name
-    from beam_etl.cli import state_keeper
+    from beam_etl.cli import state_keeper  # lazy: the command line starts fast
 
     keeper = state_keeper(plan)
     kept = keeper[1].state_store() if keeper is not None else None
@@ -277,7 +265,7 @@ def _report(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not os.path.isfile(args.path):
         raise UsageError(f"No run report at `{args.path}`")
-    from beam_etl.reporting import write_pages
+    from beam_etl.reporting import write_pages  # lazy: the command line starts fast
 
     print(f"{args.format} report: {write_pages(args.path, (args.format,))[args.format]}")
     return 0
@@ -292,12 +280,12 @@ def _database_source(args: argparse.Namespace) -> Any:
     if args.port is not None:
         common["port"] = args.port
     if args.source == "postgres":
-        from beam_etl.io.postgresio import ReadFromPostgres
+        from beam_etl.io.postgresio import ReadFromPostgres  # lazy: the command line starts fast
 
         return ReadFromPostgres(**common, user=args.user or "postgres", dsn_env=args.dsn_env)
     if args.dsn_env:
         raise UsageError("`--dsn-env` is for PostgreSQL; give MySQL's --host, --port, --database")
-    from beam_etl.io.mysqlio import ReadFromMySql
+    from beam_etl.io.mysqlio import ReadFromMySql  # lazy: the command line starts fast
 
     return ReadFromMySql(**common, user=args.user or "root")
 
@@ -313,28 +301,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["state"]:
             return _state(argv[1:])
         if argv[:1] == ["lineage"]:
-            from beam_etl.lineage.command import command as lineage
+            from beam_etl.lineage.command import (
+                command as lineage,  # lazy: the command line starts fast
+            )
 
             return lineage(argv[1:])
         if argv[:1] == ["checkpoints"]:
-            from beam_etl.checkpoints.command import main as checkpoints
+            from beam_etl.checkpoints.command import (
+                main as checkpoints,  # lazy: the command line starts fast
+            )
 
             return checkpoints(argv[1:], default_output_dir=DEFAULT_OUTPUT_DIR, demo_spec=DEMO_SPEC)
         if argv[:1] == ["history"]:
-            from beam_etl.history import command
+            from beam_etl.history import command  # lazy: the command line starts fast
 
             return command(argv[1:])
         if argv[:1] == ["report"]:
             return _report(argv[1:])
         if argv[:1] == ["replay"]:
-            from beam_etl.replay import replay
+            from beam_etl.replay import replay  # lazy: the command line starts fast
 
             return replay(argv[1:])
         args, beam_args = _parser().parse_known_args(argv)
         unknown = [a for a in beam_args if not a.startswith("--")]
         if unknown:
             raise UsageError(f"Unexpected argument `{unknown[0]}` (see --help)")
-        from beam_etl import cli
+        from beam_etl import cli  # lazy: the command line starts fast
 
         if args.list_transforms:
             print(cli.list_transforms())

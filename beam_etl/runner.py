@@ -11,12 +11,13 @@ processing-time timers, streaming sources).
 import difflib
 import logging
 import sys
-from typing import Final
+from typing import ClassVar, Final
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from beam_etl.errors import UsageError
+from beam_etl.core.errors import UsageError
+from beam_etl.core.local import runs_locally  # noqa: F401  (re-exported: users ask it here)
 
 _LOG = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ LOCAL_NAMES: Final = ("LocalRunner", "DirectRunner", "SwitchingDirectRunner")
 
 class LocalRunner(PipelineRunner):
     """Run a pipeline on this machine, in process or on `--direct_num_workers` processes."""
+
+    #: Read by `beam_etl.core.local`: sources and spills below this layer ask it.
+    RUNS_ON_THIS_MACHINE: ClassVar[bool] = True
 
     def run_pipeline(self, pipeline, options):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
@@ -37,18 +41,6 @@ class LocalRunner(PipelineRunner):
             runner = BundleBasedDirectRunner()
             _LOG.debug("Running with BundleBasedDirectRunner")
         return runner.run_pipeline(pipeline, options)
-
-
-def runs_locally(pipeline) -> bool:
-    """Return whether `pipeline` runs on this machine (its workers share its file system)."""
-    from apache_beam.runners.direct.direct_runner import (
-        BundleBasedDirectRunner,
-        SwitchingDirectRunner,
-    )
-    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
-
-    local = (LocalRunner, SwitchingDirectRunner, BundleBasedDirectRunner, FnApiRunner)
-    return isinstance(getattr(pipeline, "runner", None), local)
 
 
 def _fn_api_runner(options):

@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Iterable
 
-from beam_etl.io._publish import discard, discard_folder, remove_tree
+from beam_etl.core.publish import discard, discard_folder, remove_tree
 
 _OWNER = "owner.json"
 _STAGING = "staging.json"

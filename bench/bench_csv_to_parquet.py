@@ -115,8 +115,8 @@ def _run_beam(csv_path: str, out_dir: str, dead_letters: str, extra_args: list[s
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_etl.deadletter import WriteToDeadLetters
     from beam_etl.io.csvio import ReadFromCsv
+    from beam_etl.io.deadletters import WriteToDeadLetters
     from beam_etl.io.parquetio import WriteToParquet
     from beam_etl.runner import LocalRunner
     from beam_etl.transforms.cleaning import CastColumns

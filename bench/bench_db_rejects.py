@@ -25,7 +25,7 @@ import psycopg2
 import pyarrow as pa
 import pymysql
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io.mysqlio import WriteToMySql
 from beam_etl.io.postgresio import WriteToPostgres
 from beam_etl.runner import LocalRunner

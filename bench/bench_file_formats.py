@@ -109,8 +109,8 @@ def run_gz_beam(gz_path: str, out_dir: str, dead_letters: str) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_etl.deadletter import WriteToDeadLetters
     from beam_etl.io.csvio import ReadFromCsv
+    from beam_etl.io.deadletters import WriteToDeadLetters
     from beam_etl.io.parquetio import WriteToParquet
     from beam_etl.runner import LocalRunner
 

@@ -84,8 +84,8 @@ def _pipeline(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_etl.deadletter import WriteToDeadLetters
     from beam_etl.io.csvio import ReadFromCsv
+    from beam_etl.io.deadletters import WriteToDeadLetters
     from beam_etl.io.parquetio import WriteToParquet
     from beam_etl.quality.dataset import CheckUnique
     from beam_etl.quality.validate import ValidateRecords

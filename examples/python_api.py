@@ -9,8 +9,8 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_etl.deadletter import WriteToDeadLetters
 from beam_etl.io.csvio import ReadFromCsv
+from beam_etl.io.deadletters import WriteToDeadLetters
 from beam_etl.io.parquetio import WriteToParquet
 from beam_etl.runner import LocalRunner
 from beam_etl.transforms import CastColumns, DropDuplicates, FilterRows

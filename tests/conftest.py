@@ -30,7 +30,7 @@ def write_file(tmp_path):
 
 def visible_rows(batch):
     """The rows of a batch without hidden origin columns (for assertions)."""
-    from beam_etl.batches import visible
+    from beam_etl.core.batches import visible
 
     return visible(batch).to_pylist()
 

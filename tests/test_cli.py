@@ -251,7 +251,7 @@ def test_batches_cross_a_shuffle_in_arrow_ipc_not_pickled(tmp_path, monkeypatch,
     """Regression: with Beam's pipeline type check off, declared output types never reached
     the PCollections and batches crossing `DropDuplicates`' shuffle were pickled (a slice
     carrying its whole parent batch: 5x slower, 16x the memory on 1M rows)."""
-    from beam_etl import coders
+    from beam_etl.core import coders
 
     encoded = []
     original = coders.RecordBatchCoder.encode

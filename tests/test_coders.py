@@ -5,7 +5,7 @@ import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_etl.coders import RecordBatchCoder
+from beam_etl.core.coders import RecordBatchCoder
 
 
 def _batch(n: int) -> pa.RecordBatch:

@@ -213,7 +213,7 @@ def test_cursor_increments_with_updates_and_late_commits_keep_the_replica_equal(
 def test_kill_9_anywhere_then_rerun_keeps_the_replica_equal_and_state_behind(
     cursor_case, tmp_path, point
 ):
-    from beam_etl.state import StateStore
+    from beam_etl.core.state import StateStore
 
     table, run, same = cursor_case
     at = "TIMESTAMPTZ '2024-01-01 12:00:00+00' + make_interval(mins => %s)"
@@ -373,7 +373,7 @@ def test_state_kept_in_the_target_database_commits_with_the_load(tmp_path, capsy
     that commit (before the local state store's) does not read its rows again."""
     from dbfixtures import my
 
-    from beam_etl.state import StateStore
+    from beam_etl.core.state import StateStore
 
     table = unique_table("kept")
     pg(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text, updated_at timestamptz)")

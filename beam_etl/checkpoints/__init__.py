@@ -11,7 +11,7 @@ Only the retry part is imported eagerly: the user-function transforms use it, an
 of this package sits above them (it wires checkpoints into the spec builder).
 """
 
-from beam_etl.checkpoints.retries import (
+from beam_etl.core.retries import (
     RETRIES_EXHAUSTED,
     RetriesExhaustedError,
     RetryPolicy,

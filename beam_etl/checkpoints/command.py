@@ -14,7 +14,9 @@ from beam_etl.checkpoints.store import (
     list_runs,
     parse_age,
 )
-from beam_etl.errors import UsageError
+from beam_etl.core.errors import UsageError
+from beam_etl.pipeline import load_plan
+from beam_etl.usage import DEMO_DIR, UsageParser
 
 
 def resume_run_id(args: argparse.Namespace, output_dir: str, spec_path: str) -> str | None:
@@ -50,7 +52,6 @@ def checkpoint_plan(
 
 def main(argv: list[str], *, default_output_dir: str, demo_spec: str) -> int:
     """`checkpoints list|clean [--older-than AGE] [--output-dir D | --pipeline SPEC]`."""
-    from beam_etl.run import UsageParser
 
     parser = UsageParser(
         prog="python -m beam_etl.run checkpoints",
@@ -86,9 +87,6 @@ def _age(run: dict[str, Any]) -> float:
 
 
 def _pipeline_name(args: argparse.Namespace, demo_spec: str) -> str:
-    from beam_etl.run import DEMO_DIR
-    from beam_etl.spec import load_plan
-
     output_dir = os.path.abspath(args.output_dir)
     names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR}
     for item in args.set:

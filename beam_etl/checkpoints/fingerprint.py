@@ -19,7 +19,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.spec.model import Node
+from beam_etl.pipeline.model import Node
 
 
 def fingerprints(ordered: list[Node], transforms: dict[str, Any]) -> dict[str, str]:

@@ -27,11 +27,11 @@ from typing import Any
 from beam_etl.checkpoints.fingerprint import fingerprints
 from beam_etl.checkpoints.materialise import Materialise, Restore
 from beam_etl.checkpoints.store import RunCheckpoints, checkpoints_root
-from beam_etl.errors import UsageError
-from beam_etl.metrics import output_counter
-from beam_etl.spec.model import Node
-from beam_etl.spec.registry import SINK
-from beam_etl.state import current_state
+from beam_etl.core.catalogue import SINK
+from beam_etl.core.errors import UsageError
+from beam_etl.core.metrics import output_counter
+from beam_etl.core.state import current_state
+from beam_etl.pipeline.model import Node
 
 Key = tuple[str, str]  # (node, output)
 

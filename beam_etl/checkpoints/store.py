@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from beam_etl.errors import BeamEtlError
+from beam_etl.core.errors import BeamEtlError
 from beam_etl.runs import alive
 
 MARKER: Final = "_COMPLETE.json"

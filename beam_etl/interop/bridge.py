@@ -22,10 +22,10 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-import beam_etl.coders  # noqa: F401  (registers the RecordBatch coder used between stages)
-from beam_etl.batches import describe_schema, visible_schema
-from beam_etl.datatypes import parse_type
-from beam_etl.errors import DataError
+import beam_etl.core.coders  # noqa: F401  (registers the RecordBatch coder used between stages)
+from beam_etl.core.batches import describe_schema, visible_schema
+from beam_etl.core.datatypes import parse_type
+from beam_etl.core.errors import DataError
 from beam_etl.interop.rowtypes import arrow_schema, batch_of, row_maker, row_type
 
 DEFAULT_BATCH_ROWS = 10_000

@@ -1,10 +1,10 @@
 """Dead letters back into batches: JSON payloads restored to Arrow types, origin kept.
 
 No Beam here. A dead letter's payload is the rejected row made JSON-safe
-(`beam_etl.batches.json_safe`): decimals, dates and timestamps as text, NaN as `"nan"`, bytes
+(`beam_etl.core.batches.json_safe`): decimals, dates and timestamps as text, NaN as `"nan"`, bytes
 as UTF-8 text. `restore_batches` types each value back to the column's Arrow type: values
 JSON holds as they are convert directly, the others are cast from their text with the
-casting rules of `CastColumns` (`beam_etl.transforms.casting`), and a value that does not
+casting rules of `CastColumns` (`beam_etl.core.casting`), and a value that does not
 convert is reported with its row. Bytes that were not UTF-8 come back with `\\x..` escapes,
 as the payload holds them.
 """
@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from beam_etl.batches import dumps, with_origin
-from beam_etl.transforms.casting import cast_array
+from beam_etl.core.batches import dumps, with_origin
+from beam_etl.core.casting import cast_array
 
 
 class Restored(NamedTuple):

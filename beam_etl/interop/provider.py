@@ -16,7 +16,7 @@ affinity to the neighbouring transforms; the `-beam_etl` name always means beam_
 import os
 from typing import Any, Final
 
-from beam_etl.spec.registry import catalogue
+from beam_etl.core.catalogue import catalogue
 
 PROVIDER_FILE: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "provider.yaml")
 #: Suffix of the names that always mean beam_etl's transform.

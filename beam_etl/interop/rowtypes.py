@@ -40,8 +40,8 @@ from apache_beam.typehints import schemas
 from apache_beam.typehints.row_type import RowTypeConstraint
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_etl.batches import visible_schema
-from beam_etl.errors import DataError
+from beam_etl.core.batches import visible_schema
+from beam_etl.core.errors import DataError
 
 #: Beam field option holding the Arrow field a row field was made from (base64 IPC schema).
 ARROW_FIELD_OPTION: Final = "beam_etl:arrow_field"

@@ -25,12 +25,12 @@ from typing import Any, ClassVar, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import dumps_safe, visible_schema
-from beam_etl.datatypes import parse_type
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import DataError
+from beam_etl.core.batches import dumps_safe, visible_schema
+from beam_etl.core.catalogue import SOURCE, arguments, catalogue, did_you_mean, outputs_of
+from beam_etl.core.datatypes import parse_type
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import DataError
 from beam_etl.interop.bridge import ToBatches, ToRows
-from beam_etl.spec.registry import SOURCE, arguments, catalogue, did_you_mean, outputs_of
 
 #: Wrapper config keys of every type, besides the factory's own.
 EXTRA_KEYS = ("error_handling", "output_columns")

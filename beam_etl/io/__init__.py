@@ -10,31 +10,10 @@ openpyxl, psycopg2, pymysql) costs nothing until it is used.
 import importlib
 from typing import Any
 
-_WHERE = {
-    "ReadFromCsv": "beam_etl.io.csvio",
-    "WriteToCsv": "beam_etl.io.csvio",
-    "WriteToParquet": "beam_etl.io.parquetio",
-    "WriteToSqlite": "beam_etl.io.sqliteio",
-    "ReadFromSqlite": "beam_etl.io.sqliteio",
-    "WriteToDeadLetters": "beam_etl.deadletter",
-    "ReadFromJson": "beam_etl.io.jsonio",
-    "WriteToJson": "beam_etl.io.jsonio",
-    "ReadFromParquet": "beam_etl.io.parquetio",
-    "parquet_history": "beam_etl.io.parquetio",
-    "ReadFromPostgres": "beam_etl.io.postgresio",
-    "WriteToPostgres": "beam_etl.io.postgresio",
-    "ReadFromMySql": "beam_etl.io.mysqlio",
-    "WriteToMySql": "beam_etl.io.mysqlio",
-    "ReadFromPostgresChanges": "beam_etl.io.pgcdc",
-    "ReadFromDebeziumJson": "beam_etl.io.debezium",
-    "ReadFromMySqlChanges": "beam_etl.io.mysqlcdc",
-    "ReadFromAvro": "beam_etl.io.avroio",
-    "WriteToAvro": "beam_etl.io.avroio",
-    "ReadFromExcel": "beam_etl.io.excelio",
-    "WriteToExcel": "beam_etl.io.excelio",
-    "WriteToHtml": "beam_etl.io.htmlio",
-    "WriteToMarkdown": "beam_etl.io.htmlio",
-}
+from beam_etl.core.catalogue import exports
+
+#: Every connector of the catalogue (`beam_etl.core.catalogue`), by the module it lives in.
+_WHERE = exports("io")
 
 __all__ = sorted(_WHERE)
 

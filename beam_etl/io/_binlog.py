@@ -11,7 +11,7 @@ from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io._changes import DELETE, INSERT, UPDATE
 from beam_etl.io._db import DbConfig
 

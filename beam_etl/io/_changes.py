@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.state import current_state
+from beam_etl.core.state import current_state
 
 INSERT: Final = "c"
 UPDATE: Final = "u"
@@ -317,7 +317,7 @@ def last_position(step: str) -> Any:
         raise ValueError(
             f"`{step}` reads a change log and needs the state store of `python -m beam_etl.run` "
             "to remember its position (run it through the CLI, or inside "
-            "`beam_etl.state.incremental_state`)"
+            "`beam_etl.core.state.incremental_state`)"
         )
     found = state.get(step)
     return None if found is None else found.get("position")

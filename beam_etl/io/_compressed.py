@@ -19,7 +19,7 @@ import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 
 _DECODERS: Final[dict[str, Callable[[], Any]]] = {
     CompressionTypes.GZIP: lambda: zlib.decompressobj(wbits=31),

@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beam_etl.batches import payload_of
-from beam_etl.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import payload_of
+from beam_etl.core.casting import cast_batch, drop_rows, reads_as_text
+from beam_etl.core.deadletter import CAST_FAILED, INVALID_ENCODING, MALFORMED_CSV, DeadLetter
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io._compressed import (
     HEAD_BYTES,
     ChunkStream,
@@ -38,7 +39,6 @@ from beam_etl.io._csvscan import (
     masked,
     scan_records,
 )
-from beam_etl.transforms.casting import cast_batch, drop_rows, reads_as_text
 
 _LOG = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"

@@ -27,22 +27,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of
-from beam_etl.config import Secret, first_line, mask_dsn
-from beam_etl.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, payload_of
+from beam_etl.core.config import Secret, first_line, mask_dsn
+from beam_etl.core.deadletter import DB_CONSTRAINT, ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ALREADY_PUBLISHED, ROWS_DROPPED, ROWS_WRITTEN, step_counter
+from beam_etl.core.publish import (
+    DATABASE,
+    Pending,
+    fault_point,
+    new_run_id,
+    pending_folder,
+    record,
+    veto,
+)
 from beam_etl.io._files import (
     Part,
     StageFn,
     check_gates,
     discard_folder,
     gate_failures,
-    new_run_id,
 )
 from beam_etl.io._ipcparts import IpcPartWriter
-from beam_etl.io._publish import DATABASE, Pending, fault_point, pending_folder, record, veto
 from beam_etl.io._sql import LEDGER_TABLE, check_identifier
-from beam_etl.metrics import ALREADY_PUBLISHED, ROWS_DROPPED, ROWS_WRITTEN, step_counter
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,10 +14,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import split_compact, with_origin
-from beam_etl.config import first_line
-from beam_etl.deadletter import ERROR, NULL_CURSOR, OUTPUT, reject_all
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import split_compact, with_origin
+from beam_etl.core.config import first_line
+from beam_etl.core.deadletter import ERROR, NULL_CURSOR, OUTPUT, reject_all
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.publish import fault_point
+from beam_etl.core.state import current_state
 from beam_etl.io._db import DbConfig, with_retries
 from beam_etl.io._increment import (
     CursorIncrement,
@@ -30,12 +34,8 @@ from beam_etl.io._increment import (
     typed_bound,
     window_condition,
 )
-from beam_etl.io._publish import fault_point
 from beam_etl.io._sql import check_identifier, quote_identifier
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.state import current_state
-from beam_etl.transforms._buckets import row_hash  # the shared row hash
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.keyed.buckets import row_hash  # the shared row hash
 
 
 class Dialect:

@@ -1,6 +1,6 @@
 """Incremental state kept in the target database (`keep_state: true` on a database sink).
 
-The run's proposed state (cursor high marks, files loaded, snapshots: see `beam_etl.state`) is
+The run's proposed state (cursor high marks, files loaded, snapshots: see `beam_etl.core.state`) is
 written to `_beam_etl_state` in the **same transaction** as the sink's load and ledger row, so
 that the data and the position it was read up to can never disagree, even when the run is
 killed between that commit and the local state store's. That sink publishes last (after every

@@ -17,8 +17,8 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import dumps, json_safe
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import dumps, json_safe
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io._files import (
     Part,
     StageAndPublish,

@@ -16,7 +16,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
 import apache_beam as beam
@@ -26,8 +25,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.errors import CheckFailedError, ConnectorError
-from beam_etl.io._publish import (
+from beam_etl.core.errors import CheckFailedError, ConnectorError
+from beam_etl.core.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.core.publish import (
     DEAD_LETTERS,
     FILES,
     Pending,
@@ -39,8 +39,7 @@ from beam_etl.io._publish import (
     remove_tree,
     veto,
 )
-from beam_etl.metrics import ROWS_WRITTEN, step_counter
-from beam_etl.state import current_state
+from beam_etl.core.state import current_state
 
 __all__ = ["DEAD_LETTERS", "discard_folder", "remove_if_empty", "remove_tree"]
 
@@ -49,11 +48,6 @@ STAGING_DIR: Final = ".beam_etl-staging"
 SORT_LIMIT: Final = 20_000
 
 Part = tuple[str, int]  # (staged file path, rows in it)
-
-
-def new_run_id() -> str:
-    """Return a fresh run id: UTC time plus a random suffix, sortable and unique."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
 def match_files(pattern: str | list[str]) -> list[tuple[str, int]]:

@@ -13,7 +13,7 @@ on_null: exclude}` makes a source read `cursor >= low AND cursor <= high`, where
 
 Integer, date and timestamp cursors are supported. Rows with a null cursor are left out
 (`on_null: exclude`) or read by every run (`include`). The new `high` and the window's row
-hashes become the state only after every sink has published (see `beam_etl.state`).
+hashes become the state only after every sink has published (see `beam_etl.core.state`).
 """
 
 import datetime as dt

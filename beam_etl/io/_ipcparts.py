@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from beam_etl.batches import visible
+from beam_etl.core.batches import visible
 from beam_etl.io._files import BundleWriter, Part
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import concat_batches, visible
+from beam_etl.core.batches import concat_batches, visible
 
 
 def read_locally(

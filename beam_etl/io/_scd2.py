@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_etl.batches import HIDDEN_PREFIX
-from beam_etl.transforms._buckets import fast_row_hash
+from beam_etl.core.batches import HIDDEN_PREFIX
+from beam_etl.keyed.buckets import fast_row_hash
 
 VALID_FROM: Final = "valid_from"
 VALID_TO: Final = "valid_to"

@@ -29,12 +29,12 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.batches import check_names, describe_schema, schema_changes, with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import check_names, describe_schema, schema_changes, with_origin
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument
 from beam_etl.io._files import match_files, new_files
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import ROWS_READ, step_counter
 
 CODECS: Final = ("null", "deflate", "bzip2", "xz")
 _PRIMITIVES: Final[dict[str, pa.DataType]] = {

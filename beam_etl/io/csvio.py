@@ -17,10 +17,13 @@ import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.batches import dumps, json_safe, with_origin
-from beam_etl.datatypes import parse_type
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import dumps, json_safe, with_origin
+from beam_etl.core.datatypes import parse_type
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.local import is_local_runner
+from beam_etl.core.metrics import BYTES_READ, ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.io import _csvparse
 from beam_etl.io._compressed import (
     ChunkStream,
@@ -41,8 +44,6 @@ from beam_etl.io._files import (
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import BYTES_READ, ROWS_READ, step_counter
-from beam_etl.transforms.outputs import WithErrors
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")
@@ -255,9 +256,7 @@ def _parallel(pipeline: beam.Pipeline) -> bool:
     """Whether the pipeline may run on more than one worker (anything but one local worker)."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from beam_etl.runner import LocalRunner
-
-    if not isinstance(pipeline.runner, LocalRunner):
+    if not is_local_runner(pipeline):
         return True
     direct = pipeline.options.view_as(DirectOptions)
     return direct.direct_running_mode != "in_memory" or direct.direct_num_workers != 1

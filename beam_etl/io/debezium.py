@@ -20,12 +20,12 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_DROPPED, ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.io._changes import DELETE, OPS, TRUNCATE, EventBuilder
 from beam_etl.io._pgoutput import lsn_text
-from beam_etl.metrics import ROWS_DROPPED, ROWS_READ, step_counter
-from beam_etl.transforms.outputs import WithErrors
 
 MALFORMED_EVENT: Final = "malformed_event"
 _LINE_BITS: Final = 32  # source_seq = file index << 32 | line

@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles.numbers import is_datetime
 
-from beam_etl.batches import check_names, with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import check_names, with_origin
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
 from beam_etl.io._files import match_files, new_files
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import ROWS_READ, step_counter
 
 #: Excel's last row is 1,048,576; one is the header.
 EXCEL_MAX_ROWS: Final = 1_048_575

@@ -19,10 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from beam_etl.batches import dumps, json_safe, payload_of, visible, with_origin
-from beam_etl.datatypes import parse_type, type_name
-from beam_etl.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import dumps, json_safe, payload_of, visible, with_origin
+from beam_etl.core.casting import cast_batch, drop_rows, reads_as_text
+from beam_etl.core.datatypes import parse_type, type_name
+from beam_etl.core.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.io._compressed import (
     HEAD_BYTES,
     check_head,
@@ -43,9 +46,6 @@ from beam_etl.io._files import (
     staging_dir,
 )
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.transforms.casting import cast_batch, drop_rows, reads_as_text
-from beam_etl.transforms.outputs import WithErrors
 
 #: Reason code of a line that is not JSON, or JSON that is not an object.
 MALFORMED_JSON: Final = "malformed_json"

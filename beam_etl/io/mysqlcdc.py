@@ -6,7 +6,7 @@ of the captured tables as change events (Arrow batches, one schema per table: th
 columns, then `op`, `deleted`, `source_ts`, `source_name`, `source_position`, `source_table`,
 `source_txid`, `source_seq`). The first run takes a consistent snapshot instead (`op = r`),
 at the exact binlog position the snapshot saw. The position becomes the source's state only
-after every sink has published (see `beam_etl.state`): a failed or killed run leaves it where
+after every sink has published (see `beam_etl.core.state`): a failed or killed run leaves it where
 it was, and the next run re-delivers the same changes, which the sinks' `merge` makes
 harmless (full row images: re-applying a change sets the same row).
 """
@@ -21,10 +21,14 @@ from typing import Any, ClassVar, Final
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.batches import with_origin
-from beam_etl.config import first_line
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import with_origin
+from beam_etl.core.config import first_line
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.publish import fault_point
+from beam_etl.core.state import current_state
 from beam_etl.io import _db
 from beam_etl.io._binlog import (
     Position,
@@ -41,12 +45,8 @@ from beam_etl.io._binlog import (
 )
 from beam_etl.io._changes import READ, TRUNCATE, EventBuilder
 from beam_etl.io._increment import parse_lag
-from beam_etl.io._publish import fault_point
 from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.io.mysqlio import _config, _MySql, connect
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.state import current_state
-from beam_etl.transforms.outputs import WithErrors
 
 MODES: Final = ("bounded", "follow")
 _PURGED: Final = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone

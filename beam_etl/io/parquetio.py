@@ -21,8 +21,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from beam_etl.batches import visible, with_origin
-from beam_etl.errors import ConnectorError, DataError
+from beam_etl.core.batches import visible, with_origin
+from beam_etl.core.errors import ConnectorError, DataError
+from beam_etl.core.expr import compile_expression, result_type
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.publish import new_run_id
 from beam_etl.io import _scd2
 from beam_etl.io._files import (
     SUCCESS_MARKER,
@@ -33,13 +36,10 @@ from beam_etl.io._files import (
     discard_folder,
     match_files,
     new_files,
-    new_run_id,
     publish_folder,
     staging_dir,
 )
 from beam_etl.io._local import LocalSample
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.transforms.expr import compile_expression, result_type
 
 _COMPRESSIONS = ("snappy", "gzip", "brotli", "zstd", "lz4", "none")
 

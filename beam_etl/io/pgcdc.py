@@ -28,8 +28,12 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.errors import ConnectorError
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.local import runs_locally
+from beam_etl.core.metrics import ROWS_READ, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.state import current_state
 from beam_etl.io import _db
 from beam_etl.io._changes import (
     DELETE,
@@ -60,8 +64,6 @@ from beam_etl.io._pgoutput import (
 )
 from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.io.postgresio import _Postgres, arrow_type, connect
-from beam_etl.metrics import ROWS_READ, step_counter
-from beam_etl.transforms.outputs import WithErrors
 
 MODES: Final = ("bounded", "follow")
 _NUMERIC: Final = 1700
@@ -524,8 +526,6 @@ class ReadFromPostgresChanges(beam.PTransform):
         self._exporter: Any = None  # the connection whose exported snapshot the run reads
 
     def expand(self, pbegin):
-        from beam_etl.runner import runs_locally
-
         plan = self._plan()
         spill = None
         if runs_locally(pbegin.pipeline):  # its workers see this machine's temporary folder
@@ -548,8 +548,6 @@ class ReadFromPostgresChanges(beam.PTransform):
         return WithErrors(output, out[ERROR])
 
     def _plan(self) -> _Plan:
-        from beam_etl.state import current_state
-
         step = self.label
         confirmed = last_position(step)  # fails outside the launcher
         state = current_state()

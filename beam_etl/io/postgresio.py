@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.state import current_state
 from beam_etl.io import _db, _dbread, _dbstate, _scd2
 from beam_etl.io._sql import quote_identifier
-from beam_etl.state import current_state
-from beam_etl.transforms.outputs import WithErrors
 
 _TRANSIENT_CODES: Final = frozenset({"40P01", "40001", "57P01", "57P02", "57P03"})
 _PG_TO_ARROW: Final[dict[int, pa.DataType]] = {

@@ -16,13 +16,13 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.publish import new_run_id
 from beam_etl.io import _db, _dbread, _scd2
 from beam_etl.io._files import (
     Part,
     StageAndPublish,
     discard_folder,
-    new_run_id,
     staging_dir,
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts

@@ -15,11 +15,11 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from beam_etl.batches import HIDDEN_PREFIX
-from beam_etl.errors import BeamEtlError
+from beam_etl.core.batches import HIDDEN_PREFIX
+from beam_etl.core.catalogue import SINK, SOURCE, outputs_of
+from beam_etl.core.errors import BeamEtlError
 from beam_etl.lineage.datasets import Dataset, dataset_of
-from beam_etl.spec.model import Node
-from beam_etl.spec.registry import SINK, SOURCE, outputs_of
+from beam_etl.pipeline.model import Node
 
 IDENTITY: Final = "identity"
 #: How much a step changes a value, least first: a chain of steps is named by its strongest.
@@ -141,7 +141,7 @@ class Lineage:
 
 
 def analyse(plan: Any) -> Lineage:
-    """Return the column lineage of every node output of `plan` (a `beam_etl.spec.Plan`)."""
+    """Return the column lineage of every node output of `plan` (a `beam_etl.pipeline.Plan`)."""
     from beam_etl.lineage.rules import step_flows
 
     flows: dict[tuple[str, str], Flow] = {}

@@ -13,13 +13,16 @@ import json
 import os
 from typing import Any
 
-from beam_etl.errors import UsageError
+from beam_etl.core.catalogue import SINK, did_you_mean
+from beam_etl.core.errors import UsageError
 from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse, column_lineage
-from beam_etl.spec.registry import SINK, did_you_mean
+from beam_etl.pipeline import load_plan
+from beam_etl.usage import DEMO_DIR, DEMO_SPEC
+from beam_etl.usage import variables as _variables
 
 
 def _parser() -> Any:
-    from beam_etl.run import DEFAULT_OUTPUT_DIR, UsageParser  # the command line's own parser
+    from beam_etl.usage import DEFAULT_OUTPUT_DIR, UsageParser  # the command line's own parser
 
     parser = UsageParser(
         prog="python -m beam_etl.run lineage",
@@ -44,8 +47,6 @@ def _parser() -> Any:
 
 def command(argv: list[str]) -> int:
     """Run `lineage` with `argv`; print the answer; return the exit code."""
-    from beam_etl.run import DEMO_DIR, DEMO_SPEC, _variables
-    from beam_etl.spec import load_plan
 
     args = _parser().parse_args(argv)
     names = {

@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
-from beam_etl.spec.model import Node
+from beam_etl.pipeline.model import Node
 
 _KEY_VALUE: Final = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 _DEFAULT_PORTS: Final = {"postgres": 5432, "mysql": 3306}

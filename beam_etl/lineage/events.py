@@ -33,9 +33,9 @@ from typing import Any, Final
 import pyarrow as pa
 
 from beam_etl import __version__
-from beam_etl.config import mask_dsn
+from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.config import mask_dsn
 from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse
-from beam_etl.spec.registry import SINK, SOURCE
 
 PRODUCER: Final = f"urn:beam_etl:{__version__}"
 RUN_EVENT_SCHEMA: Final = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"

@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import json_safe, visible
-from beam_etl.errors import DataError
+from beam_etl.core.batches import json_safe, visible
+from beam_etl.core.errors import DataError
 
 KINDS: Final = ("not_null", "range", "regex", "allowed_values", "length", "custom")
 ROW_SEVERITIES: Final = ("reject", "warn")

@@ -21,13 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.util import WaitOn
 
-from beam_etl.batches import dumps, json_safe
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter, rejects_from_mask
-from beam_etl.errors import BeamEtlError
-from beam_etl.io._publish import pending_folder
-from beam_etl.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.core.batches import dumps, json_safe
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter, rejects_from_mask
+from beam_etl.core.errors import BeamEtlError
+from beam_etl.core.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.publish import pending_folder
+from beam_etl.keyed.buckets import decoded
+from beam_etl.keyed.spill import NOTE, PART, ROW, SpillByKey, spill_folder, use_spill
 from beam_etl.quality.checks import CheckResult
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.transforms.cleaning import check_columns
 
 DUPLICATE_KEY: Final = "duplicate_key"
 SEVERITIES: Final = ("warn", "fail")
@@ -188,14 +191,10 @@ class CheckUnique(beam.PTransform):
         self.results = None
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
-        from beam_etl.transforms.cleaning import check_columns
-
         check_columns(schema, self.columns)
         return schema
 
     def expand(self, batches):
-        from beam_etl.transforms._spill import use_spill
-
         if use_spill(batches, self.spill_dir, self.spill):
             return self._by_spill(batches)
         output, error, rows, duplicates = self._by_key_counts(batches)
@@ -221,7 +220,6 @@ class CheckUnique(beam.PTransform):
 
     def _by_spill(self, batches):
         """Rows wait in spill files; they are read back once the result is known (its gate)."""
-        from beam_etl.transforms._spill import SpillByKey, spill_folder
 
         # `staging`: the CLI removes it after a failed run (a successful one removes it).
         self.staging = spill_folder(self.spill_dir, self.label)
@@ -257,8 +255,6 @@ class CheckUnique(beam.PTransform):
 def repeated_keys(columns: list[str], keys: pa.Table) -> tuple[pa.Table, list[tuple[str, int]]]:
     """Return the spilled rows of `keys` whose key occurs more than once (null keys are not
     compared), each with its dead-letter message, and `(key, count)` per repeated key."""
-    from beam_etl.transforms._buckets import decoded
-    from beam_etl.transforms._spill import NOTE, PART, ROW
 
     index = "__beam_etl_index"
     present = functools.reduce(pc.and_, [pc.is_valid(keys.column(c)) for c in columns])
@@ -424,8 +420,6 @@ class CheckCompleteness(_CountingCheck):
         self.results = None
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
-        from beam_etl.transforms.cleaning import check_columns
-
         check_columns(schema, self.columns)
         return schema
 

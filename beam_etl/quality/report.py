@@ -4,7 +4,7 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-from beam_etl.batches import json_safe
+from beam_etl.core.batches import json_safe
 from beam_etl.quality.checks import CheckResult
 
 _COLUMNS = (

@@ -8,11 +8,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from beam_etl.batches import json_safe, origins
-from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
-from beam_etl.metrics import step_counter
+from beam_etl.core.batches import json_safe, origins
+from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.core.metrics import step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.quality.checks import CheckResult, RowCheck, parse_check
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.transforms.cleaning import check_columns
 from beam_etl.transforms.rows import load_function
 
 CHECK_FAILED: Final = "check_failed"
@@ -204,7 +205,6 @@ class ValidateRecords(beam.PTransform):
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
         """Return `schema` unchanged after checking that every checked column exists."""
-        from beam_etl.transforms.cleaning import check_columns
 
         check_columns(schema, [c.column for c in self.checks if c.column])
         return schema

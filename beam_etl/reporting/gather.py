@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from beam_etl.spec.registry import SINK, SOURCE
+from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.io.deadletters import WriteToDeadLetters
 
 #: Dead letters shown per reason code (every letter is still counted).
 SAMPLES_PER_REASON: Final = 5
@@ -160,7 +161,6 @@ def gather(plan: Any, run_id: str, quality: dict[str, Any] | None = None) -> dic
     """Return the report's context beyond the JSON report: datasets, dead letters, lineage,
     and the run's `quality` section with values substituted from the environment redacted
     (its examples name files and values)."""
-    from beam_etl.deadletter import WriteToDeadLetters
 
     redact = plan.loaded.redact
     paths = [

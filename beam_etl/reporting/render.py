@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import jinja2
 
-from beam_etl.errors import UsageError
+from beam_etl.core.errors import UsageError
 from beam_etl.reporting.charts import history_chart
 from beam_etl.reporting.graph import layout, parse_ref
 

@@ -36,13 +36,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX, json_safe
-from beam_etl.deadletter import CAST_FAILED, rejects_from_mask
-from beam_etl.errors import DataError
+from beam_etl.core.batches import HIDDEN_PREFIX, json_safe
+from beam_etl.core.casting import cast_batch
+from beam_etl.core.deadletter import CAST_FAILED, rejects_from_mask
+from beam_etl.core.errors import DataError
 from beam_etl.quality.checks import RowCheck, parse_check
 from beam_etl.schema.model import Schema, SchemaError, load_schema
 from beam_etl.transforms._base import BatchResult, BatchStep
-from beam_etl.transforms.casting import cast_batch
 
 MODES: Final = ("evolve", "freeze", "discard_columns", "discard_rows")
 SCHEMA_MISMATCH: Final = "schema_mismatch"

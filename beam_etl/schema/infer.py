@@ -25,10 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.catalogue import reader_for
+from beam_etl.core.errors import ConnectorError
+from beam_etl.io._compressed import is_compressed
 from beam_etl.io._csvparse import exact_number_type
+from beam_etl.keyed.buckets import decoded
 from beam_etl.schema.model import Field, Schema, SchemaError
-from beam_etl.transforms._buckets import decoded
 
 NULL_VALUES: Final = ("", "NULL", "null", "\\N")
 _CANDIDATES: Final = (
@@ -218,29 +220,12 @@ def schema_text(schema: Schema, output_format: str = "json") -> str:
 
 
 def reader_for_path(path: str) -> Any:
-    """Return the reader of a JSON, Parquet, Avro or Excel file by its extension; None for CSV
-    and other text (inferred from text by `infer_schema`).
-
-    Raises:
-        ConnectorError: no file matches `path`.
+    """Return the reader of a JSON, Parquet, Avro or Excel file by its extension (the
+    catalogue's `extensions`); None for CSV and other text (inferred from text by
+    `infer_schema`).
     """
-    from beam_etl.io._compressed import is_compressed
-
-    name = os.path.splitext(path)[0].lower() if is_compressed(path) else path.lower()
-    if name.endswith((".json", ".jsonl", ".ndjson")):
-        from beam_etl.io.jsonio import ReadFromJson
-
-        return ReadFromJson(path)
-    if name.endswith((".parquet", ".pq")):
-        from beam_etl.io.parquetio import ReadFromParquet
-
-        return ReadFromParquet(path)
-    if name.endswith(".avro"):
-        from beam_etl.io.avroio import ReadFromAvro
-
-        return ReadFromAvro(path)
-    if name.endswith((".xlsx", ".xlsm")):
-        from beam_etl.io.excelio import ReadFromExcel
-
-        return ReadFromExcel(path)
-    return None
+    name = os.path.splitext(path)[0] if is_compressed(path) else path
+    entry = reader_for(name)
+    if entry is None or entry.name == "ReadFromCsv":
+        return None
+    return entry.load()(path)

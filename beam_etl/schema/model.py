@@ -31,9 +31,9 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from beam_etl.batches import visible_schema
-from beam_etl.datatypes import parse_type, type_name
-from beam_etl.errors import BeamEtlError
+from beam_etl.core.batches import visible_schema
+from beam_etl.core.datatypes import parse_type, type_name
+from beam_etl.core.errors import BeamEtlError
 
 VERSION: Final = 1
 CONSTRAINT_KEYS: Final = frozenset(

@@ -12,10 +12,15 @@ higher packages `beam_etl.quality` and `beam_etl.schema` (which import this one)
 import cycle.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING imports name the exports for type checkers)
+
 import importlib
 from typing import TYPE_CHECKING, Any, Final
 
+from beam_etl.core.catalogue import exports
+
 if TYPE_CHECKING:  # for type checkers (this package's own); `__getattr__` imports on first use
+    from beam_etl.core.outputs import WithErrors
     from beam_etl.transforms.aggregate import Aggregate
     from beam_etl.transforms.chains import Chain, batch_step
     from beam_etl.transforms.changes import ApplyChanges
@@ -32,7 +37,6 @@ if TYPE_CHECKING:  # for type checkers (this package's own); `__getattr__` impor
     from beam_etl.transforms.diff import DiffSnapshots
     from beam_etl.transforms.expressions import DeriveColumns, FilterRows
     from beam_etl.transforms.fill import FillForward
-    from beam_etl.transforms.outputs import WithErrors
     from beam_etl.transforms.relational import JoinInputs, LookupJoin
     from beam_etl.transforms.routing import SplitRows, UnionInputs
     from beam_etl.transforms.rows import (
@@ -44,44 +48,8 @@ if TYPE_CHECKING:  # for type checkers (this package's own); `__getattr__` impor
     )
     from beam_etl.transforms.text import ChangeCase, StandardizeNulls, TrimWhitespace
 
-_WHERE: Final = {
-    "Aggregate": "beam_etl.transforms.aggregate",
-    "ApplyChanges": "beam_etl.transforms.changes",
-    "CastColumns": "beam_etl.transforms.cleaning",
-    "Chain": "beam_etl.transforms.chains",
-    "ChangeCase": "beam_etl.transforms.text",
-    "CheckCompleteness": "beam_etl.quality.dataset",
-    "CheckRejectedShare": "beam_etl.quality.dataset",
-    "CheckRowCount": "beam_etl.quality.dataset",
-    "CheckUnique": "beam_etl.quality.dataset",
-    "ConformToSchema": "beam_etl.schema.conform",
-    "Deduplicated": "beam_etl.transforms.dedupe",
-    "DeriveColumns": "beam_etl.transforms.expressions",
-    "DiffSnapshots": "beam_etl.transforms.diff",
-    "DropColumns": "beam_etl.transforms.cleaning",
-    "DropDuplicates": "beam_etl.transforms.dedupe",
-    "DropNulls": "beam_etl.transforms.cleaning",
-    "FillForward": "beam_etl.transforms.fill",
-    "FillNulls": "beam_etl.transforms.cleaning",
-    "FilterRows": "beam_etl.transforms.expressions",
-    "JoinInputs": "beam_etl.transforms.relational",
-    "LookupJoin": "beam_etl.transforms.relational",
-    "MapBatches": "beam_etl.transforms.rows",
-    "MapRows": "beam_etl.transforms.rows",
-    "RenameColumns": "beam_etl.transforms.cleaning",
-    "ReorderColumns": "beam_etl.transforms.cleaning",
-    "RowsToBatches": "beam_etl.transforms.rows",
-    "SchemaOf": "beam_etl.transforms.rows",
-    "SelectColumns": "beam_etl.transforms.cleaning",
-    "SplitRows": "beam_etl.transforms.routing",
-    "StandardizeNulls": "beam_etl.transforms.text",
-    "ToKeyedRows": "beam_etl.transforms.rows",
-    "TrimWhitespace": "beam_etl.transforms.text",
-    "UnionInputs": "beam_etl.transforms.routing",
-    "ValidateRecords": "beam_etl.quality.validate",
-    "WithErrors": "beam_etl.transforms.outputs",
-    "batch_step": "beam_etl.transforms.chains",
-}
+#: Every processor of the catalogue (`beam_etl.core.catalogue`), by the module it lives in.
+_WHERE: Final = exports("transforms")
 
 
 def __getattr__(name: str) -> Any:
@@ -94,41 +62,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_WHERE])
 
 
-__all__ = [
-    "Aggregate",
-    "ApplyChanges",
-    "CastColumns",
-    "Chain",
-    "ChangeCase",
-    "CheckCompleteness",
-    "CheckRejectedShare",
-    "CheckRowCount",
-    "CheckUnique",
-    "ConformToSchema",
-    "Deduplicated",
-    "DeriveColumns",
-    "DiffSnapshots",
-    "DropColumns",
-    "DropDuplicates",
-    "DropNulls",
-    "FillForward",
-    "FillNulls",
-    "FilterRows",
-    "JoinInputs",
-    "LookupJoin",
-    "MapBatches",
-    "MapRows",
-    "RenameColumns",
-    "ReorderColumns",
-    "RowsToBatches",
-    "SchemaOf",
-    "SelectColumns",
-    "SplitRows",
-    "StandardizeNulls",
-    "ToKeyedRows",
-    "TrimWhitespace",
-    "UnionInputs",
-    "ValidateRecords",
-    "WithErrors",
-    "batch_step",
-]
+__all__ = sorted(_WHERE)

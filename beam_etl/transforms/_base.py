@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.outputs import WithErrors
 
 # A batch function returns (kept batch or None, dead letters, rows dropped on purpose).
 BatchResult = tuple[pa.RecordBatch | None, list[DeadLetter], int]

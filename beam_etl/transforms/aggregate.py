@@ -10,8 +10,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import dumps, json_safe, visible
-from beam_etl.deadletter import OUTPUT
+from beam_etl.core.batches import dumps, json_safe, visible
+from beam_etl.core.deadletter import OUTPUT
 from beam_etl.transforms.cleaning import check_columns
 from beam_etl.transforms.relational import _require
 from beam_etl.transforms.rows import RowsToBatches, SchemaOf

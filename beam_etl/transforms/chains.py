@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 import apache_beam as beam
 import pyarrow as pa
 
-from beam_etl.checkpoints.retries import RetryPolicy, with_retry
-from beam_etl.deadletter import ERROR, OUTPUT
-from beam_etl.errors import BeamEtlError, SpecError
+from beam_etl.core.catalogue import STEP, arguments, did_you_mean, lookup
+from beam_etl.core.deadletter import ERROR, OUTPUT
+from beam_etl.core.errors import BeamEtlError, SpecError
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.retries import RetryPolicy, with_retry
 from beam_etl.transforms._base import BatchResult, BatchStep, _ApplyFn
-from beam_etl.transforms.outputs import WithErrors
 from beam_etl.transforms.rows import _apply_batch_function
 
 #: Processors made with `@batch_step` in this process, by name (see `batch_step`).
@@ -30,8 +31,6 @@ _SPEC_KEYS = ("type", "config", "name")
 
 def _from_spec(item: dict[str, Any], index: int) -> tuple[str | None, Any]:
     """Build the processor described by `{type, config, name}` through the catalogue."""
-    from beam_etl.spec.registry import STEP, arguments, did_you_mean, lookup
-
     unknown = [key for key in item if key not in _SPEC_KEYS]
     if unknown or not isinstance(item.get("type"), str):
         raise ValueError(

@@ -36,14 +36,14 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_etl.batches import concat_batches
-from beam_etl.coders import RecordBatchCoder
-from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.batches import concat_batches
+from beam_etl.core.coders import RecordBatchCoder
+from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.io._changes import BEFORE, DELETE, INSERT, LATE_CHANGE, READ, UPDATE
 from beam_etl.io._increment import parse_lag
-from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import split_by_key
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.keyed.buckets import split_by_key
 
 _NEEDED: Final = ("op", "source_ts", "source_seq")
 

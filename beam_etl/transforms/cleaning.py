@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX, visible_schema
-from beam_etl.datatypes import parse_type
-from beam_etl.deadletter import CAST_FAILED, OUTPUT, DeadLetter, reject_all, rejects_from_mask
-from beam_etl.errors import DataError
+from beam_etl.core.batches import HIDDEN_PREFIX, visible_schema
+from beam_etl.core.casting import cast_batch, drop_rows
+from beam_etl.core.datatypes import parse_type
+from beam_etl.core.deadletter import CAST_FAILED, OUTPUT, DeadLetter, reject_all, rejects_from_mask
+from beam_etl.core.errors import DataError
 from beam_etl.transforms._base import BatchResult, BatchStep
-from beam_etl.transforms.casting import cast_batch, drop_rows
 
 NULL_VALUE = "null_value"
 MISSING_COLUMN = "missing_column"

@@ -15,15 +15,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import (
+from beam_etl.core.batches import (
     FILE_COLUMN,
     LINE_COLUMN,
     concat_batches,
     split_compact,
 )
-from beam_etl.deadletter import ERROR, OUTPUT
-from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import GroupByKeyBuckets, decoded, key_columns, tie_hash
+from beam_etl.core.deadletter import ERROR, OUTPUT
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.keyed.buckets import GroupByKeyBuckets, decoded, key_columns, tie_hash
+from beam_etl.keyed.spill import CONTENT, PART, ROW, SpillByKey, spill_folder, use_spill
 
 KEEP: Final = ("first", "last")
 _INDEX: Final = "__beam_etl_index"
@@ -92,7 +93,6 @@ def losers(
     columns: list[str], keep: str, order_by: str | None, keys: pa.Table
 ) -> tuple[pa.Table, list]:
     """Return the spilled rows (`PART`, `ROW`) of `keys` that are not survivors."""
-    from beam_etl.transforms._spill import CONTENT, PART, ROW
 
     winners = survivor_indices(keys, columns, keep, order_by, [CONTENT])  # when present
     lost = np.ones(keys.num_rows, dtype=bool)
@@ -211,8 +211,6 @@ class DropDuplicates(beam.PTransform):
         return schema
 
     def expand(self, batches):
-        from beam_etl.transforms._spill import SpillByKey, spill_folder, use_spill
-
         if self.columns and use_spill(batches, self.spill_dir, self.spill):
             select = functools.partial(losers, self.columns, self.keep, self.order_by)
             # `staging`: the CLI removes it after a failed run (a successful one removes it).

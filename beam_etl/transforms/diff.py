@@ -28,13 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_etl.batches import HIDDEN_PREFIX, visible, visible_schema
-from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
-from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.state import current_state, promote_folder
-from beam_etl.transforms._buckets import decoded, fast_row_hash, split_by_key
-from beam_etl.transforms._spill import SpillByKey, spill_folder, use_spill
-from beam_etl.transforms.outputs import WithErrors
+from beam_etl.core.batches import HIDDEN_PREFIX, visible, visible_schema
+from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.outputs import WithErrors
+from beam_etl.core.state import current_state, promote_folder
+from beam_etl.keyed.buckets import decoded, fast_row_hash, split_by_key
+from beam_etl.keyed.spill import NOTE, PART, REJECT_NOTE, ROW, SpillByKey, spill_folder, use_spill
 
 #: The row hash the snapshot keeps (`fast_row_hash`); a snapshot of another is not compared.
 HASH_VERSION: Final = 2
@@ -220,7 +220,6 @@ def select_changes(
     """For one bucket of spilled keys (`keys`, `_HASH`, `PART`, `ROW`): write the bucket of
     the next snapshot, and return the rows to emit (`PART`, `ROW`, `NOTE` = their `op`, or
     `!reason:message` for a null or repeated key) and the keys that are gone (`d`)."""
-    from beam_etl.transforms._spill import NOTE, PART, REJECT_NOTE, ROW
 
     previous_path = bucket_file(snapshot, bucket)
     previous = pq.read_table(previous_path) if os.path.exists(previous_path) else None
@@ -286,7 +285,6 @@ def events_from_picked(
     batch: pa.RecordBatch, step: str, run_id: str, started: datetime
 ) -> pa.RecordBatch:
     """Return the change events of rows the spill picked (their `op` in `NOTE`)."""
-    from beam_etl.transforms._spill import NOTE
 
     ops = batch.column(NOTE)
     rows = pa.Table.from_batches([batch.drop_columns([NOTE, _HASH])])

@@ -1,6 +1,6 @@
 """Processors driven by expressions written in the spec: filters and derived columns.
 
-Expressions use the safe language of `beam_etl.transforms.expr` (never `eval`). They are
+Expressions use the safe language of `beam_etl.core.expr` (never `eval`). They are
 parsed when the transform is built, type-checked against the input schema when the spec is
 validated (where the schema is known), and compiled once per input schema on the workers.
 A row on which an expression fails (division by zero, overflow, a bad cast) leaves through
@@ -15,9 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.deadletter import DeadLetter, rejects_from_mask
-from beam_etl.transforms._base import BatchResult, BatchStep
-from beam_etl.transforms.expr import (
+from beam_etl.core.deadletter import DeadLetter, rejects_from_mask
+from beam_etl.core.expr import (
     Compiled,
     RowFailure,
     compile_checked,
@@ -25,6 +24,7 @@ from beam_etl.transforms.expr import (
     referenced_columns,
     result_type,
 )
+from beam_etl.transforms._base import BatchResult, BatchStep
 
 EXPRESSION_FAILED: Final = "expression_failed"
 

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, split_compact
-from beam_etl.deadletter import OUTPUT
-from beam_etl.transforms._buckets import GroupByKeyBuckets
+from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, split_compact
+from beam_etl.core.deadletter import OUTPUT
+from beam_etl.keyed.buckets import GroupByKeyBuckets
 
 
 def _group_starts(table: pa.Table, by: list[str]) -> np.ndarray:

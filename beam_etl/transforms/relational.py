@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX, concat_batches, dumps, json_safe, visible
-from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
-from beam_etl.errors import DataError
-from beam_etl.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.batches import HIDDEN_PREFIX, concat_batches, dumps, json_safe, visible
+from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.core.errors import DataError
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.outputs import WithErrors
 from beam_etl.transforms.cleaning import check_columns
-from beam_etl.transforms.outputs import WithErrors
 from beam_etl.transforms.rows import RowsToBatches, SchemaOf
 
 LOOKUP_MISS: Final = "lookup_miss"

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.deadletter import ERROR, OUTPUT
-from beam_etl.errors import DataError
-from beam_etl.transforms.expr import RowFailure, referenced_columns, result_type
+from beam_etl.core.deadletter import ERROR, OUTPUT
+from beam_etl.core.errors import DataError
+from beam_etl.core.expr import RowFailure, referenced_columns, result_type
 from beam_etl.transforms.expressions import _checked, reject_rows
 from beam_etl.transforms.relational import _NAME
 from beam_etl.transforms.rows import SchemaOf

@@ -14,9 +14,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from beam_etl.batches import dumps, json_safe, key_of
-from beam_etl.checkpoints.retries import RETRIES_EXHAUSTED, RetriesExhaustedError, with_retry
-from beam_etl.deadletter import FUNCTION_FAILED, reject_all, rejects_from_mask
+from beam_etl.core.batches import dumps, json_safe, key_of
+from beam_etl.core.deadletter import FUNCTION_FAILED, reject_all, rejects_from_mask
+from beam_etl.core.retries import RETRIES_EXHAUSTED, RetriesExhaustedError, with_retry
 from beam_etl.transforms._base import BatchResult, BatchStep
 
 

@@ -11,9 +11,9 @@ from typing import ClassVar, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import visible_schema
-from beam_etl.deadletter import OUTPUT
-from beam_etl.errors import DataError
+from beam_etl.core.batches import visible_schema
+from beam_etl.core.deadletter import OUTPUT
+from beam_etl.core.errors import DataError
 from beam_etl.transforms._base import BatchResult, BatchStep
 from beam_etl.transforms.cleaning import check_columns, is_text
 

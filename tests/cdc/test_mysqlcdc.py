@@ -18,11 +18,11 @@ import pymysql
 import pytest
 from dbfixtures import my, my_connect, pg, unique_table
 
+from beam_etl.core.state import StateStore
 from beam_etl.io._binlog import Position, plain, time_text
 from beam_etl.io._changes import CHANGE_FIELDS
 from beam_etl.io.mysqlio import ReadFromMySql
 from beam_etl.run import main
-from beam_etl.state import StateStore
 
 SPEC = """
 name: mycdc_{table}

@@ -16,9 +16,9 @@ from beam_etl.checkpoints.store import (
     parse_age,
     write_json,
 )
-from beam_etl.errors import SpecError
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline import load_plan
 from beam_etl.run import main
-from beam_etl.spec import load_plan
 
 
 def _run_folder(root: str, run_id: str, *, age_days: float, status: str, steps=("cast",)):

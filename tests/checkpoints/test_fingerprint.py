@@ -5,8 +5,8 @@ import os
 import time
 
 from beam_etl.checkpoints.fingerprint import code_identity, file_identity, fingerprints
-from beam_etl.checkpoints.retries import with_retry
-from beam_etl.spec import load_plan
+from beam_etl.core.retries import with_retry
+from beam_etl.pipeline import load_plan
 
 SPEC = """name: f
 sources:

@@ -10,11 +10,11 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.batches import with_origin
 from beam_etl.checkpoints import RetriesExhaustedError, RetryPolicy, recoverable, retry
-from beam_etl.checkpoints import retries as retry_module
-from beam_etl.errors import SpecError
-from beam_etl.spec import load_plan
+from beam_etl.core import retries as retry_module
+from beam_etl.core.batches import with_origin
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline import load_plan
 from beam_etl.transforms import MapBatches, MapRows, batch_step
 
 BATCH = with_origin(pa.record_batch({"id": [1, 2, 3, 4]}), "in.csv", [2, 3, 4, 5])
@@ -130,7 +130,7 @@ def call_service(batch, *, folder: str, failures: int = 1):
 
 
 def test_batch_step_takes_a_retry_config_key(pipeline, tmp_path):
-    from beam_etl.spec.registry import arguments
+    from beam_etl.core.catalogue import arguments
 
     assert [a.name for a in arguments(call_service)[0]] == ["folder", "failures", "retry"]
     step = call_service(folder=str(tmp_path), failures=1, retry={"attempts": 2, "backoff": 0})

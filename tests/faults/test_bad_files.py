@@ -26,7 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io.csvio import ReadFromCsv
 from beam_etl.io.jsonio import ReadFromJson
 from beam_etl.runner import LocalRunner

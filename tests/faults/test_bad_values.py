@@ -24,9 +24,9 @@ import yaml
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.errors import BeamEtlError
-from beam_etl.spec import load_plan
-from beam_etl.spec.registry import SOURCE, STEP, lookup, outputs_of
+from beam_etl.core.catalogue import SOURCE, STEP, lookup, outputs_of
+from beam_etl.core.errors import BeamEtlError
+from beam_etl.pipeline import load_plan
 
 INT64_MAX = 2**63 - 1
 

@@ -23,7 +23,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from dbfixtures import my, my_connect, pg, pg_connect, unique_table
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io._files import discard_staging
 from beam_etl.io.mysqlio import WriteToMySql
 from beam_etl.io.postgresio import WriteToPostgres

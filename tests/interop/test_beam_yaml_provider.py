@@ -16,9 +16,9 @@ import pytest
 import yaml
 from apache_beam.yaml import yaml_transform
 
+from beam_etl.core.catalogue import catalogue
 from beam_etl.interop.provider import PROVIDER_FILE, SUFFIX, provider_text, yaml_providers
 from beam_etl.runner import LocalRunner
-from beam_etl.spec.registry import catalogue
 
 HERE = pathlib.Path(__file__).parent
 PIPELINE = HERE / "beam_yaml_orders.yaml"
@@ -184,8 +184,8 @@ def test_the_provider_file_lists_every_built_in_type_under_both_names():
 def test_every_listed_transform_loads_with_the_factorys_config_keys():
     import inspect
 
+    from beam_etl.core.catalogue import arguments
     from beam_etl.interop import yaml_transforms
-    from beam_etl.spec.registry import arguments
 
     for name, entry in catalogue().items():
         cls = getattr(yaml_transforms, name)

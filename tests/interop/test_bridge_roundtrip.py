@@ -11,8 +11,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.typehints import schemas
 
-from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, with_origin
-from beam_etl.errors import DataError
+from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, with_origin
+from beam_etl.core.errors import DataError
 from beam_etl.interop import ToBatches, ToRows
 from beam_etl.interop.rowtypes import arrow_schema, batch_of, row_maker, row_type
 from beam_etl.io.csvio import ReadFromCsv
@@ -245,7 +245,7 @@ def test_a_value_that_does_not_fit_the_canonical_type_names_the_field():
 
 
 def test_error_rows_json_payload_matches_dead_letter_json():
-    from beam_etl.deadletter import DeadLetter
+    from beam_etl.core.deadletter import DeadLetter
     from beam_etl.interop.yaml_transforms import dead_letter, error_row
 
     letter = DeadLetter("s", "cast_failed", "m", "f.csv", 3, None, {"a": "1.5"}, "run")

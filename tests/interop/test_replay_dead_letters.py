@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from dbfixtures import pg, unique_table
 
-from beam_etl.errors import UsageError
+from beam_etl.core.errors import UsageError
 from beam_etl.replay import read_letters, replay, replay_run_id, select
 from beam_etl.run import main
 

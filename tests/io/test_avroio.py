@@ -12,10 +12,10 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import with_origin
+from beam_etl.core.errors import ConnectorError
+from beam_etl.core.metrics import NAMESPACE
 from beam_etl.io.avroio import ReadFromAvro, WriteToAvro, arrow_schema_of, avro_schema_of
-from beam_etl.metrics import NAMESPACE
 from beam_etl.runner import LocalRunner
 
 UTC = datetime.UTC

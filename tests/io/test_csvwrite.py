@@ -11,7 +11,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io.csvio import ReadFromCsv, WriteToCsv
 from beam_etl.runner import LocalRunner
 

@@ -12,8 +12,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import with_origin
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io.excelio import ReadFromExcel, WriteToExcel, unify_kinds
 from beam_etl.runner import LocalRunner
 

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import pytest
 
-from beam_etl.errors import CheckFailedError
+from beam_etl.core.errors import CheckFailedError
 from beam_etl.io._files import check_gates, replacing
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io.htmlio import WriteToHtml, WriteToMarkdown, markdown_cell
 from beam_etl.runner import LocalRunner
 

@@ -15,7 +15,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io.jsonio import ReadFromJson, WriteToJson
 from beam_etl.runner import LocalRunner
 

@@ -17,8 +17,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from dbfixtures import my, unique_table
 
-from beam_etl.batches import visible, with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import visible, with_origin
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io._files import discard_staging
 from beam_etl.io.mysqlio import ReadFromMySql, WriteToMySql, connect, is_transient
 from beam_etl.runner import LocalRunner

@@ -13,7 +13,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.errors import ConnectorError, ExpressionError
+from beam_etl.core.errors import ConnectorError, ExpressionError
 from beam_etl.io.parquetio import ReadFromParquet, WriteToParquet, partition_segment
 from beam_etl.runner import LocalRunner
 

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing import test_pipeline
 
-from beam_etl.batches import with_origin
-from beam_etl.deadletter import DeadLetter, WriteToDeadLetters
+from beam_etl.core.batches import with_origin
+from beam_etl.core.deadletter import DeadLetter
+from beam_etl.io.deadletters import WriteToDeadLetters
 from beam_etl.io.parquetio import WriteToParquet
 from beam_etl.io.sqliteio import WriteToSqlite
 from beam_etl.runner import LocalRunner

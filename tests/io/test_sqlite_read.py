@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
 
-from beam_etl.batches import visible
+from beam_etl.core.batches import visible
 from beam_etl.io.sqliteio import ReadFromSqlite, WriteToSqlite
 from beam_etl.run import main
 from beam_etl.runner import LocalRunner

@@ -6,8 +6,8 @@ import pathlib
 import pytest
 
 from beam_etl.lineage import column_lineage
+from beam_etl.pipeline import load_plan
 from beam_etl.run import DEMO_DIR
-from beam_etl.spec import load_plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "revenue_by_region.yaml"

@@ -13,10 +13,10 @@ import pytest
 from dbfixtures import pg, pg_connect, unique_table
 from olschema import validate_event
 
-from beam_etl.errors import SpecError
+from beam_etl.core.errors import SpecError
 from beam_etl.lineage.events import ol_run_id
+from beam_etl.pipeline import load_plan
 from beam_etl.run import DEMO_DIR, main
-from beam_etl.spec import load_plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "examples" / "revenue_by_region.yaml")

@@ -6,11 +6,12 @@ import os
 
 import pytest
 
-from beam_etl import observers, progress
+from beam_etl import observers
 from beam_etl.cli import execute
-from beam_etl.errors import SpecError
+from beam_etl.core import tally
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline import load_plan
 from beam_etl.run import main
-from beam_etl.spec import load_plan
 
 CSV = "id,amount\n1,10\n2,x\n3,30\n4,40\n"
 STEPS = ["orders", "cast", "out", "rejects"]
@@ -262,30 +263,30 @@ def test_the_fingerprint_ignores_layout_and_run_id_but_not_config(tmp_path):
 
 
 def test_reporting_without_a_watching_launcher_is_a_no_op(monkeypatch):
-    monkeypatch.delenv(progress.CHANNEL_ENV, raising=False)
-    progress.report("step", "rows_out", 5)
-    progress.flush()
+    monkeypatch.delenv(tally.CHANNEL_ENV, raising=False)
+    tally.report("step", "rows_out", 5)
+    tally.flush()
     # a launcher that is gone: the datagram goes nowhere, the caller never sees an error
-    monkeypatch.setenv(progress.CHANNEL_ENV, "127.0.0.1:9/gone")
+    monkeypatch.setenv(tally.CHANNEL_ENV, "127.0.0.1:9/gone")
     for _ in range(3):
-        progress.report("step", "rows_out", 5)
-        progress.flush()
-    monkeypatch.setenv(progress.CHANNEL_ENV, "not an address")
-    progress.report("step", "rows_out", 5)
+        tally.report("step", "rows_out", 5)
+        tally.flush()
+    monkeypatch.setenv(tally.CHANNEL_ENV, "not an address")
+    tally.report("step", "rows_out", 5)
 
 
 def test_the_channel_adds_up_the_tallies_of_every_process(monkeypatch):
-    channel = progress.Channel()
+    channel = tally.Channel()
     try:
-        monkeypatch.setenv(progress.CHANNEL_ENV, channel.address)
-        progress.report("orders", "rows_out", 10)
-        progress.report("orders", "rows_out", 5)
-        progress.flush()
+        monkeypatch.setenv(tally.CHANNEL_ENV, channel.address)
+        tally.report("orders", "rows_out", 10)
+        tally.report("orders", "rows_out", 5)
+        tally.flush()
         channel.poll(0.5)
         assert channel.totals() == {("orders", "rows_out"): 15}
         foreign = b'{"token": "other", "pid": 1, "counts": {"orders\\u001frows_out": 99}}'
         port = int(channel.address.split(":")[1].split("/")[0])
-        progress._TALLY._socket.sendto(foreign, ("127.0.0.1", port))
+        tally._TALLY._socket.sendto(foreign, ("127.0.0.1", port))
         channel.poll(0.2)
         assert channel.totals() == {("orders", "rows_out"): 15}  # another run's datagram
     finally:
@@ -293,7 +294,7 @@ def test_the_channel_adds_up_the_tallies_of_every_process(monkeypatch):
 
 
 def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypatch):
-    monkeypatch.delenv(progress.CHANNEL_ENV, raising=False)
+    monkeypatch.delenv(tally.CHANNEL_ENV, raising=False)
     plan = load_plan(_spec(tmp_path), run_id="r1", variables={"OUTPUT_DIR": str(tmp_path)})
 
     class Finished(observers.Observer):
@@ -302,13 +303,13 @@ def test_workers_report_only_when_an_observer_wants_progress(tmp_path, monkeypat
 
     quiet = observers.Watch(plan, "r1", str(tmp_path), [Finished()])
     quiet.start()
-    assert progress.CHANNEL_ENV not in os.environ  # workers send nothing
+    assert tally.CHANNEL_ENV not in os.environ  # workers send nothing
     quiet.close()
     watched = observers.Watch(plan, "r1", str(tmp_path), [Recorder()])
     watched.start()
-    assert os.environ[progress.CHANNEL_ENV].startswith("127.0.0.1:")
+    assert os.environ[tally.CHANNEL_ENV].startswith("127.0.0.1:")
     watched.close()
-    assert progress.CHANNEL_ENV not in os.environ  # put back as it was
+    assert tally.CHANNEL_ENV not in os.environ  # put back as it was
 
 
 def test_an_observer_whose_import_or_constructor_fails_is_one_spec_line(tmp_path, capsys):

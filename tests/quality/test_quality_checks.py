@@ -9,8 +9,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
-from beam_etl.errors import DataError
+from beam_etl.core.batches import with_origin
+from beam_etl.core.errors import DataError
 from beam_etl.quality.checks import parse_check
 from beam_etl.quality.validate import ValidateRecords
 from beam_etl.transforms.rows import load_function

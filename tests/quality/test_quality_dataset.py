@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io.csvio import ReadFromCsv
 from beam_etl.io.parquetio import WriteToParquet
 from beam_etl.quality.dataset import (
@@ -196,7 +196,7 @@ def test_row_count_and_completeness_pass_rows_and_record_warnings(pipeline):
     ("max_share", "outcome"), [(0.25, "passed"), (0.2, "failed")], ids=["within", "above"]
 )
 def test_rejected_share_counts_dead_letters_against_rows(max_share, outcome):
-    from beam_etl.deadletter import DeadLetter
+    from beam_etl.core.deadletter import DeadLetter
 
     pipeline = test_pipeline.TestPipeline(runner=LocalRunner())
     rows = pipeline | "rows" >> beam.Create([pa.record_batch({"a": [1, 2, 3]})])

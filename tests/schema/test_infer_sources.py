@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "io"))
 from dbfixtures import MY, PG, my, pg, unique_table
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io.avroio import ReadFromAvro
 from beam_etl.io.csvio import ReadFromCsv
 from beam_etl.io.excelio import ReadFromExcel

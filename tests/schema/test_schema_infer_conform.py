@@ -10,8 +10,8 @@ import yaml
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
-from beam_etl.errors import ConnectorError
+from beam_etl.core.batches import with_origin
+from beam_etl.core.errors import ConnectorError
 from beam_etl.schema.conform import ConformToSchema
 from beam_etl.schema.infer import infer_schema, infer_schema_text
 from beam_etl.schema.model import Schema

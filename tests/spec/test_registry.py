@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
+from beam_etl.core import catalogue as registry
 from beam_etl.run import main
-from beam_etl.spec import registry
 
 PLUGIN = '''
 from typing import Any, NamedTuple

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from beam_etl.errors import SpecError
-from beam_etl.spec import load_plan
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline import load_plan
 
 GOOD = """\
 name: t

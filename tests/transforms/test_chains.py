@@ -7,7 +7,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.transforms.chains import REGISTERED, Chain, batch_step
 from beam_etl.transforms.cleaning import CastColumns
 from beam_etl.transforms.dedupe import DropDuplicates
@@ -106,7 +106,7 @@ def test_decorated_step_alone_rejects_a_batch_its_function_raises_on(pipeline):
 
 
 def test_decorated_step_is_a_registered_processor_with_config_keys():
-    from beam_etl.spec.registry import arguments
+    from beam_etl.core.catalogue import arguments
 
     assert REGISTERED["ScaleColumn"] is scale_column
     found, open_ended = arguments(scale_column)

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.transforms.cleaning import CastColumns, DropNulls, RenameColumns, SelectColumns
 
 BATCH = with_origin(

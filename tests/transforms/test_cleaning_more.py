@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.transforms.cleaning import DropColumns, FillNulls, ReorderColumns
 from beam_etl.transforms.text import ChangeCase, StandardizeNulls, TrimWhitespace
 

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.io.parquetio import WriteToParquet
 from beam_etl.runner import LocalRunner
 from beam_etl.transforms.dedupe import Deduplicated, DropDuplicates
@@ -176,7 +176,7 @@ def test_load_function_errors_are_clear():
 def test_buckets_depend_on_values_only():
     import numpy as np
 
-    from beam_etl.transforms._buckets import key_buckets
+    from beam_etl.keyed.buckets import key_buckets
 
     big = pa.record_batch({"k": ["x", "yy", None, "", "x"], "n": [1, 2, 3, 4, 1]})
     again = big.slice(3, 2)  # the same values in another batch, at other offsets
@@ -288,7 +288,7 @@ def test_spilling_steps_log_no_type_hint_warnings(caplog):
 
 def test_every_step_of_the_catalogue_is_exported_from_transforms():
     import beam_etl.transforms
-    from beam_etl.spec.registry import STEP, catalogue
+    from beam_etl.core.catalogue import STEP, catalogue
 
     steps = sorted(name for name, entry in catalogue().items() if entry.kind == STEP)
     assert [name for name in steps if not hasattr(beam_etl.transforms, name)] == []

@@ -107,7 +107,7 @@ def test_value_hash_is_stable_across_widths_and_batches_and_tells_values_apart()
 
     import numpy as np
 
-    from beam_etl.transforms._buckets import fast_row_hash, value_hash
+    from beam_etl.keyed.buckets import fast_row_hash, value_hash
 
     assert (
         value_hash(pa.array([1, None, 3], pa.int32())) == value_hash(pa.array([1, None, 3]))
@@ -124,7 +124,7 @@ def test_value_hash_is_stable_across_widths_and_batches_and_tells_values_apart()
 
 
 def test_a_snapshot_kept_with_another_row_hash_asks_for_a_state_reset(tmp_path):
-    from beam_etl.state import RunState, StateStore, incremental_state
+    from beam_etl.core.state import RunState, StateStore, incremental_state
 
     store = StateStore(str(tmp_path / "state.sqlite"))
     store.commit("p", "r0", {"diff": {"snapshot": "x", "buckets": 32}})  # no `hash`: older

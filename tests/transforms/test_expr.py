@@ -1,4 +1,4 @@
-"""Tests for the spec expression language (beam_etl.transforms.expr)."""
+"""Tests for the spec expression language (beam_etl.core.expr)."""
 
 import datetime
 import pickle
@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from beam_etl.errors import ExpressionError
-from beam_etl.transforms.expr import (
+from beam_etl.core.errors import ExpressionError
+from beam_etl.core.expr import (
     FUNCTIONS,
     MAX_DEPTH,
     compile_checked,
@@ -500,7 +500,7 @@ def test_only_the_failing_rows_fail(text: str, values: list, failures: list) -> 
 
 
 def test_a_batch_that_does_not_fail_is_evaluated_once(monkeypatch) -> None:
-    import beam_etl.transforms.expr as expr
+    import beam_etl.core.expr as expr
 
     def slow_path(*_):
         raise AssertionError("the row-by-row path must not run when nothing fails")
@@ -561,7 +561,7 @@ def test_identifiers_may_use_letters_of_any_script() -> None:
     ],
 )
 def test_integer_overflows_are_found_exactly_without_bisection(monkeypatch, text, kind, a, b):
-    import beam_etl.transforms.expr as expr
+    import beam_etl.core.expr as expr
 
     batch = pa.record_batch({"a": pa.array(a, kind), "b": pa.array(b, kind)})
     limits = np.iinfo(kind.to_pandas_dtype())

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import visible_rows
 
-from beam_etl.batches import with_origin
+from beam_etl.core.batches import with_origin
 from beam_etl.transforms.fill import FillForward, fill_forward
 
 # Readings of two sensors spread over two files; `t` orders them within a sensor.

@@ -6,8 +6,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import letter_summary, visible_rows
 
-from beam_etl.batches import visible, with_origin
-from beam_etl.errors import ExpressionError
+from beam_etl.core.batches import visible, with_origin
+from beam_etl.core.errors import ExpressionError
 from beam_etl.transforms.aggregate import Aggregate
 from beam_etl.transforms.relational import JoinInputs, LookupJoin
 from beam_etl.transforms.routing import SplitRows, UnionInputs
@@ -398,8 +398,8 @@ def test_split_rows_reports_expression_errors_with_their_position():
 
 
 def test_spec_builder_wires_multi_input_and_named_outputs(pipeline):
-    from beam_etl.spec.builder import build
-    from beam_etl.spec.model import InputRef, Node
+    from beam_etl.pipeline.builder import build
+    from beam_etl.pipeline.model import InputRef, Node
 
     def node(name, kind, inputs=()):
         refs = [InputRef(*ref.partition(".")[::2], 1) for ref in inputs]

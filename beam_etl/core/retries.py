@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from beam_etl.deadletter import RETRIES_EXHAUSTED as DEADLETTER_RETRIES_EXHAUSTED
-from beam_etl.errors import BeamEtlError
+from beam_etl.core.deadletter import RETRIES_EXHAUSTED as DEADLETTER_RETRIES_EXHAUSTED
+from beam_etl.core.errors import BeamEtlError
 
 #: Reason code of the rows a user function could not process within its retry attempts.
 RETRIES_EXHAUSTED: Final = DEADLETTER_RETRIES_EXHAUSTED  # the reason code, defined with the others

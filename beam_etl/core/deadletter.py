@@ -5,14 +5,12 @@ records on a tagged output named `ERROR`. A dead letter is a row of its own (rej
 so the dead-letter output is a PCollection of `DeadLetter`, not of Arrow batches.
 """
 
-import json
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import dumps_safe, origins, payloads
+from beam_etl.core.batches import dumps_safe, origins, payloads
 
 #: Name of the tagged dead-letter output of every composite that can reject rows.
 ERROR: Final = "error"
@@ -96,57 +94,3 @@ def reject_all(batch: pa.RecordBatch, *, step: str, reason: str, message: str) -
         DeadLetter(step, reason, message, source, line, None, payload)
         for source, line, payload in zip(*origins(batch), payloads(batch))
     ]
-
-
-class WriteToDeadLetters(beam.PTransform):
-    """Write dead letters to one JSON Lines file, published only when the branch succeeds.
-
-    The file is written under a temporary name and renamed into place once every bundle has
-    finished, so a failed run never leaves a partial file at `path`. A re-run replaces the file.
-    Input: a PCollection of `DeadLetter`, or a tuple of them (`(a.error, b.error) | ...`):
-    prefer the tuple to a `beam.Flatten()`, which makes local runners copy every letter.
-    """
-
-    #: The spec builder hands several inputs over as a tuple, not flattened.
-    TUPLE_INPUT: ClassVar[bool] = True
-
-    def __init__(self, path: str, *, run_id: str | None = None) -> None:
-        """Args:
-        path: the JSON Lines file to write (parent directories are created).
-        run_id: stamped into every record; a fresh id when not given.
-        """
-        super().__init__()
-        from beam_etl.io._files import new_run_id
-
-        self.path = path
-        self.run_id = run_id or new_run_id()
-
-    def expand(self, letters):
-        from beam_etl.io._files import DEAD_LETTERS, PublishSingleFile
-
-        publish = PublishSingleFile(
-            self.path,
-            label=self.label,
-            sort_key=_by_origin,
-            render=_JsonLine(self.run_id),
-            order=DEAD_LETTERS,
-        )
-        written = letters | "Publish" >> publish
-        self.staging = publish.staging
-        return written
-
-
-class _JsonLine:
-    """Renders a dead letter as its JSON line, stamped with the run id (picklable)."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-
-    def __call__(self, letter: DeadLetter) -> str:
-        return letter.to_json(self.run_id)
-
-
-def _by_origin(line: str) -> tuple:
-    """Sort key of a dead-letter JSON line: source, line, step, then the whole record."""
-    record = json.loads(line)
-    return (record["source"] or "", record["line"] or 0, record["step"], line)

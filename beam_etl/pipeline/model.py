@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from beam_etl.errors import SpecError
-from beam_etl.spec.loader import LineDict, LineList
-from beam_etl.spec.registry import SINK, SOURCE, STEP, did_you_mean
+from beam_etl.core.catalogue import SINK, SOURCE, STEP, did_you_mean
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline.loader import LineDict, LineList
 
 SECTIONS: Final = {"sources": SOURCE, "steps": STEP, "sinks": SINK}
 TOP_LEVEL_KEYS: Final = ("name", "description", *SECTIONS, "observers", "lineage")

@@ -54,8 +54,8 @@ import pyarrow as pa
 import pyarrow.acero as ac
 import pyarrow.compute as pc
 
-from beam_etl.datatypes import parse_type, type_name, type_names
-from beam_etl.errors import ExpressionError
+from beam_etl.core.datatypes import parse_type, type_name, type_names
+from beam_etl.core.errors import ExpressionError
 
 _ARROW_ERRORS: Final = (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError)
 #: Errors data can cause when a type-checked expression is evaluated.

@@ -4,11 +4,11 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_etl.batches import dumps, json_safe
+from beam_etl.core.batches import dumps, json_safe
+from beam_etl.core.catalogue import SINK, outputs_of
+from beam_etl.core.metrics import CountRows, output_counter
 from beam_etl.io._files import PublishSingleFile
-from beam_etl.metrics import CountRows, output_counter
-from beam_etl.spec.model import Node
-from beam_etl.spec.registry import SINK, outputs_of
+from beam_etl.pipeline.model import Node
 
 Outputs = dict[tuple[str, str], Any]
 

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.batches import HIDDEN_PREFIX, LINE_COLUMN
-from beam_etl.coders import RecordBatchCoder  # noqa: F401  (registers the batch coder)
+from beam_etl.core.batches import HIDDEN_PREFIX, LINE_COLUMN
+from beam_etl.core.coders import RecordBatchCoder  # noqa: F401  (registers the batch coder)
 
 _MIX: Final = np.uint64(0x9E3779B97F4A7C15)
 _NULL: Final = np.uint64(0x5BD1E9955BD1E995)

@@ -4,7 +4,7 @@ successful run stopped (a cursor value, the files loaded, the previous snapshot)
 State never runs ahead of the data. While a run is built, sources read their state and
 *propose* the next one (a cursor's new high mark, the files they list, a snapshot to
 promote); workers may add files of their own under the run's folder. The launcher commits the
-proposals only after every sink has published (see `beam_etl.io._publish`): a failed or killed
+proposals only after every sink has published (see `beam_etl.core.publish`): a failed or killed
 run leaves the state where it was, so the next run reads the same range again, and the sinks'
 ledgers and merge modes make that harmless.
 

@@ -11,11 +11,19 @@ import types
 import typing
 from typing import Any, Final
 
-from beam_etl.batches import check_names
-from beam_etl.errors import BeamEtlError, ConnectorError, SpecError
-from beam_etl.spec.loader import Substituted
-from beam_etl.spec.model import Node, Spec
-from beam_etl.spec.registry import SINK, SOURCE, Entry, arguments, did_you_mean, lookup, outputs_of
+from beam_etl.core.batches import check_names
+from beam_etl.core.catalogue import (
+    SINK,
+    SOURCE,
+    Entry,
+    arguments,
+    did_you_mean,
+    lookup,
+    outputs_of,
+)
+from beam_etl.core.errors import BeamEtlError, ConnectorError, SpecError
+from beam_etl.pipeline.loader import Substituted
+from beam_etl.pipeline.model import Node, Spec
 
 _KIND_SECTION = {SOURCE: "sources", "step": "steps", SINK: "sinks"}
 

@@ -10,7 +10,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from beam_etl.progress import flush, report
+from beam_etl.core.tally import flush, report
 
 NAMESPACE: Final = "beam_etl.steps"
 ROWS_OUT: Final = "rows_out"
@@ -41,7 +41,7 @@ def step_counter(step: str, what: str) -> "_StepCounter":
 
 class _StepCounter:
     """A Beam counter whose increments also go to the progress of the run being watched
-    (`beam_etl.progress.report`: a dict update, one datagram at most every 0.25 s)."""
+    (`beam_etl.core.tally.report`: a dict update, one datagram at most every 0.25 s)."""
 
     __slots__ = ("_counter", "_step", "_what")
 

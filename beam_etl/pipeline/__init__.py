@@ -4,11 +4,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from beam_etl.errors import SpecError
-from beam_etl.spec.builder import build
-from beam_etl.spec.loader import Loaded, load_text
-from beam_etl.spec.model import Node, Spec, parse
-from beam_etl.spec.validate import validate
+from beam_etl.core.errors import SpecError
+from beam_etl.pipeline.builder import build
+from beam_etl.pipeline.loader import Loaded, load_text
+from beam_etl.pipeline.model import Node, Spec, parse
+from beam_etl.pipeline.validate import validate
 
 
 @dataclass

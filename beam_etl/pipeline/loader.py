@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import yaml
 
-from beam_etl.errors import SpecError
+from beam_etl.core.errors import SpecError
 
 _VARIABLE: Final = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: The deepest nesting of mappings and lists a spec may have.

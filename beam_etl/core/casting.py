@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.datatypes import type_name
+from beam_etl.core.datatypes import type_name
 
 
 class CastFailure(NamedTuple):

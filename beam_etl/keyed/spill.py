@@ -30,11 +30,12 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_etl.batches import FILE_COLUMN, LINE_COLUMN, concat_batches
-from beam_etl.deadletter import ERROR, OUTPUT, rejects_from_mask
-from beam_etl.io._files import remove_tree
-from beam_etl.metrics import ROWS_DROPPED, step_counter
-from beam_etl.transforms._buckets import split_by_key, tie_hash
+from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, concat_batches
+from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
+from beam_etl.core.local import runs_locally
+from beam_etl.core.metrics import ROWS_DROPPED, step_counter
+from beam_etl.core.publish import remove_tree
+from beam_etl.keyed.buckets import split_by_key, tie_hash
 
 PART: Final = "__beam_etl_part"
 ROW: Final = "__beam_etl_row"
@@ -67,8 +68,6 @@ def use_spill(pcoll: Any, spill_dir: str | None, spill: bool | None) -> bool:
     """Whether to spill `pcoll`: when `spill` says so, else by default in the global window
     (batch data) when a `spill_dir` is given or the pipeline runs on this machine."""
     from apache_beam.transforms.window import GlobalWindows
-
-    from beam_etl.runner import runs_locally
 
     if spill is not None:
         return spill

@@ -28,15 +28,17 @@ import contextvars
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from apache_beam.internal import pickler
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.config import first_line
-from beam_etl.errors import ConnectorError
+from beam_etl.core.config import first_line
+from beam_etl.core.errors import ConnectorError
 
 #: Order in which pending publishes run: databases, then data files, then dead letters.
 DATABASE: Final = 0
@@ -48,6 +50,11 @@ VETO_SUFFIX: Final = ".veto"
 _DEFERRED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "beam_etl_deferred_publishing", default=None
 )
+
+
+def new_run_id() -> str:
+    """Return a fresh run id: UTC time plus a random suffix, sortable and unique."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
 @contextlib.contextmanager

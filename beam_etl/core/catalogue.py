@@ -1,9 +1,12 @@
-"""The catalogue: spec type names -> PTransform factories, loaded lazily.
+"""The one catalogue: every connector and step by name, loaded lazily.
 
 Built-in types are listed here as `"module:attr"` strings, so listing or validating a spec
-imports only what it uses. Third-party packages add types through the entry-point group
-`beam_etl.transforms` (`name = "package.module:Factory"`). Config keys in a spec are exactly
-the factory's keyword arguments, read from its signature.
+imports only what it uses. Everything that lists connectors is derived from this table: the
+spec types (`beam_etl.pipeline`), `beam_etl.io.__all__` and `beam_etl.transforms.__all__`
+(with the Python-only names of `PYTHON_ONLY`), `--list-transforms`, and the reader
+`infer-schema` picks for a file (by the `extensions` of a source). Third-party packages add
+types through the entry-point group `beam_etl.transforms` (`name = "package.module:Factory"`).
+Config keys in a spec are exactly the factory's keyword arguments, read from its signature.
 """
 
 import difflib
@@ -27,6 +30,12 @@ class Entry:
     name: str
     kind: str  # source, step or sink; "any" for third-party entries
     target: str
+    extensions: tuple[str, ...] = ()  # file name endings a file source reads
+
+    @property
+    def module(self) -> str:
+        """The module the factory lives in."""
+        return self.target.partition(":")[0]
 
     def load(self) -> Any:
         """Import and return the factory.
@@ -45,15 +54,15 @@ class Entry:
         return getattr(module, attribute)
 
 
-_BUILTIN: Final = {
-    "ReadFromCsv": (SOURCE, "beam_etl.io.csvio:ReadFromCsv"),
+_BUILTIN: Final[dict[str, tuple]] = {
+    "ReadFromCsv": (SOURCE, "beam_etl.io.csvio:ReadFromCsv", (".csv", ".tsv", ".txt")),
     "WriteToCsv": (SINK, "beam_etl.io.csvio:WriteToCsv"),
     "WriteToParquet": (SINK, "beam_etl.io.parquetio:WriteToParquet"),
     "WriteToSqlite": (SINK, "beam_etl.io.sqliteio:WriteToSqlite"),
-    "WriteToDeadLetters": (SINK, "beam_etl.deadletter:WriteToDeadLetters"),
-    "ReadFromJson": (SOURCE, "beam_etl.io.jsonio:ReadFromJson"),
+    "WriteToDeadLetters": (SINK, "beam_etl.io.deadletters:WriteToDeadLetters"),
+    "ReadFromJson": (SOURCE, "beam_etl.io.jsonio:ReadFromJson", (".json", ".jsonl", ".ndjson")),
     "WriteToJson": (SINK, "beam_etl.io.jsonio:WriteToJson"),
-    "ReadFromParquet": (SOURCE, "beam_etl.io.parquetio:ReadFromParquet"),
+    "ReadFromParquet": (SOURCE, "beam_etl.io.parquetio:ReadFromParquet", (".parquet", ".pq")),
     "ReadFromPostgres": (SOURCE, "beam_etl.io.postgresio:ReadFromPostgres"),
     "WriteToPostgres": (SINK, "beam_etl.io.postgresio:WriteToPostgres"),
     "ReadFromMySql": (SOURCE, "beam_etl.io.mysqlio:ReadFromMySql"),
@@ -63,9 +72,9 @@ _BUILTIN: Final = {
     "ReadFromDebeziumJson": (SOURCE, "beam_etl.io.debezium:ReadFromDebeziumJson"),
     "ApplyChanges": (STEP, "beam_etl.transforms.changes:ApplyChanges"),
     "ReadFromMySqlChanges": (SOURCE, "beam_etl.io.mysqlcdc:ReadFromMySqlChanges"),
-    "ReadFromAvro": (SOURCE, "beam_etl.io.avroio:ReadFromAvro"),
+    "ReadFromAvro": (SOURCE, "beam_etl.io.avroio:ReadFromAvro", (".avro",)),
     "WriteToAvro": (SINK, "beam_etl.io.avroio:WriteToAvro"),
-    "ReadFromExcel": (SOURCE, "beam_etl.io.excelio:ReadFromExcel"),
+    "ReadFromExcel": (SOURCE, "beam_etl.io.excelio:ReadFromExcel", (".xlsx", ".xlsm")),
     "WriteToExcel": (SINK, "beam_etl.io.excelio:WriteToExcel"),
     "WriteToHtml": (SINK, "beam_etl.io.htmlio:WriteToHtml"),
     "WriteToMarkdown": (SINK, "beam_etl.io.htmlio:WriteToMarkdown"),
@@ -100,11 +109,55 @@ _BUILTIN: Final = {
     "CheckRejectedShare": (SINK, "beam_etl.quality.dataset:CheckRejectedShare"),
 }
 
+#: Names `beam_etl.io` and `beam_etl.transforms` export for Python users that are no spec
+#: types (helpers, result types, decorators).
+PYTHON_ONLY: Final = {
+    "parquet_history": "beam_etl.io.parquetio:parquet_history",
+    "Deduplicated": "beam_etl.transforms.dedupe:Deduplicated",
+    "RowsToBatches": "beam_etl.transforms.rows:RowsToBatches",
+    "SchemaOf": "beam_etl.transforms.rows:SchemaOf",
+    "ToKeyedRows": "beam_etl.transforms.rows:ToKeyedRows",
+    "batch_step": "beam_etl.transforms.chains:batch_step",
+    "WithErrors": "beam_etl.core.outputs:WithErrors",
+}
+#: Where the public packages' names come from: `beam_etl.io` exports the connectors,
+#: `beam_etl.transforms` every processor, the quality checks and schema steps included.
+_EXPORTED_FROM: Final = {
+    "io": ("beam_etl.io.",),
+    "transforms": (
+        "beam_etl.transforms.",
+        "beam_etl.quality.",
+        "beam_etl.schema.",
+        "beam_etl.core.",
+    ),
+}
+
+
+def exports(package: str) -> dict[str, str]:
+    """Return the names public package `package` (`io` or `transforms`) exports, with the
+    module each is imported from on first use."""
+    prefixes = _EXPORTED_FROM[package]
+    targets = {name: entry[1] for name, entry in _BUILTIN.items()} | PYTHON_ONLY
+    return {
+        name: target.partition(":")[0]
+        for name, target in sorted(targets.items())
+        if target.startswith(prefixes)
+    }
+
+
+def reader_for(path: str) -> Entry | None:
+    """Return the file source whose `extensions` end `path` (case-insensitive), or None."""
+    lowered = path.lower()
+    for entry in catalogue().values():
+        if entry.extensions and lowered.endswith(entry.extensions):
+            return entry
+    return None
+
 
 @cache
 def catalogue() -> dict[str, Entry]:
     """Return every known type: built-ins, then entry points (which cannot shadow them)."""
-    entries = {name: Entry(name, kind, target) for name, (kind, target) in _BUILTIN.items()}
+    entries = {name: Entry(name, *entry) for name, entry in _BUILTIN.items()}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         entries.setdefault(point.name, Entry(point.name, "any", point.value))
     return entries

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
-from beam_etl.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError
 
 HIDDEN_PREFIX: Final = "__beam_etl_"
 FILE_COLUMN: Final = "__beam_etl_file"
