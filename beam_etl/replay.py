@@ -48,7 +48,7 @@ from beam_etl.io.deadletters import WriteToDeadLetters
 from beam_etl.pipeline import Plan, load_plan
 from beam_etl.pipeline.model import InputRef, Node
 from beam_etl.pipeline.validate import check_schemas
-from beam_etl.usage import UsageParser
+from beam_etl.usage import UsageParser, variables
 
 #: The state-store entry (per pipeline) listing the letters every published replay replayed.
 STATE_KEY: Final = "replay:dead-letters"
@@ -356,16 +356,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _variables(assignments: list[str]) -> dict[str, str]:
-    found = {}
-    for item in assignments:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise UsageError(f"`--set {item}` must look like NAME=VALUE")
-        found[name] = value
-    return found
-
-
 def _target_schema(plan: Plan, target: str) -> pa.Schema | None:
     """The schema the replayed rows must have: the target source's columns, or the schema of
     the stream the target step reads (None when the spec cannot say it)."""
@@ -471,7 +461,7 @@ def replay(argv: list[str]) -> int:
     target = args.into or rejected_by
     output_dir = os.path.abspath(args.output_dir or DEFAULT_OUTPUT_DIR)
     report_path = args.report or os.path.join(output_dir, "replay_report.json")
-    names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **_variables(args.set)}
+    names = {"OUTPUT_DIR": output_dir, "DEMO_DIR": DEMO_DIR, **variables(args.set)}
     try:
         with open(args.pipeline, "rb") as spec_file:
             spec_text = spec_file.read()
