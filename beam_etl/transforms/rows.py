@@ -134,16 +134,8 @@ def _apply_batch_function(function: Callable, batch: pa.RecordBatch, step: str) 
         return None, reject_all(batch, step=step, reason=FUNCTION_FAILED, message=message), 0
 
 
-class MapBatches(BatchStep):
-    """Apply a user function `RecordBatch -> RecordBatch | Table | None` to every batch.
-
-    The fast path for custom logic. If the function raises, that batch's rows leave through
-    `error` (`function_failed`, with the exception message) and the run goes on. Rows the
-    function removes are counted as dropped. A function that returns more rows than it got
-    makes the step's counts not add up, which fails the run: split such logic into a
-    transform of its own. With `retry`, the named exceptions are retried with exponential
-    backoff; when attempts run out the batch's rows leave as `retries_exhausted`.
-    """
+class _UserFunctionStep(BatchStep):
+    """A step that applies a user function, named by reference or given, with a retry policy."""
 
     def __init__(self, function: str | Callable, retry: dict | None = None) -> None:
         """Args:
@@ -154,6 +146,18 @@ class MapBatches(BatchStep):
         super().__init__()
         function = load_function(function) if isinstance(function, str) else function
         self.function = with_retry(function, retry)
+
+
+class MapBatches(_UserFunctionStep):
+    """Apply a user function `RecordBatch -> RecordBatch | Table | None` to every batch.
+
+    The fast path for custom logic. If the function raises, that batch's rows leave through
+    `error` (`function_failed`, with the exception message) and the run goes on. Rows the
+    function removes are counted as dropped. A function that returns more rows than it got
+    makes the step's counts not add up, which fails the run: split such logic into a
+    transform of its own. With `retry`, the named exceptions are retried with exponential
+    backoff; when attempts run out the batch's rows leave as `retries_exhausted`.
+    """
 
     def batch_function(self):
         return functools.partial(_apply_batch_function, self.function)
@@ -193,7 +197,7 @@ def _apply_row_function(function: Callable, batch: pa.RecordBatch, step: str) ->
     return kept, letters, batch.num_rows - failed_rows - len(out_rows)
 
 
-class MapRows(BatchStep):
+class MapRows(_UserFunctionStep):
     """Apply a user function `dict -> dict | None` to every row: the SLOW path.
 
     Rows cost about 20x more than batches; prefer `MapBatches`. Returning None drops the row
@@ -202,16 +206,6 @@ class MapRows(BatchStep):
     retried on the named exceptions; a row whose attempts run out leaves as
     `retries_exhausted`.
     """
-
-    def __init__(self, function: str | Callable, retry: dict | None = None) -> None:
-        """Args:
-        function: `module:function`, or a callable when used from Python.
-        retry: `{attempts: 3, backoff: 0.5, on: [ConnectionError, TimeoutError]}` to call
-            the function again on those exceptions (see `beam_etl.checkpoints.recoverable`).
-        """
-        super().__init__()
-        function = load_function(function) if isinstance(function, str) else function
-        self.function = with_retry(function, retry)
 
     def batch_function(self):
         return functools.partial(_apply_row_function, self.function)
