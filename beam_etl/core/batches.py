@@ -9,19 +9,20 @@ rather than lose them.
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from beam_etl.core.errors import ConnectorError
+from beam_etl.core.errors import ConnectorError, DataError
 
 HIDDEN_PREFIX: Final = "__beam_etl_"
 FILE_COLUMN: Final = "__beam_etl_file"
 LINE_COLUMN: Final = "__beam_etl_line"
+_Data = TypeVar("_Data", pa.RecordBatch, pa.Table)
 
 
 def check_names(names: Iterable[str], source: str) -> None:
@@ -99,6 +100,36 @@ def visible(batch: pa.RecordBatch | pa.Table) -> Any:
 def visible_schema(schema: pa.Schema) -> pa.Schema:
     """Return `schema` without the hidden origin fields."""
     return pa.schema([f for f in schema if not f.name.startswith(HIDDEN_PREFIX)], schema.metadata)
+
+
+def conform_columns(
+    data: _Data,
+    schema: pa.Schema,
+    describe: Callable[[pa.Field, pa.DataType, Exception], str] | None = None,
+) -> _Data:
+    """Return `data` (a batch or a table) with exactly the columns of `schema`, in its order:
+    a column `data` lacks is null, the others are cast to their type; any other column is left
+    out (hidden origin columns too).
+
+    Raises:
+        DataError: a column does not cast, with the message `describe(field, found type,
+            exception)` when `describe` is given.
+        pyarrow.ArrowInvalid: a column does not cast and `describe` is None (likewise
+            `ArrowNotImplementedError`).
+    """
+    arrays = []
+    for field in schema:
+        if field.name not in data.schema.names:
+            arrays.append(pa.nulls(data.num_rows, field.type))
+            continue
+        column = data.column(field.name)
+        try:
+            arrays.append(column if column.type == field.type else column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if describe is None:
+                raise
+            raise DataError(describe(field, column.type, exc)) from exc
+    return type(data).from_arrays(arrays, schema=schema)
 
 
 def origins(batch: pa.RecordBatch) -> tuple[list[str | None], list[int | None]]:

@@ -23,7 +23,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 import beam_etl.core.coders  # noqa: F401  (registers the RecordBatch coder used between stages)
-from beam_etl.core.batches import describe_schema, visible_schema
+from beam_etl.core.batches import conform_columns, describe_schema, visible_schema
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.errors import DataError
 from beam_etl.interop.rowtypes import arrow_schema, batch_of, row_maker, row_type
@@ -60,20 +60,14 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, step: str) -> pa.RecordBat
         )
     if batch.schema.names == schema.names and batch.schema.types == schema.types:
         return batch
-    arrays = []
-    for field in schema:
-        if field.name not in batch.schema.names:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-            continue
-        column = batch.column(field.name)
-        try:
-            arrays.append(column if column.type == field.type else column.cast(field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"Column `{field.name}` at `{step}` is `{column.type}` in a batch, which does "
-                f"not cast to the row type `{field.type}`: {exc}"
-            ) from exc
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return conform_columns(
+        batch,
+        schema,
+        lambda field, found, exc: (
+            f"Column `{field.name}` at `{step}` is `{found}` in a batch, which does "
+            f"not cast to the row type `{field.type}`: {exc}"
+        ),
+    )
 
 
 class ToRows(beam.PTransform):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from beam_etl.core.batches import visible
+from beam_etl.core.batches import conform_columns, visible
 from beam_etl.io._files import BundleWriter, Part
 
 
@@ -72,13 +72,4 @@ def read_parts(parts: list[Part], schema: pa.Schema) -> Iterator[pa.RecordBatch]
     for path, _ in parts:
         with pa.ipc.open_stream(path) as reader:
             for batch in reader:
-                if batch.schema.equals(schema):
-                    yield batch
-                    continue
-                columns = [
-                    batch.column(field.name).cast(field.type)
-                    if field.name in batch.schema.names
-                    else pa.nulls(batch.num_rows, field.type)
-                    for field in schema
-                ]
-                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+                yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from beam_etl.core.batches import visible, with_origin
+from beam_etl.core.batches import conform_columns, visible, with_origin
 from beam_etl.core.errors import ConnectorError, DataError
 from beam_etl.core.expr import compile_expression, result_type
 from beam_etl.core.metrics import ROWS_READ, step_counter
@@ -56,14 +56,7 @@ def conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
         pyarrow.ArrowInvalid: a value does not cast (the schemas are incompatible).
     """
     table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-    columns = []
-    for field in schema:
-        if field.name not in table.schema.names:
-            columns.append(pa.nulls(table.num_rows, field.type))
-            continue
-        column = table.column(field.name)
-        columns.append(column if column.type == field.type else column.cast(field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    return conform_columns(table, schema)
 
 
 def unified_schema(schemas: list[pa.Schema], target: str) -> pa.Schema:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.batches import conform_columns
 from beam_etl.core.deadletter import ERROR, OUTPUT
 from beam_etl.core.errors import DataError
 from beam_etl.core.expr import RowFailure, referenced_columns, result_type
@@ -34,20 +35,11 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema | None) -> pa.RecordBatch:
     """Return `batch` with `schema`'s columns in its order: missing ones null, others cast."""
     if schema is None:  # only when no input has a batch, so never with a batch in hand
         return batch
-    names = batch.schema.names
-    arrays = []
-    for field in schema:
-        if field.name not in names:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-            continue
-        column = batch.column(field.name)
-        try:
-            arrays.append(column if column.type == field.type else column.cast(field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"Column `{field.name}` does not cast to `{field.type}`: {exc}"
-            ) from None
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return conform_columns(
+        batch,
+        schema,
+        lambda field, _, exc: f"Column `{field.name}` does not cast to `{field.type}`: {exc}",
+    )
 
 
 class UnionInputs(beam.PTransform):
