@@ -33,7 +33,8 @@ Two flavours, chosen with `exact`:
   types. Where the Avro type alone would read back as another type, an extra attribute
   `arrowType` (which other readers ignore) holds the type name (`int8`, `timestamp[s]`,
   `timestamp[us, Europe/Berlin]`), and reading honours it; nanosecond timestamps are
-  `timestamp-nanos`; a type Avro cannot hold exactly (`uint64`, a dictionary) is refused.
+  `timestamp-nanos`; a type Avro cannot hold exactly (`uint64`, a dictionary, a large list)
+  is refused.
 
 Every function here is pure and raises `ValueError`, whose message names the field; callers
 turn it into their own error.
@@ -188,6 +189,8 @@ class ArrowToAvro:
                 raise _no_equivalent(data_type, where, "exact ")
             return self.type(data_type.value_type, where)
         if _is_list(data_type):
+            if self.exact and not pa.types.is_list(data_type):  # would read back as a list
+                raise _no_equivalent(data_type, where, "exact ")
             return {"type": "array", "items": self._nullable(data_type.value_field, where, "item")}
         if pa.types.is_map(data_type) and pa.types.is_string(data_type.key_type):
             return {"type": "map", "values": self._nullable(data_type.item_field, where, "value")}
