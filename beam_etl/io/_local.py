@@ -12,6 +12,9 @@ import apache_beam as beam
 import pyarrow as pa
 
 from beam_etl.core.batches import concat_batches, visible
+from beam_etl.core.deadletter import ERROR, OUTPUT
+from beam_etl.core.outputs import WithErrors
+from beam_etl.io._files import new_files
 
 
 def read_locally(
@@ -55,14 +58,46 @@ def read_locally(
     return table.slice(0, max_rows) if max_rows is not None else table
 
 
-class LocalSample:
-    """Gives a file source `sample()`: its own DoFns (`_local_stages()`) run over its files."""
+class FileSource:
+    """A file source's reading: in a pipeline (`_read_files`) and outside one (`sample()`),
+    by the same DoFns (`_local_stages()` lists them for `sample`)."""
 
     _files: list[Any]
     schema: pa.Schema
+    label: str
+    incremental: bool | str
 
     def _local_stages(self) -> list[beam.DoFn]:
         raise NotImplementedError
+
+    def _read_files(
+        self,
+        pbegin: beam.pvalue.PBegin,
+        planners: Sequence[tuple[str, beam.DoFn]],
+        reader: tuple[str, beam.DoFn],
+        *,
+        errors: bool = False,
+    ) -> Any:
+        """Apply the reading in a pipeline: list the files (with `incremental`, only those no
+        earlier run loaded), apply each labelled planner, spread the work over the workers,
+        then read. Returns the batches, or `WithErrors` with `errors` (the reader then tags
+        dead letters `ERROR`)."""
+        work = pbegin | "ListFiles" >> beam.Create(
+            new_files(self.label, self._files, self.incremental)
+        )
+        for label, planner in planners:
+            work = work | label >> beam.ParDo(planner)
+        label, read = reader
+        # Arrow IPC, not pickle, if the batches cross a stage
+        batches = beam.ParDo(read).with_output_types(pa.RecordBatch)
+        if not errors:
+            return work | "Distribute" >> beam.Reshuffle() | label >> batches
+        parsed = (
+            work
+            | "Distribute" >> beam.Reshuffle()
+            | label >> batches.with_outputs(ERROR, main=OUTPUT)
+        )
+        return WithErrors(parsed[OUTPUT], parsed[ERROR])
 
     def sample(self, rows: int | None = 10_000) -> pa.Table:
         """Return the first `rows` rows (None: all) as this source reads them, outside a

@@ -23,7 +23,6 @@ from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.local import is_local_runner
 from beam_etl.core.metrics import BYTES_READ, ROWS_READ, step_counter
-from beam_etl.core.outputs import WithErrors
 from beam_etl.io import _csvparse
 from beam_etl.io._compressed import (
     ChunkStream,
@@ -38,12 +37,11 @@ from beam_etl.io._files import (
     check_file_target,
     discard_folder,
     match_files,
-    new_files,
     replacing,
     staging_dir,
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
-from beam_etl.io._local import LocalSample
+from beam_etl.io._local import FileSource
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES: Final = ("", "NULL", "null", "\\N")
@@ -108,7 +106,7 @@ class _ReadRangeFn(beam.DoFn):
         self._rows_read.inc(reader.records)
 
 
-class ReadFromCsv(LocalSample, beam.PTransform):
+class ReadFromCsv(FileSource, beam.PTransform):
     """Read CSV files into Arrow record batches; bad rows leave through the `error` output.
 
     Bounded. Order within a file is kept inside each batch; batches of one file may arrive in
@@ -239,17 +237,12 @@ class ReadFromCsv(LocalSample, beam.PTransform):
         # An escape may pair across a range boundary; UTF-16/32 offsets are not text offsets.
         split = split and self._settings.escape_char is None and not self._settings.transcode
         split_bytes = self._split_bytes if split else 1 << 62
-        parsed = (
-            pbegin
-            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
-            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(split_bytes, self._settings.syntax))
-            | "Distribute" >> beam.Reshuffle()
-            | "Parse"
-            >> beam.ParDo(_ReadRangeFn(self.label, self._settings))
-            .with_output_types(pa.RecordBatch)  # Arrow IPC, not pickle, if it crosses a stage
-            .with_outputs(ERROR, main=OUTPUT)
+        return self._read_files(
+            pbegin,
+            [("PlanRanges", _PlanRangesFn(split_bytes, self._settings.syntax))],
+            ("Parse", _ReadRangeFn(self.label, self._settings)),
+            errors=True,
         )
-        return WithErrors(parsed[OUTPUT], parsed[ERROR])
 
 
 def _parallel(pipeline: beam.Pipeline) -> bool:

@@ -30,8 +30,8 @@ from beam_etl.core.batches import check_names, with_origin
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
-from beam_etl.io._files import match_files, new_files
-from beam_etl.io._local import LocalSample
+from beam_etl.io._files import match_files
+from beam_etl.io._local import FileSource
 
 #: Excel's last row is 1,048,576; one is the header.
 EXCEL_MAX_ROWS: Final = 1_048_575
@@ -248,7 +248,7 @@ class _ReadSheetFn(beam.DoFn):
         return with_origin(batch, path, [number for number, _ in rows])
 
 
-class ReadFromExcel(LocalSample, beam.PTransform):
+class ReadFromExcel(FileSource, beam.PTransform):
     """Read one sheet of Excel workbooks (.xlsx) into Arrow record batches.
 
     Bounded. Each workbook is read by one worker; rows keep their order within a batch. The
@@ -330,12 +330,7 @@ class ReadFromExcel(LocalSample, beam.PTransform):
 
     def expand(self, pbegin):
         read = _ReadSheetFn(self.label, self.sheet, self.header_row, self._kinds, self.timezone)
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
-            | "Distribute" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(read).with_output_types(pa.RecordBatch)
-        )
+        return self._read_files(pbegin, [], ("Read", read))
 
 
 def excel_value(value: Any) -> Any:

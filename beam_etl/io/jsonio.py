@@ -25,7 +25,6 @@ from beam_etl.core.datatypes import parse_type, type_name
 from beam_etl.core.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.metrics import ROWS_READ, step_counter
-from beam_etl.core.outputs import WithErrors
 from beam_etl.io._compressed import (
     HEAD_BYTES,
     check_head,
@@ -41,11 +40,10 @@ from beam_etl.io._files import (
     copy_parts,
     discard_folder,
     match_files,
-    new_files,
     replacing,
     staging_dir,
 )
-from beam_etl.io._local import LocalSample
+from beam_etl.io._local import FileSource
 
 #: Reason code of a line that is not JSON, or JSON that is not an object.
 MALFORMED_JSON: Final = "malformed_json"
@@ -501,7 +499,7 @@ class _ReadFileFn(beam.DoFn):
         self._rows_read.inc(parser.records)
 
 
-class ReadFromJson(LocalSample, beam.PTransform):
+class ReadFromJson(FileSource, beam.PTransform):
     """Read JSON Lines files, or files holding one JSON array, into Arrow record batches.
 
     Bounded. Every file is read by one worker, whole (compressed files by their extension:
@@ -585,16 +583,9 @@ class ReadFromJson(LocalSample, beam.PTransform):
         return [_ReadFileFn(self.label, self._settings)]
 
     def expand(self, pbegin):
-        parsed = (
-            pbegin
-            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
-            | "Distribute" >> beam.Reshuffle()
-            | "Parse"
-            >> beam.ParDo(_ReadFileFn(self.label, self._settings))
-            .with_output_types(pa.RecordBatch)  # Arrow IPC, not pickle, if it crosses a stage
-            .with_outputs(ERROR, main=OUTPUT)
+        return self._read_files(
+            pbegin, [], ("Parse", _ReadFileFn(self.label, self._settings)), errors=True
         )
-        return WithErrors(parsed[OUTPUT], parsed[ERROR])
 
 
 class _JsonLinesWriter(BundleWriter):

@@ -35,11 +35,10 @@ from beam_etl.io._files import (
     check_folder_target,
     discard_folder,
     match_files,
-    new_files,
     publish_folder,
     staging_dir,
 )
-from beam_etl.io._local import LocalSample
+from beam_etl.io._local import FileSource
 
 _COMPRESSIONS = ("snappy", "gzip", "brotli", "zstd", "lz4", "none")
 
@@ -469,7 +468,7 @@ class _ReadRowGroupFn(beam.DoFn):
             raise ConnectorError(f"Cannot read row group {group} of `{path}`: {exc}") from exc
 
 
-class ReadFromParquet(LocalSample, beam.PTransform):
+class ReadFromParquet(FileSource, beam.PTransform):
     """Read Parquet files into Arrow record batches, one row group per unit of work.
 
     Bounded. Files are matched and their footers read at construction: the output schema is
@@ -525,13 +524,10 @@ class ReadFromParquet(LocalSample, beam.PTransform):
         return [_PlanRowGroupsFn(self._scan), _ReadRowGroupFn(self.label, self._scan)]
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(new_files(self.label, self._files, self.incremental))
-            | "PlanRowGroups" >> beam.ParDo(_PlanRowGroupsFn(self._scan))
-            | "Distribute" >> beam.Reshuffle()
-            | "ReadRowGroups"
-            >> beam.ParDo(_ReadRowGroupFn(self.label, self._scan)).with_output_types(pa.RecordBatch)
+        return self._read_files(
+            pbegin,
+            [("PlanRowGroups", _PlanRowGroupsFn(self._scan))],
+            ("ReadRowGroups", _ReadRowGroupFn(self.label, self._scan)),
         )
 
 
