@@ -159,6 +159,29 @@ class BundleWriter:
         raise NotImplementedError
 
 
+class RollingWriter(BundleWriter):
+    """A bundle writer with one part file open at a time (`_writer`, at `_path`, holding
+    `_rows` rows); a subclass starts a new part after `_close_current()`."""
+
+    _writer: Any
+    _path: str
+    _rows: int
+
+    def _finish_part(self) -> None:
+        """Write out what the open part still holds in memory, before it is closed."""
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._finish_part()
+            self._writer.close()
+            self.parts.append((self._path, self._rows))
+            self._writer = None
+
+    def close(self) -> list[Part]:
+        self._close_current()
+        return self.parts
+
+
 class StageFn(beam.DoFn):
     """Writes each bundle with a fresh `make_writer(folder)`; emits the parts it wrote."""
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from beam_etl.core.batches import conform_columns, visible
-from beam_etl.io._files import BundleWriter, Part
+from beam_etl.io._files import Part, RollingWriter
 
 
-class IpcPartWriter(BundleWriter):
+class IpcPartWriter(RollingWriter):
     """Stages a bundle's batches as Arrow IPC stream files, one per distinct schema.
 
     Hidden origin columns are dropped unless `keep_origin` (a database sink keeps them, to
@@ -44,16 +44,6 @@ class IpcPartWriter(BundleWriter):
             self._rows = 0
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts.append((self._path, self._rows))
-            self._writer = None
-
-    def close(self) -> list[Part]:
-        self._close_current()
-        return self.parts
 
 
 def parts_schema(parts: list[Part]) -> pa.Schema:

@@ -31,6 +31,7 @@ from beam_etl.io._files import (
     SUCCESS_MARKER,
     BundleWriter,
     Part,
+    RollingWriter,
     StageAndPublish,
     check_folder_target,
     discard_folder,
@@ -93,7 +94,7 @@ def _writer_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="beam_etl-parquet")
 
 
-class _ParquetWriter(BundleWriter):
+class _ParquetWriter(RollingWriter):
     """Writes a bundle's batches to part files, gathering them into row groups of
     `row_group_size` rows (small batches would otherwise make small row groups)."""
 
@@ -148,17 +149,9 @@ class _ParquetWriter(BundleWriter):
             background, self._background = self._background, None
             background.result()  # re-raises a failed write here
 
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._flush()
-            self._await_write()
-            self._writer.close()
-            self.parts.append((self._path, self._rows))
-            self._writer = None
-
-    def close(self) -> list[Part]:
-        self._close_current()
-        return self.parts
+    def _finish_part(self) -> None:
+        self._flush()
+        self._await_write()
 
 
 class _PartitionedWriter(BundleWriter):
