@@ -40,6 +40,7 @@ import pyarrow as pa
 from beam_etl.core.catalogue import SINK, SOURCE
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import UsageError
+from beam_etl.core.graph import reachable
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.core.outputs import WithErrors
 from beam_etl.core.state import StateStore, current_state
@@ -171,23 +172,12 @@ def _consumers(nodes: list[Node]) -> dict[str, list[Node]]:
 
 
 def _downstream(target: str, nodes: list[Node]) -> set[str]:
-    consumers, reached, queue = _consumers(nodes), {target}, [target]
-    while queue:
-        for node in consumers[queue.pop()]:
-            if node.name not in reached:
-                reached.add(node.name)
-                queue.append(node.name)
-    return reached
+    consumers = _consumers(nodes)
+    return reachable([target], lambda name: [node.name for node in consumers[name]])
 
 
 def _upstream(names: set[str], by_name: dict[str, Node]) -> set[str]:
-    found, queue = set(names), list(names)
-    while queue:
-        for ref in by_name[queue.pop()].inputs:
-            if ref.node not in found:
-                found.add(ref.node)
-                queue.append(ref.node)
-    return found
+    return reachable(names, lambda name: [ref.node for ref in by_name[name].inputs])
 
 
 def _needs_whole_input(transform: Any, ref: InputRef) -> bool:

@@ -35,6 +35,7 @@ import pyarrow as pa
 from beam_etl import __version__
 from beam_etl.core.catalogue import SINK, SOURCE
 from beam_etl.core.config import mask_dsn
+from beam_etl.core.graph import reachable
 from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse
 
 PRODUCER: Final = f"urn:beam_etl:{__version__}"
@@ -140,14 +141,7 @@ def _column_lineage_facet(flow: Flow, lineage: Lineage) -> dict[str, Any]:
 def _upstream(plan: Any, name: str) -> set[str]:
     """Names of every node `name` reads from, directly or not."""
     by_name = {node.name: node for node in plan.ordered}
-    found: set[str] = set()
-    todo = [name]
-    while todo:
-        for ref in by_name[todo.pop()].inputs:
-            if ref.node not in found:
-                found.add(ref.node)
-                todo.append(ref.node)
-    return found
+    return reachable([name], lambda each: [ref.node for ref in by_name[each].inputs]) - {name}
 
 
 def _assertions(plan: Any, sink: str, report: Any) -> dict[str, Any]:
