@@ -10,6 +10,7 @@ function, a third-party type) or after an unknown schema makes its output `unkno
 reason: lineage is never guessed.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -139,6 +140,14 @@ class Lineage:
         """Return what a sink writes: its inputs merged (as the builder flattens them)."""
         return self.flows[(node.name, "input")]
 
+    def endpoints(self) -> Iterator[tuple[Node, Dataset, Flow]]:
+        """Yield every source and sink in plan order, with its dataset and what it reads or
+        writes: a source's output, a sink's input."""
+        for node in self.nodes:
+            if node.kind in (SOURCE, SINK):
+                flow = self.flows[(node.name, "output" if node.kind == SOURCE else "input")]
+                yield node, self.datasets[node.name], flow
+
 
 def analyse(plan: Any) -> Lineage:
     """Return the column lineage of every node output of `plan` (a `beam_etl.pipeline.Plan`)."""
@@ -200,10 +209,10 @@ def _merged(node: Node, inputs: list[Flow]) -> Flow:
     return Flow(schema, columns, indirect, None, computed)
 
 
-def _entry(origin: Origin, datasets: dict[str, Dataset]) -> dict[str, Any]:
-    dataset = datasets[origin.source]
+def origin_entry(origin: Origin, datasets: dict[str, Dataset]) -> dict[str, Any]:
+    """Return `origin` as an entry of `column_lineage`'s answer (JSON-ready)."""
     return {
-        "dataset": dataset.uri,
+        "dataset": datasets[origin.source].uri,
         "source": origin.source,
         "column": origin.column,
         "via": list(origin.via),
@@ -229,11 +238,7 @@ def column_lineage(plan: Any) -> dict[str, Any]:
     indirect: dict[str, list[dict[str, Any]]] = {}
     missing: dict[str, str] = {}
     computed: dict[str, str] = {}
-    for node in lineage.nodes:
-        if node.kind not in (SOURCE, SINK):
-            continue
-        dataset = lineage.datasets[node.name]
-        flow = lineage.flows[(node.name, "output" if node.kind == SOURCE else "input")]
+    for node, dataset, flow in lineage.endpoints():
         described = {
             "node": node.name,
             "type": node.type,
@@ -249,10 +254,10 @@ def column_lineage(plan: Any) -> dict[str, Any]:
             missing[node.name] = flow.unknown or "unknown"
             continue
         for name, origins in flow.columns.items():
-            columns[f"{node.name}.{name}"] = [_entry(o, lineage.datasets) for o in origins]
+            columns[f"{node.name}.{name}"] = [origin_entry(o, lineage.datasets) for o in origins]
             if name in flow.computed:
                 computed[f"{node.name}.{name}"] = flow.computed[name]
-        indirect[node.name] = [_entry(o, lineage.datasets) for o in flow.indirect]
+        indirect[node.name] = [origin_entry(o, lineage.datasets) for o in flow.indirect]
     return {
         "datasets": {"inputs": inputs, "outputs": outputs},
         "columns": columns,

@@ -15,7 +15,7 @@ from typing import Any
 
 from beam_etl.core.catalogue import SINK, did_you_mean
 from beam_etl.core.errors import UsageError
-from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse, column_lineage
+from beam_etl.lineage.columns import Flow, Lineage, analyse, column_lineage, origin_entry
 from beam_etl.pipeline import load_plan
 from beam_etl.usage import DEMO_DIR, DEMO_SPEC
 from beam_etl.usage import variables as _variables
@@ -96,26 +96,16 @@ def _resolve(lineage: Lineage, wanted: str) -> tuple[str, Flow, str]:
     return where, flow, column
 
 
-def _entry(origin: Origin, lineage: Lineage) -> dict[str, Any]:
-    return {
-        "dataset": lineage.datasets[origin.source].uri,
-        "source": origin.source,
-        "column": origin.column,
-        "via": list(origin.via),
-        "transformation": origin.transformation,
-        "description": "; ".join(origin.notes),
-    }
-
-
 def _answer(lineage: Lineage, wanted: str) -> dict[str, Any]:
     where, flow, column = _resolve(lineage, wanted)
     kind = flow.schema.field(column).type if flow.schema is not None else None
+    origins = flow.columns[column]  # type: ignore[index]
     return {
         "column": f"{where}.{column}",
         "type": str(kind) if kind is not None else None,
-        "from": [_entry(o, lineage) for o in flow.columns[column]],  # type: ignore[index]
+        "from": [origin_entry(o, lineage.datasets) for o in origins],
         "computed": flow.computed.get(column),
-        "rows_decided_by": [_entry(o, lineage) for o in flow.indirect],
+        "rows_decided_by": [origin_entry(o, lineage.datasets) for o in flow.indirect],
     }
 
 

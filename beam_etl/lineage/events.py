@@ -33,7 +33,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from beam_etl import __version__
-from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.catalogue import SOURCE
 from beam_etl.core.config import mask_dsn
 from beam_etl.core.graph import reachable
 from beam_etl.lineage.columns import Flow, Lineage, Origin, analyse
@@ -190,11 +190,7 @@ def build_event(
     included): plain JSON values, no null, the OpenLineage client not imported."""
     counts = {step.name: step for step in (report.steps if report is not None else [])}
     inputs, outputs = [], []
-    for node in lineage.nodes:
-        if node.kind not in (SOURCE, SINK):
-            continue
-        dataset = lineage.datasets[node.name]
-        flow = lineage.flows[(node.name, "output" if node.kind == SOURCE else "input")]
+    for node, dataset, flow in lineage.endpoints():
         facets: dict[str, Any] = {
             "schema": _schema_facet(flow.schema, flow.columns),
             "dataSource": _facet(DATASOURCE_FACET, name=dataset.namespace, uri=dataset.uri),
@@ -383,25 +379,20 @@ def client_event(event: dict[str, Any]) -> Any:
         eventTime=event["eventTime"],
         run=ev.Run(runId=event["run"]["runId"], facets=run_facets),
         job=ev.Job(namespace=job["namespace"], name=job["name"], facets=dict(job["facets"])),
-        inputs=[
-            ev.InputDataset(
-                namespace=d["namespace"],
-                name=d["name"],
-                facets=d["facets"],
-                inputFacets=d["inputFacets"],
-            )
-            for d in event["inputs"]
-        ],
-        outputs=[
-            ev.OutputDataset(
-                namespace=d["namespace"],
-                name=d["name"],
-                facets=d["facets"],
-                outputFacets=d["outputFacets"],
-            )
-            for d in event["outputs"]
-        ],
+        inputs=[_client_dataset(ev.InputDataset, d, "inputFacets") for d in event["inputs"]],
+        outputs=[_client_dataset(ev.OutputDataset, d, "outputFacets") for d in event["outputs"]],
         producer=event["producer"],
+    )
+
+
+def _client_dataset(kind: Any, dataset: dict[str, Any], own_facets: str) -> Any:
+    """Return `dataset` (of `build_event`) as the client's `kind`, an input or output dataset
+    whose own facets are under `own_facets`."""
+    return kind(
+        namespace=dataset["namespace"],
+        name=dataset["name"],
+        facets=dataset["facets"],
+        **{own_facets: dataset[own_facets]},
     )
 
 
