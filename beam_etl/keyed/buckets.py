@@ -31,13 +31,17 @@ def _avalanche(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def _as_bytes(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Return `array` as large_binary: text and binary as they are, other values as text."""
+def _flat(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return `array` as one array, dictionary encoding undone."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+
+
+def _as_bytes(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return `array` as large_binary: text and binary as they are, other values as text."""
+    array = _flat(array)
     kind = array.type
-    if pa.types.is_dictionary(kind):
-        array, kind = array.dictionary_decode(), kind.value_type
     if not (
         pa.types.is_string(kind)
         or pa.types.is_large_string(kind)
@@ -100,11 +104,8 @@ def value_hash(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     times by their 64-bit value (no text form to build: ~10x faster than `text_hash`), others
     as `text_hash`. Integers of any width hash alike, as do floats; an integer and a float of
     equal value do not (nor do they in `text_hash`: `5` and `5.0`). Nulls share one hash."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = _flat(array)
     kind = array.type
-    if pa.types.is_dictionary(kind):
-        array, kind = array.dictionary_decode(), kind.value_type
     if pa.types.is_boolean(kind) or pa.types.is_integer(kind):
         values = pc.cast(array, pa.int64()).fill_null(0).to_numpy().view(np.uint64)
     elif pa.types.is_floating(kind):
