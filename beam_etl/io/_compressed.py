@@ -30,6 +30,18 @@ _DECODERS: Final[dict[str, Callable[[], Any]]] = {
 }
 
 
+def open_raw(path: str) -> BinaryIO:
+    """Open `path` (any Beam file system) for reading its bytes as stored, not decompressed.
+
+    Raises:
+        ConnectorError: the file cannot be opened.
+    """
+    try:
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
+        raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
+
+
 def read_chunks(path: str, size: int) -> Generator[bytes, None, None]:
     """Yield the bytes of `path`, decompressed by its extension, in chunks of about `size`.
 
@@ -40,11 +52,7 @@ def read_chunks(path: str, size: int) -> Generator[bytes, None, None]:
         ConnectorError: the file cannot be opened, or its compressed stream is corrupt or cut.
     """
     kind = CompressionTypes.detect_compression_type(path)
-    try:
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
-        raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
-    with raw:
+    with open_raw(path) as raw:
         if kind == CompressionTypes.UNCOMPRESSED:
             while chunk := raw.read(size):
                 yield chunk

@@ -20,7 +20,6 @@ from apache_beam.io.filesystems import FileSystems
 from beam_etl.core.batches import dumps, json_safe, with_origin
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
-from beam_etl.core.errors import ConnectorError
 from beam_etl.core.local import is_local_runner
 from beam_etl.core.metrics import BYTES_READ, ROWS_READ, step_counter
 from beam_etl.io import _csvparse
@@ -28,6 +27,7 @@ from beam_etl.io._compressed import (
     ChunkStream,
     is_compressed,
     open_compressed_writer,
+    open_raw,
     resolve_compression,
 )
 from beam_etl.io._csvscan import Syntax, split_points
@@ -82,11 +82,7 @@ class _ReadRangeFn(beam.DoFn):
         if is_compressed(path):  # read whole; a truncated stream is an error, not less data
             yield from self._emit(reader, ChunkStream(path), None, path)
         else:
-            try:
-                stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-            except Exception as exc:  # Beam raises BeamIOError, OSError ... by filesystem
-                raise ConnectorError(f"Cannot open `{path}`: {exc}") from exc
-            with stream:
+            with open_raw(path) as stream:
                 if start:
                     stream.seek(start)
                 yield from self._emit(reader, stream, length, path)
