@@ -38,6 +38,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.contract import STEP, declared
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import UsageError
 from beam_etl.core.graph import reachable
@@ -157,9 +158,9 @@ class ReplayDeadLetters(beam.PTransform):
         batches = pbegin | "Rows" >> beam.Create(self.batches, reshuffle=False).with_output_types(
             pa.RecordBatch
         )
-        rejected = pbegin | "Rejected" >> beam.Create(self.rejected or []).with_output_types(
-            DeadLetter
-        )
+        if self.rejected is None:  # a step target: no `error` output (see OUTPUTS)
+            return batches
+        rejected = pbegin | "Rejected" >> beam.Create(self.rejected).with_output_types(DeadLetter)
         return WithErrors(batches, rejected)
 
 
@@ -183,13 +184,10 @@ def _upstream(names: set[str], by_name: dict[str, Node]) -> set[str]:
 def _needs_whole_input(transform: Any, ref: InputRef) -> bool:
     """Whether a replayed node must still read input `ref` in full (a lookup's dimension, the
     other sides of a join) rather than drop it (a union, a sink, a flattened input)."""
-    if str(ref) in getattr(transform, "SIDE_INPUTS", ()) or ref.node in getattr(
-        transform, "SIDE_INPUTS", ()
-    ):
+    declaration = declared(transform, STEP)
+    if str(ref) in declaration.side_inputs or ref.node in declaration.side_inputs:
         return True
-    return bool(getattr(transform, "MULTI_INPUT", False)) and not getattr(
-        transform, "CONSERVES_ROWS", True
-    )
+    return declaration.multi_input and not declaration.conserves_rows
 
 
 def cut_plan(
@@ -255,14 +253,14 @@ def _target_inputs(plan: Plan, node: Node, feed: str) -> list[InputRef]:
     """The target's inputs with the replayed rows in place of the stream it rejected from."""
     transform = plan.transforms[node.name]
     line = node.inputs[0].line if node.inputs else node.line
-    if not getattr(transform, "MULTI_INPUT", False):
+    if not declared(transform, STEP).multi_input:
         return [InputRef(feed, OUTPUT, line)]
     stream = next((r for r in node.inputs if not _needs_side(transform, r)), node.inputs[0])
     return [InputRef(feed, OUTPUT, r.line) if r == stream else r for r in node.inputs]
 
 
 def _needs_side(transform: Any, ref: InputRef) -> bool:
-    sides = getattr(transform, "SIDE_INPUTS", ())
+    sides = declared(transform, STEP).side_inputs
     return str(ref) in sides or ref.node in sides
 
 

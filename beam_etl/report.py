@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from beam_etl.core.catalogue import SINK, SOURCE
+from beam_etl.core.contract import declared
 from beam_etl.core.metrics import (
     NAMESPACE,
     ROWS_DROPPED,
@@ -148,7 +149,7 @@ def step_reports(
     reports = []
     for node in nodes:
         transform = (transforms or {}).get(node.name)
-        side = set(getattr(transform, "SIDE_INPUTS", ()))
+        side = set(declared(transform, node.kind).side_inputs)
         if node.kind == SOURCE:
             rows_in = count(node.name, ROWS_READ)
         else:
@@ -157,7 +158,7 @@ def step_reports(
                 for ref in node.inputs
                 if str(ref) not in side and ref.node not in side
             )
-        conserves = getattr(transform, "CONSERVES_ROWS", True)
+        conserves = declared(transform, node.kind).conserves_rows
         if node.kind == SINK:
             rows_out = count(node.name, ROWS_WRITTEN)
         else:  # every routed output counts (`rows_out`, `rows_out.<name>`)

@@ -17,9 +17,8 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Final
 
-SOURCE: Final = "source"
-STEP: Final = "step"
-SINK: Final = "sink"
+from beam_etl.core.contract import SINK, SOURCE, STEP, declared
+
 ENTRY_POINT_GROUP: Final = "beam_etl.transforms"
 
 
@@ -51,7 +50,12 @@ class Entry:
                 f"Type `{self.name}` needs `{module_name}`, which cannot be imported ({exc}); "
                 "install the missing package"
             ) from exc
-        return getattr(module, attribute)
+        factory = getattr(module, attribute)
+        try:  # checked once, where the catalogue hands the factory out
+            declared(factory, self.kind)
+        except TypeError as exc:
+            raise ImportError(f"Type `{self.name}` declares its contract wrongly: {exc}") from None
+        return factory
 
 
 _BUILTIN: Final[dict[str, tuple]] = {
@@ -231,10 +235,6 @@ def summary(factory: Any) -> str:
 
 
 def outputs_of(transform: Any, kind: str) -> tuple[str, ...]:
-    """Return the named outputs a spec may reference on a node (a factory or an instance).
-
-    A transform declares them in `OUTPUTS`; by default a source or step has one, `output`,
-    and a sink none (a sink may declare some, such as `error` for rows a database refused).
-    """
-    default: tuple[str, ...] = () if kind == SINK else ("output",)
-    return tuple(getattr(transform, "OUTPUTS", default))
+    """Return the named outputs a spec may reference on a node (a factory or an instance):
+    its declared `OUTPUTS` (see `beam_etl.core.contract`)."""
+    return declared(transform, kind).outputs

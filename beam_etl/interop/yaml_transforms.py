@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from beam_etl.core.batches import dumps_safe, visible_schema
 from beam_etl.core.catalogue import SOURCE, arguments, catalogue, did_you_mean, outputs_of
+from beam_etl.core.contract import declared
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import DataError
@@ -145,9 +146,10 @@ class BeamEtlTransform(beam.PTransform):
         if isinstance(pvalue, beam.PCollection):
             return convert(pvalue, "Input")
         converted = {name: convert(pcoll, f"Input[{name}]") for name, pcoll in pvalue.items()}
-        if getattr(self.transform, "MULTI_INPUT", False):
+        shape = declared(self.transform, self.KIND).input_shape
+        if shape == "inputs":
             return converted
-        if getattr(self.transform, "TUPLE_INPUT", False) or len(converted) == 1:
+        if shape == "tuple" or len(converted) == 1:
             values = tuple(converted.values())
             return values if len(values) > 1 else values[0]
         return tuple(converted.values()) | "MergeInputs" >> beam.Flatten()

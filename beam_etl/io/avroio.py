@@ -7,7 +7,7 @@ fit microseconds), and `ReadFromAvro` reads `uuid` strings as text at the top le
 
 import itertools
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import fastavro
@@ -137,6 +137,8 @@ class ReadFromAvro(FileSource, beam.PTransform):
     `beam_etl.core.avrotypes`.
     Output: a PCollection of batches.
     """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from xml.etree import ElementTree
 
 import apache_beam as beam
@@ -259,6 +259,8 @@ class ReadFromExcel(FileSource, beam.PTransform):
     rejected. The hidden origin columns hold the file and the Excel row number.
     Output: a PCollection of batches.
     """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
 
     def __init__(
         self,

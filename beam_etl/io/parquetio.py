@@ -11,7 +11,7 @@ import json
 import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
 import apache_beam as beam
@@ -474,6 +474,8 @@ class ReadFromParquet(FileSource, beam.PTransform):
     footer, empty) fails with a `ConnectorError` naming it.
     Output: a PCollection of batches.
     """
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output",)
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ from typing import Any
 import apache_beam as beam
 
 from beam_etl.core.batches import dumps, json_safe
-from beam_etl.core.catalogue import SINK, outputs_of
+from beam_etl.core.catalogue import SINK
+from beam_etl.core.contract import declared, undeclared_outputs
+from beam_etl.core.errors import SpecError
 from beam_etl.core.metrics import CountRows, output_counter
 from beam_etl.io._files import PublishSingleFile
 from beam_etl.pipeline.model import Node
@@ -14,7 +16,7 @@ Outputs = dict[tuple[str, str], Any]
 
 
 def _named_outputs(node: Node, transform: Any, result: Any) -> dict[str, Any]:
-    declared = outputs_of(transform, node.kind)
+    declaration = declared(transform, node.kind)
     if hasattr(result, "_fields"):  # a NamedTuple such as WithErrors(output, error)
         named = dict(zip(result._fields, result))
     elif isinstance(result, dict):
@@ -23,16 +25,25 @@ def _named_outputs(node: Node, transform: Any, result: Any) -> dict[str, Any]:
         named = {tag: result[tag] for tag in result._tags} | {"output": result[None]}
     else:
         named = {"output": result}
-    return {name: pcoll for name, pcoll in named.items() if name in declared}
+    extra = undeclared_outputs(named, declaration, node.kind)
+    if extra:  # it would be dropped silently: the transform's contract is wrong
+        raise SpecError(
+            f"`{type(transform).__name__}` returned outputs it does not declare in OUTPUTS: "
+            f"{', '.join(extra)}",
+            step=node.name,
+            line=node.type_line,
+        )
+    return {name: pcoll for name, pcoll in named.items() if name in declaration.outputs}
 
 
 def _input_of(node: Node, transform: Any, outputs: Outputs) -> Any:
     pcolls = [outputs[(ref.node, ref.output)] for ref in node.inputs]
-    if getattr(transform, "MULTI_INPUT", False):
+    shape = declared(transform, node.kind).input_shape
+    if shape == "inputs":
         return {str(ref): pcoll for ref, pcoll in zip(node.inputs, pcolls)}
     if len(pcolls) == 1:
         return pcolls[0]
-    if getattr(transform, "TUPLE_INPUT", False):
+    if shape == "tuple":
         return tuple(pcolls)
     return tuple(pcolls) | f"{node.name}/MergeInputs" >> beam.Flatten()
 

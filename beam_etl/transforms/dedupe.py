@@ -164,6 +164,7 @@ class DropDuplicates(beam.PTransform):
     """
 
     OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT,)
+    HIDDEN_OUTPUTS: ClassVar[tuple[str, ...]] = (ERROR,)  # always empty: see the docstring
 
     def __init__(
         self,
