@@ -132,6 +132,17 @@ def conform_columns(
     return type(data).from_arrays(arrays, schema=schema)
 
 
+def column_list(columns: Any, argument: str = "columns") -> list[str]:
+    """Return `columns`, a step's argument naming columns, as a list.
+
+    Raises:
+        ValueError: `columns` is empty or holds something other than names.
+    """
+    if not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"`{argument}` must list at least one column name")
+    return list(columns)
+
+
 def origins(batch: pa.RecordBatch) -> tuple[list[str | None], list[int | None]]:
     """Return the per-row source and line of `batch` (None where unknown)."""
     n = batch.num_rows

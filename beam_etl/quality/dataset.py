@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.util import WaitOn
 
-from beam_etl.core.batches import dumps, json_safe
+from beam_etl.core.batches import column_list, dumps, json_safe
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter, rejects_from_mask
 from beam_etl.core.errors import BeamEtlError
 from beam_etl.core.metrics import ROWS_WRITTEN, step_counter
@@ -179,9 +179,7 @@ class CheckUnique(beam.PTransform):
         buckets: hash buckets the keys are spread over (the shuffle's parallelism).
         """
         super().__init__()
-        if not columns or not all(isinstance(c, str) for c in columns):
-            raise ValueError("`columns` must list at least one column name")
-        self.columns = list(columns)
+        self.columns = column_list(columns)
         self.reject = reject
         self.severity = _severity(severity)
         self.examples = examples
@@ -410,11 +408,9 @@ class CheckCompleteness(_CountingCheck):
         severity: `fail` fails the run below the share; `warn` records it.
         """
         super().__init__()
-        if not columns or not all(isinstance(c, str) for c in columns):
-            raise ValueError("`columns` must list at least one column name")
+        self.columns = column_list(columns)
         if not isinstance(mostly, (int, float)) or not 0 <= mostly <= 1:
             raise ValueError(f"`mostly` must be between 0 and 1, not `{mostly}`")
-        self.columns = list(columns)
         self.mostly = float(mostly)
         self.severity = _severity(severity)
         self.results = None

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.core.batches import HIDDEN_PREFIX, visible_schema
+from beam_etl.core.batches import HIDDEN_PREFIX, column_list, visible_schema
 from beam_etl.core.casting import cast_batch, drop_rows
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import CAST_FAILED, OUTPUT, DeadLetter, reject_all, rejects_from_mask
@@ -126,9 +126,7 @@ class DropNulls(BatchStep):
         reject: send removed rows to the dead-letter output (true) or only count them.
         """
         super().__init__()
-        if not columns or not all(isinstance(c, str) for c in columns):
-            raise ValueError("`columns` must list at least one column name")
-        self.columns = list(columns)
+        self.columns = column_list(columns)
         self.reject = reject
 
     def infer_schema(self, schema: pa.Schema) -> pa.Schema:
@@ -308,8 +306,7 @@ class FillNulls(BatchStep):
 
 
 def _shape_names(columns: list[str], argument: str) -> list[str]:
-    if not columns or not all(isinstance(c, str) for c in columns):
-        raise ValueError(f"`{argument}` must list at least one column name")
+    column_list(columns, argument)
     if len(set(columns)) != len(columns):
         raise ValueError(f"`{argument}` must list distinct column names")
     if any(c.startswith(HIDDEN_PREFIX) for c in columns):

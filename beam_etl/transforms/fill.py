@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, split_compact
+from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, column_list, split_compact
 from beam_etl.core.deadletter import OUTPUT
 from beam_etl.keyed.buckets import GroupByKeyBuckets
 
@@ -106,8 +106,7 @@ class FillForward(beam.PTransform):
         """
         super().__init__()
         for name, value in (("columns", columns), ("by", by)):
-            if not value or not all(isinstance(c, str) for c in value):
-                raise ValueError(f"`{name}` must list at least one column name")
+            column_list(value, name)
         if set(columns) & set(by):
             raise ValueError("A column cannot be both filled (`columns`) and a key (`by`)")
         if not isinstance(order_by, str) or not order_by:

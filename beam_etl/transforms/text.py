@@ -11,7 +11,7 @@ from typing import ClassVar, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_etl.core.batches import visible_schema
+from beam_etl.core.batches import column_list, visible_schema
 from beam_etl.core.deadletter import OUTPUT
 from beam_etl.core.errors import DataError
 from beam_etl.transforms._base import BatchResult, BatchStep
@@ -47,11 +47,7 @@ def _map_text(
 
 
 def _optional_names(columns: list[str] | None, argument: str) -> list[str] | None:
-    if columns is None:
-        return None
-    if not columns or not all(isinstance(c, str) for c in columns):
-        raise ValueError(f"`{argument}` must list at least one column name")
-    return list(columns)
+    return None if columns is None else column_list(columns, argument)
 
 
 def _trim(normalize: bool, values: pa.Array) -> pa.Array:
