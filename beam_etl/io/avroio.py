@@ -232,14 +232,22 @@ class WriteToAvro(WriteDocument):
     Output: one element, the number of rows written.
     """
 
-    def __init__(self, path: str, *, codec: str = "deflate") -> None:
+    def __init__(
+        self, path: str, *, compression: str | None = None, codec: str | None = None
+    ) -> None:
         """Args:
         path: the Avro file to write (parent folders are created).
-        codec: block compression: `deflate` (default), `null` (none), `bzip2` or `xz`.
+        compression: block compression: `deflate` (default), `null` (none), `bzip2` or `xz`
+            (the key every file sink spells `compression`).
+        codec: the former name of `compression`, still accepted.
         """
         super().__init__()
+        if compression is not None and codec is not None and compression != codec:
+            raise ValueError("give `compression` or its former name `codec`, not both")
+        key = "compression" if compression is not None else "codec"
+        codec = compression or codec or "deflate"
         if codec not in CODECS:
-            raise ValueError(f"Unknown codec `{codec}`; use one of {', '.join(CODECS)}")
+            raise ValueError(f"Unknown {key} `{codec}`; use one of {', '.join(CODECS)}")
         self.path = path
         self.codec = codec
         self.max_rows = None

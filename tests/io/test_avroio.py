@@ -314,3 +314,13 @@ def test_bad_arguments_are_refused_at_construction(tmp_path, make, message):
     path = _write_avro(tmp_path / "n.avro", schema, [])
     with pytest.raises(ValueError, match=message):
         make(path)
+
+
+def test_compression_is_the_key_of_every_file_sink_and_codec_still_works(tmp_path):
+    assert WriteToAvro(str(tmp_path / "a.avro"), compression="xz").codec == "xz"
+    assert WriteToAvro(str(tmp_path / "a.avro"), codec="bzip2").codec == "bzip2"
+    assert WriteToAvro(str(tmp_path / "a.avro")).codec == "deflate"
+    with pytest.raises(ValueError, match="Unknown compression `lzo`"):
+        WriteToAvro(str(tmp_path / "a.avro"), compression="lzo")
+    with pytest.raises(ValueError, match="not both"):
+        WriteToAvro(str(tmp_path / "a.avro"), compression="xz", codec="null")
