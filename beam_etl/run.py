@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--list-transforms",
-        action="store_true",
-        help="list every transform type with its arguments",
+        nargs="?",
+        const="text",
+        choices=("text", "markdown"),
+        help="list every transform type with its arguments (`markdown`: the README's table)",
     )
     parser.add_argument(
         "--progress",
@@ -329,7 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from beam_etl import cli  # lazy: the command line starts fast
 
         if args.list_transforms:
-            print(cli.list_transforms())
+            from beam_etl.core.catalogue import catalogue_table  # lazy, as `cli`
+
+            markdown = args.list_transforms == "markdown"
+            print(catalogue_table() if markdown else cli.list_transforms())
             return 0
         return cli.run(args, beam_args, _variables(args.set))
     except BeamEtlError as exc:

@@ -33,3 +33,14 @@ def test_every_guarantee_names_a_test_that_exists():
     for path in (ROOT / "tests").rglob("test_*.py"):
         defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
     assert named <= defined, f"README names tests that do not exist: {sorted(named - defined)}"
+
+
+def test_the_catalogue_table_is_the_generated_one():
+    """The README's table of every type is derived from the one catalogue, not kept by hand."""
+    from beam_etl.core.catalogue import catalogue_table
+
+    text = (ROOT / "README.md").read_text()
+    start, end = "<!-- catalogue:start -->\n", "\n<!-- catalogue:end -->"
+    assert start in text and end in text
+    copy = text[text.index(start) + len(start) : text.index(end)]
+    assert copy == catalogue_table(), "regenerate: python -m beam_etl.run --list-transforms markdown"

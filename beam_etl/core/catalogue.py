@@ -14,7 +14,6 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
 from typing import Any, Final
 
 from beam_etl.core.contract import SINK, SOURCE, STEP, declared
@@ -161,6 +160,8 @@ def reader_for(path: str) -> Entry | None:
 @cache
 def catalogue() -> dict[str, Entry]:
     """Return every known type: built-ins, then entry points (which cannot shadow them)."""
+    from importlib.metadata import entry_points  # ~25 ms: only when a type is looked up
+
     entries = {name: Entry(name, *entry) for name, entry in _BUILTIN.items()}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         entries.setdefault(point.name, Entry(point.name, "any", point.value))
@@ -238,3 +239,25 @@ def outputs_of(transform: Any, kind: str) -> tuple[str, ...]:
     """Return the named outputs a spec may reference on a node (a factory or an instance):
     its declared `OUTPUTS` (see `beam_etl.core.contract`)."""
     return declared(transform, kind).outputs
+
+
+def catalogue_table() -> str:
+    """Return the built-in types as the README's Markdown table (`--list-transforms
+    markdown` prints it; a test keeps the README's copy equal): type, kind, module, declared
+    outputs and config keys (required ones in bold)."""
+    lines = [
+        "| type | kind | module | outputs | config keys (**required**) |",
+        "|---|---|---|---|---|",
+    ]
+    order = {SOURCE: 0, STEP: 1, SINK: 2}
+    for name, (kind, target, *_) in sorted(_BUILTIN.items(), key=lambda i: (order[i[1][0]], i[0])):
+        factory = Entry(name, kind, target).load()
+        outputs = ", ".join(declared(factory, kind).outputs) or "—"
+        keys = [
+            f"**{argument.name}**" if argument.required else argument.name
+            for argument in arguments(factory)[0]
+            if argument.name != "run_id"
+        ]
+        module = target.partition(":")[0].removeprefix("beam_etl.")
+        lines.append(f"| `{name}` | {kind} | `{module}` | {outputs} | {', '.join(keys)} |")
+    return "\n".join(lines)
