@@ -9,7 +9,8 @@
 - `metrics`: per-step counters and the progress tally workers send to the launcher.
 - `publish`: the pending-publish protocol (the verdict first, then every sink), run-scoped
   file removal; `state`: the state store of incremental sources; `retries`: retry policies.
-- `local`: whether a pipeline runs on this machine.
+- `local`: whether a pipeline runs on this machine; `graph`: walking a plan's nodes;
+  `changes`: the columns of every change event.
 
 Modules here import Beam, Arrow and the standard library, never another beam_etl package
 (`tests/test_layout.py` checks it).

@@ -16,7 +16,7 @@ other columns null, unless the table logs full old rows), then the columns of `C
 | `source_seq` | int64 | strictly increasing in commit order over the slot's whole stream |
 
 and, when `before` is asked for, a struct of the old row where the log has it. The first five
-are those of `DiffSnapshots` (`beam_etl.transforms.diff.EVENT_COLUMNS`).
+are those of `DiffSnapshots` too (`beam_etl.core.changes.EVENT_FIELDS`).
 
 **Positions** never run ahead of the targets. While the graph is built, a source calls
 `plan_window`: it reads the last confirmed position from the state store, decides where this
@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.changes import EVENT_FIELDS
 from beam_etl.core.state import current_state
 
 INSERT: Final = "c"
@@ -52,11 +53,7 @@ TRUNCATE: Final = "truncate"
 LATE_CHANGE: Final = "late_change"
 
 CHANGE_FIELDS: Final = (
-    pa.field("op", pa.string()),
-    pa.field("deleted", pa.bool_()),
-    pa.field("source_ts", pa.timestamp("us", tz="UTC")),
-    pa.field("source_name", pa.string()),
-    pa.field("source_position", pa.string()),
+    *EVENT_FIELDS,
     pa.field("source_table", pa.string()),
     pa.field("source_txid", pa.int64()),
     pa.field("source_seq", pa.int64()),

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_etl.core.batches import HIDDEN_PREFIX, visible, visible_schema
+from beam_etl.core.changes import EVENT_COLUMNS, EVENT_FIELDS
 from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.core.metrics import ROWS_DROPPED, step_counter
 from beam_etl.core.outputs import WithErrors
@@ -38,7 +39,6 @@ from beam_etl.keyed.spill import NOTE, PART, REJECT_NOTE, ROW, SpillByKey, spill
 
 #: The row hash the snapshot keeps (`fast_row_hash`); a snapshot of another is not compared.
 HASH_VERSION: Final = 2
-EVENT_COLUMNS: Final = ("op", "deleted", "source_ts", "source_name", "source_position")
 NULL_KEY: Final = "null_key"
 DUPLICATE_KEY: Final = "duplicate_key"
 _HASH: Final = "__beam_etl_hash"
@@ -387,14 +387,7 @@ class DiffSnapshots(beam.PTransform):
         clash = [name for name in EVENT_COLUMNS if name in schema.names]
         if clash:
             raise ValueError(f"Input columns {clash} clash with the change event's columns")
-        extra = [
-            pa.field("op", pa.string()),
-            pa.field("deleted", pa.bool_()),
-            pa.field("source_ts", pa.timestamp("us", tz="UTC")),
-            pa.field("source_name", pa.string()),
-            pa.field("source_position", pa.string()),
-        ]
-        return pa.schema([*visible_schema(schema), *extra])
+        return pa.schema([*visible_schema(schema), *EVENT_FIELDS])
 
     def expand(self, batches):
         state = current_state()
