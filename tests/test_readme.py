@@ -43,4 +43,5 @@ def test_the_catalogue_table_is_the_generated_one():
     start, end = "<!-- catalogue:start -->\n", "\n<!-- catalogue:end -->"
     assert start in text and end in text
     copy = text[text.index(start) + len(start) : text.index(end)]
-    assert copy == catalogue_table(), "regenerate: python -m beam_etl.run --list-transforms markdown"
+    regenerate = "python -m beam_etl.run --list-transforms markdown"
+    assert copy == catalogue_table(), f"regenerate the table: {regenerate}"
