@@ -147,7 +147,10 @@ def execute(
     """
     import apache_beam as beam
 
-    from beam_etl.core.publish import deferred_publishing  # lazy: the command line starts fast
+    from beam_etl.core.publish import (  # lazy: the command line starts fast
+        collecting_staging,
+        deferred_publishing,
+    )
     from beam_etl.runner import resolve  # lazy: the command line starts fast
 
     options, runner_name = _pipeline_options(beam_args)
@@ -169,9 +172,9 @@ def execute(
     keeper = state_keeper(plan)
     if keeper is not None:
         state.catch_up(keeper[1].state_store().entries(plan.spec.name))
-    with deferred_publishing(pending), incremental_state(state):
+    with deferred_publishing(pending), incremental_state(state), collecting_staging() as staging:
         plan.build(pipeline, checks_path, checkpoints)
-    runs.remember_staging(run_dir, plan.transforms.values())
+    runs.remember_staging(run_dir, staging, plan.transforms.values())
     error, result, outcome = None, None, None
     watch.start()
     try:

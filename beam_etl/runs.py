@@ -39,9 +39,13 @@ class RunFolders:
         _write_json(os.path.join(folder, _OWNER), owner)
         return folder
 
-    def remember_staging(self, folder: str, transforms: Iterable) -> None:
-        """Record the staging folders of the built sinks, so a killed run's can be removed."""
-        staging = sorted({t.staging for t in transforms if getattr(t, "staging", None)})
+    def remember_staging(self, folder: str, staging: list[str], transforms: Iterable) -> None:
+        """Record the staging folders the built graph uses (`collecting_staging`), so a killed
+        run's can be removed."""
+        # TODO(sql-loader merge): database sinks register through `staged` too; then drop this
+        staging = sorted(
+            {*staging, *(t.staging for t in transforms if getattr(t, "staging", None))}
+        )
         _write_json(os.path.join(folder, _STAGING), staging)
 
     def finish(self, folder: str) -> None:

@@ -50,6 +50,9 @@ VETO_SUFFIX: Final = ".veto"
 _DEFERRED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "beam_etl_deferred_publishing", default=None
 )
+_STAGING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "beam_etl_staging_folders", default=None
+)
 
 
 def new_run_id() -> str:
@@ -65,6 +68,28 @@ def deferred_publishing(folder: str) -> Iterator[None]:
         yield
     finally:
         _DEFERRED.reset(token)
+
+
+@contextlib.contextmanager
+def collecting_staging() -> Iterator[list[str]]:
+    """Collect, in the list it yields, every staging folder the transforms built inside the
+    block will use (`staged`): the run records them before it starts and removes them when it
+    ends, whatever the outcome, or the next run does if this one is killed."""
+    folders: list[str] = []
+    token = _STAGING.set(folders)
+    try:
+        yield folders
+    finally:
+        _STAGING.reset(token)
+
+
+def staged(folder: str) -> str:
+    """Return `folder`, a staging or spill folder a transform being built will use, after
+    recording it for the run that builds it (see `collecting_staging`)."""
+    folders = _STAGING.get()
+    if folders is not None and folder not in folders:
+        folders.append(folder)
+    return folder
 
 
 def pending_folder() -> str | None:

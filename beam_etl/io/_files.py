@@ -37,6 +37,7 @@ from beam_etl.core.publish import (
     record,
     remove_if_empty,
     remove_tree,
+    staged,
     veto,
 )
 from beam_etl.core.state import current_state
@@ -136,7 +137,7 @@ def _content_hash(path: str) -> str:
 def staging_dir(target: str, token: str) -> str:
     """Return the staging folder for `target`: hidden, beside it, so renames stay local."""
     parent = os.path.dirname(os.path.abspath(target))
-    return os.path.join(parent, STAGING_DIR, f"{os.path.basename(target)}-{token}")
+    return staged(os.path.join(parent, STAGING_DIR, f"{os.path.basename(target)}-{token}"))
 
 
 class BundleWriter:
@@ -501,14 +502,6 @@ def _check_parent(target: str) -> None:
         raise ConnectorError(f"Cannot write `{target}`: `{existing}` is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConnectorError(f"Cannot write `{target}`: no permission to write in `{existing}`")
-
-
-def discard_staging(transforms) -> None:
-    """Remove the staging folders of the given sinks after a failed run (never published)."""
-    for transform in transforms:
-        folder = getattr(transform, "staging", None)
-        if folder:
-            discard_folder(folder)
 
 
 def arrow_schema_key(schema: pa.Schema) -> str:

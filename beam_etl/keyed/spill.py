@@ -34,7 +34,7 @@ from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN, concat_batches
 from beam_etl.core.deadletter import ERROR, OUTPUT, rejects_from_mask
 from beam_etl.core.local import runs_locally
 from beam_etl.core.metrics import ROWS_DROPPED, step_counter
-from beam_etl.core.publish import remove_tree
+from beam_etl.core.publish import remove_tree, staged
 from beam_etl.keyed.buckets import split_by_key, tie_hash
 
 PART: Final = "__beam_etl_part"
@@ -61,7 +61,7 @@ Select = Callable[..., tuple[pa.Table, list[Any]]]
 def spill_folder(spill_dir: str | None, label: str) -> str:
     """Return a fresh folder for one transform's spill files, under `spill_dir` (or temp)."""
     base = spill_dir or os.path.join(tempfile.gettempdir(), _DEFAULT_BASE)
-    return f"{base.rstrip('/')}/{label.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
+    return staged(f"{base.rstrip('/')}/{label.replace('/', '_')}-{uuid.uuid4().hex[:12]}")
 
 
 def use_spill(pcoll: Any, spill_dir: str | None, spill: bool | None) -> bool:
