@@ -504,6 +504,16 @@ def _check_parent(target: str) -> None:
         raise ConnectorError(f"Cannot write `{target}`: no permission to write in `{existing}`")
 
 
+def discard_staging(transforms) -> None:
+    """Remove the staging folders of the given sinks after a failed run (never published):
+    for pipelines built without the command line, which removes what `collecting_staging`
+    recorded."""
+    for transform in transforms:
+        folder = getattr(transform, "staging", None)
+        if folder:
+            discard_folder(folder)
+
+
 def arrow_schema_key(schema: pa.Schema) -> str:
     """Return a string identifying `schema` (names and types), for grouping batches."""
     return ",".join(f"{f.name}:{f.type}" for f in schema)
