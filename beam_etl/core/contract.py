@@ -16,6 +16,10 @@ Every catalogue entry is a Beam `PTransform` class that declares, at class level
 - `SIDE_INPUTS`: the names of inputs read as side inputs (`LookupJoin`'s dimension);
 - `CONSERVES_ROWS` (default True): whether every row in ends in an output or a dead letter
   (False for aggregations and joins; the run report's conservation check reads it).
+- `GATED` (sinks): the sink takes quality gates as an input of its `expand`: `Gated(rows,
+  gates)`, `gates` a PCollection of check results, publishing nothing if any failed. The spec
+  builder hands every gated sink the gates of the run that way; from Python, give
+  `Gated(rows, check.gate)`. A sink reads its input with `ungated`.
 
 `declared(factory, kind)` reads and checks these once per class (`Entry.load` calls it, so a
 third-party transform with a wrong declaration fails when a spec names it); the spec builder,
@@ -27,13 +31,13 @@ The Protocols say the same for type checkers and for authors of new connectors.
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, NamedTuple, Protocol, runtime_checkable
 
 SOURCE: Final = "source"
 STEP: Final = "step"
 SINK: Final = "sink"
 GATE: Final = "gate"  # the reserved output of quality gates
-_FLAGS: Final = ("MULTI_INPUT", "TUPLE_INPUT", "CONSERVES_ROWS")
+_FLAGS: Final = ("MULTI_INPUT", "TUPLE_INPUT", "CONSERVES_ROWS", "GATED")
 
 
 @runtime_checkable
@@ -71,6 +75,7 @@ class Declared:
     side_inputs: tuple[str, ...] = ()
     conserves_rows: bool = True
     hidden: tuple[str, ...] = ()
+    gated: bool = False
 
     @property
     def input_shape(self) -> str:
@@ -92,6 +97,8 @@ def declared(transform: Any, kind: str) -> Declared:
     side = _names(transform, "SIDE_INPUTS", name)
     hidden = _names(transform, "HIDDEN_OUTPUTS", name)
     flags = {flag: getattr(transform, flag, flag == "CONSERVES_ROWS") for flag in _FLAGS}
+    if flags["GATED"] and kind != SINK:
+        raise TypeError(f"`{name}` declares GATED: only sinks take quality gates")
     for flag, value in flags.items():
         if not isinstance(value, bool):
             raise TypeError(f"`{name}.{flag}` must be True or False, not {value!r}")
@@ -106,6 +113,7 @@ def declared(transform: Any, kind: str) -> Declared:
         tuple(side),
         flags["CONSERVES_ROWS"],
         hidden,
+        flags["GATED"],
     )
 
 
@@ -122,3 +130,20 @@ def undeclared_outputs(named: dict[str, Any], declaration: Declared, kind: str) 
     known = {*declaration.outputs, *declaration.hidden, GATE}
     extra = [name for name in named if name not in known]
     return [name for name in extra if not (kind == SINK and name == "output")]
+
+
+class Gated(NamedTuple):
+    """The input of a gated sink: its `rows` and the quality `gates` (one PCollection of
+    check results: objects with `passed` / `outcome` and `message`) that must all pass before
+    it publishes anything."""
+
+    rows: Any
+    gates: Any
+
+
+def ungated(pvalue: Any) -> tuple[Any, tuple]:
+    """Return a gated sink's input as `(rows, gates)`: `gates` a tuple of PCollections, empty
+    when the sink was applied to its rows alone."""
+    if isinstance(pvalue, Gated):
+        return pvalue.rows, (pvalue.gates,)
+    return pvalue, ()

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import apache_beam as beam
 import pyarrow as pa
 
 from beam_etl.core.batches import dumps, json_safe
+from beam_etl.core.contract import ungated
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io._files import (
     Part,
@@ -117,18 +118,19 @@ class WriteDocument(beam.PTransform):
 
     path: str
     max_rows: int | None
-    gates: tuple = ()  # set by the spec builder: quality checks that must pass first
+    GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
 
     def renderer(self) -> Render:
         raise NotImplementedError
 
     def expand(self, batches):
+        batches, gates = ungated(batches)
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         publish = _PublishDocument(
             self.path, folder, self.renderer(), sink=type(self).__name__, max_rows=self.max_rows
         )
         return batches | StageAndPublish(
-            IpcPartWriter, folder, publish, step=self.label, gates=self.gates
+            IpcPartWriter, folder, publish, step=self.label, gates=gates
         )
 
 

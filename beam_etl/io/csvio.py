@@ -18,6 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.core.batches import dumps, json_safe, with_origin
+from beam_etl.core.contract import ungated
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.local import is_local_runner
@@ -319,6 +320,8 @@ class WriteToCsv(beam.PTransform):
     kept across bundles. Output: one element, the number of rows written.
     """
 
+    GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
+
     def __init__(
         self,
         path: str,
@@ -340,12 +343,12 @@ class WriteToCsv(beam.PTransform):
         self.header = header
         self.delimiter = delimiter
         self.compression = resolve_compression(path, compression)
-        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
+        batches, gates = ungated(batches)
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         options = {"header": self.header, "delimiter": self.delimiter}
         publish = _PublishCsv(self.path, folder, options | {"compression": self.compression})
         return batches | StageAndPublish(
-            IpcPartWriter, folder, publish, step=self.label, gates=self.gates
+            IpcPartWriter, folder, publish, step=self.label, gates=gates
         )

@@ -21,6 +21,7 @@ import pyarrow.json as pajson
 
 from beam_etl.core.batches import dumps, json_safe, payload_of, visible, with_origin
 from beam_etl.core.casting import cast_batch, drop_rows, reads_as_text
+from beam_etl.core.contract import ungated
 from beam_etl.core.datatypes import parse_type, type_name
 from beam_etl.core.deadletter import CAST_FAILED, ERROR, INVALID_ENCODING, OUTPUT, DeadLetter
 from beam_etl.core.errors import ConnectorError
@@ -654,6 +655,8 @@ class WriteToJson(beam.PTransform):
     across bundles. Output: one element, the number of rows written.
     """
 
+    GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
+
     def __init__(self, path: str, *, format: str = "lines", compression: str | None = None) -> None:
         """Args:
         path: the file to write (parent folders are created).
@@ -667,14 +670,14 @@ class WriteToJson(beam.PTransform):
         self.path = path
         self.format = format
         self.compression = resolve_compression(path, compression)
-        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
+        batches, gates = ungated(batches)
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         return batches | StageAndPublish(
             _JsonLinesWriter,
             folder,
             _PublishJson(self.path, folder, self.format, self.compression),
             step=self.label,
-            gates=self.gates,
+            gates=gates,
         )

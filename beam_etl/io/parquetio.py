@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from beam_etl.core.batches import conform_columns, visible, with_origin
+from beam_etl.core.contract import ungated
 from beam_etl.core.errors import ConnectorError, DataError
 from beam_etl.core.expr import compile_expression, result_type
 from beam_etl.core.metrics import ROWS_READ, step_counter
@@ -302,6 +303,8 @@ class WriteToParquet(beam.PTransform):
     Output: one element, the number of rows written.
     """
 
+    GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
+
     def __init__(
         self,
         path: str,
@@ -357,9 +360,9 @@ class WriteToParquet(beam.PTransform):
         self.row_group_size = row_group_size
         self.partition_by = list(partition_by) if partition_by else None
         self.run_id = run_id or new_run_id()
-        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
+        batches, gates = ungated(batches)
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         if self.mode == "scd2":
             hashed = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.hard_delete_column)
@@ -375,7 +378,7 @@ class WriteToParquet(beam.PTransform):
                     self.hard_delete_column,
                 ),
                 step=self.label,
-                gates=self.gates,
+                gates=gates,
             )
         return batches | StageAndPublish(
             _MakeParquetWriter(self.compression, self.row_group_size, self.partition_by),
@@ -388,7 +391,7 @@ class WriteToParquet(beam.PTransform):
                 self.row_group_size,
             ),
             step=self.label,
-            gates=self.gates,
+            gates=gates,
         )
 
 

@@ -10,12 +10,13 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.contract import ungated
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.publish import new_run_id
 from beam_etl.io import _db, _dbread, _scd2
@@ -226,6 +227,8 @@ class WriteToSqlite(beam.PTransform):
     Output: one element, the number of rows written.
     """
 
+    GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
+
     def __init__(
         self,
         database: str,
@@ -267,9 +270,9 @@ class WriteToSqlite(beam.PTransform):
         self.table = table
         self.mode = mode
         self.run_id = run_id or new_run_id()
-        self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
     def expand(self, batches):
+        batches, gates = ungated(batches)
         self.staging = folder = staging_dir(self.database, f"{self.table}-{uuid.uuid4().hex[:12]}")
         if self.mode == "scd2":
             batches = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.hard_delete_column)
@@ -287,7 +290,7 @@ class WriteToSqlite(beam.PTransform):
             folder,
             publish,
             step=self.label,
-            gates=self.gates,
+            gates=gates,
         )
 
 

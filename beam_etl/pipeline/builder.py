@@ -6,7 +6,7 @@ import apache_beam as beam
 
 from beam_etl.core.batches import dumps, json_safe
 from beam_etl.core.catalogue import SINK
-from beam_etl.core.contract import declared, undeclared_outputs
+from beam_etl.core.contract import Gated, declared, undeclared_outputs
 from beam_etl.core.errors import SpecError
 from beam_etl.core.metrics import CountRows, output_counter
 from beam_etl.io._files import PublishSingleFile
@@ -55,10 +55,14 @@ def _check_result_json(result: Any) -> str:
 def _apply(pipeline, node: Node, transform: Any, outputs: Outputs, gates: list, results: list):
     """Apply one node; return its named outputs and whether it added a quality gate."""
     before = len(gates)
-    if node.kind == SINK and hasattr(transform, "gates"):
-        transform.gates = tuple(gates)
     if node.inputs:
-        result = _input_of(node, transform, outputs) | node.name >> transform
+        pvalue = _input_of(node, transform, outputs)
+        if node.kind == SINK and gates and declared(transform, node.kind).gated:
+            merged = tuple(gates) | f"{node.name}/Gates" >> beam.Flatten()
+            pvalue = Gated(pvalue, merged)  # publishes only if every gate so far passed
+        elif node.kind == SINK and hasattr(transform, "gates"):  # not yet `GATED` (databases)
+            transform.gates = tuple(gates)
+        result = pvalue | node.name >> transform
     else:
         result = pipeline | node.name >> transform
     if hasattr(result, "_fields") and "gate" in result._fields:
@@ -80,7 +84,8 @@ def build(
 
     Every output is also counted (`<node>:rows_out`, `<node>:rows_rejected`) for the run report.
     Sinks are applied last, so that each can be handed every quality gate of the run (the
-    `gate` output of checks): a sink with a `gates` attribute publishes only if all pass.
+    `gate` output of checks) as an input: a `GATED` sink gets `Gated(rows, gates)` and
+    publishes only if all pass (see `beam_etl.core.contract`).
     With `checks_path`, the quality checks' results are written there as JSON Lines.
     With `checkpoints` (a `beam_etl.checkpoints.plan.CheckpointPlan`), steps are checkpointed,
     or restored from a checkpoint, and nodes only restored ones read are not applied.

@@ -133,3 +133,45 @@ def test_an_undeclared_output_is_an_error_when_the_graph_is_built(tmp_path, monk
             plan.build(pipeline)
     finally:
         catalogue.cache_clear()
+
+
+class _Gate:
+    def __init__(self, passed: bool) -> None:
+        self.passed, self.message = passed, "enough rows" if passed else "too few rows"
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_a_sink_takes_its_quality_gates_as_an_input(tmp_path, passed):
+    import pyarrow as pa
+
+    from beam_etl.core.contract import Gated
+    from beam_etl.core.errors import CheckFailedError
+    from beam_etl.io.csvio import WriteToCsv
+
+    target = tmp_path / "out.csv"
+    sink = WriteToCsv(str(target))
+    assert declared(WriteToCsv, SINK).gated and not hasattr(sink, "gates")
+
+    def run():
+        with beam.Pipeline(runner=LocalRunner()) as pipeline:
+            rows = pipeline | "Rows" >> beam.Create([pa.RecordBatch.from_pylist([{"a": 1}])])
+            gate = pipeline | "Gate" >> beam.Create([_Gate(passed)])
+            _ = Gated(rows, gate) | sink
+
+    if passed:
+        run()
+        assert target.read_text().splitlines() == ['"a"', "1"]  # text quoted, see WriteToCsv
+    else:
+        with pytest.raises(Exception, match="too few rows") as caught:
+            run()
+        assert isinstance(caught.value, CheckFailedError) or "CheckFailedError" in str(caught.value)
+        assert not target.exists()
+
+
+def test_only_sinks_take_gates():
+    class GatedStep(beam.PTransform):
+        GATED = True
+
+    with pytest.raises(TypeError, match="only sinks"):
+        declared(GatedStep, STEP)
+    assert declared(GatedStep, SINK).gated
