@@ -122,17 +122,16 @@ PYTHON_ONLY: Final = {
     "ToKeyedRows": "beam_etl.transforms.rows:ToKeyedRows",
     "batch_step": "beam_etl.transforms.chains:batch_step",
     "WithErrors": "beam_etl.core.outputs:WithErrors",
+    "Gated": "beam_etl.core.contract:Gated",
 }
+#: The package that exports each Python-only name of `beam_etl.core` (a sink's input shape
+#: goes with the sinks, a step's output shape with the steps).
+_CORE_EXPORTS: Final = {"WithErrors": "transforms", "Gated": "io"}
 #: Where the public packages' names come from: `beam_etl.io` exports the connectors,
 #: `beam_etl.transforms` every processor, the quality checks and schema steps included.
 _EXPORTED_FROM: Final = {
     "io": ("beam_etl.io.",),
-    "transforms": (
-        "beam_etl.transforms.",
-        "beam_etl.quality.",
-        "beam_etl.schema.",
-        "beam_etl.core.",
-    ),
+    "transforms": ("beam_etl.transforms.", "beam_etl.quality.", "beam_etl.schema."),
 }
 
 
@@ -144,7 +143,7 @@ def exports(package: str) -> dict[str, str]:
     return {
         name: target.partition(":")[0]
         for name, target in sorted(targets.items())
-        if target.startswith(prefixes)
+        if target.startswith(prefixes) or _CORE_EXPORTS.get(name) == package
     }
 
 
