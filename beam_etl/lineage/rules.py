@@ -15,8 +15,6 @@ from beam_etl.core.catalogue import outputs_of
 from beam_etl.core.expr import referenced_columns
 from beam_etl.lineage.columns import IDENTITY, Change, Flow, StepLineage, carry, unknown
 from beam_etl.pipeline.model import Node
-from beam_etl.transforms.cleaning import fill_plan
-from beam_etl.transforms.relational import join_schema
 
 _ERROR: Final = "error"
 
@@ -77,6 +75,8 @@ def _text(note: Callable[[Any], str]) -> Callable[[Any, pa.Schema], StepLineage]
 
 
 def _fill_nulls(step: Any, schema: pa.Schema) -> StepLineage:
+    from beam_etl.transforms.cleaning import fill_plan  # lazy: a run's start-up
+
     out = step.infer_schema(schema)
     plan = fill_plan(schema, step.values, step.value)
     changes = {c: ("fill", f"nulls filled with {value}") for c, value in plan.items()}
@@ -247,6 +247,8 @@ def _lookup_join(step: Any, node: Node, schemas: list[pa.Schema]) -> StepLineage
 
 
 def _join_inputs(step: Any, node: Node, schemas: list[pa.Schema]) -> StepLineage:
+    from beam_etl.transforms.relational import join_schema  # lazy: start-up
+
     out, renamed = join_schema(schemas[0], schemas[1], step.pairs, step.suffix)
     columns = _identity(schemas[0], 0)
     for right, name in renamed.items():
