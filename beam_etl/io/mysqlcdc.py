@@ -25,7 +25,6 @@ from beam_etl.batches import with_origin
 from beam_etl.config import first_line
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db
 from beam_etl.io._binlog import (
     Position,
     check_server,
@@ -42,8 +41,9 @@ from beam_etl.io._binlog import (
 from beam_etl.io._changes import READ, TRUNCATE, EventBuilder
 from beam_etl.io._increment import parse_lag
 from beam_etl.io._publish import fault_point
-from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.io.mysqlio import _config, _MySql, connect
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.retry import with_retries
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
@@ -357,7 +357,7 @@ class ReadFromMySqlChanges(beam.PTransform):
             f"{pipeline}/{self.label}", self.config, self.tables
         )
         try:
-            run, schemas = _db.with_retries(
+            run, schemas = with_retries(
                 lambda: self._plan(server_id),
                 config=self.config,
                 is_transient=_MySql().is_transient,

@@ -21,8 +21,28 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread, _dbstate, _scd2
-from beam_etl.io._sql import quote_identifier
+from beam_etl.io import _scd2
+from beam_etl.io._files import new_run_id
+from beam_etl.io.sql import keptstate, read
+from beam_etl.io.sql.identifiers import LEDGER_TABLE, quote_identifier
+from beam_etl.io.sql.loader import (
+    apply_bisecting,
+    refusals_sql,
+    schema_drift,
+    unique_violations_sql,
+)
+from beam_etl.io.sql.options import DbConfig, check_write_args, make_config
+from beam_etl.io.sql.publish import Published, StageAndPublishDb, check_expected
+from beam_etl.io.sql.retry import with_retries
+from beam_etl.io.sql.staging import (
+    ROW_COLUMN,
+    StagedOrigins,
+    conform,
+    parts_schema,
+    read_parts,
+    staging_folder,
+)
+from beam_etl.io.sql.values import UnloadableError, in_microseconds, loadable, sql_type
 from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
 
@@ -41,7 +61,7 @@ def _q(name: str) -> str:
     return quote_identifier(name, "mysql")
 
 
-def connect(config: _db.DbConfig) -> Any:
+def connect(config: DbConfig) -> Any:
     """Return a PyMySQL connection (retried while the failure is transient), session in UTC."""
     import pymysql
 
@@ -70,7 +90,7 @@ def connect(config: _db.DbConfig) -> Any:
                 cursor.execute(f"SET SESSION {timeout}")
         return connection
 
-    return _db.with_retries(attempt, config=config, is_transient=is_transient, what="Connecting")
+    return with_retries(attempt, config=config, is_transient=is_transient, what="Connecting")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -116,13 +136,13 @@ def arrow_type(field: Any) -> pa.DataType:
     return pa.string()  # text, JSON, ENUM, SET, TIME, ...
 
 
-class _MySql(_dbread.Dialect):
+class _MySql(read.Dialect):
     """Reads with an unbuffered cursor in a REPEATABLE READ transaction WITH CONSISTENT
     SNAPSHOT."""
 
     name = "mysql"
 
-    def connect(self, config: _db.DbConfig) -> Any:
+    def connect(self, config: DbConfig) -> Any:
         return connect(config)
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -181,7 +201,7 @@ def _to_arrow(values: tuple, data_type: pa.DataType) -> pa.Array:
     return pa.array(values, data_type)
 
 
-class ReadFromMySql(_dbread.ReadFromDatabase):
+class ReadFromMySql(read.ReadFromDatabase):
     """Read a MySQL/MariaDB table or query into Arrow record batches, in parallel key ranges.
 
     Bounded; order is not kept. Streams the result with an unbuffered cursor (bounded memory:
@@ -253,7 +273,7 @@ class ReadFromMySql(_dbread.ReadFromDatabase):
 
 
 def _config(host, port, database, user, password_env, connect_timeout, statement_timeout):
-    return _db.make_config(
+    return make_config(
         "mysql",
         dsn=None,
         dsn_env=None,
@@ -283,7 +303,7 @@ def _insertable(column: pa.Array) -> pa.Array:
     """Return `column` in a type MySQL takes: zones dropped after converting to UTC, 0/1 bools."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
-    column = _db.in_microseconds(column)
+    column = in_microseconds(column)
     if pa.types.is_timestamp(column.type) and column.type.tz:
         column = pc.cast(column, pa.timestamp(column.type.unit))  # keeps the UTC instant
     if pa.types.is_boolean(column.type):
@@ -400,7 +420,7 @@ _GENERATED: Final = re.compile(r"generated|virtual|stored|persistent")
 
 
 def _stages_as_is(staged: pa.DataType) -> bool:
-    """Whether the staging table (`_db.sql_type` columns, fed as text) takes every value of
+    """Whether the staging table (`sql_type` columns, fed as text) takes every value of
     this type that `unloadable` lets through unchanged (float32 values are measured too)."""
     t = staged.value_type if pa.types.is_dictionary(staged) else staged
     if pa.types.is_decimal(t):
@@ -488,14 +508,14 @@ class _MyLoad:
         self.target = _q(table)
         self.s = settings
         self.token = os.urandom(6).hex()
-        self.origins = _db.StagedOrigins("mysql")
+        self.origins = StagedOrigins("mysql")
         self.taken: list[tuple[int, dict[str, Any], str]] = []  # rows checks took out
         self.loaded: dict[str, pa.DataType] = {}  # staged columns' Arrow types
 
     def _execute(self, sql: str, params: Any = None) -> int:
         return self.cursor.execute(sql, params)
 
-    def predict(self, parts: list[Any]) -> _db.Published | None:
+    def predict(self, parts: list[Any]) -> Published | None:
         """Return what loading `parts` will do without loading them, when MySQL cannot refuse
         a row the Arrow screening (`unloadable`) lets through; None otherwise (the trial then
         loads). Predicted: `append` or `replace` into a table the load creates (no keys), and
@@ -508,7 +528,7 @@ class _MyLoad:
         compare in a collation Arrow cannot count in) and none is null. A merge writes each
         staged key once (the last row per key), counting the deleted ones as the load does."""
         mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
-        schema = _db.parts_schema(parts)
+        schema = parts_schema(parts)
         if schema is None or mode not in ("append", "replace", "merge"):
             return None
         if (mode == "merge") != bool(keys):
@@ -531,7 +551,7 @@ class _MyLoad:
         if self.s["dedup_sort"] is not None and self.s["dedup_sort"] not in named:
             return None
         # Staging and the ledger row (in the current database) need these in every load.
-        if not self._may(current, _db.LEDGER_TABLE, {"CREATE TEMPORARY TABLES", "INSERT"}):
+        if not self._may(current, LEDGER_TABLE, {"CREATE TEMPORARY TABLES", "INSERT"}):
             return None
         needs = {"SELECT", "INSERT", *(("UPDATE", "DELETE") if mode == "merge" else ())}
         measures = [(k, "nulls", 0) for k in keys]
@@ -545,7 +565,7 @@ class _MyLoad:
             if not self.s["create_table"] or not self._may(database, name, {"CREATE", *needs}):
                 return None
             for f in load:  # raises for a type no column holds, as the load does
-                _db.sql_type(f.type, "mysql", key=f.name in keys)
+                sql_type(f.type, "mysql", key=f.name in keys)
         else:
             if mode != "merge":
                 return None
@@ -562,9 +582,9 @@ class _MyLoad:
             if found is None:
                 return None
             measures += found
-        origins = _db.StagedOrigins("mysql")
+        origins = StagedOrigins("mysql")
         written, seen = 0, []
-        for batch in origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+        for batch in origins.batches(parts, pa.schema([*fields, *StagedOrigins.FIELDS])):
             if not all(_within(batch.column(c), m, limit) for c, m, limit in measures):
                 return None
             written += batch.num_rows
@@ -579,7 +599,7 @@ class _MyLoad:
         if rejects and self.s["on_reject"] == "fail":
             return None  # the trial fails the run, as the load would
         staged = sum(rows for _, rows in parts)
-        return _db.Published(written, staged - written - len(rejects), rejects)
+        return Published(written, staged - written - len(rejects), rejects)
 
     def _measures(self, keys: list[str], load: list[pa.Field]) -> list[tuple[str, str, int]] | None:
         """Return what to measure in the staged columns (see `_within`) for the existing
@@ -653,9 +673,9 @@ class _MyLoad:
         )
         return bool(self.cursor.fetchone()[0])
 
-    def run(self, parts: list[Any]) -> _db.Published:
+    def run(self, parts: list[Any]) -> Published:
         self._execute(_SESSION)
-        schema = _db.parts_schema(parts)
+        schema = parts_schema(parts)
         staged = sum(rows for _, rows in parts)
         existing = self._columns()
         fields = [f for f in (schema or []) if not f.name.startswith(HIDDEN_PREFIX)]
@@ -664,8 +684,8 @@ class _MyLoad:
             if existing is not None and self.s["mode"] == "replace":
                 self.connection.begin()
                 self._execute(f"DELETE FROM {self.target}")
-                self._end(_db.Published(0, 0, []))
-            return _db.Published(0, 0, [])
+                self._end(Published(0, 0, []))
+            return Published(0, 0, [])
         # MySQL commits DDL at once: a trial (`_db.prepare`) creates a missing table as a
         # TEMPORARY one and adds no column (a new nullable column refuses no row).
         trial = bool(self.s.get("trial"))
@@ -674,11 +694,11 @@ class _MyLoad:
                 raise ConnectorError(f"Table `{self.table}` does not exist (create_table: false)")
             self._create(load, temporary=trial)
         elif schema is not None:
-            add, discard = _db.schema_drift(
+            add, discard = schema_drift(
                 pa.schema(load), list(existing), self.s["drift"], self.table
             )
             for f in add:
-                column = f"{_q(f.name)} {_db.sql_type(f.type, 'mysql')}"
+                column = f"{_q(f.name)} {sql_type(f.type, 'mysql')}"
                 if not trial:
                     self._execute(f"ALTER TABLE {self.target} ADD COLUMN {column}")
             if trial:
@@ -695,7 +715,7 @@ class _MyLoad:
             self.s["load_method"] == "auto" and self._local_infile()
         )
         if self.s["mode"] == "append" and self.load_data and self._fast_append(parts, load):
-            return _db.Published(staged, 0, [])
+            return Published(staged, 0, [])
         source = self._stage(parts, fields)
         if self.s["mode"] in ("merge", "insert_only", "scd2"):  # insert_only: the first per key
             source = self._deduplicate(source, first=self.s["mode"] == "insert_only")
@@ -731,9 +751,7 @@ class _MyLoad:
 
     def _create(self, load: list[pa.Field], *, temporary: bool = False) -> None:
         keys = self.s["keys"]
-        columns = [
-            f"{_q(f.name)} {_db.sql_type(f.type, 'mysql', key=f.name in keys)}" for f in load
-        ]
+        columns = [f"{_q(f.name)} {sql_type(f.type, 'mysql', key=f.name in keys)}" for f in load]
         if self.s["mode"] == "scd2":  # every version of a key, told apart by `valid_from`
             columns += _scd2.extra_columns(_q, "datetime(6)", "boolean")
             keys = [*keys, _scd2.VALID_FROM]
@@ -744,13 +762,13 @@ class _MyLoad:
 
     def _stage(self, parts: list[Any], fields: list[pa.Field]) -> str:
         stage = _q(f"_beam_etl_stage_{self.token}")
-        columns = [f"{_q(f.name)} {_db.sql_type(f.type, 'mysql')}" for f in fields]
+        columns = [f"{_q(f.name)} {sql_type(f.type, 'mysql')}" for f in fields]
         columns += [f"{_q(FILE_COLUMN)} int", f"{_q(LINE_COLUMN)} bigint"]
-        columns.append(f"{_q(_db.ROW_COLUMN)} bigint PRIMARY KEY")
+        columns.append(f"{_q(ROW_COLUMN)} bigint PRIMARY KEY")
         self._execute(
             f"CREATE TEMPORARY TABLE {stage} ({', '.join(columns)}) DEFAULT CHARSET=utf8mb4"
         )
-        schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        schema = pa.schema([*fields, *StagedOrigins.FIELDS])
         self.loaded = {f.name: f.type for f in fields}
         batches = self.origins.batches(parts, schema)
         if self.load_data:
@@ -794,23 +812,23 @@ class _MyLoad:
             if check and not types[f.name].type.startswith(("varchar", "char", "decimal", "date(")):
                 return False
         self.connection.begin()
-        batches = (_db.conform(b, schema) for b in _db.read_parts(parts))
+        batches = (conform(b, schema) for b in read_parts(parts))
         try:
-            loaded = self._load_data(self.target, schema, _db.loadable(batches, "mysql"))
-        except _db.UnloadableError:
+            loaded = self._load_data(self.target, schema, loadable(batches, "mysql"))
+        except UnloadableError:
             self.connection.rollback()
             return False
         if loaded != staged or self.cursor._result.warning_count:
             self.connection.rollback()
             return False
         self._record(staged)
-        self._end(_db.Published(staged, 0, []))
+        self._end(Published(staged, 0, []))
         return True
 
-    def _end(self, result: _db.Published) -> None:
+    def _end(self, result: Published) -> None:
         """Commit the open transaction, or roll it back when only trying (see `_db.prepare`)."""
         try:
-            _db.check_expected(result, self.s.get("expect"), self.table)
+            check_expected(result, self.s.get("expect"), self.table)
         except BaseException:
             self.connection.rollback()
             raise
@@ -856,7 +874,7 @@ class _MyLoad:
     def _deduplicate(self, stage: str, *, first: bool = False) -> str:
         keys = ", ".join(_q(k) for k in self.s["keys"])
         order = f"{_q(self.s['dedup_sort'])} DESC, " if self.s["dedup_sort"] else ""
-        row = _q(_db.ROW_COLUMN)
+        row = _q(ROW_COLUMN)
         unique = _q(f"_beam_etl_dedup_{self.token}")
         has_null = " OR ".join(f"{_q(k)} IS NULL" for k in self.s["keys"])
         self._execute(
@@ -875,19 +893,19 @@ class _MyLoad:
 
     def _record(self, written: int) -> None:
         self._execute(
-            f"INSERT INTO {_q(_db.LEDGER_TABLE)} (run_id, target, rows_written, published_at) "
+            f"INSERT INTO {_q(LEDGER_TABLE)} (run_id, target, rows_written, published_at) "
             "VALUES (%s, %s, %s, UTC_TIMESTAMP(6))",
             (self.s["run_id"], self.table, written),
         )
         state = current_state()
         if self.s.get("keep_state") and state is not None and not self.s.get("trial"):
-            _dbstate.write(self.cursor, "mysql", state.pipeline, state.run_id, state.proposals)
+            keptstate.write(self.cursor, "mysql", state.pipeline, state.run_id, state.proposals)
 
     def _apply(
         self, source: str, dest: str, names: list[str], staged: int, *, record: bool
-    ) -> _db.Published:
+    ) -> Published:
         mode, keys, flag = self.s["mode"], self.s["keys"], self.s["hard_delete"]
-        row = _q(_db.ROW_COLUMN)
+        row = _q(ROW_COLUMN)
         kept = f"NOT COALESCE(s.{_q(flag)}, 0)" if flag else "TRUE"
         types = self._describe(dest)
         self._take_out_changed(source, names, types, kept)
@@ -906,7 +924,7 @@ class _MyLoad:
         before = len(self.taken)
         applied, refused = 0, list[tuple[int, str]]()
         if candidates:
-            applied, refused = _db.apply_bisecting(
+            applied, refused = apply_bisecting(
                 self.cursor,
                 run_range,
                 low,
@@ -937,7 +955,7 @@ class _MyLoad:
         written = applied if counted else candidates - len(self.taken) + before
         if record:
             self._record(written)
-        result = _db.Published(written, staged - written - len(rejects), rejects)
+        result = Published(written, staged - written - len(rejects), rejects)
         self._end(result)
         return result
 
@@ -1007,7 +1025,7 @@ class _MyLoad:
             if (c := _exactness(n, self.loaded[n], types[n].type))
         ]
         if checks:
-            self._execute(_db.refusals_sql(source, _q(_db.ROW_COLUMN), checks))
+            self._execute(refusals_sql(source, _q(ROW_COLUMN), checks))
             found = dict(self.cursor.fetchall())
             if found:
                 self._take_out(source, found)
@@ -1029,8 +1047,8 @@ class _MyLoad:
             for n in names
             if (c := _overflow(n, self.loaded[n], types[n].type))
         ]
-        row = _q(_db.ROW_COLUMN)
-        queries = [_db.refusals_sql(source, row, checks)] if checks else []
+        row = _q(ROW_COLUMN)
+        queries = [refusals_sql(source, row, checks)] if checks else []
         queries += self._failed_checks(source, names, kept)
         keys = self._unique_keys(dest)
         loaded = set(names)
@@ -1041,7 +1059,7 @@ class _MyLoad:
             index, _, columns = keys[0]
             values = [_as_column(f"s.{_q(c)}", types[c]) for c in columns]
             message = _duplicate_message(index, len(columns), "d.k")
-            repeats = _db.unique_violations_sql(source, row, values, message)
+            repeats = unique_violations_sql(source, row, values, message)
             self._take_out(source, self._refusals([repeats]))
 
     def _refusals(self, queries: list[str]) -> dict[int, str]:
@@ -1098,7 +1116,7 @@ class _MyLoad:
         )
         message = _duplicate_message(index, len(columns), "v.k")
         return (
-            f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+            f"SELECT v.r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} AS r, {named} "
             f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
         )
 
@@ -1119,7 +1137,7 @@ class _MyLoad:
             values = ", ".join(f"s.{_q(c)} AS {_q(c)}" for c in columns)
             message = _literal(f"CONSTRAINT `{constraint}` failed for `{self.table}`")
             queries.append(
-                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} "
+                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} "
                 f"AS __beam_etl_r, {values} FROM {source} s WHERE {kept}) AS v "
                 f"WHERE ({clause}) IS FALSE"
             )
@@ -1142,7 +1160,7 @@ class _MyLoad:
         for start in range(0, len(numbers), _CHUNK):
             chunk = numbers[start : start + _CHUNK]
             marks = ", ".join(["%s"] * len(chunk))
-            self._execute(f"DELETE FROM {source} WHERE {_q(_db.ROW_COLUMN)} IN ({marks})", chunk)
+            self._execute(f"DELETE FROM {source} WHERE {_q(ROW_COLUMN)} IN ({marks})", chunk)
 
     def _rows(
         self, source: str, numbers: list[int], messages: dict[int, str]
@@ -1152,12 +1170,12 @@ class _MyLoad:
         for start in range(0, len(numbers), _CHUNK):
             chunk = numbers[start : start + _CHUNK]
             marks = ", ".join(["%s"] * len(chunk))
-            self._execute(f"SELECT * FROM {source} WHERE {_q(_db.ROW_COLUMN)} IN ({marks})", chunk)
+            self._execute(f"SELECT * FROM {source} WHERE {_q(ROW_COLUMN)} IN ({marks})", chunk)
             names = [c[0] for c in self.cursor.description]
             for values in self.cursor.fetchall():
                 row = dict(zip(names, values))
                 row.pop("_beam_etl_rank", None)
-                number = row[_db.ROW_COLUMN]
+                number = row[ROW_COLUMN]
                 found.append((number, row, _AT_ROW.sub("", messages[number])))
         return found
 
@@ -1191,28 +1209,28 @@ _LEDGER_DDL: Final = (
 class _MyPublish:
     """Publishes staged parts to MySQL, recorded in the ledger; one publish per target at once."""
 
-    def __init__(self, config: _db.DbConfig, table: str, settings: dict[str, Any]) -> None:
+    def __init__(self, config: DbConfig, table: str, settings: dict[str, Any]) -> None:
         self.config = config
         self.table = table
         self.settings = settings
 
     def __call__(
-        self, parts: list[Any], *, commit: bool = True, expect: _db.Published | None = None
-    ) -> _db.Published:
+        self, parts: list[Any], *, commit: bool = True, expect: Published | None = None
+    ) -> Published:
         """Publish `parts`; with `commit=False`, only try (everything rolled back); with
         `expect`, publish nothing unless the load does what the trial found."""
         settings = {**self.settings, "trial": not commit, "expect": expect}
-        return _db.with_retries(
+        return with_retries(
             lambda: self._publish(parts, settings),
             config=self.config,
             is_transient=is_transient,
             what=f"Publishing to `{self.table}`",
         )
 
-    def _publish(self, parts: list[Any], settings: dict[str, Any]) -> _db.Published:
+    def _publish(self, parts: list[Any], settings: dict[str, Any]) -> Published:
         import hashlib
 
-        ledger = _q(_db.LEDGER_TABLE)
+        ledger = _q(LEDGER_TABLE)
         run_id = self.settings["run_id"]
         lock = "beam_etl:" + hashlib.blake2b(self.table.encode(), digest_size=16).hexdigest()
         connection = connect(self.config)
@@ -1220,7 +1238,7 @@ class _MyPublish:
             with connection.cursor() as cursor:
                 cursor.execute(_LEDGER_DDL.format(ledger=ledger))
                 if self.settings.get("keep_state"):
-                    _dbstate.create(cursor, "mysql")  # DDL commits at once: before the load
+                    keptstate.create(cursor, "mysql")  # DDL commits at once: before the load
                 cursor.execute("SELECT GET_LOCK(%s, 600)", (lock,))
                 cursor.execute(
                     f"SELECT rows_written FROM {ledger} WHERE run_id = %s AND target = %s",
@@ -1229,7 +1247,7 @@ class _MyPublish:
                 done = cursor.fetchone()
                 if done is not None:  # this run was published before: change nothing
                     staged = sum(rows for _, rows in parts)
-                    return _db.Published(done[0], staged - done[0], [], already=True)
+                    return Published(done[0], staged - done[0], [], already=True)
                 load = _MyLoad(connection, self.table, settings)
                 # A trial the load cannot differ from is predicted, not loaded (see `predict`).
                 predicted = load.predict(parts) if settings["trial"] else None
@@ -1328,7 +1346,7 @@ class WriteToMySql(beam.PTransform):
             multi-host cluster, a folder every worker shares).
         """
         super().__init__()
-        keys = _db.check_write_args(
+        keys = check_write_args(
             table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
         )
         if load_method not in _LOAD_METHODS:
@@ -1339,7 +1357,7 @@ class WriteToMySql(beam.PTransform):
             host, port, database, user, password_env, connect_timeout, statement_timeout
         )
         self.table = table
-        self.run_id = run_id or _db.new_run_id()
+        self.run_id = run_id or new_run_id()
         self.settings = {
             "mode": mode,
             "keys": keys,
@@ -1356,18 +1374,18 @@ class WriteToMySql(beam.PTransform):
         self.staging_path = staging_path
         self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
-    def state_store(self) -> _dbstate.DatabaseState:
+    def state_store(self) -> keptstate.DatabaseState:
         """Return where this sink keeps the run's state (with `keep_state`)."""
-        return _dbstate.DatabaseState("mysql", self.config)
+        return keptstate.DatabaseState("mysql", self.config)
 
     def expand(self, batches):
-        self.staging = folder = _db.staging_folder(self.staging_path, self.table)
+        self.staging = folder = staging_folder(self.staging_path, self.table)
         if self.settings["mode"] == "scd2":
             batches = batches | "RowHash" >> beam.Map(
                 _scd2.with_row_hash, self.settings["hard_delete"]
             )
         publish = _MyPublish(self.config, self.table, {**self.settings, "step": self.label})
-        written, error = batches | _db.StageAndPublishDb(
+        written, error = batches | StageAndPublishDb(
             folder, publish, step=self.label, gates=self.gates
         )
         return WithErrors(written, error)

@@ -30,7 +30,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db
 from beam_etl.io._changes import (
     DELETE,
     INSERT,
@@ -58,8 +57,9 @@ from beam_etl.io._pgoutput import (
     lsn_text,
     plain_new_row,
 )
-from beam_etl.io._sql import check_identifier, quote_identifier
 from beam_etl.io.postgresio import _Postgres, arrow_type, connect
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.options import DbConfig, make_config
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 
@@ -77,7 +77,7 @@ def column_type(type_oid: int, modifier: int) -> pa.DataType:
     return arrow_type(type_oid, precision, scale)
 
 
-def replication_connect(config: _db.DbConfig) -> Any:
+def replication_connect(config: DbConfig) -> Any:
     """Return a logical replication connection (session in UTC, for timestamps' text form),
     retried while the failure is transient; a failure is one line, its password masked."""
     return connect(config, replication=True)
@@ -87,7 +87,7 @@ def replication_connect(config: _db.DbConfig) -> Any:
 class _Plan:
     """What the capture of one run reads (picklable: the DoFn holds it)."""
 
-    config: _db.DbConfig
+    config: DbConfig
     step: str
     slot: str
     publication: str
@@ -509,7 +509,7 @@ class ReadFromPostgresChanges(beam.PTransform):
         self.mode, self.snapshot, self.before = mode, snapshot, before
         self.interval = parse_lag(interval)
         self.batch_rows = batch_rows
-        self.config = _db.make_config(
+        self.config = make_config(
             "postgres",
             dsn=dsn,
             dsn_env=dsn_env,
@@ -662,7 +662,7 @@ class ReadFromPostgresChanges(beam.PTransform):
         return self._sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]
 
 
-def advance_slot(config: _db.DbConfig, slot: str, position: str) -> None:
+def advance_slot(config: DbConfig, slot: str, position: str) -> None:
     """Move `slot`'s confirmed position forward to `position` (never backwards)."""
     connection = connect(config)
     try:

@@ -24,8 +24,30 @@ import pyarrow.csv as pacsv
 
 from beam_etl.batches import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread, _dbstate, _scd2
-from beam_etl.io._sql import quote_identifier
+from beam_etl.io import _scd2
+from beam_etl.io._files import new_run_id
+from beam_etl.io.sql import keptstate, read
+from beam_etl.io.sql.identifiers import LEDGER_TABLE, quote_identifier
+from beam_etl.io.sql.loader import (
+    apply_bisecting,
+    refusals_sql,
+    schema_drift,
+    unique_violations_sql,
+)
+from beam_etl.io.sql.options import DbConfig, check_write_args, make_config
+from beam_etl.io.sql.publish import Published, StageAndPublishDb, check_expected
+from beam_etl.io.sql.retry import with_retries
+from beam_etl.io.sql.staging import (
+    ROW_COLUMN,
+    StagedOrigins,
+    conform,
+    last_rows,
+    numbered,
+    parts_schema,
+    read_parts,
+    staging_folder,
+)
+from beam_etl.io.sql.values import UnloadableError, loadable, sql_type, text_for_load
 from beam_etl.state import current_state
 from beam_etl.transforms.outputs import WithErrors
 
@@ -47,7 +69,7 @@ _NUMERIC: Final = 1700
 _SESSION: Final = "SET TIME ZONE 'UTC'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 
 
-def connect(config: _db.DbConfig, *, readonly: bool = False, replication: bool = False) -> Any:
+def connect(config: DbConfig, *, readonly: bool = False, replication: bool = False) -> Any:
     """Return a psycopg2 connection (retried while the failure is transient); with
     `replication`, a logical replication connection whose session is in UTC (for timestamps'
     text form) with exact floats."""
@@ -78,9 +100,7 @@ def connect(config: _db.DbConfig, *, readonly: bool = False, replication: bool =
             **kwargs,
         )
 
-    connection = _db.with_retries(
-        attempt, config=config, is_transient=is_transient, what="Connecting"
-    )
+    connection = with_retries(attempt, config=config, is_transient=is_transient, what="Connecting")
     if readonly:
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
     return connection
@@ -129,12 +149,12 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.D
     return pa.string()
 
 
-class _Postgres(_dbread.Dialect):
+class _Postgres(read.Dialect):
     """Reads with `COPY (query) TO STDOUT` in a REPEATABLE READ, READ ONLY transaction."""
 
     name = "postgres"
 
-    def connect(self, config: _db.DbConfig) -> Any:
+    def connect(self, config: DbConfig) -> Any:
         return connect(config, readonly=True)
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -216,7 +236,7 @@ def _decode_bytea(batch: pa.RecordBatch, types: list[pa.DataType]) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-class ReadFromPostgres(_dbread.ReadFromDatabase):
+class ReadFromPostgres(read.ReadFromDatabase):
     """Read a PostgreSQL table or query into Arrow record batches, in parallel key ranges.
 
     Bounded; order is not kept. Streams the result (bounded memory: about `batch_rows` rows
@@ -274,7 +294,7 @@ class ReadFromPostgres(_dbread.ReadFromDatabase):
         statement_timeout: seconds a statement may run (no limit when not given).
         """
         super().__init__()
-        config = _db.make_config(
+        config = make_config(
             "postgres",
             dsn=dsn,
             dsn_env=dsn_env,
@@ -320,7 +340,7 @@ class _CsvStream(io.RawIOBase):
             for batch in batches:
                 out = io.BytesIO()
                 options = pacsv.WriteOptions(include_header=False)
-                pacsv.write_csv(_db.text_for_load(batch), out, options)
+                pacsv.write_csv(text_for_load(batch), out, options)
                 self._put(out.getvalue())
             self._put(None)
         except BaseException as exc:  # handed to the reading side
@@ -519,27 +539,25 @@ def _value_sql(column: str, target: _Column, check: tuple[str, str] | None) -> s
 class _PgPublish:
     """Publishes staged parts to PostgreSQL in one transaction, recorded in the ledger."""
 
-    def __init__(self, config: _db.DbConfig, table: str, settings: dict[str, Any]) -> None:
+    def __init__(self, config: DbConfig, table: str, settings: dict[str, Any]) -> None:
         self.config = config
         self.table = table
         self.settings = settings  # mode, keys, hard_delete, dedup_sort, create, drift, ...
 
     def __call__(
-        self, parts: list[Any], *, commit: bool = True, expect: _db.Published | None = None
-    ) -> _db.Published:
+        self, parts: list[Any], *, commit: bool = True, expect: Published | None = None
+    ) -> Published:
         """Publish `parts`; with `commit=False`, only try (everything rolled back); with
         `expect`, publish nothing unless the load does what the trial found."""
-        return _db.with_retries(
+        return with_retries(
             lambda: self._transaction(parts, commit, expect),
             config=self.config,
             is_transient=is_transient,
             what=f"Publishing to `{self.table}`",
         )
 
-    def _transaction(
-        self, parts: list[Any], commit: bool, expect: _db.Published | None
-    ) -> _db.Published:
-        ledger = quote_identifier(_db.LEDGER_TABLE, "postgres")
+    def _transaction(self, parts: list[Any], commit: bool, expect: Published | None) -> Published:
+        ledger = quote_identifier(LEDGER_TABLE, "postgres")
         staged = sum(rows for _, rows in parts)
         run_id = self.settings["run_id"]
         connection = connect(self.config)
@@ -560,7 +578,7 @@ class _PgPublish:
                 done = cursor.fetchone()
                 if done is not None:  # this run was published before: change nothing
                     connection.rollback()
-                    return _db.Published(done[0], staged - done[0], [], already=True)
+                    return Published(done[0], staged - done[0], [], already=True)
                 load = _PgLoad(cursor, self.table, self.settings)
                 result = (None if commit else load.predict(parts)) or load.run(parts)
                 if result.rejects and self.settings["on_reject"] == "fail":
@@ -577,11 +595,11 @@ class _PgPublish:
                 state = current_state()
                 if self.settings.get("keep_state") and state is not None and commit:
                     # the run's state commits with the load (see `_dbstate`)
-                    _dbstate.create(cursor, "postgres")
-                    _dbstate.write(
+                    keptstate.create(cursor, "postgres")
+                    keptstate.write(
                         cursor, "postgres", state.pipeline, state.run_id, state.proposals
                     )
-                _db.check_expected(result, expect, self.table)
+                check_expected(result, expect, self.table)
             if commit:
                 connection.commit()
             else:
@@ -615,21 +633,21 @@ class _PgLoad:
         self.target = quote_identifier(table, "postgres")
         self.s = settings
         self.token = os.urandom(6).hex()
-        self.origins = _db.StagedOrigins("postgres")
+        self.origins = StagedOrigins("postgres")
         self.taken: list[tuple[int, dict[str, Any], str]] = []  # rows checks took out
         self.refused_log = False  # the temporary table `_one_by_one` notes refusals in
 
-    def run(self, parts: list[Any]) -> _db.Published:
+    def run(self, parts: list[Any]) -> Published:
         # Timestamps without zone are UTC, and a zoned one assigned to a column without zone
         # keeps its UTC time, whatever the server's or the DSN's TimeZone.
         self._execute("SET LOCAL TIME ZONE 'UTC'")
-        schema = _db.parts_schema(parts)
+        schema = parts_schema(parts)
         staged = sum(rows for _, rows in parts)
         existing = self._columns()
         if schema is None:  # nothing staged: `replace` still empties the target
             if existing and self.s["mode"] == "replace":
                 self._swap(self._new_like())
-            return _db.Published(0, 0, [])
+            return Published(0, 0, [])
         fields = [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
         load = [f for f in fields if f.name != self.s["hard_delete"]]
         if existing is None:
@@ -637,11 +655,11 @@ class _PgLoad:
                 raise ConnectorError(f"Table `{self.table}` does not exist (create_table: false)")
             self._create(load)
         else:
-            add, discard = _db.schema_drift(
+            add, discard = schema_drift(
                 pa.schema(load), list(existing), self.s["drift"], self.table
             )
             for f in add:
-                column = f"{_q(f.name)} {_db.sql_type(f.type, 'postgres')}"
+                column = f"{_q(f.name)} {sql_type(f.type, 'postgres')}"
                 self._execute(f"ALTER TABLE {self.target} ADD COLUMN {column}")
             fields = [f for f in fields if f.name not in discard]
             load = [f for f in load if f.name not in discard]
@@ -652,11 +670,11 @@ class _PgLoad:
                 f"Primary key column(s) {missing} are not in the load for `{self.table}`"
             )
         if self.s["mode"] == "append" and self._fast_append(parts, load, self.target):
-            return _db.Published(staged, 0, [])
+            return Published(staged, 0, [])
         if self.s["mode"] == "merge" and existing is None:
             written = self._fast_merge_into_new(parts, fields, load)
             if written is not None:
-                return _db.Published(written, staged - written, [])
+                return Published(written, staged - written, [])
         if self.s["mode"] == "replace":
             # COPY straight into the replacement (or the table this transaction created) and
             # swap it in; a refused row rolls the COPY back and the staging path finds it.
@@ -664,12 +682,12 @@ class _PgLoad:
             if self._fast_append(parts, load, dest):
                 if existing is not None:
                     self._swap(dest)
-                return _db.Published(staged, 0, [])
+                return Published(staged, 0, [])
             if existing is not None:
                 self._execute(f"DROP TABLE {dest}")
         return self._through_staging(parts, fields, names, staged, existing is not None)
 
-    def predict(self, parts: list[Any]) -> _db.Published | None:
+    def predict(self, parts: list[Any]) -> Published | None:
         """Return what loading `parts` will do without loading them, when the database
         cannot refuse a row the Arrow screening (`unloadable`) lets through: the load creates
         the table (append or replace, no keys), or merges into a table that only a primary key
@@ -683,29 +701,29 @@ class _PgLoad:
             or self._columns() is not None
         ):
             return None
-        schema = _db.parts_schema(parts)
+        schema = parts_schema(parts)
         if schema is None:
-            return _db.Published(0, 0, [])
+            return Published(0, 0, [])
         fields = [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
         for f in fields:
-            _db.sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
+            sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
         staged = sum(rows for _, rows in parts)
-        for _batch in self.origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+        for _batch in self.origins.batches(parts, pa.schema([*fields, *StagedOrigins.FIELDS])):
             pass
         rejects = [
             self.origins.reject(self.s["step"], self.table, [], row, message)
             for row, message in self.origins.screened
         ]
-        return _db.Published(staged - len(rejects), 0, rejects)
+        return Published(staged - len(rejects), 0, rejects)
 
-    def _predict_merge(self, parts: list[Any]) -> _db.Published | None:
+    def _predict_merge(self, parts: list[Any]) -> Published | None:
         """Predict a `merge`: every staged key is written once (the last row per key), when
         nothing but the primary key on the merge keys can refuse a row: no trigger, CHECK,
         foreign key (either way), exclusion or other unique key, row security, domain or
         always-generated identity column; every loaded column stores its values exactly (text
         into a varchar: measured here); the user may write (or create) the table; no staged
         key is null. None otherwise."""
-        schema = _db.parts_schema(parts)
+        schema = parts_schema(parts)
         keys, flag = self.s["keys"], self.s["hard_delete"]
         if schema is None or not keys:
             return None
@@ -719,7 +737,7 @@ class _PgLoad:
             if not self.s["create_table"] or not self._may("create"):
                 return None
             for f in load:
-                _db.sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
+                sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
         else:
             if any(f.name not in existing for f in load) and self.s["drift"] != "evolve":
                 return None
@@ -745,14 +763,14 @@ class _PgLoad:
             if [u[1] for u in unique] != [frozenset(keys)]:
                 return None
         found, too_long = [], False
-        for batch in self.origins.batches(parts, pa.schema([*fields, *_db.StagedOrigins.FIELDS])):
+        for batch in self.origins.batches(parts, pa.schema([*fields, *StagedOrigins.FIELDS])):
             found.append(pa.Table.from_batches([batch]).select(keys))
             for name, limit in max_chars.items():
                 longest = pc.max(pc.utf8_length(batch.column(name))).as_py()
                 too_long = too_long or (longest is not None and longest > limit)
         table = pa.concat_tables(found).combine_chunks() if found else None
         if too_long or (table is not None and any(table.column(k).null_count for k in keys)):
-            self.origins = _db.StagedOrigins("postgres")  # the trial screens again
+            self.origins = StagedOrigins("postgres")  # the trial screens again
             return None
         written = table.group_by(keys).aggregate([]).num_rows if table is not None else 0
         rejects = [
@@ -760,7 +778,7 @@ class _PgLoad:
             for row, message in self.origins.screened
         ]
         staged = sum(rows for _, rows in parts)
-        return _db.Published(written, staged - written - len(rejects), rejects)
+        return Published(written, staged - written - len(rejects), rejects)
 
     def _may(self, action: str) -> bool:
         """Whether this user may `write` (insert, update, delete) the target, or `create` it."""
@@ -802,9 +820,7 @@ class _PgLoad:
 
     def _create(self, load: list[pa.Field]) -> None:
         keys = self.s["keys"]
-        columns = [
-            f"{_q(f.name)} {_db.sql_type(f.type, 'postgres', key=f.name in keys)}" for f in load
-        ]
+        columns = [f"{_q(f.name)} {sql_type(f.type, 'postgres', key=f.name in keys)}" for f in load]
         if self.s["mode"] == "scd2":  # every version of a key, told apart by `valid_from`
             columns += _scd2.extra_columns(_q, "timestamp(6)", "boolean")
             keys = [*keys, _scd2.VALID_FROM]
@@ -821,18 +837,18 @@ class _PgLoad:
         path counts them), or None when a row is refused or screened out (the staging path
         then refuses that row alone)."""
         keys, flag, sort = self.s["keys"], self.s["hard_delete"], self.s["dedup_sort"]
-        schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        schema = pa.schema([*fields, *StagedOrigins.FIELDS])
         # Row numbers as staging gives them while nothing is screened out (else: no fast path).
-        keep = _db.last_rows(_db.numbered(parts, [*keys, *([sort] if sort else [])]), keys, sort)
-        origins, written = _db.StagedOrigins("postgres"), 0
+        keep = last_rows(numbered(parts, [*keys, *([sort] if sort else [])]), keys, sort)
+        origins, written = StagedOrigins("postgres"), 0
 
         def rows() -> Iterator[pa.RecordBatch]:
             nonlocal written
             for batch in origins.batches(parts, schema):
                 if origins.screened:
-                    raise _db.UnloadableError("a row cannot be loaded into postgres as it is")
+                    raise UnloadableError("a row cannot be loaded into postgres as it is")
                 if keep is not None:
-                    batch = batch.filter(pc.is_in(batch.column(_db.ROW_COLUMN), keep))
+                    batch = batch.filter(pc.is_in(batch.column(ROW_COLUMN), keep))
                 written += batch.num_rows
                 if flag:
                     batch = batch.filter(pc.invert(pc.fill_null(batch.column(flag), False)))
@@ -867,14 +883,14 @@ class _PgLoad:
         self._execute("SAVEPOINT beam_etl_copy")
         try:
             conformed: Iterator[pa.RecordBatch] = (
-                _db.conform(b, schema) for b in batches or _db.read_parts(parts)
+                conform(b, schema) for b in batches or read_parts(parts)
             )
             if not screened or max_chars:
-                conformed = _db.loadable(conformed, "postgres", max_chars)
+                conformed = loadable(conformed, "postgres", max_chars)
             _copy_in(self.cursor, dest, schema.names, conformed)
         except Exception as exc:
             self._execute("ROLLBACK TO SAVEPOINT beam_etl_copy")
-            if not (_is_row_error(exc) or isinstance(exc, _db.UnloadableError)):
+            if not (_is_row_error(exc) or isinstance(exc, UnloadableError)):
                 raise
             return False
         self._execute("RELEASE SAVEPOINT beam_etl_copy")
@@ -882,11 +898,11 @@ class _PgLoad:
 
     def _stage(self, parts: list[Any], fields: list[pa.Field]) -> str:
         stage = _q(f"_beam_etl_stage_{self.token}")
-        columns = [f"{_q(f.name)} {_db.sql_type(f.type, 'postgres')}" for f in fields]
+        columns = [f"{_q(f.name)} {sql_type(f.type, 'postgres')}" for f in fields]
         columns += [f"{_q(FILE_COLUMN)} integer", f"{_q(LINE_COLUMN)} bigint"]
-        columns.append(f"{_q(_db.ROW_COLUMN)} bigint")
+        columns.append(f"{_q(ROW_COLUMN)} bigint")
         self._execute(f"CREATE TEMP TABLE {stage} ({', '.join(columns)}) ON COMMIT DROP")
-        schema = pa.schema([*fields, *_db.StagedOrigins.FIELDS])
+        schema = pa.schema([*fields, *StagedOrigins.FIELDS])
         batches = self.origins.batches(parts, schema)
         keys, sort = self.s["keys"], self.s["dedup_sort"]
         if self.s["mode"] in ("merge", "scd2") and keys:
@@ -895,12 +911,12 @@ class _PgLoad:
             # columns alone tell whether any key repeats (screening only takes rows out);
             # only then are the rows screened once more, to number them as staging does.
             named = [*keys, *([sort] if sort else [])]
-            keep = _db.last_rows(_db.numbered(parts, named), keys, sort)
+            keep = last_rows(numbered(parts, named), keys, sort)
             if keep is not None:
-                screened = _db.StagedOrigins("postgres").batches(parts, schema)
-                keep = _db.last_rows(screened, keys, sort)
+                screened = StagedOrigins("postgres").batches(parts, schema)
+                keep = last_rows(screened, keys, sort)
             if keep is not None:
-                batches = (b.filter(pc.is_in(b.column(_db.ROW_COLUMN), keep)) for b in batches)
+                batches = (b.filter(pc.is_in(b.column(ROW_COLUMN), keep)) for b in batches)
         _copy_in(self.cursor, stage, schema.names, batches)
         return stage
 
@@ -918,12 +934,12 @@ class _PgLoad:
         self._execute(
             f"CREATE TEMP TABLE {_q(unique)} ON COMMIT DROP AS "
             f"(SELECT DISTINCT ON ({keys}) * FROM {stage} WHERE NOT ({has_null}) "
-            f"ORDER BY {keys}, {order}{_q(_db.ROW_COLUMN)} DESC) "
+            f"ORDER BY {keys}, {order}{_q(ROW_COLUMN)} DESC) "
             f"UNION ALL (SELECT * FROM {stage} WHERE {has_null})"
         )
         return _q(unique)
 
-    def _through_staging(self, parts, fields, names, staged, existed) -> _db.Published:
+    def _through_staging(self, parts, fields, names, staged, existed) -> Published:
         mode, keys = self.s["mode"], self.s["keys"]
         source = self._stage(parts, fields)
         if mode in ("merge", "scd2") and not all(
@@ -938,7 +954,7 @@ class _PgLoad:
         checks = {n: _exactness(n, loaded[n], *types[n][:2]) for n in names}
         if any(checks.values()):
             self._execute(_REFUSE_DDL)
-        row = _q(_db.ROW_COLUMN)
+        row = _q(ROW_COLUMN)
         self.cursor.execute(f"SELECT count(*), min({row}), max({row}) FROM {source}")
         candidates, low, high = self.cursor.fetchone()
         in_range = f"s.{row} >= %s AND s.{row} < %s"
@@ -973,7 +989,7 @@ class _PgLoad:
 
         applied, refused = 0, list[tuple[int, str]]()
         if candidates:
-            applied, refused = _db.apply_bisecting(
+            applied, refused = apply_bisecting(
                 self.cursor,
                 run_range,
                 low,
@@ -992,7 +1008,7 @@ class _PgLoad:
             for row, message in self.origins.screened
         ]
         rejects = screened + rejects
-        return _db.Published(written, staged - written - len(rejects), rejects)
+        return Published(written, staged - written - len(rejects), rejects)
 
     def _one_by_one(
         self, source: str, statements: list[str], start: int, end: int
@@ -1004,7 +1020,7 @@ class _PgLoad:
         if not self.refused_log:
             self._execute(f"CREATE TEMP TABLE {log} (r bigint, m text) ON COMMIT DROP")
             self.refused_log = True
-        row = _q(_db.ROW_COLUMN)
+        row = _q(ROW_COLUMN)
         run = "".join(
             f"EXECUTE $beam_etl${sql.replace('%s', '$1', 1).replace('%s', '$2', 1)}$beam_etl$ "
             "USING r, r + 1; GET DIAGNOSTICS n = ROW_COUNT; "
@@ -1046,8 +1062,8 @@ class _PgLoad:
         ]
         for check in (_overflow, _exactness):
             checks += [c for n in names if (c := check(n, loaded[n], *types[n][:2]))]
-        row = _q(_db.ROW_COLUMN)
-        queries = [_db.refusals_sql(source, row, checks)] if checks else []
+        row = _q(ROW_COLUMN)
+        queries = [refusals_sql(source, row, checks)] if checks else []
         queries += self._failed_checks(source, dest, names, types, kept)
         keys = self._unique_keys(dest)
         if self.s["mode"] == "append":  # appended keys an existing row holds: all refused
@@ -1059,7 +1075,7 @@ class _PgLoad:
             index, _, columns = keys[0]
             values = [f"CAST(s.{_q(c)} AS {types[c].base})" for c in columns]
             message = _duplicate_message(self._name_target(index), columns, "d.k")
-            repeats = _db.unique_violations_sql(source, row, values, message)
+            repeats = unique_violations_sql(source, row, values, message)
             self._take_out(source, self._refusals([repeats]))
         self._execute(f"CREATE INDEX ON {source} ({row})")
         self._execute(f"ANALYZE {source}")
@@ -1087,7 +1103,7 @@ class _PgLoad:
         if found:
             numbers = sorted(found)
             self.taken += self._rows(source, numbers, found)
-            self._execute(f"DELETE FROM {source} WHERE {_q(_db.ROW_COLUMN)} = ANY(%s)", (numbers,))
+            self._execute(f"DELETE FROM {source} WHERE {_q(ROW_COLUMN)} = ANY(%s)", (numbers,))
 
     def _repeats_decide(self, dest: str, names: list[str], keys) -> bool:
         """Whether a key repeated within the load is sure to be refused for all but its first
@@ -1130,7 +1146,7 @@ class _PgLoad:
         match = " AND ".join(f"t.{_q(c)} = v.k{i}" for i, c in enumerate(columns))
         message = _duplicate_message(self._name_target(index), columns, "v.k")
         return (
-            f"SELECT v.r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} AS r, {named} "
+            f"SELECT v.r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} AS r, {named} "
             f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
         )
 
@@ -1153,7 +1169,7 @@ class _PgLoad:
             shown = self._name_target(name).replace("'", "''")
             message = f'\'new row for relation "{relation}" violates check constraint "{shown}"\''
             queries.append(
-                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(_db.ROW_COLUMN)} "
+                f"SELECT __beam_etl_r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} "
                 f"AS __beam_etl_r, {values} FROM {source} s WHERE {kept}) AS v "
                 f"WHERE ({expression}) IS FALSE"
             )
@@ -1163,11 +1179,11 @@ class _PgLoad:
         self, source: str, numbers: list[int], messages: dict[int, str]
     ) -> list[tuple[int, dict[str, Any], str]]:
         """Return `(row number, staged row, message)` of the staged rows `numbers`."""
-        row = _q(_db.ROW_COLUMN)
+        row = _q(ROW_COLUMN)
         self.cursor.execute(f"SELECT * FROM {source} WHERE {row} = ANY(%s)", (numbers,))
         names = [c.name for c in self.cursor.description]
         rows = [dict(zip(names, values)) for values in self.cursor.fetchall()]
-        return [(r[_db.ROW_COLUMN], r, messages[r[_db.ROW_COLUMN]]) for r in rows]
+        return [(r[ROW_COLUMN], r, messages[r[ROW_COLUMN]]) for r in rows]
 
     def _letters(self, source: str, refused: list[tuple[int, str]]) -> list[Any]:
         """Return the dead letters of the rows checks took out and bisection refused, in
@@ -1365,11 +1381,11 @@ class WriteToPostgres(beam.PTransform):
             multi-host cluster, a folder every worker shares).
         """
         super().__init__()
-        keys = _db.check_write_args(
+        keys = check_write_args(
             table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
         )
         quote_identifier(table, "postgres")
-        self.config = _db.make_config(
+        self.config = make_config(
             "postgres",
             dsn=dsn,
             dsn_env=dsn_env,
@@ -1382,7 +1398,7 @@ class WriteToPostgres(beam.PTransform):
             statement_timeout=statement_timeout,
         )
         self.table = table
-        self.run_id = run_id or _db.new_run_id()
+        self.run_id = run_id or new_run_id()
         self.settings = {
             "mode": mode,
             "keys": keys,
@@ -1398,18 +1414,18 @@ class WriteToPostgres(beam.PTransform):
         self.staging_path = staging_path
         self.gates: tuple = ()  # set by the spec builder: quality checks that must pass first
 
-    def state_store(self) -> _dbstate.DatabaseState:
+    def state_store(self) -> keptstate.DatabaseState:
         """Return where this sink keeps the run's state (with `keep_state`)."""
-        return _dbstate.DatabaseState("postgres", self.config)
+        return keptstate.DatabaseState("postgres", self.config)
 
     def expand(self, batches):
-        self.staging = folder = _db.staging_folder(self.staging_path, self.table)
+        self.staging = folder = staging_folder(self.staging_path, self.table)
         if self.settings["mode"] == "scd2":
             batches = batches | "RowHash" >> beam.Map(
                 _scd2.with_row_hash, self.settings["hard_delete"]
             )
         publish = _PgPublish(self.config, self.table, {**self.settings, "step": self.label})
-        written, error = batches | _db.StageAndPublishDb(
+        written, error = batches | StageAndPublishDb(
             folder, publish, step=self.label, gates=self.gates
         )
         return WithErrors(written, error)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.errors import ConnectorError
-from beam_etl.io import _db, _dbread, _scd2
+from beam_etl.io import _scd2
 from beam_etl.io._files import (
     Part,
     StageAndPublish,
@@ -26,7 +26,9 @@ from beam_etl.io._files import (
     staging_dir,
 )
 from beam_etl.io._ipcparts import IpcPartWriter, parts_schema, read_parts
-from beam_etl.io._sql import LEDGER_TABLE, check_identifier, quote_identifier
+from beam_etl.io.sql import read
+from beam_etl.io.sql.identifiers import LEDGER_TABLE, check_identifier, quote_identifier
+from beam_etl.io.sql.options import DbConfig
 
 MODES: Final = ("replace", "append", "merge", "insert_only", "scd2")
 _AFFINITY: Final = (  # SQLite's rules for a declared type, in order, as Arrow types
@@ -341,12 +343,12 @@ def arrow_type(declared: str | None) -> pa.DataType | None:
     return None
 
 
-class _Sqlite(_dbread.Dialect):
+class _Sqlite(read.Dialect):
     """SQLite for the shared key-range reader: a read-only connection per range."""
 
     name = "sqlite"
 
-    def connect(self, config: _db.DbConfig) -> Any:
+    def connect(self, config: DbConfig) -> Any:
         return _Connection(config.database)
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -418,7 +420,7 @@ def _fits(value: Any, data_type: pa.DataType) -> bool:
     return True
 
 
-class ReadFromSqlite(_dbread.ReadFromDatabase):
+class ReadFromSqlite(read.ReadFromDatabase):
     """Read an SQLite table or query into Arrow record batches, in parallel key ranges.
 
     Read-only connections (the file is never changed or created). Types come from the
@@ -459,7 +461,7 @@ class ReadFromSqlite(_dbread.ReadFromDatabase):
             on_null: exclude | include | reject}` (see README, Incremental loads).
         """
         super().__init__()
-        config = _db.DbConfig(dialect="sqlite", database=database, retries=3)
+        config = DbConfig(dialect="sqlite", database=database, retries=3)
         self._setup_read(
             config,
             table,

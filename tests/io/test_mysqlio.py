@@ -290,7 +290,7 @@ def test_partitioned_read_returns_every_row_exactly_once(table, pipeline, bounds
 
 
 def test_a_table_with_an_integer_key_is_split_by_default(table, pipeline, monkeypatch):
-    from beam_etl.io import _dbread
+    from beam_etl.io.sql import read as _dbread
 
     my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, payload varchar(40))")
     my(f"INSERT INTO `{table}` SELECT seq, md5(seq) FROM seq_1_to_1000")

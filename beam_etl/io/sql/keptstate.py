@@ -12,8 +12,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from beam_etl.io._db import DbConfig, with_retries
-from beam_etl.io._sql import quote_identifier
+from beam_etl.io.sql.identifiers import quote_identifier
+from beam_etl.io.sql.options import DbConfig
+from beam_etl.io.sql.retry import with_retries
 
 STATE_TABLE: Final = "_beam_etl_state"
 _DDL: Final = {

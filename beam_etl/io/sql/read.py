@@ -18,7 +18,6 @@ from beam_etl.batches import split_compact, with_origin
 from beam_etl.config import first_line
 from beam_etl.deadletter import ERROR, NULL_CURSOR, OUTPUT, reject_all
 from beam_etl.errors import ConnectorError
-from beam_etl.io._db import DbConfig, with_retries
 from beam_etl.io._increment import (
     CursorIncrement,
     from_state,
@@ -31,7 +30,9 @@ from beam_etl.io._increment import (
     window_condition,
 )
 from beam_etl.io._publish import fault_point
-from beam_etl.io._sql import check_identifier, quote_identifier
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.options import DbConfig
+from beam_etl.io.sql.retry import with_retries
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.state import current_state
 from beam_etl.transforms._buckets import row_hash  # the shared row hash
