@@ -520,7 +520,7 @@ def _settings(table, **options):
 
 
 def _on_load(action, table, parts, **options):
-    from beam_etl.io.mysqlio import _MyLoad
+    from beam_etl.io.sql.mysql import load as _MyLoad
 
     config, settings = _settings(table, **options)
     connection = connect(config)
@@ -556,7 +556,7 @@ def test_a_merge_only_a_primary_key_guards_is_predicted_as_the_load_does(table, 
     the prediction is what the load does, and the trial publish uses it without loading."""
     from dbfixtures import my_connection
 
-    from beam_etl.io.mysqlio import _MyPublish
+    from beam_etl.io.sql.mysql import publisher as _MyPublish
 
     my(
         f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(3) NOT NULL, "

@@ -644,7 +644,7 @@ def _parts(batches, folder):
 
 @pytest.mark.parametrize("mode", ["append", "replace"])
 def test_trial_into_a_missing_table_predicts_without_loading(table, tmp_path, mode):
-    from beam_etl.io.postgresio import _PgPublish
+    from beam_etl.io.sql.postgres import publisher as _PgPublish
 
     sink = WriteToPostgres(table, **DB, mode=mode)
     publish = _PgPublish(sink.config, table, {**sink.settings, "step": "load"})
@@ -680,7 +680,7 @@ def _staged(tmp_path, batch: pa.RecordBatch) -> list:
 def test_a_merge_only_a_primary_key_guards_is_predicted_without_a_trial_load(table, tmp_path):
     """The merge trial does not load when nothing but the key can refuse a row: every staged
     key is written once. Anything else that could refuse one (here a CHECK) makes it load."""
-    from beam_etl.io.postgresio import _PgLoad
+    from beam_etl.io.sql.postgres import load as _PgLoad
 
     pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, name text)')
     parts = _staged(tmp_path, _batch([1, 2, 2, 3], ["a", "b", "b2", "c"]))
