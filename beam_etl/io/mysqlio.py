@@ -13,7 +13,7 @@ from typing import Final
 from beam_etl.io._files import new_run_id
 from beam_etl.io.sql import mysql, read
 from beam_etl.io.sql.mysql import MYSQL, arrow_type, connect, is_transient
-from beam_etl.io.sql.options import SinkOptions, check_write_args
+from beam_etl.io.sql.options import SinkOptions
 from beam_etl.io.sql.sink import WriteToDatabase
 
 __all__ = ["ReadFromMySql", "WriteToMySql", "arrow_type", "connect", "is_transient"]
@@ -181,9 +181,6 @@ class WriteToMySql(WriteToDatabase):
             multi-host cluster, a folder every worker shares).
         """
         super().__init__()
-        keys = check_write_args(
-            table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
-        )
         if load_method not in _LOAD_METHODS:
             raise ValueError(
                 f"Unknown load_method `{load_method}`; use one of {', '.join(_LOAD_METHODS)}"
@@ -191,16 +188,8 @@ class WriteToMySql(WriteToDatabase):
         config = mysql.config(
             host, port, database, user, password_env, connect_timeout, statement_timeout
         )
-        options = SinkOptions(
-            mode=mode,
-            keys=tuple(keys),
-            hard_delete=hard_delete_column,
-            dedup_sort=dedup_sort,
-            create_table=create_table,
-            drift=schema_drift,
-            on_reject=on_reject,
-            run_id=run_id or new_run_id(),
-            keep_state=bool(keep_state),
-            load_method=load_method,
-        )
+        options = SinkOptions.create(
+            table, mode, primary_key, hard_delete_column, dedup_sort, create_table,
+            schema_drift, on_reject, run_id or new_run_id(), keep_state, load_method,
+        )  # fmt: skip
         self._setup_write(table, config, options, staging_path)

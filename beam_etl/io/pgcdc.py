@@ -511,17 +511,9 @@ class ReadFromPostgresChanges(beam.PTransform):
         self.interval = parse_lag(interval)
         self.batch_rows = batch_rows
         self.config = make_config(
-            "postgres",
-            dsn=dsn,
-            dsn_env=dsn_env,
-            host=host,
-            port=port,
-            database=database,
-            user=user,
-            password_env=password_env,
-            connect_timeout=connect_timeout,
-            statement_timeout=None,
-        )
+            "postgres", dsn, dsn_env, host, port, database, user, password_env,
+            connect_timeout, None,
+        )  # fmt: skip
         self._exporter: Any = None  # the connection whose exported snapshot the run reads
 
     def expand(self, pbegin):

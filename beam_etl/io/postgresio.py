@@ -10,7 +10,7 @@ into a temporary staging table, one set-based statement per mode, the ledger row
 from beam_etl.io._files import new_run_id
 from beam_etl.io.sql import postgres, read
 from beam_etl.io.sql.identifiers import quote_identifier
-from beam_etl.io.sql.options import SinkOptions, check_write_args, make_config
+from beam_etl.io.sql.options import SinkOptions, make_config
 from beam_etl.io.sql.postgres import POSTGRES, connect, is_transient
 from beam_etl.io.sql.postgres_copy import arrow_type
 from beam_etl.io.sql.sink import WriteToDatabase
@@ -77,17 +77,9 @@ class ReadFromPostgres(read.ReadFromDatabase):
         """
         super().__init__()
         config = make_config(
-            "postgres",
-            dsn=dsn,
-            dsn_env=dsn_env,
-            host=host,
-            port=port,
-            database=database,
-            user=user,
-            password_env=password_env,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
+            "postgres", dsn, dsn_env, host, port, database, user, password_env,
+            connect_timeout, statement_timeout,
+        )  # fmt: skip
         self._setup_read(
             config,
             table,
@@ -189,31 +181,13 @@ class WriteToPostgres(WriteToDatabase):
             multi-host cluster, a folder every worker shares).
         """
         super().__init__()
-        keys = check_write_args(
-            table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
-        )
+        options = SinkOptions.create(
+            table, mode, primary_key, hard_delete_column, dedup_sort, create_table,
+            schema_drift, on_reject, run_id or new_run_id(), keep_state,
+        )  # fmt: skip
         quote_identifier(table, "postgres")
         config = make_config(
-            "postgres",
-            dsn=dsn,
-            dsn_env=dsn_env,
-            host=host,
-            port=port,
-            database=database,
-            user=user,
-            password_env=password_env,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
-        options = SinkOptions(
-            mode=mode,
-            keys=tuple(keys),
-            hard_delete=hard_delete_column,
-            dedup_sort=dedup_sort,
-            create_table=create_table,
-            drift=schema_drift,
-            on_reject=on_reject,
-            run_id=run_id or new_run_id(),
-            keep_state=bool(keep_state),
-        )
+            "postgres", dsn, dsn_env, host, port, database, user, password_env,
+            connect_timeout, statement_timeout,
+        )  # fmt: skip
         self._setup_write(table, config, options, staging_path)

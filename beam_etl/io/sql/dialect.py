@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
+from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.options import DbConfig
 from beam_etl.io.sql.publish import Published
+from beam_etl.io.sql.values import sql_type
 
 if TYPE_CHECKING:  # for annotations only: the loader imports this module
     from beam_etl.io.sql.loader import SqlLoad
@@ -117,3 +119,15 @@ class Dialect(Protocol):
     def after_prepare(self, load: "SqlLoad", source: str) -> None: ...
     def row_chunks(self, numbers: list[int]) -> Iterator[tuple[str, Any]]: ...
     def clean_message(self, message: str) -> str: ...
+
+
+class NamedDialect:
+    """Quoting and column types by the dialect's `name` (a base for `Dialect`s)."""
+
+    name: str
+
+    def quote(self, name: str) -> str:
+        return quote_identifier(name, self.name)
+
+    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
+        return sql_type(data_type, self.name, key=key)

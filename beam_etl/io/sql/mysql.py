@@ -17,8 +17,7 @@ import pyarrow.compute as pc
 
 from beam_etl.errors import ConnectorError
 from beam_etl.io.sql import keptstate, read
-from beam_etl.io.sql.dialect import Part
-from beam_etl.io.sql.identifiers import quote_identifier
+from beam_etl.io.sql.dialect import NamedDialect, Part
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.loader import SqlLoad
 from beam_etl.io.sql.mysql_checks import (
@@ -48,7 +47,6 @@ from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.refusals import refusals_sql
 from beam_etl.io.sql.retry import with_retries
 from beam_etl.io.sql.staging import ROW_COLUMN
-from beam_etl.io.sql.values import sql_type
 
 # Lock wait, deadlock, server shutting down, connection killed (MariaDB), refused, gone, lost.
 _TRANSIENT: Final = frozenset({1053, 1205, 1213, 1927, 2003, 2006, 2013, 2055, 4031})
@@ -202,21 +200,12 @@ def _to_arrow(values: tuple, data_type: pa.DataType) -> pa.Array:
 
 
 def config(host, port, database, user, password_env, connect_timeout, statement_timeout):
-    return make_config(
-        "mysql",
-        dsn=None,
-        dsn_env=None,
-        host=host,
-        port=port,
-        database=database,
-        user=user,
-        password_env=password_env,
-        connect_timeout=connect_timeout,
-        statement_timeout=statement_timeout,
-    )
+    """Return MySQL connection settings (no DSN: PyMySQL takes none)."""
+    timeouts = (connect_timeout, statement_timeout)
+    return make_config("mysql", None, None, host, port, database, user, password_env, *timeouts)
 
 
-class MySqlDialect:
+class MySqlDialect(NamedDialect):
     """MySQL / MariaDB for the shared loader: DDL outside the load's transaction, `LOAD DATA
     LOCAL INFILE` (or multi-row INSERT), merges as UPDATE then INSERT (never `ON DUPLICATE
     KEY`, which matches any unique key), strict mode with warnings refused, `RENAME TABLE`."""
@@ -231,20 +220,9 @@ class MySqlDialect:
     origin_types = ("int", "bigint", "bigint PRIMARY KEY")
     now = "UTC_TIMESTAMP(6)"
 
-    def connect(self, config: DbConfig) -> Any:
-        return connect(config)
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return is_transient(exc)
-
-    def is_row_error(self, exc: BaseException) -> bool:
-        return _is_row_error(exc)
-
-    def quote(self, name: str) -> str:
-        return quote_identifier(name, "mysql")
-
-    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
-        return sql_type(data_type, "mysql", key=key)
+    connect = staticmethod(connect)
+    is_transient = staticmethod(is_transient)
+    is_row_error = staticmethod(_is_row_error)
 
     def create_ledger(self, connection: Any, ledger: str, *, keep_state: bool) -> None:
         with connection.cursor() as cursor:

@@ -77,7 +77,6 @@ class DbConfig:
 
 def make_config(
     dialect: str,
-    *,
     dsn: str | None,
     dsn_env: str | None,
     host: str,
@@ -168,6 +167,42 @@ class SinkOptions:
     keep_state: bool = False
     step: str = ""
     load_method: str = "auto"
+
+    @classmethod
+    def create(
+        cls,
+        table: str,
+        mode: str,
+        primary_key: list[str] | str | None,
+        hard_delete_column: str | None,
+        dedup_sort: str | None,
+        create_table: bool,
+        schema_drift: str,
+        on_reject: str,
+        run_id: str,
+        keep_state: bool,
+        load_method: str = "auto",
+    ) -> "SinkOptions":
+        """Return a sink's options from its arguments, validated (see `check_write_args`).
+
+        Raises:
+            ValueError: an argument is invalid (named, with its value).
+        """
+        keys = check_write_args(
+            table, mode, primary_key, hard_delete_column, dedup_sort, schema_drift, on_reject
+        )
+        return cls(
+            mode=mode,
+            keys=tuple(keys),
+            hard_delete=hard_delete_column,
+            dedup_sort=dedup_sort,
+            create_table=create_table,
+            drift=schema_drift,
+            on_reject=on_reject,
+            run_id=run_id,
+            keep_state=bool(keep_state),
+            load_method=load_method,
+        )
 
     @classmethod
     def of(cls, settings: "SinkOptions | Mapping[str, Any]") -> "SinkOptions":

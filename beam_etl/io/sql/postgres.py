@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from beam_etl.errors import ConnectorError
 from beam_etl.io.sql import read
-from beam_etl.io.sql.dialect import Part
+from beam_etl.io.sql.dialect import NamedDialect, Part
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.loader import SqlLoad
@@ -44,7 +44,6 @@ from beam_etl.io.sql.postgres_fast import (
 from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.retry import with_retries
 from beam_etl.io.sql.staging import ROW_COLUMN
-from beam_etl.io.sql.values import sql_type
 
 _TRANSIENT_CODES: Final = frozenset({"40P01", "40001", "57P01", "57P02", "57P03"})
 _LEDGER_DDL: Final = (
@@ -152,7 +151,7 @@ class _Postgres(read.Dialect):
         return pa.schema(list(zip(names, types)))
 
 
-class PostgresDialect:
+class PostgresDialect(NamedDialect):
     """PostgreSQL for the shared loader: DDL inside the publish's one transaction, `COPY` in
     and out, `ON CONFLICT` upserts, a replacement swapped in by rename (indexes renamed
     back), refused ranges applied row by row in one server-side loop."""
@@ -167,20 +166,9 @@ class PostgresDialect:
     origin_types = ("integer", "bigint", "bigint")
     now = "now()"
 
-    def connect(self, config: DbConfig) -> Any:
-        return connect(config)
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return is_transient(exc)
-
-    def is_row_error(self, exc: BaseException) -> bool:
-        return _is_row_error(exc)
-
-    def quote(self, name: str) -> str:
-        return quote_identifier(name, "postgres")
-
-    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
-        return sql_type(data_type, "postgres", key=key)
+    connect = staticmethod(connect)
+    is_transient = staticmethod(is_transient)
+    is_row_error = staticmethod(_is_row_error)
 
     def create_ledger(self, connection: Any, ledger: str, *, keep_state: bool) -> None:
         import psycopg2  # an optional dependency, imported where it is needed
