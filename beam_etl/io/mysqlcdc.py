@@ -42,8 +42,8 @@ from beam_etl.io._changes import READ, TRUNCATE, EventBuilder
 from beam_etl.io._increment import parse_lag
 from beam_etl.io._publish import fault_point
 from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
-from beam_etl.io.sql.mysql import _MySql, connect
-from beam_etl.io.sql.mysql import config as _config
+from beam_etl.io.sql.mysql_read import _MySql, connect
+from beam_etl.io.sql.mysql_read import config as _config
 from beam_etl.io.sql.retry import with_retries
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.state import current_state

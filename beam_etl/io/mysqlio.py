@@ -11,8 +11,9 @@ rows themselves are published in one transaction, and `replace` swaps tables wit
 from typing import Final
 
 from beam_etl.io._files import new_run_id
-from beam_etl.io.sql import mysql, read
-from beam_etl.io.sql.mysql import MYSQL, arrow_type, connect, is_transient
+from beam_etl.io.sql import mysql_read, read
+from beam_etl.io.sql.mysql import MYSQL
+from beam_etl.io.sql.mysql_read import arrow_type, connect, is_transient
 from beam_etl.io.sql.options import SinkOptions
 from beam_etl.io.sql.sink import WriteToDatabase
 
@@ -32,7 +33,7 @@ class ReadFromMySql(read.ReadFromDatabase):
     JSON, ENUM, SET, TIME as strings. Batches carry the table (or `query`) as origin.
     """
 
-    DIALECT = mysql.READER
+    DIALECT = mysql_read.READER
 
     def __init__(
         self,
@@ -75,7 +76,7 @@ class ReadFromMySql(read.ReadFromDatabase):
         statement_timeout: seconds a statement may run (no limit when not given).
         """
         super().__init__()
-        config = mysql.config(
+        config = mysql_read.config(
             host, port, database, user, password_env, connect_timeout, statement_timeout
         )
         self._setup_read(
@@ -185,7 +186,7 @@ class WriteToMySql(WriteToDatabase):
             raise ValueError(
                 f"Unknown load_method `{load_method}`; use one of {', '.join(_LOAD_METHODS)}"
             )
-        config = mysql.config(
+        config = mysql_read.config(
             host, port, database, user, password_env, connect_timeout, statement_timeout
         )
         options = SinkOptions.create(

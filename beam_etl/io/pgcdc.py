@@ -59,8 +59,8 @@ from beam_etl.io._pgoutput import (
 )
 from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
 from beam_etl.io.sql.options import DbConfig, make_config
-from beam_etl.io.sql.postgres import _Postgres, connect
 from beam_etl.io.sql.postgres_copy import arrow_type
+from beam_etl.io.sql.postgres_read import _Postgres, connect
 from beam_etl.metrics import ROWS_READ, step_counter
 from beam_etl.transforms.outputs import WithErrors
 

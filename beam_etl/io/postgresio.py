@@ -8,11 +8,12 @@ into a temporary staging table, one set-based statement per mode, the ledger row
 """
 
 from beam_etl.io._files import new_run_id
-from beam_etl.io.sql import postgres, read
+from beam_etl.io.sql import postgres_read, read
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.options import SinkOptions, make_config
-from beam_etl.io.sql.postgres import POSTGRES, connect, is_transient
+from beam_etl.io.sql.postgres import POSTGRES
 from beam_etl.io.sql.postgres_copy import arrow_type
+from beam_etl.io.sql.postgres_read import connect, is_transient
 from beam_etl.io.sql.sink import WriteToDatabase
 
 __all__ = ["ReadFromPostgres", "WriteToPostgres", "arrow_type", "connect", "is_transient"]
@@ -31,7 +32,7 @@ class ReadFromPostgres(read.ReadFromDatabase):
     `query`) as origin, with no line.
     """
 
-    DIALECT = postgres.READER
+    DIALECT = postgres_read.READER
 
     def __init__(
         self,
