@@ -30,8 +30,10 @@ class Dialect(Protocol):
     arrow_dedupe: bool  # staging keeps only the last row per key (chosen in Arrow)
     check_savepoints: bool  # a set-based check that fails is skipped, not raised
     timestamp_type: str  # the column type of `scd2`'s validity columns
+    boolean_type: str  # and of its `is_current`
     table_options: str  # appended to CREATE TABLE
     origin_types: tuple[str, str, str]  # staging columns: file code, line, row number
+    screens: bool  # rows it cannot store exactly are refused in Arrow (`values.unloadable`)
     now: str  # SQL of the current UTC time, for the ledger
 
     # Connections, errors, names and types

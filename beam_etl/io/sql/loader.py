@@ -88,7 +88,7 @@ class SqlLoad:
         self.trial = trial
         self.expect = expect
         self.token = os.urandom(6).hex()
-        self.origins = StagedOrigins(dialect.name)
+        self.origins = StagedOrigins(dialect.name if dialect.screens else None)
         self.taken: list[tuple[int, dict[str, Any], str]] = []  # rows checks took out
         self.loaded: dict[str, pa.DataType] = {}  # staged columns' Arrow types
         self.fresh = False  # the target was created by this load
@@ -140,7 +140,7 @@ class SqlLoad:
         q = self.d.quote
         columns = [f"{q(f.name)} {self.d.sql_type(f.type, key=f.name in keys)}" for f in load]
         if self.mode.history:  # every version of a key, told apart by `valid_from`
-            columns += _scd2.extra_columns(q, self.d.timestamp_type, "boolean")
+            columns += _scd2.extra_columns(q, self.d.timestamp_type, self.d.boolean_type)
             keys = [*keys, _scd2.VALID_FROM]
         if keys:
             columns.append(f"PRIMARY KEY ({', '.join(q(k) for k in keys)})")
@@ -186,7 +186,7 @@ class SqlLoad:
             named = [*keys, *([sort] if sort else [])]
             keep = last_rows(numbered(parts, named), keys, sort)
             if keep is not None:
-                screened = StagedOrigins(self.d.name).batches(parts, schema)
+                screened = StagedOrigins(self.origins.dialect).batches(parts, schema)
                 keep = last_rows(screened, keys, sort)
             if keep is not None:
                 batches = (b.filter(pc.is_in(b.column(ROW_COLUMN), keep)) for b in batches)

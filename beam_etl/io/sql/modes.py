@@ -61,8 +61,7 @@ def _history(load, dest, source, names, values, types, in_range, kept) -> list[s
         keys=load.keys,
         flag=load.o.hard_delete,
         in_range=in_range,
-        at=f"TIMESTAMP '{_scd2.version_time()}'",
-        **load.d.history_options(load, types),
+        **{"at": f"TIMESTAMP '{_scd2.version_time()}'", **load.d.history_options(load, types)},
     )
 
 

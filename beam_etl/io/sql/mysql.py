@@ -65,8 +65,10 @@ class MySqlDialect(NamedDialect):
     arrow_dedupe = False
     check_savepoints = False
     timestamp_type = "datetime(6)"
+    boolean_type = "boolean"
     table_options = " DEFAULT CHARSET=utf8mb4"
     origin_types = ("int", "bigint", "bigint PRIMARY KEY")
+    screens = True
     now = "UTC_TIMESTAMP(6)"
 
     connect = staticmethod(connect)

@@ -60,8 +60,10 @@ class PostgresDialect(NamedDialect):
     arrow_dedupe = True
     check_savepoints = True
     timestamp_type = "timestamp(6)"
+    boolean_type = "boolean"
     table_options = ""
     origin_types = ("integer", "bigint", "bigint")
+    screens = True
     now = "now()"
 
     connect = staticmethod(connect)

@@ -43,8 +43,12 @@ class WriteToDatabase(beam.PTransform):
         """Return where this sink keeps the run's state (with `keep_state`)."""
         return keptstate.DatabaseState(self.DIALECT, self.config)
 
+    def _staging_folder(self) -> str:
+        """Return a fresh local folder for this write's staged parts."""
+        return staging_folder(self.staging_path, self.table)
+
     def expand(self, batches):
-        self.staging = folder = staging_folder(self.staging_path, self.table)
+        self.staging = folder = self._staging_folder()
         if self.options.mode == "scd2":
             batches = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.options.hard_delete)
         options = dataclasses.replace(self.options, step=self.label)

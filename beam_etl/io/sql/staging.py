@@ -71,7 +71,7 @@ class StagedOrigins:
         self.files: list[str] = []
         self._codes: dict[str, int] = {}
         self._rows = 0
-        self._dialect = dialect
+        self.dialect = dialect
         #: Rows refused before staging (`unloadable` in `dialect`), with why.
         self.screened: list[tuple[dict[str, Any], str]] = []
 
@@ -88,7 +88,7 @@ class StagedOrigins:
                 index = batch.schema.get_field_index(FILE_COLUMN)
                 batch = batch.set_column(index, FILE_COLUMN, encoded)
             batch = conform(batch, schema)
-            refused = unloadable(batch, self._dialect) if self._dialect else {}
+            refused = unloadable(batch, self.dialect) if self.dialect else {}
             if refused:
                 indices = sorted(refused)
                 rows = readable_rows(batch.take(pa.array(indices, pa.int64())))
