@@ -174,7 +174,7 @@ def execute(
         state.catch_up(keeper[1].state_store().entries(plan.spec.name))
     with deferred_publishing(pending), incremental_state(state), collecting_staging() as staging:
         plan.build(pipeline, checks_path, checkpoints)
-    runs.remember_staging(run_dir, staging, plan.transforms.values())
+    runs.remember_staging(run_dir, staging)
     error, result, outcome = None, None, None
     watch.start()
     try:

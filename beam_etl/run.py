@@ -178,7 +178,9 @@ def _infer_schema(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, help="server port (default: the dialect's)")
     parser.add_argument("--user", help="user name (default: postgres / root)")
-    parser.add_argument("--dsn-env", help="environment variable holding a PostgreSQL DSN")
+    parser.add_argument(
+        "--dsn-env", help="environment variable holding a DSN (postgresql://... or mysql://...)"
+    )
     parser.add_argument(
         "--sample-rows", default="10000", help="rows to look at, or `all` (default: 10000)"
     )
@@ -285,11 +287,9 @@ def _database_source(args: argparse.Namespace) -> Any:
         from beam_etl.io.postgresio import ReadFromPostgres  # lazy: the command line starts fast
 
         return ReadFromPostgres(**common, user=args.user or "postgres", dsn_env=args.dsn_env)
-    if args.dsn_env:
-        raise UsageError("`--dsn-env` is for PostgreSQL; give MySQL's --host, --port, --database")
     from beam_etl.io.mysqlio import ReadFromMySql  # lazy: the command line starts fast
 
-    return ReadFromMySql(**common, user=args.user or "root")
+    return ReadFromMySql(**common, user=args.user or "root", dsn_env=args.dsn_env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterable
 
 from beam_etl.core.publish import discard, discard_folder, remove_tree
 
@@ -39,13 +38,10 @@ class RunFolders:
         _write_json(os.path.join(folder, _OWNER), owner)
         return folder
 
-    def remember_staging(self, folder: str, staging: list[str], transforms: Iterable) -> None:
+    def remember_staging(self, folder: str, staging: list[str]) -> None:
         """Record the staging folders the built graph uses (`collecting_staging`), so a killed
         run's can be removed."""
-        # TODO(sql-loader merge): database sinks register through `staged` too; then drop this
-        staging = sorted(
-            {*staging, *(t.staging for t in transforms if getattr(t, "staging", None))}
-        )
+        staging = sorted(set(staging))
         _write_json(os.path.join(folder, _STAGING), staging)
 
     def finish(self, folder: str) -> None:

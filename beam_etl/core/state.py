@@ -139,7 +139,7 @@ class RunState:
 
     def catch_up(self, kept: dict[str, dict[str, Any]]) -> list[str]:
         """Bring this store level with state kept in a target database (`keep_state`, see
-        `beam_etl.io._dbstate`), which commits with that sink's load and so wins: a run killed
+        `beam_etl.io.sql.keptstate`), which commits with that sink's load and so wins: a run killed
         after that commit and before this store's has its folders promoted and its values
         committed here now. Return the sources caught up."""
         local = {e["source"]: e["run_id"] for e in self.store.entries(self.pipeline)}

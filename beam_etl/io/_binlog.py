@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io._changes import DELETE, INSERT, UPDATE
-from beam_etl.io._db import DbConfig
+from beam_etl.io.sql.options import DbConfig
 
 _REQUIRED: Final = {
     "log_bin": "1",

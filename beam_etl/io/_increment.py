@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_etl.io._sql import check_identifier
+from beam_etl.io.sql.identifiers import check_identifier
 
 ON_NULL: Final = ("exclude", "include", "reject")
 _KEYS: Final = {"cursor", "initial", "lag", "end", "on_null"}

@@ -11,6 +11,7 @@ it was, and the next run re-delivers the same changes, which the sinks' `merge` 
 harmless (full row images: re-applying a change sets the same row).
 """
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,7 +30,6 @@ from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.core.outputs import WithErrors
 from beam_etl.core.publish import fault_point
 from beam_etl.core.state import current_state
-from beam_etl.io import _db
 from beam_etl.io._binlog import (
     Position,
     check_server,
@@ -45,8 +45,10 @@ from beam_etl.io._binlog import (
 )
 from beam_etl.io._changes import READ, TRUNCATE, EventBuilder
 from beam_etl.io._increment import parse_lag
-from beam_etl.io._sql import check_identifier, quote_identifier
-from beam_etl.io.mysqlio import _config, _MySql, connect
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.mysql_read import _MySql, connect
+from beam_etl.io.sql.mysql_read import config as _config
+from beam_etl.io.sql.retry import with_retries
 
 MODES: Final = ("bounded", "follow")
 _PURGED: Final = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone
@@ -296,6 +298,8 @@ class ReadFromMySqlChanges(beam.PTransform):
         database: str | None = None,
         user: str = "root",
         password_env: str | None = "MYSQL_PASSWORD",
+        dsn: str | None = None,
+        dsn_env: str | None = None,
         server_id: int | None = None,
         mode: str = "bounded",
         snapshot: bool = True,
@@ -311,6 +315,9 @@ class ReadFromMySqlChanges(beam.PTransform):
         database: database of unqualified table names.
         user: user name (needs REPLICATION SLAVE and REPLICATION CLIENT).
         password_env: environment variable holding the password (read at construction).
+        dsn: `mysql://user:password@host:port/database` instead of the separate keys (prefer
+            `dsn_env`: a DSN holding a password belongs in the environment, not the spec).
+        dsn_env: environment variable holding such a DSN.
         server_id: replica id to read the binlog as, unique among the server's replicas
             (default: derived from the pipeline, step and tables).
         mode: `bounded` (one run) or `follow` (runs repeated every `interval` seconds).
@@ -324,6 +331,11 @@ class ReadFromMySqlChanges(beam.PTransform):
         names = [tables] if isinstance(tables, str) else list(tables or [])
         if not names:
             raise ValueError("`tables` must name at least one table")
+        connection = _config(
+            host, port, database or "-", user, password_env, connect_timeout, None, dsn, dsn_env
+        )
+        if connection.database != "-":  # the DSN's database, or the key's
+            database = connection.database
         if not database and any("." not in t for t in names):
             raise ValueError("Give `database`, or name tables as `database.table`")
         self.tables = [t if "." in t else f"{database}.{t}" for t in names]
@@ -338,10 +350,9 @@ class ReadFromMySqlChanges(beam.PTransform):
             raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
         if server_id is not None and not (isinstance(server_id, int) and 0 < server_id < 2**32):
             raise ValueError(f"`server_id` must be an integer in 1..4294967295, not `{server_id}`")
-        self.config = _config(
-            host, port, database or self.tables[0].split(".")[0], user, password_env,
-            connect_timeout, None,
-        )  # fmt: skip
+        self.config = dataclasses.replace(
+            connection, database=database or self.tables[0].split(".")[0]
+        )
         self.server_id = server_id
         try:
             self.interval = parse_lag(interval)
@@ -357,7 +368,7 @@ class ReadFromMySqlChanges(beam.PTransform):
             f"{pipeline}/{self.label}", self.config, self.tables
         )
         try:
-            run, schemas = _db.with_retries(
+            run, schemas = with_retries(
                 lambda: self._plan(server_id),
                 config=self.config,
                 is_transient=_MySql().is_transient,

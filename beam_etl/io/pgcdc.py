@@ -33,8 +33,8 @@ from beam_etl.core.errors import ConnectorError
 from beam_etl.core.local import runs_locally
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.core.outputs import WithErrors
+from beam_etl.core.publish import staged
 from beam_etl.core.state import current_state
-from beam_etl.io import _db
 from beam_etl.io._changes import (
     DELETE,
     INSERT,
@@ -62,8 +62,10 @@ from beam_etl.io._pgoutput import (
     lsn_text,
     plain_new_row,
 )
-from beam_etl.io._sql import check_identifier, quote_identifier
-from beam_etl.io.postgresio import _Postgres, arrow_type, connect
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.options import DbConfig, make_config
+from beam_etl.io.sql.postgres_copy import arrow_type
+from beam_etl.io.sql.postgres_read import _Postgres, connect
 
 MODES: Final = ("bounded", "follow")
 _NUMERIC: Final = 1700
@@ -79,7 +81,7 @@ def column_type(type_oid: int, modifier: int) -> pa.DataType:
     return arrow_type(type_oid, precision, scale)
 
 
-def replication_connect(config: _db.DbConfig) -> Any:
+def replication_connect(config: DbConfig) -> Any:
     """Return a logical replication connection (session in UTC, for timestamps' text form),
     retried while the failure is transient; a failure is one line, its password masked."""
     return connect(config, replication=True)
@@ -89,7 +91,7 @@ def replication_connect(config: _db.DbConfig) -> Any:
 class _Plan:
     """What the capture of one run reads (picklable: the DoFn holds it)."""
 
-    config: _db.DbConfig
+    config: DbConfig
     step: str
     slot: str
     publication: str
@@ -511,18 +513,10 @@ class ReadFromPostgresChanges(beam.PTransform):
         self.mode, self.snapshot, self.before = mode, snapshot, before
         self.interval = parse_lag(interval)
         self.batch_rows = batch_rows
-        self.config = _db.make_config(
-            "postgres",
-            dsn=dsn,
-            dsn_env=dsn_env,
-            host=host,
-            port=port,
-            database=database,
-            user=user,
-            password_env=password_env,
-            connect_timeout=connect_timeout,
-            statement_timeout=None,
-        )
+        self.config = make_config(
+            "postgres", dsn, dsn_env, host, port, database, user, password_env,
+            connect_timeout, None,
+        )  # fmt: skip
         self._exporter: Any = None  # the connection whose exported snapshot the run reads
 
     def expand(self, pbegin):
@@ -530,8 +524,10 @@ class ReadFromPostgresChanges(beam.PTransform):
         spill = None
         if runs_locally(pbegin.pipeline):  # its workers see this machine's temporary folder
             # `staging`: the command line removes it after the run, whatever the outcome.
-            spill = self.staging = os.path.join(
-                tempfile.gettempdir(), "beam_etl_cdc", f"{plan.slot}-{uuid.uuid4().hex[:12]}"
+            spill = self.staging = staged(
+                os.path.join(
+                    tempfile.gettempdir(), "beam_etl_cdc", f"{plan.slot}-{uuid.uuid4().hex[:12]}"
+                )
             )
         out = (
             pbegin
@@ -660,7 +656,7 @@ class ReadFromPostgresChanges(beam.PTransform):
         return self._sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]
 
 
-def advance_slot(config: _db.DbConfig, slot: str, position: str) -> None:
+def advance_slot(config: DbConfig, slot: str, position: str) -> None:
     """Move `slot`'s confirmed position forward to `position` (never backwards)."""
     connection = connect(config)
     try:

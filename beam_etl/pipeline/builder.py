@@ -60,8 +60,6 @@ def _apply(pipeline, node: Node, transform: Any, outputs: Outputs, gates: list, 
         if node.kind == SINK and gates and declared(transform, node.kind).gated:
             merged = tuple(gates) | f"{node.name}/Gates" >> beam.Flatten()
             pvalue = Gated(pvalue, merged)  # publishes only if every gate so far passed
-        elif node.kind == SINK and hasattr(transform, "gates"):  # not yet `GATED` (databases)
-            transform.gates = tuple(gates)
         result = pvalue | node.name >> transform
     else:
         result = pipeline | node.name >> transform

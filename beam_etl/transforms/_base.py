@@ -41,6 +41,9 @@ class BatchStep(beam.PTransform):
     """
 
     OUTPUTS: ClassVar[tuple[str, ...]] = (OUTPUT, ERROR)
+    #: A subclass that rejects nothing declares `OUTPUTS = (OUTPUT,)`; its `error` output,
+    #: always empty, stays in the Python shape `WithErrors(output, error)` (see the contract).
+    HIDDEN_OUTPUTS: ClassVar[tuple[str, ...]] = (ERROR,)
 
     def batch_function(self) -> Callable[[pa.RecordBatch, str], BatchResult]:
         raise NotImplementedError

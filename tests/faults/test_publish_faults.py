@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from dbfixtures import my, pg, unique_table
 
-from beam_etl.io import _db
-from beam_etl.io.postgresio import _PgPublish
+from beam_etl.io.sql import options as _db
+from beam_etl.io.sql.postgres import publisher as _PgPublish
 from beam_etl.run import main
 
 ROWS = 50

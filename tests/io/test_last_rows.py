@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from beam_etl.io._db import ROW_COLUMN, last_rows
+from beam_etl.io.sql.staging import ROW_COLUMN, last_rows
 
 
 def _batches(**columns):

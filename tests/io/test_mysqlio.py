@@ -290,7 +290,7 @@ def test_partitioned_read_returns_every_row_exactly_once(table, pipeline, bounds
 
 
 def test_a_table_with_an_integer_key_is_split_by_default(table, pipeline, monkeypatch):
-    from beam_etl.io import _dbread
+    from beam_etl.io.sql import read as _dbread
 
     my(f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, payload varchar(40))")
     my(f"INSERT INTO `{table}` SELECT seq, md5(seq) FROM seq_1_to_1000")
@@ -520,7 +520,7 @@ def _settings(table, **options):
 
 
 def _on_load(action, table, parts, **options):
-    from beam_etl.io.mysqlio import _MyLoad
+    from beam_etl.io.sql.mysql import load as _MyLoad
 
     config, settings = _settings(table, **options)
     connection = connect(config)
@@ -556,7 +556,7 @@ def test_a_merge_only_a_primary_key_guards_is_predicted_as_the_load_does(table, 
     the prediction is what the load does, and the trial publish uses it without loading."""
     from dbfixtures import my_connection
 
-    from beam_etl.io.mysqlio import _MyPublish
+    from beam_etl.io.sql.mysql import publisher as _MyPublish
 
     my(
         f"CREATE TABLE `{table}` (id bigint PRIMARY KEY, name varchar(3) NOT NULL, "
@@ -713,3 +713,30 @@ def test_a_null_key_or_a_missing_privilege_is_loaded_in_the_trial(table, tmp_pat
         assert _predict(table, parts, **options) is not None
     finally:
         my(f"DROP USER '{user}'@'%'")
+
+
+def test_a_dsn_from_the_environment_connects_and_its_password_is_never_shown(table, monkeypatch):
+    """`dsn` / `dsn_env` as for PostgreSQL: the keys every database connector spells alike."""
+    monkeypatch.setenv("BEAM_ETL_TEST_MY_DSN", "mysql://root:@127.0.0.1:3306/test")
+    _write([_batch([1, 2])], table)
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    source = ReadFromMySql(table=table, dsn_env="BEAM_ETL_TEST_MY_DSN")
+    assert (source.config.host, source.config.port, source.config.database) == (
+        "127.0.0.1",
+        3306,
+        "test",
+    )
+    ids = p | source | beam.FlatMap(lambda b: b.column("id").to_pylist())
+    assert_that(ids, equal_to([1, 2]))
+    p.run().wait_until_finish()
+    secret = ReadFromMySql(table=table, dsn="mysql://reader:s3cr%40t@db.example:3307/shop")
+    assert (secret.config.user, secret.config.port, secret.config.database) == (
+        "reader",
+        3307,
+        "shop",
+    )
+    assert secret.config.password.reveal() == "s3cr@t"
+    assert "s3cr" not in repr(secret.config) and "s3cr" not in secret.config.describe()
+    with pytest.raises(ValueError, match="must look like mysql://") as refused:
+        ReadFromMySql(table=table, dsn="postgresql://u:hunter2@h/db")
+    assert "hunter2" not in str(refused.value)

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from dbfixtures import pg, pg_connection, unique_table
 
 from beam_etl.core.batches import visible, with_origin
+from beam_etl.core.contract import Gated
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io._files import discard_staging
 from beam_etl.io.postgresio import ReadFromPostgres, WriteToPostgres, is_transient
@@ -520,8 +521,8 @@ def test_a_failed_quality_gate_publishes_nothing(table):
     p = test_pipeline.TestPipeline(runner=LocalRunner())
     sink = WriteToPostgres(table, **DB)
     failed = types.SimpleNamespace(passed=False, message="`amount` must not be null")
-    sink.gates = (p | "Gate" >> beam.Create([failed]),)
-    _ = p | beam.Create([_batch([2])]) | sink
+    gate = p | "Gate" >> beam.Create([failed])
+    _ = Gated(p | beam.Create([_batch([2])]), gate) | sink
     with pytest.raises(Exception, match="Nothing published by `WriteToPostgres`: `amount` must"):
         p.run().wait_until_finish()
     discard_staging([sink])
@@ -644,7 +645,7 @@ def _parts(batches, folder):
 
 @pytest.mark.parametrize("mode", ["append", "replace"])
 def test_trial_into_a_missing_table_predicts_without_loading(table, tmp_path, mode):
-    from beam_etl.io.postgresio import _PgPublish
+    from beam_etl.io.sql.postgres import publisher as _PgPublish
 
     sink = WriteToPostgres(table, **DB, mode=mode)
     publish = _PgPublish(sink.config, table, {**sink.settings, "step": "load"})
@@ -680,7 +681,7 @@ def _staged(tmp_path, batch: pa.RecordBatch) -> list:
 def test_a_merge_only_a_primary_key_guards_is_predicted_without_a_trial_load(table, tmp_path):
     """The merge trial does not load when nothing but the key can refuse a row: every staged
     key is written once. Anything else that could refuse one (here a CHECK) makes it load."""
-    from beam_etl.io.postgresio import _PgLoad
+    from beam_etl.io.sql.postgres import load as _PgLoad
 
     pg(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, name text)')
     parts = _staged(tmp_path, _batch([1, 2, 2, 3], ["a", "b", "b2", "c"]))

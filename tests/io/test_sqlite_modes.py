@@ -6,6 +6,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from beam_etl.io._files import discard_staging
 from beam_etl.io.sqliteio import WriteToSqlite
@@ -72,3 +73,42 @@ def test_insert_only_keeps_existing_keys_and_the_first_new_row(tmp_path):
 def test_keyed_mode_arguments_are_checked(options, message):
     with pytest.raises(ValueError, match=message):
         WriteToSqlite("x.sqlite", "t", **options)
+
+
+def _refusing_table(db) -> None:
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        connection.execute("INSERT INTO t VALUES (1, 'a')")
+
+
+@pytest.mark.parametrize("mode", ["append", "merge", "insert_only"])
+def test_a_refused_row_is_a_dead_letter_with_on_reject_dead_letter(tmp_path, mode):
+    """One bad value costs one row: SQLite refuses `v` null (NOT NULL); the others load and
+    the refused row leaves through `error` with its reason and origin."""
+    db = tmp_path / "r.sqlite"
+    _refusing_table(db)
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    batch = pa.RecordBatch.from_pylist(
+        [{"id": 2, "v": "b"}, {"id": 3, "v": None}, {"id": 4, "v": "d"}], schema=schema
+    )
+    keys = {} if mode == "append" else {"primary_key": "id"}
+    sink = WriteToSqlite(str(db), "t", mode=mode, on_reject="dead_letter", **keys)
+    assert sink.OUTPUTS == ("error",)
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    result = p | beam.Create([batch]) | sink
+    refused = result.error | beam.Map(lambda letter: (letter.reason, letter.payload["id"]))
+    assert_that(refused, equal_to([("db_constraint", 3)]))
+    try:
+        p.run().wait_until_finish()
+    finally:
+        discard_staging([sink])
+    assert _rows(db) == [(1, "a"), (2, "b"), (4, "d")]
+
+
+def test_a_refused_row_fails_the_run_and_publishes_nothing_by_default(tmp_path):
+    db = tmp_path / "f.sqlite"
+    _refusing_table(db)
+    with pytest.raises(Exception, match="NOT NULL"):
+        _write(db, [{"id": 2, "v": "b"}, {"id": 3, "v": None}], mode="append")
+    assert _rows(db) == [(1, "a")]
+    assert WriteToSqlite(str(db), "t").OUTPUTS == ()

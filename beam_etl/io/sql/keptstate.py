@@ -12,8 +12,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from beam_etl.io._db import DbConfig, with_retries
-from beam_etl.io._sql import quote_identifier
+from beam_etl.io.sql.identifiers import quote_identifier
+from beam_etl.io.sql.options import DbConfig
+from beam_etl.io.sql.retry import with_retries
 
 STATE_TABLE: Final = "_beam_etl_state"
 _DDL: Final = {
@@ -49,19 +50,11 @@ def write(cursor, dialect: str, pipeline: str, run_id: str, values: dict[str, An
 class DatabaseState:
     """Reads and resets the state a sink keeps in its database (picklable settings only)."""
 
-    def __init__(self, dialect: str, config: DbConfig) -> None:
-        self.dialect = dialect
+    def __init__(self, driver: Any, config: DbConfig) -> None:
+        """`driver`: what connects and tells transient failures (a `dialect.Dialect`)."""
+        self.driver = driver
+        self.dialect: str = driver.name
         self.config = config
-
-    def _driver(self) -> Any:
-        # Imported here: each driver module imports this one.
-        if self.dialect == "postgres":
-            from beam_etl.io import postgresio
-
-            return postgresio
-        from beam_etl.io import mysqlio
-
-        return mysqlio
 
     def entries(self, pipeline: str) -> dict[str, dict[str, Any]]:
         """Return the kept state of `pipeline` by source, as `{"value", "run_id"}` (empty
@@ -81,7 +74,7 @@ class DatabaseState:
         the rows it changed. A failure (a dead server, no right to create the table) is one
         `ConnectorError` line naming the database, its password masked; transient ones
         retried."""
-        driver = self._driver()
+        driver = self.driver
 
         def attempt() -> Any:
             connection = driver.connect(self.config)

@@ -22,7 +22,6 @@ from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.core.outputs import WithErrors
 from beam_etl.core.publish import fault_point
 from beam_etl.core.state import current_state
-from beam_etl.io._db import DbConfig, with_retries
 from beam_etl.io._increment import (
     CursorIncrement,
     from_state,
@@ -34,7 +33,9 @@ from beam_etl.io._increment import (
     typed_bound,
     window_condition,
 )
-from beam_etl.io._sql import check_identifier, quote_identifier
+from beam_etl.io.sql.identifiers import check_identifier, quote_identifier
+from beam_etl.io.sql.options import DbConfig
+from beam_etl.io.sql.retry import with_retries
 from beam_etl.keyed.buckets import row_hash  # the shared row hash
 
 
