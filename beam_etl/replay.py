@@ -38,7 +38,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from beam_etl.core.catalogue import SINK, SOURCE
-from beam_etl.core.contract import STEP, declared
+from beam_etl.core.contract import declared
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import UsageError
 from beam_etl.core.graph import reachable
@@ -181,10 +181,10 @@ def _upstream(names: set[str], by_name: dict[str, Node]) -> set[str]:
     return reachable(names, lambda name: [ref.node for ref in by_name[name].inputs])
 
 
-def _needs_whole_input(transform: Any, ref: InputRef) -> bool:
+def _needs_whole_input(transform: Any, kind: str, ref: InputRef) -> bool:
     """Whether a replayed node must still read input `ref` in full (a lookup's dimension, the
     other sides of a join) rather than drop it (a union, a sink, a flattened input)."""
-    declaration = declared(transform, STEP)
+    declaration = declared(transform, kind)
     if str(ref) in declaration.side_inputs or ref.node in declaration.side_inputs:
         return True
     return declaration.multi_input and not declaration.conserves_rows
@@ -206,7 +206,11 @@ def cut_plan(
     whole: set[str] = set()
     for name in reached - {target}:
         node, transform = by_name[name], plan.transforms[name]
-        kept = [r for r in node.inputs if r.node in reached or _needs_whole_input(transform, r)]
+        kept = [
+            r
+            for r in node.inputs
+            if r.node in reached or _needs_whole_input(transform, node.kind, r)
+        ]
         whole |= {r.node for r in kept if r.node not in reached}
         inputs[name] = kept
     skipped = _check_sinks(plan, reached, skip_sinks)
@@ -253,14 +257,16 @@ def _target_inputs(plan: Plan, node: Node, feed: str) -> list[InputRef]:
     """The target's inputs with the replayed rows in place of the stream it rejected from."""
     transform = plan.transforms[node.name]
     line = node.inputs[0].line if node.inputs else node.line
-    if not declared(transform, STEP).multi_input:
+    if not declared(transform, node.kind).multi_input:
         return [InputRef(feed, OUTPUT, line)]
-    stream = next((r for r in node.inputs if not _needs_side(transform, r)), node.inputs[0])
+    stream = next(
+        (r for r in node.inputs if not _needs_side(transform, node.kind, r)), node.inputs[0]
+    )
     return [InputRef(feed, OUTPUT, r.line) if r == stream else r for r in node.inputs]
 
 
-def _needs_side(transform: Any, ref: InputRef) -> bool:
-    sides = declared(transform, STEP).side_inputs
+def _needs_side(transform: Any, kind: str, ref: InputRef) -> bool:
+    sides = declared(transform, kind).side_inputs
     return str(ref) in sides or ref.node in sides
 
 
@@ -354,7 +360,7 @@ def _target_schema(plan: Plan, target: str) -> pa.Schema | None:
         if not isinstance(schema, pa.Schema) and callable(getattr(transform, "sample", None)):
             schema = transform.sample(1).schema
         return schema if isinstance(schema, pa.Schema) else None
-    stream = next((r for r in node.inputs if not _needs_side(transform, r)), None)
+    stream = next((r for r in node.inputs if not _needs_side(transform, node.kind, r)), None)
     if stream is None or stream.output == ERROR:
         return None
     return check_schemas(plan.ordered, plan.transforms).get(stream.node)
