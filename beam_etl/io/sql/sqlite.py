@@ -28,17 +28,6 @@ _LEDGER_DDL: Final = (
 )
 
 
-def sqlite_type(data_type: pa.DataType) -> str:
-    """Return the SQLite column type for an Arrow type."""
-    if pa.types.is_integer(data_type) or pa.types.is_boolean(data_type):
-        return "INTEGER"
-    if pa.types.is_floating(data_type):
-        return "REAL"
-    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
-        return "BLOB"
-    return "TEXT"  # strings, and dates, timestamps and decimals as exact ISO / decimal text
-
-
 def sqlite_values(batch: pa.RecordBatch) -> Iterator[tuple]:
     """Yield the rows of `batch` as `sqlite3` parameters (temporal and decimal values as text)."""
     columns = []
@@ -110,9 +99,6 @@ class SqliteDialect(NamedDialect):
     def is_row_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
 
-    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
-        return sqlite_type(data_type)
-
     def create_ledger(self, connection: Any, ledger: str, *, keep_state: bool) -> None:
         with connection.cursor() as cursor:
             cursor.execute(_LEDGER_DDL.format(ledger=ledger))
@@ -148,7 +134,7 @@ class SqliteDialect(NamedDialect):
     def new_like(self, load: SqlLoad) -> str:
         """Create the replacement: a table of the load's columns, as `replace` always made."""
         new = self.quote(f"_beam_etl_new_{load.token}")
-        columns = ", ".join(f"{self.quote(n)} {sqlite_type(t)}" for n, t in load.loaded.items())
+        columns = ", ".join(f"{self.quote(n)} {self.sql_type(t)}" for n, t in load.loaded.items())
         load.execute(f"CREATE TABLE {new} ({columns})")
         return new
 
