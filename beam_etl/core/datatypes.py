@@ -78,3 +78,25 @@ def type_name(data_type: pa.DataType) -> str:
     if pa.types.is_floating(data_type):
         return f"float{data_type.bit_width}"
     return str(data_type)
+
+
+_MEMBER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_type(data_type: pa.DataType) -> str:
+    """Return the type name of an Arrow type, lists and structs included (`list<int32 not
+    null>`, `struct<a: string>`; the inverse of `schema.model.parse_type_name`)."""
+    if pa.types.is_list(data_type):
+        item = data_type.value_field
+        return f"list<{format_type(item.type)}{'' if item.nullable else ' not null'}>"
+    if pa.types.is_struct(data_type):
+        members = ", ".join(
+            f"{_member(m.name)}: {format_type(m.type)}{'' if m.nullable else ' not null'}"
+            for m in data_type
+        )
+        return f"struct<{members}>"
+    return type_name(data_type)
+
+
+def _member(name: str) -> str:
+    return name if _MEMBER.fullmatch(name) else "`" + name.replace("`", "``") + "`"

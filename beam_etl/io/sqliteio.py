@@ -10,11 +10,11 @@ import uuid
 
 from beam_etl.core.publish import new_run_id
 from beam_etl.io._files import staging_dir
-from beam_etl.io.sql import read, sqlite_read
+from beam_etl.io.sql import read
 from beam_etl.io.sql.identifiers import check_identifier
 from beam_etl.io.sql.options import DbConfig, SinkOptions
 from beam_etl.io.sql.sink import WriteToDatabase
-from beam_etl.io.sql.sqlite import SQLITE
+from beam_etl.io.sql.sqlite import READER, SQLITE
 
 __all__ = ["ReadFromSqlite", "WriteToSqlite"]
 
@@ -101,7 +101,7 @@ class ReadFromSqlite(read.ReadFromDatabase):
     changed since the last successful run, as for PostgreSQL and MySQL.
     """
 
-    DIALECT = sqlite_read.READER
+    DIALECT = READER
 
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """Schema -> SQL `CREATE TABLE` for PostgreSQL, MySQL/MariaDB and SQLite, and back from catalogs.
 
-Every type maps to one column type per dialect. Where a dialect cannot hold the type exactly
+Every type maps to one column type per dialect (`beam_etl.core.sqltypes`, the table the loaders
+use too). Where a dialect cannot hold the type exactly
 (PostgreSQL has no 1-byte or unsigned integers; no dialect keeps a time zone name; structs become
 JSON), the mapping is a *loss*: `ddl_losses()` lists them, and `to_ddl()` refuses to write such a
 table unless `allow_lossy=True`. Reading a table back (`from_sqlite`, `from_postgres`,
@@ -16,13 +17,10 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from beam_etl.schema.model import Field, Schema, UnsupportedTypeError, format_type
+from beam_etl.core.sqltypes import DIALECTS, NoColumnTypeError, column_type
+from beam_etl.schema.model import Field, Schema, UnsupportedTypeError
 
-DIALECTS: Final = ("postgres", "mysql", "sqlite")
-_UNITS: Final = {"s": 0, "ms": 3, "us": 6, "ns": 9}
 _PRECISION_UNITS: Final = {0: "s", 3: "ms", 6: "us"}
-_INTS: Final = {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}
-_PG_INTS: Final = {8: "SMALLINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}
 
 
 def _check_dialect(dialect: str) -> None:
@@ -31,105 +29,18 @@ def _check_dialect(dialect: str) -> None:
 
 
 def sql_type(data_type: pa.DataType, dialect: str, *, key: bool = False) -> tuple[str, str | None]:
-    """Return the column type of `data_type` in `dialect` and the loss (None when exact).
+    """Return the column type of `data_type` in `dialect` and the loss (None when exact), as
+    `beam_etl.core.sqltypes` declares it for DDL.
 
     Raises:
         UnsupportedTypeError: the dialect has no column type for it at all.
         ValueError: unknown dialect.
     """
-    _check_dialect(dialect)
-    if pa.types.is_integer(data_type):
-        return _int_type(data_type, dialect)
-    if pa.types.is_floating(data_type):
-        single = data_type == pa.float32()
-        names = {"postgres": ("REAL", "DOUBLE PRECISION"), "mysql": ("FLOAT", "DOUBLE")}
-        return names.get(dialect, ("FLOAT", "DOUBLE"))[0 if single else 1], None
-    if pa.types.is_decimal(data_type):
-        return _decimal_type(data_type, dialect)
-    if pa.types.is_timestamp(data_type):
-        return _timestamp_type(data_type, dialect)
-    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        if dialect == "mysql" and key:
-            return "VARCHAR(255)", "a string key column holds at most 255 characters in MySQL"
-        return ("LONGTEXT" if dialect == "mysql" else "TEXT"), (
-            "large_string reads back as string" if pa.types.is_large_string(data_type) else None
-        )
-    if data_type == pa.binary():
-        if dialect == "mysql":
-            return (
-                ("VARBINARY(255)", "a binary key holds at most 255 bytes")
-                if key
-                else (
-                    "LONGBLOB",
-                    None,
-                )
-            )
-        return ("BYTEA" if dialect == "postgres" else "BLOB"), None
-    simple = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE"}
-    if data_type in simple:
-        return simple[data_type], None
-    if dialect == "postgres" and pa.types.is_list(data_type):
-        return _pg_array(data_type)
-    name = "JSONB" if dialect == "postgres" else "JSON"
-    return name, f"{format_type(data_type)} is stored as {name} and reads back as string"
-
-
-def _int_type(data_type: pa.DataType, dialect: str) -> tuple[str, str | None]:
-    bits, signed = data_type.bit_width, pa.types.is_signed_integer(data_type)
-    if dialect == "mysql":
-        name = {8: "TINYINT", 16: "SMALLINT", 32: "INT", 64: "BIGINT"}[bits]
-        return (name if signed else f"{name} UNSIGNED"), None
-    if dialect == "sqlite":
-        if signed:
-            return _INTS[bits], None
-        loss = "values above 2^63-1 do not fit SQLite integers" if bits == 64 else None
-        return f"{_INTS[bits]} UNSIGNED", loss
-    if signed:
-        loss = "int8 is stored as SMALLINT and reads back as int16" if bits == 8 else None
-        return _PG_INTS[bits], loss
-    wider = {8: "SMALLINT", 16: "INTEGER", 32: "BIGINT", 64: "NUMERIC(20,0)"}[bits]
-    return wider, f"{format_type(data_type)} is stored as {wider} (PostgreSQL has no unsigned)"
-
-
-def _decimal_type(data_type: pa.DataType, dialect: str) -> tuple[str, str | None]:
-    precision, scale = data_type.precision, data_type.scale
-    if dialect == "mysql" and (precision > 65 or scale > 30):
-        raise UnsupportedTypeError(
-            f"MySQL cannot hold `{format_type(data_type)}` (DECIMAL allows 65 digits, scale 30)"
-        )
-    name = "NUMERIC" if dialect == "postgres" else "DECIMAL"
-    loss = None
-    if dialect == "sqlite" and precision > 15:
-        loss = f"SQLite keeps 15 significant digits of `{format_type(data_type)}` values"
-    return f"{name}({precision},{scale})", loss
-
-
-def _timestamp_type(data_type: pa.TimestampType, dialect: str) -> tuple[str, str | None]:
-    digits = min(_UNITS[data_type.unit], 6)
-    losses = []
-    if data_type.unit == "ns":
-        losses.append("nanoseconds are cut to microseconds")
-    if data_type.tz is not None and (dialect == "mysql" or data_type.tz != "UTC"):
-        losses.append(f"the zone `{data_type.tz}` is not kept (instants read back in UTC)")
-    if dialect == "mysql":
-        if data_type.tz is not None:
-            losses[-1] = f"the zone `{data_type.tz}` is not kept (store UTC; reads back naive)"
-        name = f"DATETIME({digits})"
-    elif dialect == "postgres":
-        name = f"TIMESTAMP({digits})" + (" WITH TIME ZONE" if data_type.tz else "")
-    else:
-        name = f"{'TIMESTAMPTZ' if data_type.tz else 'TIMESTAMP'}({digits})"
-    return name, "; ".join(losses) or None
-
-
-def _pg_array(data_type: pa.DataType) -> tuple[str, str | None]:
-    item = data_type.value_field
-    if pa.types.is_list(item.type) or pa.types.is_struct(item.type):
-        return "JSONB", f"{format_type(data_type)} is stored as JSONB and reads back as string"
-    inner, loss = sql_type(item.type, "postgres")
-    if not item.nullable:
-        loss = "; ".join(filter(None, [loss, "array items cannot be declared NOT NULL"]))
-    return f"{inner}[]", loss
+    try:
+        found = column_type(data_type, dialect, key=key, purpose="ddl")
+    except NoColumnTypeError as exc:
+        raise UnsupportedTypeError(str(exc)) from exc
+    return found.name, found.loss
 
 
 def _quote(name: str, dialect: str) -> str:

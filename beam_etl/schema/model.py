@@ -32,7 +32,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from beam_etl.core.batches import visible_schema
-from beam_etl.core.datatypes import parse_type, type_name
+from beam_etl.core.datatypes import format_type, parse_type
 from beam_etl.core.errors import BeamEtlError
 
 VERSION: Final = 1
@@ -74,24 +74,6 @@ def _check_type(data_type: pa.DataType, where: str) -> pa.DataType:
     ):
         raise UnsupportedTypeError(f"Type `{data_type}` of `{where}` is not supported by schemas")
     return data_type
-
-
-def format_type(data_type: pa.DataType) -> str:
-    """Return the type name of a supported Arrow type (the inverse of `parse_type_name`)."""
-    if pa.types.is_list(data_type):
-        item = data_type.value_field
-        return f"list<{format_type(item.type)}{'' if item.nullable else ' not null'}>"
-    if pa.types.is_struct(data_type):
-        members = ", ".join(
-            f"{_quote(m.name)}: {format_type(m.type)}{'' if m.nullable else ' not null'}"
-            for m in data_type
-        )
-        return f"struct<{members}>"
-    return type_name(data_type)
-
-
-def _quote(name: str) -> str:
-    return name if _IDENTIFIER.fullmatch(name) else "`" + name.replace("`", "``") + "`"
 
 
 def parse_type_name(text: str) -> pa.DataType:

@@ -9,13 +9,12 @@ rows themselves are published in one transaction, and `replace` swaps tables wit
 
 import hashlib
 import re
-from collections.abc import Iterator
 from typing import Any, Final
 
 import pyarrow as pa
 
 from beam_etl.io.sql import keptstate
-from beam_etl.io.sql.dialect import NamedDialect, Part
+from beam_etl.io.sql.dialect import BaseDialect, Part
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.loader import SqlLoad
 from beam_etl.io.sql.mysql_checks import (
@@ -46,7 +45,6 @@ from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.refusals import refusals_sql
 from beam_etl.io.sql.staging import ROW_COLUMN
 
-_CHUNK: Final = 10_000  # row numbers per IN list
 _LEDGER_DDL: Final = (
     "CREATE TABLE IF NOT EXISTS {ledger} (run_id varchar(190) NOT NULL, "
     "target varchar(190) NOT NULL, rows_written bigint NOT NULL, "
@@ -54,7 +52,7 @@ _LEDGER_DDL: Final = (
 )
 
 
-class MySqlDialect(NamedDialect):
+class MySqlDialect(BaseDialect):
     """MySQL / MariaDB for the shared loader: DDL outside the load's transaction, `LOAD DATA
     LOCAL INFILE` (or multi-row INSERT), merges as UPDATE then INSERT (never `ON DUPLICATE
     KEY`, which matches any unique key), strict mode with warnings refused, `RENAME TABLE`."""
@@ -70,6 +68,7 @@ class MySqlDialect(NamedDialect):
     origin_types = ("int", "bigint", "bigint PRIMARY KEY")
     screens = True
     now = "UTC_TIMESTAMP(6)"
+    row_chunk = 10_000
 
     connect = staticmethod(connect)
     is_transient = staticmethod(is_transient)
@@ -171,9 +170,6 @@ class MySqlDialect(NamedDialect):
         else:
             insert_rows(load, stage, schema, batches)
 
-    def needs_sql_dedupe(self, load: SqlLoad, fields: list[pa.Field]) -> bool:
-        return load.mode.keep is not None  # insert_only keeps the first row per key
-
     def dedupe_sql(self, source, unique, keys, has_null, sort, first) -> str:
         order = f"{_q(sort)} DESC, " if sort else ""
         row = _q(ROW_COLUMN)
@@ -202,18 +198,16 @@ class MySqlDialect(NamedDialect):
                 load.take_out(source, found)
         return [f"s.{_q(n)}" for n in names]
 
-    def _match(self, load: SqlLoad) -> str:
-        return " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in load.keys)
-
     def insert_ignore_sql(self, load: SqlLoad, insert: str, dest: str, in_range: str) -> str:
         missing = f"t.{_q(load.keys[0])} IS NULL"
-        return f"{insert} LEFT JOIN {dest} t ON {self._match(load)} WHERE {missing} AND {in_range}"
+        match = self._match(load, "t")
+        return f"{insert} LEFT JOIN {dest} t ON {match} WHERE {missing} AND {in_range}"
 
     def upsert_sql(self, load: SqlLoad, insert, dest, source, names, types, in_range, kept):
         """Update the rows with the same primary key, then insert the others: `INSERT ... ON
         DUPLICATE KEY UPDATE` would match a row on any unique key and overwrite it. A row
         that collides with another row on a second unique key is refused instead."""
-        keys, flag, match = load.keys, load.o.hard_delete, self._match(load)
+        keys, flag, match = load.keys, load.o.hard_delete, self._match(load, "t")
         statements = []
         if flag:
             statements.append(
@@ -249,9 +243,6 @@ class MySqlDialect(NamedDialect):
     def refusal_message(self, load: SqlLoad, exc: BaseException) -> str:
         message = _AT_ROW.sub("", str(exc.args[-1]))
         return message.replace(f"_beam_etl_new_{load.token}", load.table)
-
-    def one_by_one(self, load: SqlLoad, source: str, statements: list[str]) -> None:
-        return None  # bisection down to single rows
 
     def refusal_checks(self, load: SqlLoad, names, types, kept) -> list[tuple[str, str]]:
         checks = [
@@ -327,14 +318,6 @@ class MySqlDialect(NamedDialect):
         index, _, columns = key
         values = [_as_column(f"s.{_q(c)}", types[c]) for c in columns]
         return values, _duplicate_message(index, len(columns), "d.k")
-
-    def after_prepare(self, load: SqlLoad, source: str) -> None:
-        pass  # staged rows are keyed on their number already
-
-    def row_chunks(self, numbers: list[int]) -> Iterator[tuple[str, Any]]:
-        for start in range(0, len(numbers), _CHUNK):
-            chunk = numbers[start : start + _CHUNK]
-            yield f"IN ({', '.join(['%s'] * len(chunk))})", chunk
 
     def clean_message(self, message: str) -> str:
         return _AT_ROW.sub("", message)

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from beam_etl.io.sql.dialect import NamedDialect, Part
+from beam_etl.io.sql.dialect import BaseDialect, Part
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.loader import SqlLoad
@@ -49,7 +49,7 @@ _LEDGER_DDL: Final = (
 )
 
 
-class PostgresDialect(NamedDialect):
+class PostgresDialect(BaseDialect):
     """PostgreSQL for the shared loader: DDL inside the publish's one transaction, `COPY` in
     and out, `ON CONFLICT` upserts, a replacement swapped in by rename (indexes renamed
     back), refused ranges applied row by row in one server-side loop."""
@@ -61,7 +61,6 @@ class PostgresDialect(NamedDialect):
     check_savepoints = True
     timestamp_type = "timestamp(6)"
     boolean_type = "boolean"
-    table_options = ""
     origin_types = ("integer", "bigint", "bigint")
     screens = True
     now = "now()"
@@ -272,12 +271,6 @@ class PostgresDialect(NamedDialect):
     def history_options(self, load: SqlLoad, types) -> dict[str, Any]:
         return {"key_cast": lambda k: f"CAST(s.{_q(k)} AS {types[k].base})"}
 
-    def begin(self, load: SqlLoad) -> None:
-        pass  # the publish is one transaction already
-
-    def after_statement(self, load: SqlLoad) -> None:
-        pass  # PostgreSQL refuses; it never stores a value changed with a warning
-
     def refusal_message(self, load: SqlLoad, exc: BaseException) -> str:
         return name_target(load, _message(exc))
 
@@ -363,9 +356,6 @@ class PostgresDialect(NamedDialect):
 
     def row_chunks(self, numbers: list[int]) -> Iterator[tuple[str, Any]]:
         yield "= ANY(%s)", (numbers,)
-
-    def clean_message(self, message: str) -> str:
-        return message
 
 
 def _q_in(schema: str, name: str) -> str:

@@ -1,42 +1,38 @@
-"""SQLite as a dialect of the shared loader (standard library `sqlite3`): the embedded default.
+"""SQLite as a dialect of the shared loader and key-range reader (standard library `sqlite3`):
+the embedded default. Everything standard comes from `BaseDialect`; this is what differs.
 
-DDL is transactional: one `BEGIN IMMEDIATE` transaction holds the whole publish. Dates,
-timestamps and decimals are stored as exact ISO / decimal text, booleans as 0 / 1; `replace`
-swaps in a table of the load's columns; `merge` replaces the loaded keys' rows as a whole.
+Writes: DDL is transactional, one `BEGIN IMMEDIATE` transaction holds the whole publish.
+Dates, timestamps and decimals are stored as exact ISO / decimal text, booleans as 0 / 1;
+`replace` swaps in a table of the load's columns; `merge` replaces the loaded keys' rows as a
+whole. Reads: read-only connections, and the Arrow types of declared column types by SQLite's
+affinity rules (a column without one takes its values').
 """
 
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io import _scd2
-from beam_etl.io.sql.dialect import NamedDialect, Part
+from beam_etl.io.sql import read
+from beam_etl.io.sql.dialect import BaseDialect
 from beam_etl.io.sql.loader import SqlLoad
 from beam_etl.io.sql.options import DbConfig
-from beam_etl.io.sql.publish import Published
-from beam_etl.io.sql.sqlite_read import Cursor
-from beam_etl.io.sql.staging import ROW_COLUMN
 
-_CHUNK: Final = 500  # row numbers per IN list (SQLite takes at most 999 parameters)
 _LEDGER_DDL: Final = (
     "CREATE TABLE IF NOT EXISTS {ledger} (run_id TEXT NOT NULL, target TEXT NOT NULL, "
     "rows_written INTEGER NOT NULL, published_at TEXT NOT NULL, PRIMARY KEY (run_id, target))"
 )
-
-
-def sqlite_type(data_type: pa.DataType) -> str:
-    """Return the SQLite column type for an Arrow type."""
-    if pa.types.is_integer(data_type) or pa.types.is_boolean(data_type):
-        return "INTEGER"
-    if pa.types.is_floating(data_type):
-        return "REAL"
-    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
-        return "BLOB"
-    return "TEXT"  # strings, and dates, timestamps and decimals as exact ISO / decimal text
+_AFFINITY: Final = (  # SQLite's rules for a declared type, in order, as Arrow types
+    ("INT", pa.int64()), ("CHAR", pa.string()), ("CLOB", pa.string()), ("TEXT", pa.string()),
+    ("BLOB", pa.binary()), ("REAL", pa.float64()), ("FLOA", pa.float64()),
+    ("DOUB", pa.float64()), ("BOOL", pa.bool_()),
+)  # fmt: skip
 
 
 def sqlite_values(batch: pa.RecordBatch) -> Iterator[tuple]:
@@ -50,12 +46,44 @@ def sqlite_values(batch: pa.RecordBatch) -> Iterator[tuple]:
     return zip(*columns)
 
 
-class Connection:
-    """An `sqlite3` connection in autocommit mode whose transactions are explicit."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying may help: another connection holds the database's lock."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
-    def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+
+class Cursor:
+    """An `sqlite3` cursor that takes the `%s` parameters (and `%%`) of the shared SQL."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._cursor = connection.cursor()
+
+    def __enter__(self) -> "Cursor":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._cursor.close()
+
+    def execute(self, sql: str, params=None) -> None:
+        if params:
+            sql = sql.replace("%s", "?").replace("%%", "%")
+        self._cursor.execute(sql, list(params or ()))
+
+    def __getattr__(self, name: str) -> Any:  # executemany, fetch*, description, rowcount
+        return getattr(self._cursor, name)
+
+
+class Connection:
+    """An `sqlite3` connection in autocommit mode whose transactions are explicit; read-only
+    (and never creating the file) for reads."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        if readonly and not os.path.exists(path):
+            raise ConnectorError(f"SQLite database `{path}` does not exist")
+        if readonly:
+            self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._connection = sqlite3.connect(path, timeout=60, isolation_level=None)
 
     def cursor(self) -> Cursor:
         return Cursor(self._connection)
@@ -72,20 +100,14 @@ class Connection:
         self._connection.close()
 
 
-class _Column:
+class _Column(NamedTuple):
     """A target column as `PRAGMA table_info` tells it."""
 
-    def __init__(self, type_: str, not_null: bool) -> None:
-        self.type, self.not_null = type_, not_null
+    type: str
+    not_null: bool
 
 
-def _failed(constraint: str, table: str, columns: list[str]) -> str:
-    """Return SQLite's message for a failed constraint, as an SQL literal."""
-    shown = ", ".join(f"{table}.{c}" for c in columns)
-    return "'" + f"{constraint} constraint failed: {shown}".replace("'", "''") + "'"
-
-
-class SqliteDialect(NamedDialect):
+class SqliteDialect(BaseDialect):
     """SQLite for the shared loader: everything in one transaction, rows staged with
     `executemany`, no bulk fast path, refused rows found by bisection."""
 
@@ -96,7 +118,6 @@ class SqliteDialect(NamedDialect):
     check_savepoints = True
     timestamp_type = "TEXT"
     boolean_type = "INTEGER"
-    table_options = ""
     origin_types = ("INTEGER", "INTEGER", "INTEGER")
     screens = False  # dates, times and decimals are stored as exact text
     now = "strftime('%%Y-%%m-%%dT%%H:%%M:%%f+00:00', 'now')"
@@ -105,13 +126,10 @@ class SqliteDialect(NamedDialect):
         return Connection(config.database)
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        return is_transient(exc)
 
     def is_row_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
-
-    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
-        return sqlite_type(data_type)
 
     def create_ledger(self, connection: Any, ledger: str, *, keep_state: bool) -> None:
         with connection.cursor() as cursor:
@@ -119,13 +137,6 @@ class SqliteDialect(NamedDialect):
 
     def lock(self, cursor: Any, table: str) -> None:
         cursor.execute("BEGIN IMMEDIATE")  # one writer at a time, from the ledger check on
-
-    def start(self, load: SqlLoad) -> None:
-        pass
-
-    def columns(self, load: SqlLoad) -> dict[str, str] | None:
-        found = {name: column.type for name, column in self.describe(load, load.target).items()}
-        return found or None  # no columns: no table
 
     def describe(self, load: SqlLoad, relation: str) -> dict[str, Any]:
         load.execute(f"PRAGMA table_info({relation})")
@@ -142,125 +153,99 @@ class SqliteDialect(NamedDialect):
             keys.append((index, frozenset(columns if plain else ["?"]), columns))
         return keys
 
-    def empty_target(self, load: SqlLoad) -> None:
-        load.execute(f"DELETE FROM {load.target}")
-
-    def new_like(self, load: SqlLoad) -> str:
-        """Create the replacement: a table of the load's columns, as `replace` always made."""
-        new = self.quote(f"_beam_etl_new_{load.token}")
-        columns = ", ".join(f"{self.quote(n)} {sqlite_type(t)}" for n, t in load.loaded.items())
-        load.execute(f"CREATE TABLE {new} ({columns})")
-        return new
-
-    def swap(self, load: SqlLoad, new: str, result: Published | None = None) -> None:
-        load.execute(f"DROP TABLE {load.target}")
-        load.execute(f"ALTER TABLE {new} RENAME TO {self.quote(load.table)}")
-
-    def predict(self, load: SqlLoad, parts: list[Part]) -> Published | None:
-        return None  # the trial loads: it is a local file
-
-    def fast(self, load: SqlLoad, parts, fields, columns, existed: bool) -> Published | None:
-        return None  # no bulk path to take: staging is the load
-
-    def temporary_table_sql(self, name: str, columns: list[str]) -> str:
-        return f"CREATE TEMP TABLE {name} ({', '.join(columns)})"
-
     def stage_rows(self, load: SqlLoad, stage: str, schema: pa.Schema, batches) -> None:
         names = ", ".join(self.quote(n) for n in schema.names)
         sql = f"INSERT INTO {stage} ({names}) VALUES ({', '.join('?' * len(schema))})"
         for batch in batches:
             load.cursor.executemany(sql, sqlite_values(batch))
 
-    def needs_sql_dedupe(self, load: SqlLoad, fields: list[pa.Field]) -> bool:
-        return load.mode.keep is not None  # insert_only keeps the first row per key
-
-    def dedupe_sql(self, source, unique, keys, has_null, sort, first) -> str:
-        order = f"{self.quote(sort)} DESC, " if sort else ""
-        row = self.quote(ROW_COLUMN)
-        return (
-            f"CREATE TEMP TABLE {unique} AS SELECT * FROM (SELECT s.*, ROW_NUMBER() OVER "
-            f"(PARTITION BY {keys} ORDER BY {order}{row} {'ASC' if first else 'DESC'}) "
-            f"AS _beam_etl_rank FROM {source} s) WHERE _beam_etl_rank = 1 OR {has_null}"
-        )
-
-    def kept(self, flag: str | None) -> str:
-        return f"(s.{self.quote(flag)} IS NULL OR NOT s.{self.quote(flag)})" if flag else "1"
-
-    def before_apply(self, load: SqlLoad, source, names, types, kept) -> list[str]:
-        return [f"s.{self.quote(n)}" for n in names]
-
-    def _match(self, load: SqlLoad, target: str) -> str:
-        q = self.quote
-        return " AND ".join(f"{target}.{q(k)} = s.{q(k)}" for k in load.keys)
-
-    def insert_ignore_sql(self, load: SqlLoad, insert: str, dest: str, in_range: str) -> str:
-        taken = f"SELECT 1 FROM {dest} t WHERE {self._match(load, 't')}"
-        return f"{insert} WHERE {in_range} AND NOT EXISTS ({taken})"
-
-    def upsert_sql(self, load: SqlLoad, insert, dest, source, names, types, in_range, kept):
-        """The staged keys' rows are replaced (or deleted) as a whole."""
-        matched = f"SELECT 1 FROM {source} s WHERE {self._match(load, dest)} AND {in_range}"
-        return [
-            f"DELETE FROM {dest} WHERE EXISTS ({matched})",
-            f"{insert} WHERE {in_range} AND {kept}",
-        ]
-
     def history_options(self, load: SqlLoad, types) -> dict[str, Any]:
-        return {"at": f"'{_scd2.version_time()}'"}
-
-    def begin(self, load: SqlLoad) -> None:
-        pass  # the publish is one transaction already
-
-    def after_statement(self, load: SqlLoad) -> None:
-        pass
-
-    def refusal_message(self, load: SqlLoad, exc: BaseException) -> str:
-        return str(exc).replace(f"_beam_etl_new_{load.token}", load.table)
-
-    def one_by_one(self, load: SqlLoad, source: str, statements: list[str]) -> None:
-        return None  # bisection down to single rows
-
-    def refusal_checks(self, load: SqlLoad, names, types, kept) -> list[tuple[str, str]]:
-        return [
-            (
-                f"s.{self.quote(n)} IS NULL AND {kept}",
-                _failed("NOT NULL", load.table, [n]),
-            )
-            for n in names
-            if types[n].not_null
-        ]
-
-    def failed_checks(self, load: SqlLoad, source, dest, names, types, kept) -> list[str]:
-        return []  # CHECK constraints are left to bisection
-
-    def taken_key(self, load: SqlLoad, source, dest, types, key) -> str:
-        _, _, columns = key
-        q = self.quote
-        named = ", ".join(f"s.{q(c)} AS k{i}" for i, c in enumerate(columns))
-        match = " AND ".join(f"t.{q(c)} = v.k{i}" for i, c in enumerate(columns))
-        message = _failed("UNIQUE", load.table, columns)
-        return (
-            f"SELECT v.r, {message} FROM (SELECT s.{q(ROW_COLUMN)} AS r, {named} "
-            f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
-        )
-
-    def only_keys_refuse(self, load: SqlLoad, dest: str) -> bool:
-        return False  # triggers and foreign keys are not looked up: bisection decides
-
-    def repeated_key(self, load: SqlLoad, key, types) -> tuple[list[str], str]:
-        _, _, columns = key
-        return [f"s.{self.quote(c)}" for c in columns], _failed("UNIQUE", load.table, columns)
-
-    def after_prepare(self, load: SqlLoad, source: str) -> None:
-        pass
-
-    def row_chunks(self, numbers: list[int]) -> Iterator[tuple[str, Any]]:
-        for start in range(0, len(numbers), _CHUNK):
-            chunk = numbers[start : start + _CHUNK]
-            yield f"IN ({', '.join(['%s'] * len(chunk))})", chunk
-
-    def clean_message(self, message: str) -> str:
-        return message
+        return {"at": f"'{_scd2.version_time()}'"}  # timestamps are ISO text
 
 
 SQLITE: Final = SqliteDialect()
+
+
+def arrow_type(declared: str | None) -> pa.DataType | None:
+    """Return the Arrow type of a declared SQLite column type (None: no declared type)."""
+    upper = (declared or "").upper()
+    return next((data_type for part, data_type in _AFFINITY if part in upper), None)
+
+
+class _Reader(read.Dialect):
+    """SQLite for the shared key-range reader: a read-only connection per range."""
+
+    name = "sqlite"
+
+    def connect(self, config: DbConfig) -> Any:
+        return Connection(config.database, readonly=True)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
+        declared = self._declared(connection, sql, params)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(batch_rows):
+                arrays = [
+                    _to_arrow(values, declared.get(name), name, source)
+                    for values, name in zip(zip(*rows), names)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def describe(self, connection, sql, source) -> pa.Schema:
+        declared = self._declared(connection, sql, [])
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM ({sql}) AS d LIMIT 0")
+            names = [d[0] for d in cursor.description]
+        return pa.schema([(n, declared.get(n) or pa.string()) for n in names])
+
+    @staticmethod
+    def _declared(connection, sql: str, params) -> dict[str, pa.DataType]:
+        """Return the Arrow types of the result's columns that have a declared type (those
+        read straight from a table column), through a temporary view of the query."""
+        if params:
+            return {}  # a view cannot take parameters: types come from the values
+        view = f"_beam_etl_describe_{uuid.uuid4().hex[:12]}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMP VIEW {view} AS {sql.replace('%%', '%')}")
+            cursor.execute(f"PRAGMA temp.table_info({view})")
+            found = {row[1]: arrow_type(row[2]) for row in cursor.fetchmany(10_000)}
+            cursor.execute(f"DROP VIEW temp.{view}")
+        return {name: t for name, t in found.items() if t is not None}
+
+
+def _to_arrow(values: tuple, declared: pa.DataType | None, name: str, source: str) -> pa.Array:
+    if declared is None:  # an expression: its values' own type (integers, floats or text)
+        kinds = {type(v) for v in values if v is not None}
+        if kinds <= {int}:
+            declared = pa.int64()
+        elif kinds <= {int, float}:
+            declared = pa.float64()
+        elif kinds <= {bytes}:
+            declared = pa.binary()
+        else:
+            return pa.array([None if v is None else str(v) for v in values], pa.string())
+    if pa.types.is_boolean(declared) and all(v in (0, 1, None) for v in values):
+        values = tuple(None if v is None else bool(v) for v in values)  # stored as 0 / 1
+    try:
+        return pa.array(values, declared)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        bad = next(v for v in values if v is not None and not _fits(v, declared))
+        raise ConnectorError(
+            f"Column `{name}` of `{source}` is declared {declared} but holds {bad!r} "
+            f"({type(bad).__name__}); read it with a `query` that casts it"
+        ) from None
+
+
+def _fits(value: Any, data_type: pa.DataType) -> bool:
+    try:
+        pa.array([value], data_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True
+
+
+READER: Final = _Reader()

@@ -10,45 +10,22 @@ import pyarrow.compute as pc
 
 from beam_etl.core.batches import HIDDEN_PREFIX
 from beam_etl.core.errors import ConnectorError
+from beam_etl.core.sqltypes import NoColumnTypeError, column_type
 
 
 def sql_type(data_type: pa.DataType, dialect: str, *, key: bool = False) -> str:
-    """Return the column type for an Arrow type in `dialect` (`postgres` or `mysql`).
+    """Return the column type a load makes for an Arrow type in `dialect` (`postgres`,
+    `mysql` or `sqlite`; see `beam_etl.core.sqltypes`).
 
     `key`: the column is part of a primary key (MySQL needs a bounded type there).
 
     Raises:
         ConnectorError: no column type holds the Arrow type (lists, structs, ...).
     """
-    t = data_type.value_type if pa.types.is_dictionary(data_type) else data_type
-    pg = dialect == "postgres"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_integer(t):
-        bits = t.bit_width + (1 if pa.types.is_unsigned_integer(t) else 0)
-        if not pg and pa.types.is_unsigned_integer(t):
-            return {9: "tinyint unsigned", 17: "smallint unsigned", 33: "int unsigned"}.get(
-                bits, "bigint unsigned"
-            )
-        names = (("smallint", 16), ("integer", 32), ("bigint", 64))
-        return next((name for name, width in names if bits <= width), "numeric(20,0)")
-    if pa.types.is_floating(t):
-        return ("real" if pg else "float") if t.bit_width <= 32 else "double precision"
-    if pa.types.is_decimal(t):
-        return f"numeric({min(t.precision, 1000 if pg else 65)},{t.scale})"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
-        return "text" if pg else ("varchar(255)" if key else "longtext")
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return "bytea" if pg else ("varbinary(255)" if key else "longblob")
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_timestamp(t):
-        if pg:
-            return "timestamp with time zone" if t.tz else "timestamp without time zone"
-        return "datetime(6)"  # MySQL keeps no zone: tz-aware values are stored in UTC
-    if pa.types.is_time(t):
-        return "time" if pg else "time(6)"
-    raise ConnectorError(f"No {dialect} column type for Arrow type `{data_type}`")
+    try:
+        return column_type(data_type, dialect, key=key, purpose="load").name
+    except NoColumnTypeError as exc:
+        raise ConnectorError(str(exc)) from exc
 
 
 def text_for_load(batch: pa.RecordBatch) -> pa.RecordBatch:
