@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from apache_beam.internal import pickler
 from apache_beam.io.filesystems import FileSystems
@@ -95,6 +95,17 @@ def staged(folder: str) -> str:
 def pending_folder() -> str | None:
     """Return the folder for pending publishes of sinks being built now, None to publish at once."""
     return _DEFERRED.get()
+
+
+class Published(NamedTuple):
+    """What a publish did: rows written, rows dropped on purpose, rows the target refused
+    (`DeadLetter`s); `already`: the target's ledger says this run id was published before, so
+    nothing changed. A publisher may return it instead of a row count."""
+
+    written: int
+    dropped: int = 0
+    rejects: list = []
+    already: bool = False
 
 
 @dataclass

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 import apache_beam as beam
 import pyarrow as pa
@@ -25,12 +25,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from beam_etl.core.deadletter import ERROR, OUTPUT
 from beam_etl.core.errors import CheckFailedError, ConnectorError
-from beam_etl.core.metrics import ROWS_WRITTEN, step_counter
+from beam_etl.core.metrics import ALREADY_PUBLISHED, ROWS_DROPPED, ROWS_WRITTEN, step_counter
 from beam_etl.core.publish import (
     DEAD_LETTERS,
     FILES,
     Pending,
+    Published,
     discard_folder,
     fault_point,
     pending_folder,
@@ -207,13 +209,32 @@ class StageFn(beam.DoFn):
             self._writer = None
 
 
+class Publisher(Protocol):
+    """What `StageAndPublish` calls with the staged parts, once, after every bundle: one
+    protocol for every publishing shape (a folder of parts, a single file, a whole document, a
+    database table).
+
+    - `__call__(parts)` publishes now and returns the rows written (an `int`) or a
+      `Published` (rows written, dropped, refused as dead letters, already published).
+    - optional `prepare(parts)`: under deferred publishing, check before the verdict that the
+      target can be written (a target that cannot fails the run, not the publish).
+    - optional `trial(parts) -> Published | None`: under deferred publishing, try the load and
+      roll it back (databases): its refused rows become the run's dead letters, and the
+      launcher's publish after the verdict must find the same (`Pending.expect`); None: no
+      trial was possible without changing the target. A publisher with a trial also has its
+      staging folder removed after an immediate publish.
+    """
+
+    def __call__(self, parts: list[Part]) -> "int | Published": ...
+
+
 class _PublishFn(beam.DoFn):
-    """Publishes the staged parts at once, or (under `deferred_publishing`) prepares them and
-    records a pending publish for the launcher (see `io/_publish.py`)."""
+    """Publishes the staged parts at once, or (under `deferred_publishing`) prepares or tries
+    them and records a pending publish for the launcher (see `beam_etl.core.publish`)."""
 
     def __init__(
         self,
-        publish: Callable[[list[Part]], int],
+        publish: Publisher,
         step: str,
         *,
         folder: str,
@@ -229,22 +250,41 @@ class _PublishFn(beam.DoFn):
     def process(self, parts: list[Part], gates=()):
         parts = sorted(parts)
         failed = gate_failures(gates)
+        trial = getattr(self._publish, "trial", None)
+        expect = None
         if self._pending is None:
             check_gates(gates, self._step)
-            written = self._publish(parts)
+            result = _as_published(self._publish(parts))
+            if trial is not None:
+                discard_folder(self._folder)
         elif failed:  # the launcher's verdict reads the veto; the run keeps its counts
             veto(self._pending, self._step, failed)
-            written = sum(rows for _, rows in parts)
+            result = Published(sum(rows for _, rows in parts))
         else:
-            prepare = getattr(self._publish, "prepare", None)
-            if prepare is not None:
-                prepare(parts)  # a target that cannot be written fails the run, not the publish
-            pending = Pending(self._step, self._order, self._publish, parts, self._folder)
+            tried = trial(parts) if trial is not None else None
+            if tried is not None:
+                result = tried
+                expect = result._replace(rejects=[r._replace(payload=None) for r in result.rejects])
+            else:
+                prepare = getattr(self._publish, "prepare", None)
+                if prepare is not None:
+                    prepare(parts)  # a target that cannot be written fails the run, not publish
+                result = Published(sum(rows for _, rows in parts))
+            pending = Pending(self._step, self._order, self._publish, parts, self._folder, expect)
             record(self._pending, pending)
             fault_point("after_prepare")
-            written = sum(rows for _, rows in parts)
-        step_counter(self._step, ROWS_WRITTEN).inc(written)
-        yield written
+        if result.already:
+            step_counter(self._step, ALREADY_PUBLISHED).inc()
+        step_counter(self._step, ROWS_WRITTEN).inc(result.written)
+        if trial is not None:
+            step_counter(self._step, ROWS_DROPPED).inc(result.dropped)
+        for letter in result.rejects:
+            yield beam.pvalue.TaggedOutput(ERROR, letter)
+        yield result.written
+
+
+def _as_published(result: "int | Published") -> Published:
+    return result if isinstance(result, Published) else Published(result)
 
 
 def gate_failures(gates) -> list[str]:
@@ -266,26 +306,30 @@ def check_gates(gates, step: str) -> None:
 
 
 class StageAndPublish(beam.PTransform):
-    """Stage every bundle with `make_writer`, then call `publish(parts)` once, at the end.
+    """Stage every bundle with `make_writer`, then call `publish(parts)` once, at the end:
+    the one publishing mechanism of every sink (see `Publisher`).
 
     `gates`: PCollections of check results (objects with `passed` and `message`); when
     given, publishing waits for all of them and publishes nothing if any failed.
-    Built inside `deferred_publishing(folder)` (the CLI does), the sink only prepares and
-    records a pending publish; the launcher publishes after the run's verdict. `order` is the
-    publishing order of that record (`FILES`, `DEAD_LETTERS`), None to always publish at once.
+    Built inside `deferred_publishing(folder)` (the CLI does), the sink only prepares (or
+    tries) and records a pending publish; the launcher publishes after the run's verdict.
+    `order` is the publishing order of that record (`DATABASE`, `FILES`, `DEAD_LETTERS`), None
+    to always publish at once.
     Input: a PCollection, or a tuple of them (each staged where it is produced).
-    Output: a PCollection with one element, the number of rows published.
+    Output: a PCollection with one element, the number of rows published; with `errors`,
+    `(written, error)`: also the `DeadLetter`s of rows the target refused.
     """
 
     def __init__(
         self,
         make_writer: Callable[[str], BundleWriter],
         folder: str,
-        publish: Callable[[list[Part]], int],
+        publish: Publisher,
         *,
         step: str,
         gates: tuple = (),
         order: int | None = FILES,
+        errors: bool = False,
     ) -> None:
         super().__init__()
         self._make_writer = make_writer
@@ -294,6 +338,7 @@ class StageAndPublish(beam.PTransform):
         self._step = step
         self._gates = tuple(gates)
         self._order = order
+        self._errors = errors
 
     def expand(self, pcoll):
         # Several inputs are staged each where it is produced, then only the parts meet: a
@@ -306,17 +351,19 @@ class StageAndPublish(beam.PTransform):
             staged = [p | f"Stage{i}" >> beam.ParDo(stage) for i, p in enumerate(inputs)]
             staged = tuple(staged) | "MergeParts" >> beam.Flatten()
         parts = staged | "AwaitBundles" >> beam.combiners.ToList()
-        publish = _PublishFn(
+        publish_fn = _PublishFn(
             self._publish,
             self._step,
             folder=self._folder,
             pending=pending_folder() if self._order is not None else None,
             order=self._order or 0,
         )
-        if not self._gates:
-            return parts | "Publish" >> beam.ParDo(publish)
-        gates = self._gates | "MergeGates" >> beam.Flatten()
-        return parts | "Publish" >> beam.ParDo(publish, gates=beam.pvalue.AsList(gates))
+        publish = beam.ParDo(publish_fn)
+        if self._gates:
+            gates = self._gates | "MergeGates" >> beam.Flatten()
+            publish = beam.ParDo(publish_fn, gates=beam.pvalue.AsList(gates))
+        out = parts | "Publish" >> publish.with_outputs(ERROR, main=OUTPUT)
+        return (out[OUTPUT], out[ERROR]) if self._errors else out[OUTPUT]
 
 
 class _TextWriter(BundleWriter):

@@ -29,11 +29,11 @@ class WriteToSqlite(WriteToDatabase):
     (`valid_from`, `valid_to`, `is_current`, `row_hash`; see `beam_etl.io._scd2`). The keyed
     modes keep one row per key of a load (the last; for `insert_only` the first).
     Re-publishing a run id already recorded in the `_beam_etl_runs` ledger changes nothing.
-    New columns of the load are added to the table (nullable). A row SQLite refuses (a NOT
-    NULL, UNIQUE or CHECK constraint of an existing table) fails the run, naming its origin
-    file and line, and nothing is published; with `on_reject: dead_letter` it is a
-    `db_constraint` dead letter on the `error` output instead (the others are loaded), as in
-    `WriteToPostgres` and `WriteToMySql`.
+    New columns of the load are added to the table (nullable; see `schema_drift`). A row
+    SQLite refuses (a NOT NULL, UNIQUE or CHECK constraint of an existing table, a null key)
+    fails the run, naming its origin file and line, and nothing is published; with
+    `on_reject: dead_letter` it is a `db_constraint` dead letter on the `error` output
+    instead (the others are loaded), as in `WriteToPostgres` and `WriteToMySql`.
     Output: one element, the number of rows written (`WithErrors(written, error)` with
     `on_reject: dead_letter`).
     """
@@ -51,6 +51,7 @@ class WriteToSqlite(WriteToDatabase):
         hard_delete_column: str | None = None,
         run_id: str | None = None,
         on_reject: str = "fail",
+        schema_drift: str = "evolve",
     ) -> None:
         """Args:
         database: path of the SQLite file (created with its folders when missing).
@@ -63,17 +64,18 @@ class WriteToSqlite(WriteToDatabase):
         run_id: the run recorded in the ledger; a fresh id when not given.
         on_reject: `fail` (default: a refused row fails the run) or `dead_letter` (refused
             rows leave through the `error` output, which the spec then reads).
+        schema_drift: `evolve` (default: add the load's new columns, nullable), `freeze`
+            (fail, listing them) or `discard_columns` (drop columns the table lacks).
         """
         super().__init__()
         check_identifier(table, "table name")
         options = SinkOptions.create(
-            table, mode, primary_key, hard_delete_column, None, True, "evolve", on_reject,
+            table, mode, primary_key, hard_delete_column, None, True, schema_drift, on_reject,
             run_id or new_run_id(), False,
         )  # fmt: skip
         config = DbConfig(dialect="sqlite", database=database, retries=3)
         self._setup_write(table, config, options, None)
         self.database = database
-        self.mode = mode
         self.primary_key = list(options.keys)
         self.hard_delete_column = hard_delete_column
         if on_reject == "dead_letter":

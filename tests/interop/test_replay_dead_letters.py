@@ -228,6 +228,37 @@ def test_a_sink_that_replaces_its_target_is_refused_unless_skipped(tmp_path):
     assert replay([*args, "--skip-sink", "db", "--dry-run"]) == 0
 
 
+def test_a_database_sink_that_replaces_its_table_is_refused(tmp_path, tables):
+    """A replay into `WriteToPostgres(mode: replace)` would leave only the replayed rows."""
+    target, _ = tables
+    _write_csv(tmp_path / "orders.csv")
+    out = tmp_path / "out"
+    text = SOURCE_SPEC.replace("mode: append", "mode: replace")
+    spec = _spec(tmp_path, "spec.yaml", text, amount="decimal(12,2)", table=target)
+    pg(f"CREATE TABLE IF NOT EXISTS {target} (order_id bigint)")
+    (out).mkdir()
+    letters = out / "rejects.jsonl"
+    letters.write_text(
+        json.dumps(
+            {
+                "run_id": "r",
+                "step": "db",
+                "reason": "db_constraint",
+                "message": "m",
+                "origin": "orders.csv:2",
+                "source": str(tmp_path / "orders.csv"),
+                "line": 2,
+                "key": None,
+                "payload": {"order_id": 1, "customer": "a", "amount": "1.00", "day": "2024-01-01"},
+            }
+        )
+        + "\n"
+    )
+    args = ["--pipeline", spec, "--dead-letters", str(letters), "--output-dir", str(out)]
+    with pytest.raises(UsageError, match=r"Sink `db` cannot take a replay \(mode `replace`\)"):
+        replay([*args, "--step", "db"])
+
+
 def test_letters_of_several_steps_need_a_choice(tmp_path):
     spec, letters, out = _step_run(tmp_path)
     with open(letters, "a", encoding="utf-8") as more:

@@ -112,3 +112,75 @@ def test_a_refused_row_fails_the_run_and_publishes_nothing_by_default(tmp_path):
         _write(db, [{"id": 2, "v": "b"}, {"id": 3, "v": None}], mode="append")
     assert _rows(db) == [(1, "a")]
     assert WriteToSqlite(str(db), "t").OUTPUTS == ()
+
+
+def test_a_deferred_sink_makes_no_database_file_before_the_verdict(tmp_path):
+    """The trial before the verdict changes nothing: a database file not there yet is not
+    made (a run refused after it leaves no file behind); the publish after it makes it."""
+    from beam_etl.core.publish import deferred_publishing, discard, publish_all
+
+    db, pending = tmp_path / "new" / "d.sqlite", str(tmp_path / "pending")
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    with deferred_publishing(pending):
+        sink = WriteToSqlite(str(db), "t", mode="merge", primary_key="id")
+        _ = p | beam.Create([pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}], schema)]) | sink
+    p.run().wait_until_finish()
+    assert not db.exists()  # (its folder holds the staged parts beside it)
+    publish_all(pending)
+    assert _rows(db) == [(1, "a")]
+    discard(pending)
+
+
+@pytest.mark.parametrize("mode", ["merge", "insert_only", "scd2"])
+def test_a_null_key_is_refused_as_in_the_other_databases(tmp_path, mode):
+    """SQLite's PRIMARY KEY alone takes nulls (an INTEGER key would even be given a made-up
+    rowid): a table the load creates declares its keys NOT NULL, so a null key is a refused
+    row (a dead letter here), never a row loaded twice or under an invented key."""
+    db = tmp_path / "n.sqlite"
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    batch = pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}, {"id": None, "v": "b"}], schema)
+    for _ in range(2):  # a re-run adds nothing
+        p = test_pipeline.TestPipeline(runner=LocalRunner())
+        sink = WriteToSqlite(
+            str(db), "t", mode=mode, primary_key="id", on_reject="dead_letter", run_id=None
+        )
+        result = p | beam.Create([batch]) | sink
+        refused = result.error | beam.Map(lambda letter: letter.payload["v"])
+        assert_that(refused, equal_to(["b"]))
+        try:
+            p.run().wait_until_finish()
+        finally:
+            discard_staging([sink])
+    with sqlite3.connect(db) as connection:
+        ids = [row[0] for row in connection.execute("SELECT id FROM t")]
+    assert ids == [1]
+
+
+@pytest.mark.parametrize(
+    "drift, columns, failure",
+    [
+        ("evolve", ["id", "v", "gone", "extra"], None),
+        ("discard_columns", ["id", "v", "gone"], None),
+        ("freeze", ["id", "v", "gone"], "extra"),
+    ],
+)
+def test_schema_drift_policies(tmp_path, drift, columns, failure):
+    db = tmp_path / "d.sqlite"
+    _write(db, [{"id": 1, "v": "a"}], mode="append")
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string()), ("extra", pa.int64())])
+    p = test_pipeline.TestPipeline(runner=LocalRunner())
+    sink = WriteToSqlite(str(db), "t", mode="append", schema_drift=drift)
+    batch = pa.RecordBatch.from_pylist([{"id": 2, "v": "b", "extra": 7}], schema=schema)
+    _ = p | beam.Create([batch]) | sink
+    try:
+        if failure:
+            with pytest.raises(Exception, match=failure):
+                p.run().wait_until_finish()
+        else:
+            p.run().wait_until_finish()
+    finally:
+        discard_staging([sink])
+    with sqlite3.connect(db) as connection:
+        assert [c[1] for c in connection.execute("PRAGMA table_info(t)")] == columns
+    assert _rows(db) == ([(1, "a")] if failure else [(1, "a"), (2, "b")])

@@ -39,6 +39,7 @@ class Dialect(Protocol):
 
     # Connections, errors, names and types
     def connect(self, config: DbConfig) -> Any: ...
+    def can_try(self, config: DbConfig) -> bool: ...
     def is_transient(self, exc: BaseException) -> bool: ...
     def is_row_error(self, exc: BaseException) -> bool: ...
     def quote(self, name: str) -> str: ...
@@ -137,6 +138,10 @@ class BaseDialect:
     name: str
     table_options = ""  # appended to CREATE TABLE
     row_chunk = 500  # row numbers per IN list of `row_chunks`
+
+    def can_try(self, config: DbConfig) -> bool:
+        """Whether a trial load (before the verdict) may connect: it may change nothing."""
+        return True
 
     def quote(self, name: str) -> str:
         return quote_identifier(name, self.name)

@@ -39,6 +39,14 @@ class LedgerPublish:
             what=f"Publishing to `{self.table}`",
         )
 
+    def trial(self, parts: list[Part]) -> Published | None:
+        """Try the publish and roll it back: what it would write and refuse (see `Publisher`);
+        None when the target cannot be tried without being changed (an SQLite file not there
+        yet): the publish after the verdict then finds what it finds."""
+        if not self.dialect.can_try(self.config):
+            return None
+        return self(parts, commit=False)
+
     def _transaction(self, parts: list[Part], commit: bool, expect: Published | None) -> Published:
         dialect = self.dialect
         ledger = dialect.quote(LEDGER_TABLE)

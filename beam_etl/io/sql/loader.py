@@ -138,7 +138,13 @@ class SqlLoad:
         """Create the target (a temporary table in a trial whose DDL would commit)."""
         keys = self.keys
         q = self.d.quote
-        columns = [f"{q(f.name)} {self.d.sql_type(f.type, key=f.name in keys)}" for f in load]
+        # NOT NULL on the keys: SQLite's PRIMARY KEY alone takes nulls (PostgreSQL's and
+        # MySQL's imply it), which would let null keys repeat or be given made-up values.
+        columns = [
+            f"{q(f.name)} {self.d.sql_type(f.type, key=f.name in keys)}"
+            + (" NOT NULL" if f.name in keys else "")
+            for f in load
+        ]
         if self.mode.history:  # every version of a key, told apart by `valid_from`
             columns += _scd2.extra_columns(q, self.d.timestamp_type, self.d.boolean_type)
             keys = [*keys, _scd2.VALID_FROM]

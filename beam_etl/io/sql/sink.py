@@ -2,24 +2,28 @@
 ledger transaction of its dialect, and return the rows written with the refused rows."""
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import apache_beam as beam
 
 from beam_etl.core.contract import ungated
 from beam_etl.core.outputs import WithErrors
+from beam_etl.core.publish import DATABASE
 from beam_etl.io import _scd2
+from beam_etl.io._files import StageAndPublish
+from beam_etl.io._ipcparts import IpcPartWriter
 from beam_etl.io.sql import keptstate
 from beam_etl.io.sql.dialect import Dialect
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.options import DbConfig, SinkOptions
-from beam_etl.io.sql.publish import StageAndPublishDb
 from beam_etl.io.sql.staging import staging_folder
 
 
 class WriteToDatabase(beam.PTransform):
-    """Base of `WriteToPostgres` and `WriteToMySql`: a subclass names its `DIALECT` and calls
-    `_setup_write` from its constructor (whose signature is the spec's keys)."""
+    """Base of `WriteToPostgres`, `WriteToMySql` and `WriteToSqlite`: a subclass names its
+    `DIALECT` and calls `_setup_write` from its constructor (whose signature is the spec's
+    keys)."""
 
     OUTPUTS: tuple[str, ...] = ("error",)  # refused rows; a subclass may set it per instance
     GATED: ClassVar[bool] = True  # takes `Gated(rows, gates)` (see `beam_etl.core.contract`)
@@ -34,6 +38,12 @@ class WriteToDatabase(beam.PTransform):
         self.run_id = options.run_id
         self.keep_state = options.keep_state
         self.staging_path = staging_path
+
+    @property
+    def mode(self) -> str:
+        """The write mode (`append`, `replace`, `merge`, `insert_only`, `scd2`): replay reads
+        it to refuse sinks that would replace their whole target."""
+        return self.options.mode
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -55,5 +65,13 @@ class WriteToDatabase(beam.PTransform):
             batches = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.options.hard_delete)
         options = dataclasses.replace(self.options, step=self.label)
         publish = LedgerPublish(self.DIALECT, self.config, self.table, options)
-        written, error = batches | StageAndPublishDb(folder, publish, step=self.label, gates=gates)
+        written, error = batches | StageAndPublish(
+            functools.partial(IpcPartWriter, keep_origin=True),
+            folder,
+            publish,
+            step=self.label,
+            gates=gates,
+            order=DATABASE,
+            errors=True,
+        )
         return WithErrors(written, error)

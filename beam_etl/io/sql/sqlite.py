@@ -125,6 +125,15 @@ class SqliteDialect(BaseDialect):
     def connect(self, config: DbConfig) -> Any:
         return Connection(config.database)
 
+    def sql_type(self, data_type: pa.DataType, *, key: bool = False) -> str:
+        declared = super().sql_type(data_type, key=key)
+        # A lone `INTEGER` key is an alias of the rowid, which turns a null key into a made-up
+        # value whatever NOT NULL says; `INT` has the same affinity and is a plain column.
+        return "INT" if key and declared == "INTEGER" else declared
+
+    def can_try(self, config: DbConfig) -> bool:
+        return os.path.exists(config.database)  # a trial makes no database file
+
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
 
