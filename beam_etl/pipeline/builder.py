@@ -57,6 +57,15 @@ def _apply(pipeline, node: Node, transform: Any, outputs: Outputs, gates: list, 
     before = len(gates)
     if node.inputs:
         pvalue = _input_of(node, transform, outputs)
+        former = node.kind == SINK and gates and hasattr(transform, "gates")
+        if former and not declared(transform, node.kind).gated:  # the former gates protocol
+            raise SpecError(
+                f"`{type(transform).__name__}` takes quality gates through a `gates` "
+                "attribute, which the builder no longer sets: declare `GATED = True` and read "
+                "them with `beam_etl.core.contract.ungated` (its gates would be ignored)",
+                step=node.name,
+                line=node.type_line,
+            )
         if node.kind == SINK and gates and declared(transform, node.kind).gated:
             merged = tuple(gates) | f"{node.name}/Gates" >> beam.Flatten()
             pvalue = Gated(pvalue, merged)  # publishes only if every gate so far passed

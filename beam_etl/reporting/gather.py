@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from beam_etl.core.catalogue import SINK, SOURCE
 from beam_etl.io.deadletters import WriteToDeadLetters
+from beam_etl.lineage import column_lineage
 
 #: Dead letters shown per reason code (every letter is still counted).
 SAMPLES_PER_REASON: Final = 5
@@ -118,12 +119,7 @@ def dead_letter_samples(
 
 
 def _column_lineage(plan: Any) -> dict[str, Any] | None:
-    """Return `beam_etl.lineage.column_lineage(plan)`, or None where it is not installed."""
-    # beam_etl.lineage is built alongside this package: use it only when it exists.
-    try:
-        from beam_etl.lineage import column_lineage  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
+    """Return `beam_etl.lineage.column_lineage(plan)` (an error note if it fails)."""
     try:
         found = column_lineage(plan)
     except Exception as exc:  # an add-on's failure must not fail the run: say so in the report

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import jinja2
 
+from beam_etl import history
 from beam_etl.core.errors import UsageError
 from beam_etl.reporting.charts import history_chart
 from beam_etl.reporting.graph import layout, parse_ref
@@ -76,11 +77,6 @@ def paths(report_path: str) -> dict[str, str]:
 
 
 def _history(report_path: str, pipeline: str, run_id: str) -> dict[str, Any]:
-    # beam_etl.history is being built alongside this package: the report renders without it.
-    try:
-        from beam_etl import history  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return {"runs": [], "chart": None, "note": "no run history is kept by this installation"}
     try:
         runs = history.load(os.path.dirname(os.path.abspath(report_path)), pipeline, last=20)
     except (OSError, ValueError, sqlite3.Error) as exc:
