@@ -138,6 +138,7 @@ class BaseDialect:
     name: str
     table_options = ""  # appended to CREATE TABLE
     row_chunk = 500  # row numbers per IN list of `row_chunks`
+    keyed_dedupe = False  # the deduplicated staging table is keyed on the row number
 
     def can_try(self, config: DbConfig) -> bool:
         """Whether a trial load (before the verdict) may connect: it may change nothing."""
@@ -188,9 +189,11 @@ class BaseDialect:
     def dedupe_sql(self, source, unique, keys, has_null, sort, first) -> str:
         order = f"{self.quote(sort)} DESC, " if sort else ""
         row = self.quote(ROW_COLUMN)
+        keyed = f" (PRIMARY KEY ({row}))" if self.keyed_dedupe else ""
         return (
-            f"CREATE TEMPORARY TABLE {unique} AS SELECT * FROM (SELECT s.*, ROW_NUMBER() OVER "
-            f"(PARTITION BY {keys} ORDER BY {order}{row} {'ASC' if first else 'DESC'}) "
+            f"CREATE TEMPORARY TABLE {unique}{keyed} AS SELECT * FROM (SELECT s.*, "
+            f"ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}{row} "
+            f"{'ASC' if first else 'DESC'}) "
             f"AS _beam_etl_rank FROM {source} s) AS ranked WHERE _beam_etl_rank = 1 OR {has_null}"
         )
 

@@ -68,6 +68,7 @@ class MySqlDialect(BaseDialect):
     origin_types = ("int", "bigint", "bigint PRIMARY KEY")
     screens = True
     now = "UTC_TIMESTAMP(6)"
+    keyed_dedupe = True  # bisection reads ranges of the row number
     row_chunk = 10_000
 
     connect = staticmethod(connect)
@@ -169,16 +170,6 @@ class MySqlDialect(BaseDialect):
                 staging_warnings(load, stage)
         else:
             insert_rows(load, stage, schema, batches)
-
-    def dedupe_sql(self, source, unique, keys, has_null, sort, first) -> str:
-        order = f"{_q(sort)} DESC, " if sort else ""
-        row = _q(ROW_COLUMN)
-        return (  # keyed on the row number: bisection reads ranges of it
-            f"CREATE TEMPORARY TABLE {unique} (PRIMARY KEY ({row})) AS SELECT * FROM "
-            f"(SELECT s.*, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}{row} "
-            f"{'ASC' if first else 'DESC'}) AS _beam_etl_rank FROM {source} s) AS ranked "
-            f"WHERE _beam_etl_rank = 1 OR {has_null}"
-        )
 
     def kept(self, flag: str | None) -> str:
         return f"NOT COALESCE(s.{_q(flag)}, 0)" if flag else "TRUE"

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.io.sql.identifiers import quote_identifier
-from beam_etl.io.sql.values import in_microseconds
+from beam_etl.io.sql.values import fits_decimal, in_microseconds
 
 _TRANSIENT: Final = frozenset({1053, 1205, 1213, 1927, 2003, 2006, 2013, 2055, 4031})
 # Values and constraints; 1262, 1263, 1265 also as warnings (notes) of a value changed.
@@ -59,7 +59,6 @@ class _Column(NamedTuple):
 
 _SIZED: Final = re.compile(r"(?P<name>[a-z]+)\((?P<size>\d+)(?:,(?P<scale>\d+))?\)(?P<rest>.*)")
 _INTEGERS: Final = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}
-_DIGITS: Final = {8: 3, 16: 5, 32: 10, 64: 20}  # decimal digits of the widest integer
 _NOTED: Final = ("varchar", "char", "decimal", "date")  # LOAD DATA notes what it changes
 _CHUNK: Final = 10_000  # row numbers per IN list
 _SESSION: Final = (
@@ -91,7 +90,7 @@ def _exactness(column: str, staged: pa.DataType, target: str) -> tuple[str, str]
         return f"CHAR_LENGTH({raw}) > {sized['size']}", message
     if sized and name == "decimal":
         scale = int(sized["scale"] or 0)
-        if _fits(staged, int(sized["size"]), scale):
+        if fits_decimal(staged, int(sized["size"]), scale):
             return None
         message = f"CONCAT('value `', {raw}, '` {where} does not fit {target} without rounding')"
         return f"{number} <> ROUND({number}, {scale})", message
@@ -112,15 +111,6 @@ def _exactness(column: str, staged: pa.DataType, target: str) -> tuple[str, str]
     return None
 
 
-def _fits(staged: pa.DataType, precision: int, scale: int) -> bool:
-    """Whether every value of `staged` fits decimal(precision, scale) without rounding."""
-    if pa.types.is_decimal(staged):
-        return staged.scale <= scale and staged.precision - staged.scale <= precision - scale
-    if pa.types.is_integer(staged):
-        return _DIGITS[staged.bit_width] <= precision - scale
-    return False
-
-
 def _overflow(column: str, staged: pa.DataType, target: str) -> tuple[str, str] | None:
     """Return `(condition, message)` SQL, true where a value is out of the `target` type's
     range (strict mode refuses it: found set-based, it needs no bisection)."""
@@ -133,7 +123,7 @@ def _overflow(column: str, staged: pa.DataType, target: str) -> tuple[str, str] 
     numeric = pa.types.is_integer(staged) or pa.types.is_decimal(staged)
     if sized and name == "decimal" and (numeric or pa.types.is_floating(staged)):
         precision, scale = int(sized["size"]), int(sized["scale"] or 0)
-        if _fits(staged, precision, scale):
+        if fits_decimal(staged, precision, scale):
             return None
         limit = "1" + "0" * (precision - scale)
         negative = f" OR {raw} < 0" if "unsigned" in target else ""

@@ -9,6 +9,7 @@ from typing import Final, NamedTuple
 import pyarrow as pa
 
 from beam_etl.io.sql.identifiers import quote_identifier
+from beam_etl.io.sql.values import fits_decimal
 
 
 def _is_row_error(exc: BaseException) -> bool:
@@ -44,7 +45,6 @@ def _exact_key(type_: pa.DataType) -> bool:
 
 
 _INTEGERS: Final = {"smallint": 16, "integer": 32, "bigint": 64}
-_DIGITS: Final = {8: 3, 16: 5, 32: 10, 64: 19}  # decimal digits of the widest integer
 _REFUSE_DDL: Final = (
     "CREATE FUNCTION pg_temp.beam_etl_refuse(message text, kind anyelement) RETURNS anyelement "
     "LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION USING MESSAGE = message, ERRCODE = '22000'; "
@@ -77,7 +77,7 @@ def _exactness(column: str, staged: pa.DataType, target: str, base: str) -> tupl
         return f"char_length({value}) > {size}", message
     if sized and sized["name"] == "numeric" and sized["scale"] is not None:
         scale = int(sized["scale"])
-        if _fits(staged, int(sized["size"]), scale):
+        if fits_decimal(staged, int(sized["size"]), scale):
             return None
         message = f"'value `' || {value} || '` {where} does not fit {target} without rounding'"
         return f"{value} <> round({value}, {scale})", message
@@ -94,15 +94,6 @@ def _exactness(column: str, staged: pa.DataType, target: str, base: str) -> tupl
     return None
 
 
-def _fits(staged: pa.DataType, precision: int, scale: int) -> bool:
-    """Whether every value of `staged` fits numeric(precision, scale) without rounding."""
-    if pa.types.is_decimal(staged):
-        return staged.scale <= scale and staged.precision - staged.scale <= precision - scale
-    if pa.types.is_integer(staged):
-        return _DIGITS[staged.bit_width] + pa.types.is_unsigned_integer(staged) <= precision - scale
-    return False
-
-
 def _overflow(column: str, staged: pa.DataType, target: str, base: str) -> tuple[str, str] | None:
     """Return `(condition, message)` SQL, true where a value is out of the `target` type's
     range (the database would refuse it: found set-based, it needs no bisection)."""
@@ -114,7 +105,7 @@ def _overflow(column: str, staged: pa.DataType, target: str, base: str) -> tuple
     where = f"of column `{column}`"
     if sized and sized["name"] == "numeric" and sized["scale"] is not None:
         precision, scale = int(sized["size"]), int(sized["scale"])
-        if _fits(staged, precision, scale) or pa.types.is_string(staged):
+        if fits_decimal(staged, precision, scale) or pa.types.is_string(staged):
             return None
         limit = f"1e{precision - scale}"
         message = f"'numeric field overflow: `' || {raw} || '` {where} does not fit {target}'"

@@ -175,3 +175,18 @@ def in_microseconds(column: pa.Array) -> pa.Array:
     if pa.types.is_time64(kind) and kind.unit == "ns":
         return pc.cast(column, pa.time64("us"), safe=False)
     return column
+
+
+def fits_decimal(staged: pa.DataType, precision: int, scale: int) -> bool:
+    """Whether every value of `staged` fits decimal(precision, scale) without rounding (the
+    checks before a load skip what cannot be refused)."""
+    if pa.types.is_decimal(staged):
+        return staged.scale <= scale and staged.precision - staged.scale <= precision - scale
+    if pa.types.is_integer(staged):
+        widest = (
+            2**staged.bit_width - 1
+            if pa.types.is_unsigned_integer(staged)
+            else 2 ** (staged.bit_width - 1)
+        )
+        return len(str(widest)) <= precision - scale
+    return False
