@@ -113,21 +113,18 @@ _BUILTIN: Final[dict[str, tuple]] = {
 }
 
 #: Names `beam_etl.io` and `beam_etl.transforms` export for Python users that are no spec
-#: types (helpers, result types, decorators).
+#: types (helpers, result and input shapes, decorators): name -> (package, "module:attr").
 PYTHON_ONLY: Final = {
-    "parquet_history": "beam_etl.io.parquetio:parquet_history",
-    "Deduplicated": "beam_etl.transforms.dedupe:Deduplicated",
-    "RowsToBatches": "beam_etl.transforms.rows:RowsToBatches",
-    "SchemaOf": "beam_etl.transforms.rows:SchemaOf",
-    "ToKeyedRows": "beam_etl.transforms.rows:ToKeyedRows",
-    "batch_step": "beam_etl.transforms.chains:batch_step",
-    "WithErrors": "beam_etl.core.outputs:WithErrors",
-    "Gated": "beam_etl.core.contract:Gated",
+    "parquet_history": ("io", "beam_etl.io.parquetio:parquet_history"),
+    "Gated": ("io", "beam_etl.core.contract:Gated"),  # a sink's input shape, with the sinks
+    "Deduplicated": ("transforms", "beam_etl.transforms.dedupe:Deduplicated"),
+    "RowsToBatches": ("transforms", "beam_etl.transforms.rows:RowsToBatches"),
+    "SchemaOf": ("transforms", "beam_etl.transforms.rows:SchemaOf"),
+    "ToKeyedRows": ("transforms", "beam_etl.transforms.rows:ToKeyedRows"),
+    "batch_step": ("transforms", "beam_etl.transforms.chains:batch_step"),
+    "WithErrors": ("transforms", "beam_etl.core.outputs:WithErrors"),
 }
-#: The package that exports each Python-only name of `beam_etl.core` (a sink's input shape
-#: goes with the sinks, a step's output shape with the steps).
-_CORE_EXPORTS: Final = {"WithErrors": "transforms", "Gated": "io"}
-#: Where the public packages' names come from: `beam_etl.io` exports the connectors,
+#: Where the spec types each public package exports live: `beam_etl.io` the connectors,
 #: `beam_etl.transforms` every processor, the quality checks and schema steps included.
 _EXPORTED_FROM: Final = {
     "io": ("beam_etl.io.",),
@@ -139,12 +136,9 @@ def exports(package: str) -> dict[str, str]:
     """Return the names public package `package` (`io` or `transforms`) exports, with the
     module each is imported from on first use."""
     prefixes = _EXPORTED_FROM[package]
-    targets = {name: entry[1] for name, entry in _BUILTIN.items()} | PYTHON_ONLY
-    return {
-        name: target.partition(":")[0]
-        for name, target in sorted(targets.items())
-        if target.startswith(prefixes) or _CORE_EXPORTS.get(name) == package
-    }
+    found = {n: entry[1] for n, entry in _BUILTIN.items() if entry[1].startswith(prefixes)}
+    found |= {n: target for n, (owner, target) in PYTHON_ONLY.items() if owner == package}
+    return {name: target.partition(":")[0] for name, target in sorted(found.items())}
 
 
 def reader_for(path: str) -> Entry | None:

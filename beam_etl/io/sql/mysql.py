@@ -275,12 +275,11 @@ class MySqlDialect(BaseDialect):
     def failed_checks(self, load: SqlLoad, source, dest, names, types, kept) -> list[str]:
         return self._failed_checks(load, source, names, kept)
 
-    def _taken_key(
-        self, load: SqlLoad, source, dest, types, index: str, _: frozenset, columns
-    ) -> str:
+    def taken_key(self, load: SqlLoad, source, dest, types, key) -> str:
         """Return a SELECT of `(row number, message)` of staged rows whose key `columns`
         (of the unique index `index`) a row of `dest` already holds, compared in the
         target columns' collations."""
+        index, _, columns = key
         named = ", ".join(f"s.{_q(c)} AS k{i}" for i, c in enumerate(columns))
         match = " AND ".join(
             f"t.{_q(c)} = {_as_column(f'v.k{i}', types[c])}" for i, c in enumerate(columns)
@@ -290,9 +289,6 @@ class MySqlDialect(BaseDialect):
             f"SELECT v.r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} AS r, {named} "
             f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
         )
-
-    def taken_key(self, load: SqlLoad, source, dest, types, key) -> str:
-        return self._taken_key(load, source, dest, types, *key)
 
     def only_keys_refuse(self, load: SqlLoad, dest: str) -> bool:
         schema, _, name = load.table.rpartition(".")

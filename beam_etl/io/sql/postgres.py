@@ -319,9 +319,10 @@ class PostgresDialect(BaseDialect):
             )
         return queries
 
-    def _taken_key(self, load, source, dest, types, index: str, _: frozenset, columns) -> str:
+    def taken_key(self, load: SqlLoad, source, dest, types, key) -> str:
         """Return a SELECT of `(row number, message)` of staged rows whose key `columns`
         (of the unique index `index`) a row of `dest` already holds."""
+        index, _, columns = key
         named = ", ".join(
             f"CAST(s.{_q(c)} AS {types[c].base}) AS k{i}" for i, c in enumerate(columns)
         )
@@ -331,9 +332,6 @@ class PostgresDialect(BaseDialect):
             f"SELECT v.r, {message} FROM (SELECT s.{_q(ROW_COLUMN)} AS r, {named} "
             f"FROM {source} s) AS v WHERE EXISTS (SELECT 1 FROM {dest} t WHERE {match})"
         )
-
-    def taken_key(self, load: SqlLoad, source, dest, types, key) -> str:
-        return self._taken_key(load, source, dest, types, *key)
 
     def only_keys_refuse(self, load: SqlLoad, dest: str) -> bool:
         load.cursor.execute(
