@@ -214,7 +214,8 @@ class PostgresDialect(BaseDialect):
         return f"CREATE TEMP TABLE {name} ({', '.join(columns)}) ON COMMIT DROP"
 
     def stage_rows(self, load: SqlLoad, stage: str, schema: pa.Schema, batches) -> None:
-        _copy_in(load.cursor, stage, schema.names, batches)
+        types = self.describe(load, stage)
+        _copy_in(load.cursor, stage, schema.names, batches, [types[n].type for n in schema.names])
 
     def needs_sql_dedupe(self, load: SqlLoad, fields: list[pa.Field]) -> bool:
         # Staged once per key already (in Arrow); a key type the server may compare

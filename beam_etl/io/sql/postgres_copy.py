@@ -4,15 +4,17 @@ sends them; and the Arrow types PostgreSQL columns are read as.
 """
 
 import io
+import itertools
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from beam_etl.io.sql import postgres_binary
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.values import text_for_load
 
@@ -103,14 +105,29 @@ def _decode_bytea(batch: pa.RecordBatch, types: list[pa.DataType]) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-class _CsvStream(io.RawIOBase):
-    """A file-like view of batches as CSV, so that one `COPY FROM STDIN` loads them all.
+def _csv(batch: pa.RecordBatch) -> bytes:
+    out = io.BytesIO()
+    pacsv.write_csv(text_for_load(batch), out, pacsv.WriteOptions(include_header=False))
+    return out.getvalue()
+
+
+class _CopyStream(io.RawIOBase):
+    """A file-like view of batches rendered by `render` (CSV, or binary `COPY` rows between
+    `head` and `tail`), so that one `COPY FROM STDIN` loads them all.
 
     A thread renders the next batches while the driver sends the current one (pyarrow's CSV
-    writer releases the GIL), so rendering costs little beyond the COPY itself.
+    writer and compute functions release the GIL), so rendering costs little beyond the COPY.
     """
 
-    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+    def __init__(
+        self,
+        batches: Iterator[pa.RecordBatch],
+        render: Callable[[pa.RecordBatch], bytes] = _csv,
+        head: bytes = b"",
+        tail: bytes = b"",
+    ) -> None:
+        self._render_batch = render
+        self._head, self._tail = head, tail
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._data = b""
@@ -121,11 +138,14 @@ class _CsvStream(io.RawIOBase):
 
     def _render(self, batches: Iterator[pa.RecordBatch]) -> None:
         try:
+            if self._head:
+                self._put(self._head)
             for batch in batches:
-                out = io.BytesIO()
-                options = pacsv.WriteOptions(include_header=False)
-                pacsv.write_csv(text_for_load(batch), out, options)
-                self._put(out.getvalue())
+                data = self._render_batch(batch)
+                if data:
+                    self._put(data)
+            if self._tail:
+                self._put(self._tail)
             self._put(None)
         except BaseException as exc:  # handed to the reading side
             self._put(exc)
@@ -162,11 +182,30 @@ class _CsvStream(io.RawIOBase):
         super().close()
 
 
-def _copy_in(cursor, table_sql: str, names: list[str], batches: Iterator[pa.RecordBatch]) -> None:
+def _copy_in(
+    cursor,
+    table_sql: str,
+    names: list[str],
+    batches: Iterator[pa.RecordBatch],
+    pg_types: list[str] | None = None,
+) -> None:
+    """`COPY` `batches` (columns `names`) into `table_sql`: in binary form when the types of
+    the columns they go into (`pg_types`, as `format_type` names them) are known and every
+    column has one (see `postgres_binary`), else as CSV."""
     columns = ", ".join(quote_identifier(n, "postgres") for n in names)
-    stream = _CsvStream(batches)
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    batches = itertools.chain([first], batches)
+    encode = None if pg_types is None else postgres_binary.encoder(first.schema, pg_types)
+    if encode is not None:
+        stream = _CopyStream(batches, encode, postgres_binary.HEADER, postgres_binary.TRAILER)
+        form = "binary"
+    else:
+        stream, form = _CopyStream(batches), "csv"
     try:
-        sql = f"COPY {table_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
+        sql = f"COPY {table_sql} ({columns}) FROM STDIN WITH (FORMAT {form})"
         cursor.copy_expert(sql, stream, size=1 << 20)
     except Exception:
         if stream.failure is not None:  # psycopg2 reports it as a cancelled COPY

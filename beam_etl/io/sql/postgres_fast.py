@@ -218,7 +218,7 @@ def fast_append(
         )
         if not screened or max_chars:
             conformed = loadable(conformed, "postgres", max_chars)
-        _copy_in(load.cursor, dest, schema.names, conformed)
+        _copy_in(load.cursor, dest, schema.names, conformed, [target[n].type for n in schema.names])
     except Exception as exc:
         load.execute("ROLLBACK TO SAVEPOINT beam_etl_copy")
         if not (_is_row_error(exc) or isinstance(exc, UnloadableError)):

@@ -1,0 +1,204 @@
+"""Arrow batches as PostgreSQL's binary `COPY` format, built column by column in Arrow.
+
+The server parses binary `COPY` about a third faster than CSV (no text to number, date or
+timestamp conversion: measured 1.9 s against 2.95 s for the same 3M rows of the benchmark's
+orders table), and Arrow builds it without a Python loop over rows: each column becomes two
+binary arrays, the 4-byte length of each field (-1 for NULL) and the field's bytes, and
+`binary_join_element_wise` lays the fields of a row side by side; the joined array's value
+buffer is then the rows of the `COPY` stream, in order.
+
+A column is encoded for the type of the column it goes into (`pg_type`, as `format_type`
+names it), only where the binary form is the value itself: integers, floats, booleans,
+text (text, varchar, char, json, jsonb), bytea, dates, timestamps (with and without zone)
+and times. Anything else (numeric, uuid, arrays, domains ...) makes `encoder` return None, and
+the caller sends CSV instead.
+"""
+
+import re
+import struct
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beam_etl.io.sql.values import UnloadableError, in_microseconds
+
+HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+TRAILER: Final = struct.pack("!h", -1)
+_EPOCH_DAYS: Final = 10_957  # 2000-01-01 in days from 1970-01-01
+_EPOCH_US: Final = _EPOCH_DAYS * 86_400_000_000
+_NULL: Final = b"\xff\xff\xff\xff"
+_INTS: Final = {"bigint": 8, "integer": 4, "smallint": 2}
+_FLOATS: Final = {"double precision": 8, "real": 4}
+_TEXT: Final = re.compile(r"text|character varying(\(\d+\))?|character(\(\d+\))?|json|jsonb")
+_TIMESTAMP: Final = re.compile(r"timestamp(\(\d\))? with(out)? time zone")
+_TIME: Final = re.compile(r"time(\(\d\))?( without time zone)?")
+
+_JOIN: Final = pc.JoinOptions(null_handling="replace", null_replacement="")
+Field = Callable[[pa.Array], tuple[pa.Array, pa.Array]]  # a column -> (lengths, bytes)
+
+
+def _fixed(width: int, dtype: str) -> Field:
+    """Encode a column of fixed-width numbers as big-endian `dtype` of `width` bytes."""
+
+    def encode(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        data = np.ascontiguousarray(values.astype(f">{dtype[1:]}", copy=False)).view(np.uint8)
+        fields = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), len(column), [None, pa.py_buffer(data)]
+        )
+        data = fields.cast(pa.binary())
+        if column.null_count:  # a null field has no bytes, only its length of -1
+            data = pc.if_else(column.is_valid(), data, pa.scalar(None, pa.binary()))
+        return _lengths(column, width), data
+
+    return encode
+
+
+def _lengths(column: pa.Array, width: int | None = None) -> pa.Array:
+    """Return each field's length as 4 big-endian bytes, -1 where the value is null."""
+    n = len(column)
+    if width is not None:
+        sizes = np.full(n, width, dtype=">i4")
+    else:
+        sizes = pc.binary_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        sizes = sizes.astype(">i4")
+    if column.null_count:
+        sizes[column.is_null().to_numpy(zero_copy_only=False)] = -1
+    data = pa.py_buffer(np.ascontiguousarray(sizes).view(np.uint8))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, data]).cast(pa.binary())
+
+
+def _bytes(prefix: bytes = b"") -> Field:
+    """Encode text or binary as its bytes (jsonb: after its version byte)."""
+
+    def encode(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+        data = column.cast(pa.large_binary() if _large(column.type) else pa.binary())
+        if prefix:
+            data = pc.binary_join_element_wise(pa.scalar(prefix, data.type), data, b"")
+        return _lengths(data), data
+
+    return encode
+
+
+def _large(t: pa.DataType) -> bool:
+    return pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+
+
+def _shifted(shift: int, to_int: Callable[[pa.Array], pa.Array], width: int) -> Field:
+    """Encode dates, timestamps, times as integers counted from 2000-01-01 (`shift`)."""
+    dtype = "<i4" if width == 4 else "<i8"
+    fixed = _fixed(width, dtype)
+
+    def encode(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+        numbers = to_int(column)
+        if shift:
+            numbers = pc.subtract(numbers, pa.scalar(shift, numbers.type))
+        return fixed(numbers)
+
+    return encode
+
+
+def _days(column: pa.Array) -> pa.Array:
+    return column.cast(pa.date32()).view(pa.int32())
+
+
+def _micros(column: pa.Array) -> pa.Array:
+    column = in_microseconds(column)
+    if pa.types.is_timestamp(column.type):
+        return column.cast(pa.timestamp("us", column.type.tz)).view(pa.int64())
+    return column.cast(pa.time64("us")).view(pa.int64())
+
+
+def _field(arrow: pa.DataType, pg_type: str) -> Field | None:
+    """Return how a column of `arrow` type is encoded for a `pg_type` column, None when it
+    cannot be sent in binary form (the caller sends CSV)."""
+    t = pa.types
+    if t.is_dictionary(arrow):
+        inner = _field(arrow.value_type, pg_type)
+        return None if inner is None else (lambda c: inner(c.dictionary_decode()))
+    if t.is_null(arrow):
+        return lambda c: (_lengths(c, 0), pa.array([b""] * len(c), pa.binary()))
+    if t.is_integer(arrow) and pg_type in _INTS:
+        width = _INTS[pg_type]
+        if arrow.bit_width // 8 > width or (
+            t.is_unsigned_integer(arrow) and arrow.bit_width // 8 >= width
+        ):
+            return None  # might not fit: CSV, where the server refuses what does not
+        return _fixed(width, f"<i{width}")
+    if t.is_floating(arrow) and arrow.bit_width // 8 == _FLOATS.get(pg_type):
+        # Same width only: the server rounds a narrower column's text itself (and refuses
+        # what overflows it), and widens the shortest text of a float32, not its bits.
+        return _fixed(arrow.bit_width // 8, f"<f{arrow.bit_width // 8}")
+    if t.is_boolean(arrow) and pg_type == "boolean":
+        as_byte = _fixed(1, "<u1")
+        return lambda c: as_byte(c.cast(pa.uint8()))
+    if (t.is_string(arrow) or t.is_large_string(arrow)) and _TEXT.fullmatch(pg_type):
+        return _bytes(b"\x01" if pg_type == "jsonb" else b"")
+    if (t.is_binary(arrow) or t.is_large_binary(arrow)) and pg_type == "bytea":
+        return _bytes()
+    if t.is_date(arrow) and pg_type == "date":
+        return _shifted(_EPOCH_DAYS, _days, 4)
+    if t.is_timestamp(arrow) and _TIMESTAMP.fullmatch(pg_type):
+        return _shifted(_EPOCH_US, _micros, 8)
+    if t.is_time(arrow) and _TIME.fullmatch(pg_type):
+        return _shifted(0, _micros, 8)
+    return None
+
+
+def encoder(schema: pa.Schema, pg_types: list[str]) -> Callable[[pa.RecordBatch], bytes] | None:
+    """Return a function rendering a batch of `schema` as binary `COPY` rows (no header or
+    trailer) for columns of `pg_types` (in the same order), or None when some column cannot
+    be sent in binary form."""
+    fields = [_field(f.type, pg) for f, pg in zip(schema, pg_types)]
+    if any(f is None for f in fields) or not fields:
+        return None
+    count = struct.pack("!h", len(fields))
+
+    def encode(batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows == 0:
+            return b""
+        pieces: list[pa.Array] = [_constant(count, batch.num_rows)]
+        for field, column in zip(fields, batch.columns):
+            try:
+                lengths, data = field(column)  # type: ignore[misc]
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise UnloadableError(
+                    f"a value cannot be sent to postgres as it is: {exc}"
+                ) from exc
+            pieces += [lengths, data]
+        if any(_large(p.type) for p in pieces):
+            pieces = [p.cast(pa.large_binary()) for p in pieces]
+        rows = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pieces[0].type), options=_JOIN)
+        return _values(rows)
+
+    return encode
+
+
+def _constant(value: bytes, n: int) -> pa.Array:
+    data = pa.py_buffer(np.frombuffer(value, dtype=np.uint8)[None, :].repeat(n, axis=0))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(len(value)), n, [None, data]).cast(
+        pa.binary()
+    )
+
+
+def _values(rows: pa.Array) -> bytes:
+    """Return the bytes of a binary array's values, back to back (what the COPY sends)."""
+    offsets_type = np.int64 if pa.types.is_large_binary(rows.type) else np.int32
+    offsets = np.frombuffer(rows.buffers()[1], dtype=offsets_type)
+    start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
+    return rows.buffers()[2][start:end].to_pybytes()
+
+
+def stream(
+    batches: Iterator[pa.RecordBatch], encode: Callable[[pa.RecordBatch], bytes]
+) -> Iterator[bytes]:
+    """Yield the whole binary `COPY` stream of `batches`: header, rows, trailer."""
+    yield HEADER
+    for batch in batches:
+        data = encode(batch)
+        if data:
+            yield data
+    yield TRAILER
