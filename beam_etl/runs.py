@@ -12,13 +12,19 @@ after the verdict, from the launching process.
 
 import contextlib
 import json
+import logging
 import os
 import socket
+from typing import Any
+
+from apache_beam.internal import pickler
 
 from beam_etl.core.publish import discard, discard_folder, remove_tree
 
 _OWNER = "owner.json"
 _STAGING = "staging.json"
+_REMOVERS = "removers.pickle"
+_LOG = logging.getLogger(__name__)
 
 
 class RunFolders:
@@ -38,17 +44,28 @@ class RunFolders:
         _write_json(os.path.join(folder, _OWNER), owner)
         return folder
 
-    def remember_staging(self, folder: str, staging: list[str]) -> None:
-        """Record the staging folders the built graph uses (`collecting_staging`), so a killed
-        run's can be removed."""
-        staging = sorted(set(staging))
-        _write_json(os.path.join(folder, _STAGING), staging)
+    def remember_staging(self, folder: str, staging: list[Any]) -> None:
+        """Record the staging folders the built graph uses, and the removers of staging kept
+        elsewhere (`collecting_staging`), so a killed run's can be removed."""
+        folders = sorted({s for s in staging if isinstance(s, str)})
+        _write_json(os.path.join(folder, _STAGING), folders)
+        removers = [s for s in staging if not isinstance(s, str)]
+        if removers:
+            path = os.path.join(folder, _REMOVERS)
+            with open(f"{path}.tmp", "wb") as out:
+                out.write(pickler.dumps(removers))
+            os.replace(f"{path}.tmp", path)
 
     def finish(self, folder: str) -> None:
         """Remove the run's folder, its pending publishes and every staging folder it used."""
         discard(os.path.join(folder, "pending"))
         for staging in _read_json(os.path.join(folder, _STAGING), []):
             discard_folder(staging)
+        for remover in _read_removers(os.path.join(folder, _REMOVERS)):
+            try:
+                remover.remove()
+            except Exception as exc:  # a server that is down: the staging stays, named
+                _LOG.warning("Could not remove %s: %s", remover, exc)
         remove_tree(folder)
         with contextlib.suppress(OSError):
             os.rmdir(self.root)
@@ -79,6 +96,14 @@ def alive(pid) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def _read_removers(path: str) -> list[Any]:
+    try:
+        with open(path, "rb") as source:
+            return list(pickler.loads(source.read()))
+    except (OSError, ValueError, EOFError):
+        return []
 
 
 def _write_json(path: str, value) -> None:

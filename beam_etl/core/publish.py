@@ -50,7 +50,7 @@ VETO_SUFFIX: Final = ".veto"
 _DEFERRED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "beam_etl_deferred_publishing", default=None
 )
-_STAGING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+_STAGING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "beam_etl_staging_folders", default=None
 )
 
@@ -71,11 +71,12 @@ def deferred_publishing(folder: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def collecting_staging() -> Iterator[list[str]]:
+def collecting_staging() -> Iterator[list[Any]]:
     """Collect, in the list it yields, every staging folder the transforms built inside the
-    block will use (`staged`): the run records them before it starts and removes them when it
-    ends, whatever the outcome, or the next run does if this one is killed."""
-    folders: list[str] = []
+    block will use (`staged`), and every staging kept elsewhere (`staged_elsewhere`): the run
+    records them before it starts and removes them when it ends, whatever the outcome, or the
+    next run does if this one is killed."""
+    folders: list[Any] = []
     token = _STAGING.set(folders)
     try:
         yield folders
@@ -90,6 +91,21 @@ def staged(folder: str) -> str:
     if folders is not None and folder not in folders:
         folders.append(folder)
     return folder
+
+
+def staged_elsewhere(remover: Any) -> Any:
+    """Return `remover` after recording it for the run that builds it (see
+    `collecting_staging`): a picklable object whose `remove()` removes staging a transform keeps
+    outside the file system (a database sink's staging table), whether or not it exists."""
+    found = _STAGING.get()
+    if found is not None:
+        found.append(remover)
+    return remover
+
+
+def collects_staging() -> bool:
+    """Whether staging made now is recorded for a run that removes it (`collecting_staging`)."""
+    return _STAGING.get() is not None
 
 
 def pending_folder() -> str | None:

@@ -36,6 +36,7 @@ class Dialect(Protocol):
     origin_types: tuple[str, str, str]  # staging columns: file code, line, row number
     screens: bool  # rows it cannot store exactly are refused in Arrow (`values.unloadable`)
     now: str  # SQL of the current UTC time, for the ledger
+    early_loads: bool  # bundles load into a staging table while the run reads (`early`)
 
     # Connections, errors, names and types
     def connect(self, config: DbConfig) -> Any: ...
@@ -57,6 +58,18 @@ class Dialect(Protocol):
     def empty_target(self, load: "SqlLoad") -> None: ...
     def new_like(self, load: "SqlLoad") -> str: ...
     def swap(self, load: "SqlLoad", new: str, result: Published | None = None) -> None: ...
+
+    # Loading while the run reads (`early`; only where `early_loads`)
+    def columns_of(self, load: "SqlLoad", relation: str) -> dict[str, str]: ...
+    def open_early_stage(self, connection: Any, stage: Any, schema: pa.Schema) -> bool: ...
+    def early_registry(self, cursor: Any, relation: str) -> str | None: ...
+    def add_early_part(self, cursor: Any, relation: str, entry: dict[str, Any]) -> None: ...
+    def copy_rows(
+        self, connection: Any, relation: str, batches: Iterator[pa.RecordBatch]
+    ) -> None: ...
+    def rename_early_stage(self, load: "SqlLoad", relation: str, name: str) -> None: ...
+    def same_shape(self, load: "SqlLoad", relation: str, target: str) -> bool: ...
+    def merge_early_stage(self, load: "SqlLoad", relation: str, names: list[str]) -> None: ...
 
     # Loading: speed paths, staging, deduplication
     def predict(self, load: "SqlLoad", parts: list[Part]) -> Published | None: ...
@@ -139,6 +152,7 @@ class BaseDialect:
     table_options = ""  # appended to CREATE TABLE
     row_chunk = 500  # row numbers per IN list of `row_chunks`
     keyed_dedupe = False  # the deduplicated staging table is keyed on the row number
+    early_loads = False  # no loading while the run reads (see `early`): publish from parts
 
     def can_try(self, config: DbConfig) -> bool:
         """Whether a trial load (before the verdict) may connect: it may change nothing."""
@@ -157,8 +171,35 @@ class BaseDialect:
         raise NotImplementedError  # every dialect reads its own catalog
 
     def columns(self, load: "SqlLoad") -> dict[str, str] | None:
-        found = {name: column.type for name, column in self.describe(load, load.target).items()}
+        found = self.columns_of(load, load.target)
         return found or None  # no columns: no table
+
+    def columns_of(self, load: "SqlLoad", relation: str) -> dict[str, str]:
+        """Return the column types of `relation` by name, in table order (empty: no table)."""
+        return {name: column.type for name, column in self.describe(load, relation).items()}
+
+    # Loading while the run reads: only a dialect with `early_loads` is asked.
+
+    def open_early_stage(self, connection: Any, stage: Any, schema: pa.Schema) -> bool:
+        raise NotImplementedError
+
+    def early_registry(self, cursor: Any, relation: str) -> str | None:
+        raise NotImplementedError
+
+    def add_early_part(self, cursor: Any, relation: str, entry: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def copy_rows(self, connection: Any, relation: str, batches: Iterator[pa.RecordBatch]) -> None:
+        raise NotImplementedError
+
+    def rename_early_stage(self, load: "SqlLoad", relation: str, name: str) -> None:
+        raise NotImplementedError
+
+    def same_shape(self, load: "SqlLoad", relation: str, target: str) -> bool:
+        raise NotImplementedError
+
+    def merge_early_stage(self, load: "SqlLoad", relation: str, names: list[str]) -> None:
+        raise NotImplementedError
 
     def empty_target(self, load: "SqlLoad") -> None:
         load.execute(f"DELETE FROM {load.target}")

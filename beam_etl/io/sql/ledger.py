@@ -21,11 +21,13 @@ class LedgerPublish:
         config: DbConfig,
         table: str,
         options: SinkOptions | dict[str, Any],
+        early: Any = None,
     ) -> None:
         self.dialect = dialect
         self.config = config
         self.table = table
         self.options = SinkOptions.of(options)
+        self.early = early  # an `early.EarlyStage`, when the bundles load while the run reads
 
     def __call__(
         self, parts: list[Part], *, commit: bool = True, expect: Published | None = None
@@ -72,6 +74,7 @@ class LedgerPublish:
                     cursor=cursor,
                     trial=not commit,
                     expect=expect,
+                    early=self.early,
                 )
                 # A trial the load cannot differ from is predicted, not loaded.
                 result = (None if commit else load.predict(parts)) or load.run(parts)

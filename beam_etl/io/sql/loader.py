@@ -54,6 +54,26 @@ def schema_drift(
     )
 
 
+def table_columns(
+    dialect: Dialect, fields: list[pa.Field], keys: list[str], *, history: bool = False
+) -> list[str]:
+    """Return the column definitions (and primary key) of a table a load creates."""
+    q = dialect.quote
+    # NOT NULL on the keys: SQLite's PRIMARY KEY alone takes nulls (PostgreSQL's and
+    # MySQL's imply it), which would let null keys repeat or be given made-up values.
+    columns = [
+        f"{q(f.name)} {dialect.sql_type(f.type, key=f.name in keys)}"
+        + (" NOT NULL" if f.name in keys else "")
+        for f in fields
+    ]
+    if history:  # every version of a key, told apart by `valid_from`
+        columns += _scd2.extra_columns(q, dialect.timestamp_type, dialect.boolean_type)
+        keys = [*keys, _scd2.VALID_FROM]
+    if keys:
+        columns.append(f"PRIMARY KEY ({', '.join(q(k) for k in keys)})")
+    return columns
+
+
 class SqlLoad:
     """One publish of staged parts into `table`, on an open connection.
 
@@ -73,8 +93,10 @@ class SqlLoad:
         cursor: Any = None,
         trial: bool = False,
         expect: Published | None = None,
+        early: Any = None,
     ) -> None:
         self.d = dialect
+        self.early = early  # an `early.EarlyStage`: the rows may be on the server already
         self.connection = connection
         self.cursor = cursor if cursor is not None else connection.cursor()
         self.table = table
@@ -101,14 +123,31 @@ class SqlLoad:
 
     def predict(self, parts: list[Part]) -> Published | None:
         """Return what loading `parts` will do without loading them, when the dialect can
-        tell (see its `predict`); None: the trial loads."""
+        tell (see its `predict`), or when the bundles loaded them early (see `early`); None:
+        the trial loads."""
+        if self.early is not None:
+            self.d.start(self)
+            claimed = self.early.claim(self, parts, self.visible_fields(parts_schema(parts)))
+            if claimed is not None:
+                return claimed
         return self.d.predict(self, parts)
+
+    def visible_fields(self, schema: pa.Schema | None) -> list[pa.Field]:
+        """Return the loaded fields of a staged schema (no hidden column, no deletion flag)."""
+        if schema is None:
+            return []
+        flag = self.o.hard_delete
+        return [f for f in schema if not f.name.startswith(HIDDEN_PREFIX) and f.name != flag]
 
     def run(self, parts: list[Part]) -> Published:
         """Load `parts` into the target by the mode; return what was written and refused."""
         self.d.start(self)
         schema = parts_schema(parts)
         staged = sum(rows for _, rows in parts)
+        if self.early is not None and schema is not None:
+            claimed = self.early.claim(self, parts, self.visible_fields(schema))
+            if claimed is not None:
+                return claimed
         existing = self.d.columns(self)
         if schema is None:  # nothing staged: `replace` still empties the target
             if existing is not None and self.mode.replaces:
@@ -136,20 +175,7 @@ class SqlLoad:
 
     def create(self, load: list[pa.Field]) -> None:
         """Create the target (a temporary table in a trial whose DDL would commit)."""
-        keys = self.keys
-        q = self.d.quote
-        # NOT NULL on the keys: SQLite's PRIMARY KEY alone takes nulls (PostgreSQL's and
-        # MySQL's imply it), which would let null keys repeat or be given made-up values.
-        columns = [
-            f"{q(f.name)} {self.d.sql_type(f.type, key=f.name in keys)}"
-            + (" NOT NULL" if f.name in keys else "")
-            for f in load
-        ]
-        if self.mode.history:  # every version of a key, told apart by `valid_from`
-            columns += _scd2.extra_columns(q, self.d.timestamp_type, self.d.boolean_type)
-            keys = [*keys, _scd2.VALID_FROM]
-        if keys:
-            columns.append(f"PRIMARY KEY ({', '.join(q(k) for k in keys)})")
+        columns = table_columns(self.d, load, self.keys, history=self.mode.history)
         temporary = self.trial and not self.d.transactional_ddl
         create = "CREATE TEMPORARY TABLE" if temporary else "CREATE TABLE"
         self.execute(f"{create} {self.target} ({', '.join(columns)}){self.d.table_options}")

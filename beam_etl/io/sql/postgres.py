@@ -7,15 +7,18 @@ statement per mode, the ledger row, commit.
 
 import contextlib
 import hashlib
+import itertools
 from collections.abc import Iterator
 from typing import Any, Final
 
 import pyarrow as pa
 
+from beam_etl.core.errors import ConnectorError
 from beam_etl.io.sql.dialect import BaseDialect, Part
+from beam_etl.io.sql.early import PART_COLUMN, EarlyStage, Registry
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.ledger import LedgerPublish
-from beam_etl.io.sql.loader import SqlLoad
+from beam_etl.io.sql.loader import SqlLoad, table_columns
 from beam_etl.io.sql.options import DbConfig, SinkOptions
 from beam_etl.io.sql.postgres_checks import (
     _REFUSE_DDL,
@@ -49,6 +52,16 @@ _LEDGER_DDL: Final = (
 )
 
 
+def _columns(cursor, relation: str) -> dict[str, str]:
+    """Return the column types of `relation` by name, in table order (empty: no table)."""
+    cursor.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (relation,),
+    )
+    return dict(cursor.fetchall())
+
+
 class PostgresDialect(BaseDialect):
     """PostgreSQL for the shared loader: DDL inside the publish's one transaction, `COPY` in
     and out, `ON CONFLICT` upserts, a replacement swapped in by rename (indexes renamed
@@ -64,6 +77,7 @@ class PostgresDialect(BaseDialect):
     origin_types = ("integer", "bigint", "bigint")
     screens = True
     now = "now()"
+    early_loads = True
 
     connect = staticmethod(connect)
     is_transient = staticmethod(is_transient)
@@ -91,17 +105,120 @@ class PostgresDialect(BaseDialect):
         # keeps its UTC time, whatever the server's or the DSN's TimeZone.
         load.execute("SET LOCAL TIME ZONE 'UTC'")
 
-    def columns(self, load: SqlLoad) -> dict[str, str] | None:
-        """Return the target's column types by name (in table order), None if it is missing."""
-        return self._columns_of(load, load.target) or None
+    def columns_of(self, load, relation: str) -> dict[str, str]:
+        return _columns(load.cursor, relation)
 
-    def _columns_of(self, load, relation: str) -> dict[str, str]:
-        load.cursor.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (relation,),
+    # Loading while the run reads (see `early`)
+
+    def open_early_stage(self, connection, stage: EarlyStage, schema: pa.Schema) -> bool:
+        """Open (for the first bundle: create) the staging table of `stage` for a bundle of
+        `schema`: made from the load's columns when the target is missing (`create`), like the
+        target when it replaces it (`like`); False when the load is not made early."""
+        options = stage.options
+        names = [f.name for f in schema]
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+            self.lock(cursor, stage.relation)  # one bundle creates it, the others wait
+            registry = Registry.loads(self.early_registry(cursor, stage.relation))
+            if registry is None:
+                target = _columns(cursor, _q(stage.table))
+                if not target and options.create_table:
+                    columns = table_columns(self, list(schema), list(options.keys))
+                    cursor.execute(f"CREATE TABLE {stage.relation} ({', '.join(columns)})")
+                    registry = Registry("create")
+                elif target and options.mode == "merge" and set(names) <= set(target):
+                    columns = table_columns(self, list(schema), [])  # keys repeat here
+                    cursor.execute(f"CREATE UNLOGGED TABLE {stage.relation} ({', '.join(columns)})")
+                    registry = Registry("merge")
+                elif target and options.mode == "replace" and set(names) <= set(target):
+                    like = f"(LIKE {_q(stage.table)} INCLUDING ALL)"
+                    cursor.execute(f"CREATE TABLE {stage.relation} {like}")
+                    cursor.execute(
+                        "SELECT obj_description(to_regclass(%s), 'pg_class')", (_q(stage.table),)
+                    )
+                    registry = Registry("like", comment=cursor.fetchone()[0])
+                else:
+                    connection.rollback()
+                    return False
+                cursor.execute(f"ALTER TABLE {stage.relation} ADD COLUMN {_q(PART_COLUMN)} bigint")
+                cursor.execute(f"COMMENT ON TABLE {stage.relation} IS %s", (registry.dumps(),))
+            stage_columns = _columns(cursor, stage.relation)
+        connection.commit()
+        return set(names) <= set(stage_columns)
+
+    def early_registry(self, cursor, relation: str) -> str | None:
+        """Return the comment of the staging table `relation` (None: no such table)."""
+        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (relation,))
+        return cursor.fetchone()[0]
+
+    def add_early_part(self, cursor, relation: str, entry: dict[str, Any]) -> None:
+        """Add a committed bundle's `entry` to the registry of `relation`, in its transaction."""
+        self.lock(cursor, relation)
+        registry = Registry.loads(self.early_registry(cursor, relation))
+        if registry is None:
+            raise ConnectorError(f"The staging table {relation} has lost its registry")
+        registry.parts.append(entry)
+        cursor.execute(f"COMMENT ON TABLE {relation} IS %s", (registry.dumps(),))
+
+    def copy_rows(self, connection, relation: str, batches: Iterator[pa.RecordBatch]) -> None:
+        """`COPY` `batches` into `relation` (binary where every column has a binary form)."""
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return
+        with connection.cursor() as cursor:
+            types = _columns(cursor, relation)
+            names = first.schema.names
+            rest = itertools.chain([first], batches)
+            _copy_in(cursor, relation, names, rest, [types[n] for n in names])
+
+    def merge_early_stage(self, load: SqlLoad, relation: str, names: list[str]) -> None:
+        """Upsert every row of the staging table `relation` into the target by its keys (the
+        caller made sure no key repeats and no row can be refused)."""
+        keys = load.keys
+        columns = ", ".join(_q(n) for n in names)
+        others = [n for n in names if n not in keys]
+        action = (
+            "UPDATE SET " + ", ".join(f"{_q(n)} = EXCLUDED.{_q(n)}" for n in others)
+            if others
+            else "NOTHING"
         )
-        return dict(load.cursor.fetchall())
+        load.execute(
+            f"INSERT INTO {load.target} ({columns}) SELECT {columns} FROM {relation} "
+            f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) DO {action}"
+        )
+
+    def same_shape(self, load: SqlLoad, relation: str, target: str) -> bool:
+        """Whether `relation` (made LIKE `target` earlier in the run) still has the target's
+        constraints and indexes (someone may have changed the target meanwhile)."""
+        load.cursor.execute(
+            "SELECT conrelid = to_regclass(%s), contype, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE conrelid IN (to_regclass(%s), to_regclass(%s)) "
+            "AND contype <> 'f'",
+            (relation, relation, target),
+        )
+        found = load.cursor.fetchall()
+        mine = sorted((kind, text) for is_stage, kind, text in found if is_stage)
+        theirs = sorted((kind, text) for is_stage, kind, text in found if not is_stage)
+        return mine == theirs and set(self._indexes(load, relation)) == set(
+            self._indexes(load, target)
+        )
+
+    def rename_early_stage(self, load: SqlLoad, relation: str, name: str) -> None:
+        """Make the staging table `relation` (named `name`) the new target; its indexes are
+        named as the target's own would be."""
+        target = load.table.rpartition(".")[2]
+        schema = load.table.rpartition(".")[0]
+        load.execute(f"ALTER TABLE {relation} RENAME TO {_q(target)}")
+        load.cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = to_regclass(%s)",
+            (load.target,),
+        )
+        for (index,) in load.cursor.fetchall():
+            if index.startswith(name):
+                wanted = (target + index[len(name) :])[:63]
+                load.execute(f"ALTER INDEX {_q_in(schema, index)} RENAME TO {_q(wanted)}")
 
     def describe(self, load: SqlLoad, relation: str) -> dict[str, _Column]:
         """Return the columns of `relation` by name: type, type to cast to, NOT NULL."""

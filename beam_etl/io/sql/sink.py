@@ -15,6 +15,7 @@ from beam_etl.io._files import StageAndPublish
 from beam_etl.io._ipcparts import IpcPartWriter
 from beam_etl.io.sql import keptstate
 from beam_etl.io.sql.dialect import Dialect
+from beam_etl.io.sql.early import EarlyPartWriter, EarlyStage
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.options import DbConfig, SinkOptions
 from beam_etl.io.sql.staging import staging_folder
@@ -64,9 +65,15 @@ class WriteToDatabase(beam.PTransform):
         if self.options.mode == "scd2":
             batches = batches | "RowHash" >> beam.Map(_scd2.with_row_hash, self.options.hard_delete)
         options = dataclasses.replace(self.options, step=self.label)
-        publish = LedgerPublish(self.DIALECT, self.config, self.table, options)
+        early = EarlyStage.plan(self.DIALECT, self.config, self.table, options)
+        publish = LedgerPublish(self.DIALECT, self.config, self.table, options, early)
+        writer = (
+            functools.partial(IpcPartWriter, keep_origin=True)
+            if early is None
+            else functools.partial(EarlyPartWriter, early=early)
+        )
         written, error = batches | StageAndPublish(
-            functools.partial(IpcPartWriter, keep_origin=True),
+            writer,
             folder,
             publish,
             step=self.label,
