@@ -12,8 +12,12 @@ process tree, sampled every 50 ms.
   that does not exist yet) vs `psql -1` with `CREATE TABLE` + `\\copy` of the same CSV.
 - `pg_merge`: WriteToPostgres(mode: merge) into a table holding every row already vs `psql -1`
   with `\\copy` into a temporary table + `INSERT ... ON CONFLICT DO UPDATE`.
+- `pg_replace_full`: WriteToPostgres(mode: replace) of a table holding every row already vs
+  `psql -1` with `CREATE TABLE` new + `\\copy` + `DROP TABLE` old + rename.
 - `my_append`: WriteToMySql(mode: append, new table) vs `mariadb -e "CREATE TABLE ...;
   LOAD DATA LOCAL INFILE ..."`.
+- `pg_read`: ReadFromPostgres -> WriteToCsv of the full table vs `psql` with
+  `\\copy bench_base TO file WITH (FORMAT csv)`.
 
 With `--dlt-python PATH` (a Python that has `dlt[postgres,parquet]` 1.31 installed, kept out of
 the project's requirements: e.g. `python -m venv /tmp/dlt && /tmp/dlt/bin/pip install
@@ -170,7 +174,21 @@ def case_dlt(mode: str, csv: str, rows: int, python: str):
 def case_pg(mode: str, csv: str, rows: int, work: str):
     def reference() -> tuple[float, int]:
         psql("DROP TABLE IF EXISTS bench_ref")
-        if mode == "merge":
+        if mode == "replace_full":  # a full table replaced: a new table, \\copy, swapped in
+            psql(f"CREATE TABLE bench_ref ({PG_TABLE_COLUMNS})")
+            psql(f"INSERT INTO bench_ref SELECT * FROM {base}")
+            script = [
+                "-1",
+                "-c",
+                f"CREATE TABLE bench_ref_new ({PG_TABLE_COLUMNS})",
+                "-c",
+                f"\\copy bench_ref_new FROM '{csv}' WITH (FORMAT csv, HEADER)",
+                "-c",
+                "DROP TABLE bench_ref",
+                "-c",
+                "ALTER TABLE bench_ref_new RENAME TO bench_ref",
+            ]
+        elif mode == "merge":
             psql(f"CREATE TABLE bench_ref ({PG_TABLE_COLUMNS}, PRIMARY KEY (id))")
             psql(f"INSERT INTO bench_ref SELECT * FROM {base}")
             script = [
@@ -196,8 +214,13 @@ def case_pg(mode: str, csv: str, rows: int, work: str):
         return result
 
     keys = ", primary_key: id" if mode == "merge" else ""
+    sink_mode = "replace" if mode == "replace_full" else mode
     command = beam_run(
-        spec(csv, "WriteToPostgres", f"{{table: bench_beam, mode: {mode}, database: test{keys}}}"),
+        spec(
+            csv,
+            "WriteToPostgres",
+            f"{{table: bench_beam, mode: {sink_mode}, database: test{keys}}}",
+        ),
         work,
     )
 
@@ -206,17 +229,16 @@ def case_pg(mode: str, csv: str, rows: int, work: str):
         if mode == "merge":
             psql(f"CREATE TABLE bench_beam ({PG_TABLE_COLUMNS}, PRIMARY KEY (id))")
             psql(f"INSERT INTO bench_beam SELECT * FROM {base}")
+        elif mode == "replace_full":
+            psql(f"CREATE TABLE bench_beam ({PG_TABLE_COLUMNS})")
+            psql(f"INSERT INTO bench_beam SELECT * FROM {base}")
         result = timed(command)
         assert int(psql("SELECT count(*) FROM bench_beam")) == rows
         return result
 
     base = "bench_base"
-    if mode == "merge":  # the full table both sides merge into, loaded once
-        psql(f"DROP TABLE IF EXISTS {base}")
-        psql(f"CREATE TABLE {base} ({PG_TABLE_COLUMNS})")
-        subprocess.run(
-            [*PSQL, "-c", f"\\copy {base} FROM '{csv}' WITH (FORMAT csv, HEADER)"], check=True
-        )
+    if mode in ("merge", "replace_full"):  # the full table both sides start from
+        _base(csv)
     return reference, beam_etl
 
 
@@ -250,7 +272,58 @@ def case_my(csv: str, rows: int, work: str):
     return reference, beam_etl
 
 
-CASES = ("pg_append", "pg_replace", "pg_merge", "my_append")
+READ_SPEC = """name: bench_db_read
+sources:
+  - name: orders
+    type: ReadFromPostgres
+    config: {{table: bench_base, database: test}}
+sinks:
+  - name: out
+    type: WriteToCsv
+    input: orders
+    config: {{path: "{out}"}}
+  - name: rejected
+    type: WriteToDeadLetters
+    inputs: [orders.error]
+    config: {{path: "${{OUTPUT_DIR}}/rejected.jsonl"}}
+"""
+
+
+def _lines(path: str) -> int:
+    with open(path, "rb") as source:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(1 << 24), b""))
+
+
+def case_pg_read(csv: str, rows: int, work: str):
+    """ReadFromPostgres -> WriteToCsv against `psql \\copy bench_base TO file` (CSV)."""
+    _base(csv)
+    ref_out, beam_out = os.path.join(work, "ref.csv"), os.path.join(work, "beam.csv")
+
+    def reference() -> tuple[float, int]:
+        result = timed([*PSQL, "-c", f"\\copy bench_base TO '{ref_out}' WITH (FORMAT csv)"])
+        assert _lines(ref_out) == rows
+        return result
+
+    command = beam_run(READ_SPEC.format(out=beam_out), work)
+
+    def beam_etl() -> tuple[float, int]:
+        result = timed(command)
+        assert _lines(beam_out) == rows + 1  # with its header
+        return result
+
+    return reference, beam_etl
+
+
+def _base(csv: str) -> None:
+    """Load the CSV once into `bench_base` (the table reads and full-table cases start from)."""
+    psql("DROP TABLE IF EXISTS bench_base")
+    psql(f"CREATE TABLE bench_base ({PG_TABLE_COLUMNS}, PRIMARY KEY (id))")
+    subprocess.run(
+        [*PSQL, "-c", f"\\copy bench_base FROM '{csv}' WITH (FORMAT csv, HEADER)"], check=True
+    )
+
+
+CASES = ("pg_append", "pg_replace", "pg_replace_full", "pg_merge", "my_append", "pg_read")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -274,6 +347,10 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.cases:
             if name == "my_append":
                 reference, beam_etl = case_my(csv, args.rows, work)
+            elif name == "pg_read":
+                reference, beam_etl = case_pg_read(csv, args.rows, work)
+            elif name == "pg_replace_full":
+                reference, beam_etl = case_pg("replace_full", csv, args.rows, work)
             else:
                 reference, beam_etl = case_pg(name.split("_")[1], csv, args.rows, work)
             dlt = None

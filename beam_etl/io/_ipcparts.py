@@ -50,7 +50,7 @@ def parts_schema(parts: list[Part]) -> pa.Schema:
     """Return one schema for all staged parts: columns in first-seen order, types promoted."""
     schemas = []
     for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
+        with pa.OSFile(path, "rb") as source, pa.ipc.open_stream(source) as reader:
             schemas.append(reader.schema)
     if not schemas:
         return pa.schema([])
@@ -60,6 +60,6 @@ def parts_schema(parts: list[Part]) -> pa.Schema:
 def read_parts(parts: list[Part], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Yield the staged batches one at a time, conformed to `schema` (missing columns null)."""
     for path, _ in parts:
-        with pa.ipc.open_stream(path) as reader:
+        with pa.OSFile(path, "rb") as source, pa.ipc.open_stream(source) as reader:
             for batch in reader:
                 yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)

@@ -29,7 +29,14 @@ from beam_etl.io.sql.mysql_checks import (
     _within,
 )
 from beam_etl.io.sql.publish import Published
-from beam_etl.io.sql.staging import StagedOrigins, conform, parts_schema, read_parts
+from beam_etl.io.sql.staging import (
+    StagedOrigins,
+    conform,
+    distinct_keys,
+    own_columns,
+    parts_schema,
+    read_parts,
+)
 from beam_etl.io.sql.values import UnloadableError, loadable, sql_type
 
 if TYPE_CHECKING:  # annotations only: the loader does not import dialects
@@ -110,9 +117,9 @@ def predict(load: "SqlLoad", parts: list[Any]) -> Published | None:
             return None
         written += batch.num_rows
         if keys:
-            seen.append(pa.Table.from_batches([batch]).select(keys))
+            seen.append(own_columns(batch, keys))
     if keys and seen:
-        written = pa.concat_tables(seen).group_by(keys).aggregate([]).num_rows
+        written = distinct_keys(pa.concat_tables(seen), keys)
     rejects = [
         origins.reject(load.o.step, load.table, keys, row, message)
         for row, message in origins.screened

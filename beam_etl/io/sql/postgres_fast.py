@@ -17,8 +17,10 @@ from beam_etl.io.sql.staging import (
     ROW_COLUMN,
     StagedOrigins,
     conform,
+    distinct_keys,
     last_rows,
     numbered,
+    own_columns,
     parts_schema,
     read_parts,
 )
@@ -109,7 +111,7 @@ def _predict_merge(load: "SqlLoad", parts: list[Any]) -> Published | None:
             return None
     found, too_long = [], False
     for batch in load.origins.batches(parts, pa.schema([*fields, *StagedOrigins.FIELDS])):
-        found.append(pa.Table.from_batches([batch]).select(keys))
+        found.append(own_columns(batch, keys))
         for name, limit in max_chars.items():
             longest = pc.max(pc.utf8_length(batch.column(name))).as_py()
             too_long = too_long or (longest is not None and longest > limit)
@@ -117,7 +119,7 @@ def _predict_merge(load: "SqlLoad", parts: list[Any]) -> Published | None:
     if too_long or (table is not None and any(table.column(k).null_count for k in keys)):
         load.origins = StagedOrigins("postgres")  # the trial screens again
         return None
-    written = table.group_by(keys).aggregate([]).num_rows if table is not None else 0
+    written = distinct_keys(table, keys) if table is not None else 0
     rejects = [
         load.origins.reject(load.o.step, load.table, keys, row, message)
         for row, message in load.origins.screened
