@@ -282,10 +282,6 @@ sinks:
     type: WriteToCsv
     input: orders
     config: {{path: "{out}"}}
-  - name: rejected
-    type: WriteToDeadLetters
-    inputs: [orders.error]
-    config: {{path: "${{OUTPUT_DIR}}/rejected.jsonl"}}
 """
 
 

@@ -52,6 +52,12 @@ _LEDGER_DDL: Final = (
 )
 
 
+#: Bundles one staging table takes: its registry (a comment) is rewritten by each, so a runner
+#: that makes thousands of tiny bundles loads the usual way instead (a part not loaded early
+#: sends the whole load through the publish from local parts).
+MAX_EARLY_PARTS: Final = 256
+
+
 def _columns(cursor, relation: str) -> dict[str, str]:
     """Return the column types of `relation` by name, in table order (empty: no table)."""
     cursor.execute(
@@ -157,6 +163,8 @@ class PostgresDialect(BaseDialect):
         registry = Registry.loads(self.early_registry(cursor, relation))
         if registry is None:
             raise ConnectorError(f"The staging table {relation} has lost its registry")
+        if len(registry.parts) >= MAX_EARLY_PARTS:  # runners with many tiny bundles
+            raise ConnectorError(f"The staging table {relation} holds enough bundles")
         registry.parts.append(entry)
         cursor.execute(f"COMMENT ON TABLE {relation} IS %s", (registry.dumps(),))
 
