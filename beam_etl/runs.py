@@ -49,23 +49,30 @@ class RunFolders:
         elsewhere (`collecting_staging`), so a killed run's can be removed."""
         folders = sorted({s for s in staging if isinstance(s, str)})
         _write_json(os.path.join(folder, _STAGING), folders)
-        removers = [s for s in staging if not isinstance(s, str)]
-        if removers:
-            path = os.path.join(folder, _REMOVERS)
-            with open(f"{path}.tmp", "wb") as out:
-                out.write(pickler.dumps(removers))
-            os.replace(f"{path}.tmp", path)
+        _write_removers(
+            os.path.join(folder, _REMOVERS), [s for s in staging if not isinstance(s, str)]
+        )
 
     def finish(self, folder: str) -> None:
         """Remove the run's folder, its pending publishes and every staging folder it used."""
         discard(os.path.join(folder, "pending"))
         for staging in _read_json(os.path.join(folder, _STAGING), []):
             discard_folder(staging)
+        failed = []
         for remover in _read_removers(os.path.join(folder, _REMOVERS)):
             try:
                 remover.remove()
-            except Exception as exc:  # a server that is down: the staging stays, named
+            except Exception as exc:  # a server that is down: the next run tries again
                 _LOG.warning("Could not remove %s: %s", remover, exc)
+                failed.append(remover)
+        if failed:  # keep the run folder (its owner is gone after this) for the next sweep
+            _write_removers(os.path.join(folder, _REMOVERS), failed)
+            for name in os.listdir(folder):
+                if name not in (_REMOVERS, _OWNER):  # the owner: swept once it is gone
+                    remove_tree(os.path.join(folder, name))
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, name))
+            return
         remove_tree(folder)
         with contextlib.suppress(OSError):
             os.rmdir(self.root)
@@ -98,11 +105,28 @@ def alive(pid) -> bool:
     return True
 
 
+def _write_removers(path: str, removers: list[Any]) -> None:
+    """Pickle `removers` to `path`, readable by this user only (they hold connection
+    settings, as the run's pending publishes do)."""
+    if not removers:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(pickler.dumps(removers))
+    os.replace(temporary, path)
+
+
 def _read_removers(path: str) -> list[Any]:
     try:
         with open(path, "rb") as source:
             return list(pickler.loads(source.read()))
-    except (OSError, ValueError, EOFError):
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # written by another version of beam_etl: not ours to run
+        _LOG.warning("Could not read %s: %s", path, exc)
         return []
 
 

@@ -161,6 +161,10 @@ class BundleWriter:
     def close(self) -> list[Part]:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """The bundle failed before `close`: release what the writer holds besides its files
+        (a connection, a thread). Its parts are never published."""
+
 
 class RollingWriter(BundleWriter):
     """A bundle writer with one part file open at a time (`_writer`, at `_path`, holding
@@ -194,7 +198,7 @@ class StageFn(beam.DoFn):
         self._writer: BundleWriter | None = None
 
     def start_bundle(self) -> None:
-        self._writer = None
+        self._abort()
 
     def process(self, element):
         if self._writer is None:
@@ -204,9 +208,18 @@ class StageFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._writer is not None:
-            for part in self._writer.close():
+            writer, self._writer = self._writer, None
+            for part in writer.close():
                 yield WindowedValue(part, MIN_TIMESTAMP, (GlobalWindow(),))
-            self._writer = None
+
+    def teardown(self) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        """Release the writer a failed bundle left (it never reached `finish_bundle`)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.abort()
 
 
 class Publisher(Protocol):

@@ -8,10 +8,13 @@ the same rows, dead letters with their origin, nothing published by a failed run
 table or parts row left behind.
 """
 
+import dataclasses
+import decimal
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pyarrow as pa
 import pytest
@@ -335,4 +338,122 @@ def test_a_merge_whose_keys_repeat_is_merged_the_usual_way(tmp_path, table, earl
     assert _run(tmp_path, table, mode="merge", extra=", primary_key: [id]") == 0
     assert early_merges == []
     assert pg(f"SELECT id, name FROM {table} ORDER BY id") == [(1, "last"), (2, "two")]
+    assert _left_behind() == []
+
+
+def _options(mode, **more):
+    return SinkOptions.of({"mode": mode, "run_id": "r", "step": "load", **more})
+
+
+def _with(stage, **changes):
+    return dataclasses.replace(stage, **changes)
+
+
+def test_a_bundle_whose_schema_changes_stops_its_early_load_without_hanging(tmp_path, table):
+    stage = _stage(table)
+    try:
+        writer = EarlyPartWriter(str(tmp_path), stage)
+        writer.write(pa.record_batch({"id": pa.array([1, 2], pa.int64())}))
+        done = threading.Event()
+        threading.Thread(
+            target=lambda: (
+                writer.write(
+                    pa.record_batch({"id": pa.array([3], pa.int64()), "n": pa.array(["x"])})
+                ),
+                done.set(),
+            ),
+            daemon=True,
+        ).start()
+        assert done.wait(20), "the bundle hung when its schema changed"
+        parts = writer.close()
+        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+        assert publish(parts).written == 3  # the usual publish, from the local parts
+        assert not _loaded_early(table)
+    finally:
+        stage.remove()
+    assert _left_behind() == []
+
+
+def test_a_failed_bundle_leaves_no_stream_that_blocks_the_runs_end(tmp_path, table):
+    stage = _stage(table)
+    writer = EarlyPartWriter(str(tmp_path), stage)
+    writer.write(pa.record_batch({"id": pa.array([1, 2], pa.int64())}))  # streaming, open
+    removed = threading.Event()
+    threading.Thread(target=lambda: (stage.remove(), removed.set()), daemon=True).start()
+    assert removed.wait(20), "the run's end waited on the failed bundle's open stream"
+    writer.abort()
+    assert _left_behind() == []
+
+
+def test_a_replace_that_would_round_values_is_not_loaded_early(tmp_path, table):
+    pg(f"CREATE TABLE {table} (id bigint, amount numeric(10,2))")
+    stage = _with(_stage(table), options=_options("replace"))
+    batch = pa.record_batch({"id": pa.array([1, 2], pa.int64()), "amount": pa.array([1.5, 1.234])})
+    try:
+        writer = EarlyPartWriter(str(tmp_path), stage)
+        writer.write(batch)
+        parts = writer.close()
+        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+        result = publish(parts)
+        assert result.written == 1 and [r.reason for r in result.rejects] == ["db_constraint"]
+        assert pg(f"SELECT id, amount FROM {table}") == [(1, decimal.Decimal("1.50"))]
+    finally:
+        stage.remove()
+    assert _left_behind() == []
+
+
+def test_an_early_merge_casts_values_as_the_usual_merge_does(tmp_path, table):
+    pg(f"CREATE TABLE {table} (id bigint PRIMARY KEY, u uuid)")
+    stage = _with(_stage(table), options=_options("merge", keys=("id",)))
+    uid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    batch = pa.record_batch({"id": pa.array([1], pa.int64()), "u": pa.array([uid])})
+    try:
+        writer = EarlyPartWriter(str(tmp_path), stage)
+        writer.write(batch)
+        parts = writer.close()
+        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+        assert publish(parts, expect=publish.trial(parts)).written == 1
+        assert pg(f"SELECT id, u::text FROM {table}") == [(1, uid)]
+    finally:
+        stage.remove()
+    assert _left_behind() == []
+
+
+def test_index_names_are_the_ones_postgresql_would_choose(tmp_path):
+    table = unique_table("early") + "_" + "x" * 40  # 57 characters: `_pkey1` just fits
+    taken = unique_table("other")
+    pg(f'CREATE TABLE {taken} (id int CONSTRAINT "{table}_pkey" PRIMARY KEY)')
+    stage = _with(_stage(table), options=_options("append", keys=("id",)))
+    try:
+        parts = _bundle(stage, tmp_path, [1, 2])
+        LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)(parts)
+        assert _loaded_early(table)
+        (early,) = pg(f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'")
+        pg(f"DROP TABLE {table}; CREATE TABLE {table} (id bigint PRIMARY KEY)")
+        (usual,) = pg(f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'")
+        assert early == usual == (f"{table}_pkey1",)  # the first choice was taken
+    finally:
+        stage.remove()
+        pg(f"DROP TABLE IF EXISTS {table}; DROP TABLE {taken}")
+
+
+def test_a_column_made_not_null_during_the_run_is_replaced_the_usual_way(tmp_path, table):
+    pg(f"CREATE TABLE {table} (id bigint, note text)")
+    stage = _with(_stage(table), options=_options("replace"))
+    batch = pa.record_batch({"id": pa.array([1, None], pa.int64())})
+    try:
+        writer = EarlyPartWriter(str(tmp_path), stage)
+        writer.write(batch)
+        parts = writer.close()
+        pg(f"ALTER TABLE {table} ALTER COLUMN id SET NOT NULL")
+        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+        result = publish(parts)
+        assert result.written == 1 and len(result.rejects) == 1
+        assert not _loaded_early(table)
+        assert pg(
+            f"SELECT attnotnull FROM pg_attribute WHERE attrelid = '{table}'::regclass "
+            "AND attname = 'id'"
+        ) == [(True,)]
+    finally:
+        stage.remove()
     assert _left_behind() == []

@@ -48,6 +48,7 @@ from beam_etl.io.sql.values import unloadable
 PART_COLUMN: Final = "__beam_etl_part"
 _QUEUED: Final = 4  # batches waiting for the server, per bundle (memory stays bounded)
 _LOG = logging.getLogger(__name__)
+_LIVE: "set[EarlyCopy]" = set()  # open streams of this process (a failed bundle's too)
 
 
 @dataclasses.dataclass
@@ -60,10 +61,9 @@ class Registry:
 
     kind: str
     parts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    comment: str | None = None  # the replaced target's own comment, given back at publish
 
     def dumps(self) -> str:
-        return json.dumps({"kind": self.kind, "parts": self.parts, "comment": self.comment})
+        return json.dumps({"kind": self.kind, "parts": self.parts})
 
     @classmethod
     def loads(cls, text: str | None) -> "Registry | None":
@@ -71,7 +71,7 @@ class Registry:
             return None
         try:
             found = json.loads(text)
-            return cls(found["kind"], list(found["parts"]), found.get("comment"))
+            return cls(found["kind"], list(found["parts"]))
         except (ValueError, KeyError, TypeError):
             return None  # not ours
 
@@ -114,11 +114,17 @@ class EarlyStage:
 
     def remove(self) -> None:
         """Drop the staging table, if it exists (the run's end does, whatever happened)."""
+        for copy in list(_LIVE):  # streams of this process a failed bundle left open
+            if copy.stage.name == self.name:
+                copy.abandon()
         config = dataclasses.replace(self.config, retries=0)
         connection = self.dialect.connect(config)
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
+                # A stream another process left open holds the table: wait for it a while,
+                # not forever (the run folder then keeps this remover for the next run).
+                cursor.execute("SET lock_timeout = '20s'")
                 cursor.execute(f"DROP TABLE IF EXISTS {self.relation}")
         finally:
             connection.close()
@@ -130,6 +136,7 @@ class EarlyStage:
         and still fits the target (then, unless `load.trial`, make it the target); None: the
         usual publish loads the parts (the staging table is dropped in its transaction)."""
         q, cursor = self.dialect.quote, load.cursor
+        load.d.lock(cursor, self.relation)  # no bundle attempt registers itself meanwhile
         registry = Registry.loads(load.d.early_registry(cursor, self.relation))
         if registry is None:
             return None
@@ -172,9 +179,9 @@ class EarlyStage:
             cursor.execute(f"ALTER TABLE {self.relation} DROP COLUMN {q(PART_COLUMN)}")
             if existing is None:
                 load.d.rename_early_stage(load, self.relation, self.name)
+                cursor.execute(f"COMMENT ON TABLE {load.target} IS NULL")  # the registry's
             else:
-                load.d.swap(load, self.relation, None)
-            cursor.execute(f"COMMENT ON TABLE {load.target} IS %s", (registry.comment,))
+                load.d.swap(load, self.relation, None)  # the target's comment goes over
         return result
 
     def _same_columns(self, load: Any, fields: list[pa.Field], existing, kind: str) -> bool:
@@ -230,6 +237,7 @@ class EarlyCopy:
         self.loaded = 0
         self.screened = 0
         self.failure: BaseException | None = None
+        self._stopped = False
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)
         self._thread = threading.Thread(target=self._send, daemon=True)
 
@@ -246,6 +254,7 @@ class EarlyCopy:
             connection.close()
             return None
         copy = cls(stage, connection, schema)
+        _LIVE.add(copy)
         copy._thread.start()
         return copy
 
@@ -262,7 +271,12 @@ class EarlyCopy:
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         while True:
-            batch = self._queue.get()
+            try:
+                batch = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopped:  # abandoned: end the COPY with an error, not a wait
+                    raise RuntimeError("the early load was abandoned") from None
+                continue
             if batch is None:
                 return
             refused = unloadable(batch, self.stage.dialect.name)
@@ -285,7 +299,7 @@ class EarlyCopy:
                     self._queue.get_nowait()
 
     def finish(self, paths: list[str]) -> bool:
-        """End the stream and commit it with the part's row in the parts table; False (and
+        """End the stream and commit it with the bundle's entry in the registry; False (and
         nothing kept) when it failed."""
         try:
             while self.failure is None and self._thread.is_alive():
@@ -312,15 +326,18 @@ class EarlyCopy:
             return True
         finally:
             self.connection.close()
+            _LIVE.discard(self)
 
     def abandon(self) -> None:
-        """Stop streaming: nothing this bundle sent is kept."""
-        self.failure = self.failure or RuntimeError("abandoned")
+        """Stop streaming: nothing this bundle sent is kept (its transaction rolls back)."""
+        self._stopped = True
         with contextlib.suppress(Exception):
             self.connection.cancel()
         self._thread.join()
+        self.failure = self.failure or RuntimeError("abandoned")
         with contextlib.suppress(Exception):
             self.connection.close()
+        _LIVE.discard(self)
 
 
 class EarlyPartWriter(IpcPartWriter):
@@ -357,8 +374,16 @@ class EarlyPartWriter(IpcPartWriter):
             self._copy.abandon()
             self._copy = None
 
+    def abort(self) -> None:
+        """The bundle failed: stop its stream (its rows are not kept)."""
+        self._stop()
+
     def close(self) -> list[Part]:
-        parts = super().close()
+        try:
+            parts = super().close()
+        except BaseException:
+            self._stop()
+            raise
         if self._copy is not None and not self._off:
             try:
                 self._copy.finish([path for path, _ in parts])

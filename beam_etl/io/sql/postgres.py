@@ -58,6 +58,44 @@ _LEDGER_DDL: Final = (
 MAX_EARLY_PARTS: Final = 256
 
 
+_DESCRIBE: Final = (
+    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+    "CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace "
+    "THEN 'pg_catalog.' || quote_ident(b.typname) ELSE format_type(b.oid, NULL) END, "
+    "a.attnotnull FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+    "JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+    "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+    "ORDER BY a.attnum"
+)
+
+
+def _describe(cursor, relation: str) -> dict[str, _Column]:
+    """Return the columns of `relation` by name, in table order: type, type to cast to,
+    NOT NULL (empty: no table)."""
+    cursor.execute(_DESCRIBE, (relation,))
+    return {name: _Column(*rest) for name, *rest in cursor.fetchall()}
+
+
+def _stores_exactly(field: pa.Field, column: _Column) -> bool:
+    """Whether every value of `field` is stored unchanged in `column` or refused (never
+    rounded or cut without an error: those the usual publish refuses row by row)."""
+    return _exactness(field.name, field.type, column.type, column.base) is None
+
+
+def _object_name(cursor, schema: str, table: str, label: str) -> str:
+    """Return the name PostgreSQL gives a `table`'s index with `label` (`pkey`): the table's
+    name cut to fit 63 bytes, then `_label`, numbered (`_pkey1` ...) while the name is taken
+    in the schema (its `ChooseRelationName`)."""
+    for attempt in range(1000):
+        suffix = f"_{label}{attempt or ''}"
+        head = table.encode()[: 63 - len(suffix.encode())].decode("utf-8", "ignore")
+        name = head + suffix
+        cursor.execute("SELECT to_regclass(%s) IS NULL", (_q_in(schema, name),))
+        if cursor.fetchone()[0]:
+            return name
+    raise ConnectorError(f"No free name for an index of `{table}`")
+
+
 def _columns(cursor, relation: str) -> dict[str, str]:
     """Return the column types of `relation` by name, in table order (empty: no table)."""
     cursor.execute(
@@ -127,27 +165,34 @@ class PostgresDialect(BaseDialect):
             self.lock(cursor, stage.relation)  # one bundle creates it, the others wait
             registry = Registry.loads(self.early_registry(cursor, stage.relation))
             if registry is None:
-                target = _columns(cursor, _q(stage.table))
+                target = _describe(cursor, _q(stage.table))
                 if not target and options.create_table:
                     columns = table_columns(self, list(schema), list(options.keys))
                     cursor.execute(f"CREATE TABLE {stage.relation} ({', '.join(columns)})")
                     registry = Registry("create")
                 elif target and options.mode == "merge" and set(names) <= set(target):
+                    # Logged: an unlogged table comes back empty after a server crash, while
+                    # its registry (a comment) would still name the bundles it held.
                     columns = table_columns(self, list(schema), [])  # keys repeat here
-                    cursor.execute(f"CREATE UNLOGGED TABLE {stage.relation} ({', '.join(columns)})")
+                    cursor.execute(f"CREATE TABLE {stage.relation} ({', '.join(columns)})")
                     registry = Registry("merge")
-                elif target and options.mode == "replace" and set(names) <= set(target):
+                elif (
+                    target
+                    and options.mode == "replace"
+                    and set(names) <= set(target)
+                    and all(_stores_exactly(f, target[f.name]) for f in schema)
+                ):
                     like = f"(LIKE {_q(stage.table)} INCLUDING ALL)"
                     cursor.execute(f"CREATE TABLE {stage.relation} {like}")
-                    cursor.execute(
-                        "SELECT obj_description(to_regclass(%s), 'pg_class')", (_q(stage.table),)
-                    )
-                    registry = Registry("like", comment=cursor.fetchone()[0])
+                    registry = Registry("like")
                 else:
                     connection.rollback()
                     return False
                 cursor.execute(f"ALTER TABLE {stage.relation} ADD COLUMN {_q(PART_COLUMN)} bigint")
                 cursor.execute(f"COMMENT ON TABLE {stage.relation} IS %s", (registry.dumps(),))
+            elif len(registry.parts) >= MAX_EARLY_PARTS:
+                connection.rollback()
+                return False
             stage_columns = _columns(cursor, stage.relation)
         connection.commit()
         return set(names) <= set(stage_columns)
@@ -185,6 +230,8 @@ class PostgresDialect(BaseDialect):
         caller made sure no key repeats and no row can be refused)."""
         keys = load.keys
         columns = ", ".join(_q(n) for n in names)
+        target = self.describe(load, load.target)
+        values = ", ".join(_value_sql(n, target[n], None) for n in names)  # as assigned
         others = [n for n in names if n not in keys]
         action = (
             "UPDATE SET " + ", ".join(f"{_q(n)} = EXCLUDED.{_q(n)}" for n in others)
@@ -192,7 +239,7 @@ class PostgresDialect(BaseDialect):
             else "NOTHING"
         )
         load.execute(
-            f"INSERT INTO {load.target} ({columns}) SELECT {columns} FROM {relation} "
+            f"INSERT INTO {load.target} ({columns}) SELECT {values} FROM {relation} s "
             f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) DO {action}"
         )
 
@@ -208,8 +255,22 @@ class PostgresDialect(BaseDialect):
         found = load.cursor.fetchall()
         mine = sorted((kind, text) for is_stage, kind, text in found if is_stage)
         theirs = sorted((kind, text) for is_stage, kind, text in found if not is_stage)
-        return mine == theirs and set(self._indexes(load, relation)) == set(
-            self._indexes(load, target)
+        load.cursor.execute(
+            "SELECT a.attrelid = to_regclass(%s), a.attname, a.attnotnull, a.attidentity, "
+            "a.attgenerated, a.attcollation, pg_get_expr(d.adbin, d.adrelid) "
+            "FROM pg_attribute a LEFT JOIN pg_attrdef d "
+            "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid IN (to_regclass(%s), to_regclass(%s)) AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND a.attname <> %s ORDER BY a.attnum",
+            (relation, relation, target, PART_COLUMN),
+        )
+        columns = load.cursor.fetchall()
+        mine_columns = [row[1:] for row in columns if row[0]]
+        their_columns = [row[1:] for row in columns if not row[0]]
+        return (
+            mine == theirs
+            and mine_columns == their_columns
+            and set(self._indexes(load, relation)) == set(self._indexes(load, target))
         )
 
     def rename_early_stage(self, load: SqlLoad, relation: str, name: str) -> None:
@@ -224,22 +285,13 @@ class PostgresDialect(BaseDialect):
             (load.target,),
         )
         for (index,) in load.cursor.fetchall():
-            if index.startswith(name):
-                wanted = (target + index[len(name) :])[:63]
+            if index.startswith(f"{name}_"):
+                wanted = _object_name(load.cursor, schema, target, index[len(name) + 1 :])
                 load.execute(f"ALTER INDEX {_q_in(schema, index)} RENAME TO {_q(wanted)}")
 
     def describe(self, load: SqlLoad, relation: str) -> dict[str, _Column]:
         """Return the columns of `relation` by name: type, type to cast to, NOT NULL."""
-        load.cursor.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-            "CASE WHEN b.typnamespace = 'pg_catalog'::regnamespace "
-            "THEN 'pg_catalog.' || quote_ident(b.typname) ELSE format_type(b.oid, NULL) END, "
-            "a.attnotnull FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-            "JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
-            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-            (relation,),
-        )
-        return {name: _Column(*rest) for name, *rest in load.cursor.fetchall()}
+        return _describe(load.cursor, relation)
 
     def unique_keys(self, load, dest: str) -> list[tuple[str, frozenset[str], list[str]]]:
         """Return the unique indexes of `dest`: name, columns as a set and in order; an
@@ -271,14 +323,18 @@ class PostgresDialect(BaseDialect):
     def swap(self, load: SqlLoad, new: str, result: Published | None = None) -> None:
         """Make `new` the target: readers see the old table until commit, then the new one.
 
-        Indexes (and their constraints) get the old table's names back.
+        Indexes (and their constraints) get the old table's names back; the table keeps its
+        comment.
         """
         schema, _dot, name = load.table.rpartition(".")
         old = f"_beam_etl_old_{load.token}"
         names = self._indexes(load, load.target)
         renames = [(self._indexes(load, new).get(d), n) for d, n in names.items()]
+        load.cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (load.target,))
+        comment = load.cursor.fetchone()[0]
         load.execute(f"ALTER TABLE {load.target} RENAME TO {_q(old)}")
         load.execute(f"ALTER TABLE {new} RENAME TO {_q(name)}")
+        load.cursor.execute(f"COMMENT ON TABLE {load.target} IS %s", (comment,))  # kept
         self._keep_sequences(load, _q_in(schema, old))
         load.execute(f"DROP TABLE {_q_in(schema, old)}")
         for current, wanted in renames:
