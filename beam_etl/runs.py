@@ -67,11 +67,13 @@ class RunFolders:
                 failed.append(remover)
         if failed:  # keep the run folder (its owner is gone after this) for the next sweep
             _write_removers(os.path.join(folder, _REMOVERS), failed)
-            for name in os.listdir(folder):
-                if name not in (_REMOVERS, _OWNER):  # the owner: swept once it is gone
-                    remove_tree(os.path.join(folder, name))
-                    with contextlib.suppress(OSError):
-                        os.remove(os.path.join(folder, name))
+            for entry in os.scandir(folder):
+                if entry.name in (_REMOVERS, _OWNER):  # the owner: swept once it is gone
+                    continue
+                if entry.is_dir():
+                    remove_tree(entry.path)
+                else:
+                    os.remove(entry.path)
             return
         remove_tree(folder)
         with contextlib.suppress(OSError):

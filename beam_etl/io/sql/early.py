@@ -36,13 +36,13 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
-from beam_etl.core.batches import HIDDEN_PREFIX, visible
+from beam_etl.core.batches import visible
 from beam_etl.core.publish import collects_staging, pending_folder, staged_elsewhere
 from beam_etl.io._ipcparts import IpcPartWriter
 from beam_etl.io.sql.dialect import Dialect, Part
 from beam_etl.io.sql.options import DbConfig, SinkOptions
 from beam_etl.io.sql.publish import Published
-from beam_etl.io.sql.staging import StagedOrigins, parts_schema
+from beam_etl.io.sql.staging import StagedOrigins
 from beam_etl.io.sql.values import unloadable
 
 PART_COLUMN: Final = "__beam_etl_part"
@@ -164,9 +164,9 @@ class EarlyStage:
                 cursor.execute(f"DROP TABLE IF EXISTS {self.relation}")
             return None
         if result is None:
-            written = sum(p["rows"] for p in used)
-            rejects = self._screened(load, parts) if any(p["screened"] for p in used) else []
-            result = Published(written, 0, rejects)
+            if any(p["screened"] for p in used):  # their dead letters: from the local parts
+                load.origins.screen(parts, fields)
+            result = Published(sum(p["rows"] for p in used), 0, load.screened())
         if not load.trial:
             if orphans:  # rows of bundle attempts whose output the runner did not keep
                 cursor.execute(
@@ -195,29 +195,6 @@ class EarlyStage:
             return same and all(f.name in stage for f in fields)
         return list(stage) == [f.name for f in fields]
 
-    def _screened(self, load: Any, parts: list[Part]) -> list[Any]:
-        """Return the dead letters of the rows the bundles kept back (`unloadable`), read
-        again from the local parts (they carry each row's origin)."""
-        schema = parts_schema(parts)
-        origins = StagedOrigins(self.dialect.name)
-        for _ in origins.batches(parts, pa.schema([*schema_fields(schema), *StagedOrigins.FIELDS])):
-            pass
-        return [
-            origins.reject(load.o.step, load.table, list(self.options.keys), row, message)
-            for row, message in origins.screened
-        ]
-
-    # The worker side: one bundle's early load.
-
-    def begin(self, schema: pa.Schema) -> "EarlyCopy | None":
-        """Open the staging table for a bundle of `schema` (creating it for the first bundle)
-        and start streaming into it; None when this load cannot be loaded early."""
-        return EarlyCopy.start(self, schema)
-
-
-def schema_fields(schema: pa.Schema | None) -> list[pa.Field]:
-    return [] if schema is None else [f for f in schema if not f.name.startswith(HIDDEN_PREFIX)]
-
 
 def describe_schema(schema: pa.Schema) -> str:
     """Return the column names and Arrow types of `schema`, one per line: bundles loaded
@@ -243,6 +220,8 @@ class EarlyCopy:
 
     @classmethod
     def start(cls, stage: EarlyStage, schema: pa.Schema) -> "EarlyCopy | None":
+        """Open the staging table for a bundle of `schema` (the first bundle creates it) and
+        start streaming into it; None when this load is not made early."""
         dialect = stage.dialect
         connection = dialect.connect(stage.config)
         try:
@@ -334,7 +313,6 @@ class EarlyCopy:
         with contextlib.suppress(Exception):
             self.connection.cancel()
         self._thread.join()
-        self.failure = self.failure or RuntimeError("abandoned")
         with contextlib.suppress(Exception):
             self.connection.close()
         _LIVE.discard(self)
@@ -358,7 +336,7 @@ class EarlyPartWriter(IpcPartWriter):
         rows = visible(batch)
         try:
             if self._copy is None:
-                self._copy = self._early.begin(rows.schema)
+                self._copy = EarlyCopy.start(self._early, rows.schema)
                 if self._copy is None:
                     self._off = True
                     return

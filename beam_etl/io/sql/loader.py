@@ -130,6 +130,7 @@ class SqlLoad:
             claimed = self.early.claim(self, parts, self.visible_fields(parts_schema(parts)))
             if claimed is not None:
                 return claimed
+            self.early = None  # tried: a trial load that follows goes the usual way
         return self.d.predict(self, parts)
 
     def visible_fields(self, schema: pa.Schema | None) -> list[pa.Field]:

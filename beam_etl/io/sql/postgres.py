@@ -96,14 +96,10 @@ def _object_name(cursor, schema: str, table: str, label: str) -> str:
     raise ConnectorError(f"No free name for an index of `{table}`")
 
 
-def _columns(cursor, relation: str) -> dict[str, str]:
-    """Return the column types of `relation` by name, in table order (empty: no table)."""
-    cursor.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (relation,),
-    )
-    return dict(cursor.fetchall())
+def _comment(cursor, relation: str) -> str | None:
+    """Return the comment of table `relation` (None: none, or no such table)."""
+    cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (relation,))
+    return cursor.fetchone()[0]
 
 
 class PostgresDialect(BaseDialect):
@@ -149,9 +145,6 @@ class PostgresDialect(BaseDialect):
         # keeps its UTC time, whatever the server's or the DSN's TimeZone.
         load.execute("SET LOCAL TIME ZONE 'UTC'")
 
-    def columns_of(self, load, relation: str) -> dict[str, str]:
-        return _columns(load.cursor, relation)
-
     # Loading while the run reads (see `early`)
 
     def open_early_stage(self, connection, stage: EarlyStage, schema: pa.Schema) -> bool:
@@ -193,14 +186,13 @@ class PostgresDialect(BaseDialect):
             elif len(registry.parts) >= MAX_EARLY_PARTS:
                 connection.rollback()
                 return False
-            stage_columns = _columns(cursor, stage.relation)
+            stage_columns = _describe(cursor, stage.relation)
         connection.commit()
         return set(names) <= set(stage_columns)
 
     def early_registry(self, cursor, relation: str) -> str | None:
         """Return the comment of the staging table `relation` (None: no such table)."""
-        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (relation,))
-        return cursor.fetchone()[0]
+        return _comment(cursor, relation)
 
     def add_early_part(self, cursor, relation: str, entry: dict[str, Any]) -> None:
         """Add a committed bundle's `entry` to the registry of `relation`, in its transaction."""
@@ -220,10 +212,10 @@ class PostgresDialect(BaseDialect):
         if first is None:
             return
         with connection.cursor() as cursor:
-            types = _columns(cursor, relation)
+            types = _describe(cursor, relation)
             names = first.schema.names
             rest = itertools.chain([first], batches)
-            _copy_in(cursor, relation, names, rest, [types[n] for n in names])
+            _copy_in(cursor, relation, names, rest, [types[n].type for n in names])
 
     def merge_early_stage(self, load: SqlLoad, relation: str, names: list[str]) -> None:
         """Upsert every row of the staging table `relation` into the target by its keys (the
@@ -330,8 +322,7 @@ class PostgresDialect(BaseDialect):
         old = f"_beam_etl_old_{load.token}"
         names = self._indexes(load, load.target)
         renames = [(self._indexes(load, new).get(d), n) for d, n in names.items()]
-        load.cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (load.target,))
-        comment = load.cursor.fetchone()[0]
+        comment = _comment(load.cursor, load.target)
         load.execute(f"ALTER TABLE {load.target} RENAME TO {_q(old)}")
         load.execute(f"ALTER TABLE {new} RENAME TO {_q(name)}")
         load.cursor.execute(f"COMMENT ON TABLE {load.target} IS %s", (comment,))  # kept

@@ -45,11 +45,7 @@ def _fixed(width: int, dtype: str) -> Field:
 
     def encode(column: pa.Array) -> tuple[pa.Array, pa.Array]:
         values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-        data = np.ascontiguousarray(values.astype(f">{dtype[1:]}", copy=False)).view(np.uint8)
-        fields = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(width), len(column), [None, pa.py_buffer(data)]
-        )
-        data = fields.cast(pa.binary())
+        data = _as_binary(values.astype(f">{dtype[1:]}", copy=False), width, len(column))
         if column.null_count:  # a null field has no bytes, only its length of -1
             data = pc.if_else(column.is_valid(), data, pa.scalar(None, pa.binary()))
         return _lengths(column, width), data
@@ -67,8 +63,14 @@ def _lengths(column: pa.Array, width: int | None = None) -> pa.Array:
         sizes = sizes.astype(">i4")
     if column.null_count:
         sizes[column.is_null().to_numpy(zero_copy_only=False)] = -1
-    data = pa.py_buffer(np.ascontiguousarray(sizes).view(np.uint8))
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, data]).cast(pa.binary())
+    return _as_binary(sizes, 4, n)
+
+
+def _as_binary(values: np.ndarray, width: int, n: int) -> pa.Array:
+    """Return a binary array of `n` values of `width` bytes each, laid out in `values`."""
+    data = pa.py_buffer(np.ascontiguousarray(values).view(np.uint8))
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, data])
+    return fixed.cast(pa.binary())
 
 
 def _bytes(prefix: bytes = b"") -> Field:
@@ -120,7 +122,7 @@ def _field(arrow: pa.DataType, pg_type: str) -> Field | None:
         inner = _field(arrow.value_type, pg_type)
         return None if inner is None else (lambda c: inner(c.dictionary_decode()))
     if t.is_null(arrow):
-        return lambda c: (_lengths(c, 0), pa.array([b""] * len(c), pa.binary()))
+        return lambda c: (_lengths(c, 0), pa.nulls(len(c), pa.binary()))  # every field -1
     if t.is_integer(arrow) and pg_type in _INTS:
         width = _INTS[pg_type]
         if arrow.bit_width // 8 > width or (
@@ -178,9 +180,8 @@ def encoder(schema: pa.Schema, pg_types: list[str]) -> Callable[[pa.RecordBatch]
 
 
 def _constant(value: bytes, n: int) -> pa.Array:
-    data = pa.py_buffer(np.frombuffer(value, dtype=np.uint8)[None, :].repeat(n, axis=0))
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(len(value)), n, [None, data]).cast(
-        pa.binary()
+    return _as_binary(
+        np.frombuffer(value, dtype=np.uint8)[None, :].repeat(n, axis=0), len(value), n
     )
 
 

@@ -1,6 +1,7 @@
 """PostgreSQL `COPY` both ways: query results streamed into Arrow batches through a pipe and
-pyarrow's CSV reader, and Arrow batches rendered as CSV by a thread while `COPY FROM STDIN`
-sends them; and the Arrow types PostgreSQL columns are read as.
+pyarrow's CSV reader, and Arrow batches rendered (in binary form where every column has one,
+else as CSV) by a thread while `COPY FROM STDIN` sends them; and the Arrow types PostgreSQL
+columns are read as.
 """
 
 import io
@@ -8,7 +9,7 @@ import itertools
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Final
 
 import pyarrow as pa
@@ -112,40 +113,27 @@ def _csv(batch: pa.RecordBatch) -> bytes:
 
 
 class _CopyStream(io.RawIOBase):
-    """A file-like view of batches rendered by `render` (CSV, or binary `COPY` rows between
-    `head` and `tail`), so that one `COPY FROM STDIN` loads them all.
+    """A file-like view of the chunks of a `COPY` stream (CSV, or `postgres_binary.stream`),
+    so that one `COPY FROM STDIN` loads them all.
 
-    A thread renders the next batches while the driver sends the current one (pyarrow's CSV
+    A thread renders the next chunks while the driver sends the current one (pyarrow's CSV
     writer and compute functions release the GIL), so rendering costs little beyond the COPY.
     """
 
-    def __init__(
-        self,
-        batches: Iterator[pa.RecordBatch],
-        render: Callable[[pa.RecordBatch], bytes] = _csv,
-        head: bytes = b"",
-        tail: bytes = b"",
-    ) -> None:
-        self._render_batch = render
-        self._head, self._tail = head, tail
+    def __init__(self, chunks: Iterator[bytes]) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._data = b""
         self._position = 0
         self.failure: BaseException | None = None  # raised by a read: the driver only quotes it
-        self._thread = threading.Thread(target=self._render, args=(batches,), daemon=True)
+        self._thread = threading.Thread(target=self._render, args=(chunks,), daemon=True)
         self._thread.start()
 
-    def _render(self, batches: Iterator[pa.RecordBatch]) -> None:
+    def _render(self, chunks: Iterator[bytes]) -> None:
         try:
-            if self._head:
-                self._put(self._head)
-            for batch in batches:
-                data = self._render_batch(batch)
-                if data:
-                    self._put(data)
-            if self._tail:
-                self._put(self._tail)
+            for chunk in chunks:
+                if chunk:
+                    self._put(chunk)
             self._put(None)
         except BaseException as exc:  # handed to the reading side
             self._put(exc)
@@ -200,10 +188,9 @@ def _copy_in(
     batches = itertools.chain([first], batches)
     encode = None if pg_types is None else postgres_binary.encoder(first.schema, pg_types)
     if encode is not None:
-        stream = _CopyStream(batches, encode, postgres_binary.HEADER, postgres_binary.TRAILER)
-        form = "binary"
+        stream, form = _CopyStream(postgres_binary.stream(batches, encode)), "binary"
     else:
-        stream, form = _CopyStream(batches), "csv"
+        stream, form = _CopyStream(_csv(batch) for batch in batches), "csv"
     try:
         sql = f"COPY {table_sql} ({columns}) FROM STDIN WITH (FORMAT {form})"
         cursor.copy_expert(sql, stream, size=1 << 20)

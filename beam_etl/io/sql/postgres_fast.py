@@ -56,12 +56,8 @@ def predict(load: "SqlLoad", parts: list[Any]) -> Published | None:
     for f in fields:
         sql_type(f.type, "postgres")  # raises for a type no column holds, as the load
     staged = sum(rows for _, rows in parts)
-    for _batch in load.origins.batches(parts, pa.schema([*fields, *StagedOrigins.FIELDS])):
-        pass
-    rejects = [
-        load.origins.reject(load.o.step, load.table, [], row, message)
-        for row, message in load.origins.screened
-    ]
+    load.origins.screen(parts, fields)
+    rejects = load.screened()
     return Published(staged - len(rejects), 0, rejects)
 
 

@@ -106,6 +106,12 @@ class StagedOrigins:
             self._rows += batch.num_rows
             yield batch.set_column(len(schema) - 1, ROW_COLUMN, numbers)
 
+    def screen(self, parts: list[Part], fields: list[pa.Field]) -> None:
+        """Screen every staged row of `fields` (nothing is kept): `screened` then holds each
+        row the dialect cannot store, with why."""
+        for _ in self.batches(parts, pa.schema([*fields, *self.FIELDS])):
+            pass
+
     def _code(self, name: str) -> int:
         if name not in self._codes:
             self._codes[name] = len(self.files)
@@ -153,12 +159,22 @@ def distinct_keys(table: pa.Table, keys: list[str]) -> int:
     if any(pa.types.is_floating(table.schema.field(k).type) for k in keys):
         return table.group_by(keys).aggregate([]).num_rows
     ordered = table.select(keys).take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
-    same = np.ones(rows - 1, dtype=bool)
-    for key in keys:
-        column = ordered.column(key)
-        equal = pc.equal(column.slice(1), column.slice(0, rows - 1)).fill_null(False)
-        same &= equal.to_numpy(zero_copy_only=False)
-    return rows - int(np.count_nonzero(same))
+    return int(np.count_nonzero(_key_starts(ordered, keys)))
+
+
+def _key_starts(ordered: pa.Table, keys: list[str]) -> np.ndarray:
+    """Return where a new key begins in `ordered` (sorted by `keys`): True at row 0 and at
+    every row whose key differs from the row before (a null never equals anything)."""
+    rows = ordered.num_rows
+    starts = np.ones(rows, dtype=bool)
+    if rows > 1:
+        same = np.ones(rows - 1, dtype=bool)
+        for key in keys:
+            column = ordered.column(key)
+            equal = pc.equal(column.slice(1), column.slice(0, rows - 1)).fill_null(False)
+            same &= equal.to_numpy(zero_copy_only=False)
+        starts[1:] = ~same
+    return starts
 
 
 def last_rows(
@@ -176,20 +192,12 @@ def last_rows(
     if not tables:
         return None
     table = pa.concat_tables(tables).combine_chunks()
-    rows = table.num_rows
     order = [(k, "ascending", "at_end") for k in keys]
     if sort and sort not in keys:
         order.append((sort, "descending", "at_end"))
     order.append((ROW_COLUMN, "descending", "at_end"))
     ordered = table.take(pc.sort_indices(table, sort_keys=order))
-    starts = np.ones(rows, dtype=bool)  # where a new key begins in key order
-    if rows > 1:
-        same = np.ones(rows - 1, dtype=bool)
-        for key in keys:
-            column = ordered.column(key)
-            equal = pc.equal(column.slice(1), column.slice(0, rows - 1)).fill_null(False)
-            same &= equal.to_numpy(zero_copy_only=False)
-        starts[1:] = ~same
+    starts = _key_starts(ordered, keys)
     if starts.all():
         return None
     return ordered.column(ROW_COLUMN).filter(pa.array(starts)).combine_chunks()
