@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.core.avrotypes import AvroToArrow, avro_schema, invalid_names
 from beam_etl.core.batches import check_names, describe_schema, schema_changes, with_origin
+from beam_etl.core.batching import BatchSizer, check_batch_rows
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument
@@ -89,7 +90,7 @@ def _uuids_as_text(rows: list[dict], columns: list[str]) -> None:
 
 
 class _ReadAvroFileFn(beam.DoFn):
-    def __init__(self, step: str, schema: pa.Schema, batch_rows: int) -> None:
+    def __init__(self, step: str, schema: pa.Schema, batch_rows: int | None) -> None:
         self._step = step
         self._schema = schema
         self._batch_rows = batch_rows
@@ -109,16 +110,18 @@ class _ReadAvroFileFn(beam.DoFn):
                     "with separate sources"
                 )
             records, first = iter(reader), 1
-            while rows := self._next_rows(records, path, first):
+            sizer = BatchSizer(self._step, rows=self._batch_rows, schema=self._schema)
+            while rows := self._next_rows(records, path, first, sizer.rows()):
                 _uuids_as_text(rows, uuids)
                 batch = pa.RecordBatch.from_pylist(rows, schema=self._schema)
+                sizer.observe(batch)
                 yield with_origin(batch, path, range(first, first + len(rows)))
                 self._rows_read.inc(len(rows))
                 first += len(rows)
 
-    def _next_rows(self, records: Iterator[dict], path: str, first: int) -> list[dict]:
+    def _next_rows(self, records: Iterator[dict], path: str, first: int, size: int) -> list[dict]:
         try:
-            return list(itertools.islice(records, self._batch_rows))
+            return list(itertools.islice(records, size))
         except Exception as exc:  # truncated blocks, bad sync markers, codec errors
             raise ConnectorError(
                 f"Cannot read `{path}`: the Avro data is damaged after record {first - 1} "
@@ -130,11 +133,11 @@ class ReadFromAvro(FileSource, beam.PTransform):
     """Read Avro files into Arrow record batches, typed by the files' writer schema.
 
     Bounded. Each file is read by one worker (files are spread over workers), block by block,
-    into batches of up to `batch_rows` records, in file order. The hidden origin columns hold
-    the file path and, as the `line`, the 1-based index of the record in its file. Avro data is
-    typed, so no row is rejected: a damaged file, or one whose schema differs from the first
-    file's, fails the run with a `ConnectorError` naming the file. Types map as listed in
-    `beam_etl.core.avrotypes`.
+    into batches (about 8 MiB each, or `batch_rows` records), in file order. The hidden origin
+    columns hold the file path and, as the `line`, the 1-based index of the record in its file.
+    Avro data is typed, so no row is rejected: a damaged file, or one whose schema differs
+    from the first file's, fails the run with a `ConnectorError` naming the file. Types map as
+    listed in `beam_etl.core.avrotypes`.
     Output: a PCollection of batches.
     """
 
@@ -144,19 +147,19 @@ class ReadFromAvro(FileSource, beam.PTransform):
         self,
         path: str | list[str],
         *,
-        batch_rows: int = 50_000,
+        batch_rows: int | None = None,
         incremental: bool | str = False,
     ) -> None:
         """Args:
         path: a file, a glob pattern (`data/*.avro`) or a list of them.
-        batch_rows: records per output batch (bounds memory per worker).
+        batch_rows: records per output batch; none (the default): batches of about 8 MiB,
+            sized by the records' measured width (`beam_etl.core.batching`).
         incremental: load only files no earlier successful run loaded (true: by path,
             size and modification time; `hash`: by content); see README.
         """
         super().__init__()
         self.incremental = incremental
-        if not isinstance(batch_rows, int) or batch_rows <= 0:
-            raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
+        check_batch_rows(batch_rows)
         self.path = path
         self.batch_rows = batch_rows
         self._files = [file for file, _ in match_files(path)]

@@ -18,6 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.core.batches import dumps, json_safe, with_origin
+from beam_etl.core.batching import log_text_blocks
 from beam_etl.core.contract import ungated
 from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
@@ -76,6 +77,7 @@ class _ReadRangeFn(beam.DoFn):
     def setup(self) -> None:
         self._rows_read = step_counter(self._step, ROWS_READ)
         self._bytes_read = step_counter(self._step, BYTES_READ)
+        self._logged = False
 
     def process(self, file_range: tuple[str, int, int | None, int, bool]):
         path, start, length, first_line, is_first = file_range
@@ -96,6 +98,9 @@ class _ReadRangeFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ERROR, result)
             else:
                 batch, lines = result
+                if not self._logged and batch.num_rows > 1:
+                    self._logged = True
+                    log_text_blocks(self._step, self._options.block_size, batch)
                 yield with_origin(batch, path, lines)
                 if position is not None:
                     self._bytes_read.inc(stream.tell() - position)

@@ -25,9 +25,10 @@ class ReadFromMySql(read.ReadFromDatabase):
     """Read a MySQL/MariaDB table or query into Arrow record batches, in parallel key ranges.
 
     Bounded; order is not kept. Streams the result with an unbuffered cursor (bounded memory:
-    about `batch_rows` rows per worker). Each key range is read in its own REPEATABLE READ
-    transaction started WITH CONSISTENT SNAPSHOT; different ranges may see different moments.
-    Every row is read exactly once when `partition_column` does not change during the read.
+    a batch of about 8 MiB, or `batch_rows` rows, per worker). Each key range is read in its
+    own REPEATABLE READ transaction started WITH CONSISTENT SNAPSHOT; different ranges may see
+    different moments. Every row is read exactly once when `partition_column` does not change
+    during the read.
     Types: integers (TINYINT(1) as boolean), floats, decimals, dates, DATETIME/TIMESTAMP as
     timestamps without zone (TIMESTAMP in UTC), binary strings and blobs as binary; text,
     JSON, ENUM, SET, TIME as strings. Batches carry the table (or `query`) as origin.
@@ -51,7 +52,7 @@ class ReadFromMySql(read.ReadFromDatabase):
         num_partitions: int | None = None,
         lower_bound: int | None = None,
         upper_bound: int | None = None,
-        batch_rows: int = 50_000,
+        batch_rows: int | None = None,
         incremental: dict | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float | None = None,
@@ -73,7 +74,8 @@ class ReadFromMySql(read.ReadFromDatabase):
             server's estimate; at most 16); 1 reads everything in one consistent snapshot.
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
-        batch_rows: rows per output batch.
+        batch_rows: rows per output batch; none (the default): batches of about 8 MiB, sized
+            by the rows' measured width (`beam_etl.core.batching`).
         incremental: read only what changed since the last successful run:
             `{cursor: updated_at, initial: "2024-01-01", lag: "10m", end: null,
             on_null: exclude | include | reject}` (see README, Incremental loads).

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from beam_etl.core.batches import conform_columns, visible, with_origin
+from beam_etl.core.batching import BatchSizer
 from beam_etl.core.contract import ungated
 from beam_etl.core.errors import ConnectorError, DataError
 from beam_etl.core.expr import compile_expression, result_type
@@ -46,6 +47,8 @@ _COMPRESSIONS = ("snappy", "gzip", "brotli", "zstd", "lz4", "none")
 
 
 DEFAULT_ROW_GROUP_ROWS = 262_144
+#: A row group written without `row_group_size` closes at this much Arrow data too.
+ROW_GROUP_BYTES: Final = 64 << 20
 #: Folder value for a null or empty partition value (Hive's; pyarrow reads it back as null).
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 
@@ -97,7 +100,9 @@ def _writer_thread() -> ThreadPoolExecutor:
 
 class _ParquetWriter(RollingWriter):
     """Writes a bundle's batches to part files, gathering them into row groups of
-    `row_group_size` rows (small batches would otherwise make small row groups)."""
+    `row_group_size` rows (small batches would otherwise make small row groups); without a
+    `row_group_size`, a row group also closes at `ROW_GROUP_BYTES` of Arrow data, so that wide
+    rows do not make row groups (and the memory that gathers them) of gigabytes."""
 
     suffix = ".parquet"
 
@@ -105,9 +110,11 @@ class _ParquetWriter(RollingWriter):
         super().__init__(folder)
         self._compression = compression
         self._row_group_size = row_group_size or DEFAULT_ROW_GROUP_ROWS
+        self._max_bytes = None if row_group_size else ROW_GROUP_BYTES
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._path = ""
         self._rows = 0
         self._background: Future | None = None
@@ -130,7 +137,10 @@ class _ParquetWriter(RollingWriter):
             self._rows = 0
         self._pending.append(data)
         self._pending_rows += data.num_rows
-        if self._pending_rows >= self._row_group_size:
+        self._pending_bytes += data.nbytes
+        if self._pending_rows >= self._row_group_size or (
+            self._max_bytes is not None and self._pending_bytes >= self._max_bytes
+        ):
             self._flush()
 
     def _flush(self) -> None:
@@ -143,7 +153,7 @@ class _ParquetWriter(RollingWriter):
                 self._writer.write_table, table, row_group_size=self._row_group_size
             )
             self._rows += table.num_rows
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def _await_write(self) -> None:
         if self._background is not None:
@@ -442,6 +452,19 @@ class _PlanRowGroupsFn(beam.DoFn):
             yield path, group
 
 
+def _row_bytes(group: pq.RowGroupMetaData, columns: list[str] | None) -> float | None:
+    """The uncompressed bytes a row of `group` takes in the file, for `columns` (all: None)."""
+    if not group.num_rows:
+        return None
+    wanted = set(columns) if columns is not None else None
+    size = sum(
+        chunk.total_uncompressed_size
+        for chunk in (group.column(i) for i in range(group.num_columns))
+        if wanted is None or chunk.path_in_schema.split(".")[0] in wanted
+    )
+    return size / group.num_rows or None
+
+
 class _ReadRowGroupFn(beam.DoFn):
     def __init__(self, step: str, scan: _Scan) -> None:
         self._step = step
@@ -450,13 +473,22 @@ class _ReadRowGroupFn(beam.DoFn):
     def setup(self) -> None:
         self._filter = self._scan.expression()
         self._rows_read = step_counter(self._step, ROWS_READ)
+        self._sizer: BatchSizer | None = None
 
     def process(self, unit: tuple[str, int]):
         path, group = unit
         try:  # batch by batch: a row group is never held whole
-            for batch in _fragment(path, [group]).to_batches(
-                schema=self._scan.schema, columns=self._scan.columns, filter=self._filter
+            fragment = _fragment(path, [group])
+            if self._sizer is None:  # the first row group's stated width, then the real one
+                width = _row_bytes(fragment.metadata.row_group(group), self._scan.columns)
+                self._sizer = BatchSizer(self._step, row_bytes=width, schema=self._scan.schema)
+            for batch in fragment.to_batches(
+                schema=self._scan.schema,
+                columns=self._scan.columns,
+                filter=self._filter,
+                batch_size=self._sizer.rows(),
             ):
+                self._sizer.observe(batch)
                 if batch.num_rows:
                     self._rows_read.inc(batch.num_rows)
                     yield with_origin(batch, path, None)

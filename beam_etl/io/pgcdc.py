@@ -28,6 +28,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from beam_etl.core.batching import BatchSizer
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.local import runs_locally
@@ -176,7 +177,9 @@ class _CaptureFn(beam.DoFn):
                 with connection.cursor() as cursor:
                     columns = table_schema(cursor, table)
                 sql = f"SELECT * FROM {quote_identifier(table, 'postgres')}"
-                for batch in _Postgres().read(connection, sql, [], table, plan.batch_rows):
+                for batch in _Postgres().read(
+                    connection, sql, [], table, BatchSizer(table, rows=plan.batch_rows)
+                ):
                     batch = batch.cast(columns) if batch.schema != columns else batch
                     yield batch.replace_schema_metadata({"table": table})
             connection.commit()

@@ -22,14 +22,14 @@ __all__ = ["ReadFromPostgres", "WriteToPostgres", "arrow_type", "connect", "is_t
 class ReadFromPostgres(read.ReadFromDatabase):
     """Read a PostgreSQL table or query into Arrow record batches, in parallel key ranges.
 
-    Bounded; order is not kept. Streams the result (bounded memory: about `batch_rows` rows
-    per worker). Each key range is read in its own REPEATABLE READ, READ ONLY transaction, so
-    it sees one consistent snapshot; different ranges may see different moments. Every row is
-    read exactly once when `partition_column` does not change during the read: rows outside
-    the bounds go to the first and last ranges, nulls to the first. Types: integers, floats,
-    booleans, dates, timestamps (with time zone as UTC), numeric(p,s) as decimals, bytea as
-    binary; json/jsonb, uuid, text and other types as strings. Batches carry the table (or
-    `query`) as origin, with no line.
+    Bounded; order is not kept. Streams the result (bounded memory: a batch of about 8 MiB, or
+    `batch_rows` rows, per worker). Each key range is read in its own REPEATABLE READ, READ ONLY
+    transaction, so it sees one consistent snapshot; different ranges may see different moments.
+    Every row is read exactly once when `partition_column` does not change during the read: rows
+    outside the bounds go to the first and last ranges, nulls to the first. Types: integers, floats,
+    booleans, dates, timestamps (with time zone as UTC), numeric(p,s) as decimals, bytea as binary;
+    json/jsonb, uuid, text and other types as strings. Batches carry the table (or `query`) as
+    origin, with no line.
     """
 
     DIALECT = postgres_read.READER
@@ -50,7 +50,7 @@ class ReadFromPostgres(read.ReadFromDatabase):
         num_partitions: int = 1,
         lower_bound: int | None = None,
         upper_bound: int | None = None,
-        batch_rows: int = 50_000,
+        batch_rows: int | None = None,
         incremental: dict | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float | None = None,
@@ -69,7 +69,8 @@ class ReadFromPostgres(read.ReadFromDatabase):
         num_partitions: number of key ranges (parallel reads).
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
-        batch_rows: rows per output batch.
+        batch_rows: rows per output batch; none (the default): batches of about 8 MiB, sized
+            by the rows' measured width (`beam_etl.core.batching`).
         incremental: read only what changed since the last successful run:
             `{cursor: updated_at, initial: "2024-01-01", lag: "10m", end: null,
             on_null: exclude | include | reject}` (see README, Incremental loads).

@@ -115,7 +115,7 @@ class ReadFromSqlite(read.ReadFromDatabase):
         num_partitions: int = 1,
         lower_bound: int | None = None,
         upper_bound: int | None = None,
-        batch_rows: int = 50_000,
+        batch_rows: int | None = None,
         incremental: dict | None = None,
     ) -> None:
         """Args:
@@ -126,7 +126,8 @@ class ReadFromSqlite(read.ReadFromDatabase):
         num_partitions: number of key ranges (parallel reads).
         lower_bound: smallest key to plan ranges from (queried when not given).
         upper_bound: largest key to plan ranges from (queried when not given).
-        batch_rows: rows per output batch.
+        batch_rows: rows per output batch; none (the default): batches of about 8 MiB, sized
+            by the rows' measured width (`beam_etl.core.batching`).
         incremental: read only what changed since the last successful run:
             `{cursor: updated_at, initial: ..., lag: ..., end: null,
             on_null: exclude | include | reject}` (see README, Incremental loads).

@@ -109,7 +109,7 @@ class _MySql(read.Dialect):
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
 
-    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
+    def read(self, connection, sql, params, source, sizer) -> Iterator[pa.RecordBatch]:
         import pymysql
 
         with connection.cursor() as cursor:
@@ -118,7 +118,7 @@ class _MySql(read.Dialect):
         with connection.cursor(pymysql.cursors.SSCursor) as cursor:
             cursor.execute(sql, params or None)  # no `%` formatting without parameters
             schema = self._schema(cursor, source)
-            while rows := cursor.fetchmany(batch_rows):
+            while rows := cursor.fetchmany(sizer.rows()):
                 columns = list(zip(*rows))
                 yield pa.RecordBatch.from_arrays(
                     [_to_arrow(column, t) for column, t in zip(columns, schema.types)],

@@ -89,7 +89,7 @@ class _Postgres(read.Dialect):
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
 
-    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
+    def read(self, connection, sql, params, source, sizer) -> Iterator[pa.RecordBatch]:
         with connection.cursor() as cursor:
             cursor.execute(_SESSION)
             if params:  # COPY takes no parameters: bind them into the text

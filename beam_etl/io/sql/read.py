@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_etl.core.batches import split_compact, with_origin
+from beam_etl.core.batching import BatchSizer, check_batch_rows
 from beam_etl.core.config import first_line
 from beam_etl.core.deadletter import ERROR, NULL_CURSOR, OUTPUT, reject_all
 from beam_etl.core.errors import ConnectorError
@@ -53,9 +54,10 @@ class Dialect:
         raise NotImplementedError
 
     def read(
-        self, connection: Any, sql: str, params: list[Any], source: str, batch_rows: int
+        self, connection: Any, sql: str, params: list[Any], source: str, sizer: BatchSizer
     ) -> Iterator[pa.RecordBatch]:
-        """Yield the result of `sql` (parameters `params`) as Arrow batches."""
+        """Yield the result of `sql` (parameters `params`) as Arrow batches (of about
+        `sizer.rows()` rows where the dialect builds them row by row)."""
         raise NotImplementedError
 
     def describe(self, connection: Any, sql: str, source: str) -> pa.Schema:
@@ -153,7 +155,8 @@ class PlanRangesFn(beam.DoFn):
 
 
 class ReadRangeFn(beam.DoFn):
-    """Reads one key range of the query into batches of about `batch_rows` rows."""
+    """Reads one key range of the query into batches of about `batch_rows` rows (None: sized
+    by bytes, see `core.batching`)."""
 
     def __init__(
         self,
@@ -192,9 +195,10 @@ class ReadRangeFn(beam.DoFn):
                     sql = sql.replace("%", "%%")
                 sql = f"{sql} WHERE {where}"
                 params += extra
-            batches = self._dialect.read(connection, sql, params, self._source, self._batch_rows)
+            sizer = BatchSizer(self._step, rows=self._batch_rows)
+            batches = self._dialect.read(connection, sql, params, self._source, sizer)
             kept: list[np.ndarray] = []
-            for batch in rebatch(batches, self._batch_rows):
+            for batch in rebatch(batches, sizer):
                 if self._window is not None:
                     batch = self._window.skip_seen(batch, self._seen, kept)
                 self._rows_read.inc(batch.num_rows)
@@ -414,18 +418,21 @@ def range_condition(column: str, start: int | None, end: int | None) -> tuple[st
     return f"{column} >= %s AND {column} < %s", [start, end]
 
 
-def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Yield the batches regrouped into batches of about `rows` rows (the last may be smaller)."""
+def rebatch(batches: Iterator[pa.RecordBatch], sizer: BatchSizer) -> Iterator[pa.RecordBatch]:
+    """Yield the batches regrouped into batches of about `sizer.rows()` rows (the last may be
+    smaller); the sizer learns from every batch that comes in."""
     pending: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
+        sizer.observe(batch)
         pending.append(batch)
         count += batch.num_rows
+        rows = sizer.rows()
         if count >= rows:
             yield from split_compact(pa.Table.from_batches(pending), rows)
             pending, count = [], 0
     if count:
-        yield from split_compact(pa.Table.from_batches(pending), rows)
+        yield from split_compact(pa.Table.from_batches(pending), sizer.rows())
 
 
 def source_query(table: str | None, query: str | None, dialect: str) -> tuple[str, str]:
@@ -448,7 +455,6 @@ def check_read_args(column, parts, batch_rows, lower, upper) -> None:
         raise ValueError(f"`num_partitions` must be a positive integer, not `{parts}`")
     if parts is not None and parts > 1 and column is None:
         raise ValueError("`num_partitions` above 1 needs `partition_column`")
-    if not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"`batch_rows` must be a positive integer, not `{batch_rows}`")
+    check_batch_rows(batch_rows)
     if lower is not None and upper is not None and lower > upper:
         raise ValueError(f"`lower_bound` `{lower}` is above `upper_bound` `{upper}`")

@@ -192,12 +192,12 @@ class _Reader(read.Dialect):
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
 
-    def read(self, connection, sql, params, source, batch_rows) -> Iterator[pa.RecordBatch]:
+    def read(self, connection, sql, params, source, sizer) -> Iterator[pa.RecordBatch]:
         declared = self._declared(connection, sql, params)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             names = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(batch_rows):
+            while rows := cursor.fetchmany(sizer.rows()):
                 arrays = [
                     _to_arrow(values, declared.get(name), name, source)
                     for values, name in zip(zip(*rows), names)
