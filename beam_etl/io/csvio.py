@@ -6,6 +6,7 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 """
 
 import codecs
+import itertools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.local import is_local_runner
 from beam_etl.core.metrics import BYTES_READ, ROWS_READ, step_counter
+from beam_etl.core.threads import ordered_map
 from beam_etl.io import _csvparse
 from beam_etl.io._compressed import (
     ChunkStream,
@@ -299,17 +301,38 @@ class _PublishCsv:
         first = next(batches, None)
         if first is None:
             return
+        if self._options["header"]:
+            out.write(self._render([first.schema.empty_table()], header=True))
+        # Rendering releases the GIL: groups of batches are rendered in threads (one a usable
+        # core) and written in order; the text is what one writer would have written.
+        for text in ordered_map(self._render, _groups(itertools.chain([first], batches))):
+            out.write(text)
+
+    def _render(self, batches, header: bool = False) -> pa.Buffer:
         # "needed" quotes every text value and never a null: null is an empty field, the
         # empty string `""`, so `ReadFromCsv` reads both back apart.
         options = pacsv.WriteOptions(
-            include_header=self._options["header"],
-            delimiter=self._options["delimiter"],
-            quoting_style="needed",
+            include_header=header, delimiter=self._options["delimiter"], quoting_style="needed"
         )
-        with pacsv.CSVWriter(out, first.schema, write_options=options) as writer:
-            writer.write_batch(first)
+        text = pa.BufferOutputStream()
+        with pacsv.CSVWriter(text, batches[0].schema, write_options=options) as writer:
             for batch in batches:
-                writer.write_batch(batch)
+                writer.write(batch)
+        return text.getvalue()
+
+
+def _groups(batches, group_bytes: int = 8 << 20):
+    """Yield lists of consecutive batches of about `group_bytes` of Arrow data each."""
+    group: list = []
+    size = 0
+    for batch in batches:
+        group.append(batch)
+        size += batch.nbytes
+        if size >= group_bytes:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 class WriteToCsv(beam.PTransform):

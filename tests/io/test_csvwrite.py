@@ -6,6 +6,7 @@ import gzip
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -117,3 +118,28 @@ def test_null_and_empty_text_are_written_apart_and_read_back_equal(tmp_path, pip
     assert_that(read.output | beam.FlatMap(visible_rows), equal_to(batch.to_pylist()), label="Rows")
     assert_that(read.error, equal_to([]), label="NoErrors")
     pipeline.run().wait_until_finish()
+
+
+def test_a_large_output_rendered_in_threads_is_what_one_writer_writes(tmp_path):
+    # ~24 MiB of batches: several groups rendered at once (core.threads.ordered_map), written
+    # in order; the bytes must be those of one pyarrow writer over the same batches.
+    rows = 40_000
+    batches = [
+        pa.record_batch(
+            {
+                "id": pa.array(range(start, start + rows), pa.int64()),
+                "text": pa.array([f'row {n}, "quoted"' + "x" * 150 for n in range(rows)]),
+                "value": pa.array([n / 7 if n % 5 else None for n in range(rows)]),
+            }
+        )
+        for start in range(0, 4 * rows, rows)
+    ]
+    path = tmp_path / "big.csv"
+    _write(path, *batches)
+    expected = pa.BufferOutputStream()
+    options = pacsv.WriteOptions(quoting_style="needed")
+    with pacsv.CSVWriter(expected, batches[0].schema, write_options=options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    assert sum(b.nbytes for b in batches) > 3 * (8 << 20)
+    assert path.read_bytes() == expected.getvalue().to_pybytes()
