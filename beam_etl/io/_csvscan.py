@@ -88,6 +88,8 @@ class Records:
     def nonempty(self) -> "Records":
         """Return only the records with content (a CSV reader skips empty lines)."""
         keep = self.ends > self.starts
+        if keep.all():
+            return self
         return replace(self, starts=self.starts[keep], ends=self.ends[keep], lines=self.lines[keep])
 
     def after(self, index: int) -> "Records":
@@ -106,11 +108,13 @@ class Records:
 
 class Scan(NamedTuple):
     """Line ends of a chunk: `ends` (offset of each line end's last byte), `closing` (True
-    where the line end also ends a record), and the carry after the chunk."""
+    where the line end also ends a record), and the carry after the chunk; `returns`: the
+    chunk holds a `\r` (False: every line end is a lone `\n`)."""
 
     ends: np.ndarray
     closing: np.ndarray
     carry: Carry
+    returns: bool = True
 
 
 def masked(block: bytes, syntax: Syntax) -> bytes:
@@ -131,20 +135,20 @@ def masked(block: bytes, syntax: Syntax) -> bytes:
     return out
 
 
-def _line_ends(data: np.ndarray, carry: Carry) -> np.ndarray:
+def _line_ends(data: np.ndarray, carry: Carry, returns: bool) -> np.ndarray:
     """Offsets of the last byte of each line end: `\\n`, `\\r\\n` (its `\\n`) or a lone `\\r`.
 
     A `\\r` that is the last byte counts as a lone one; a `\\n` right after a `\\r` that ended
-    the previous chunk does not count again.
+    the previous chunk does not count again. `returns`: `data` holds a `\\r`.
     """
     newlines = np.flatnonzero(data == NEWLINE)
     if carry.last == CARRIAGE_RETURN and len(newlines) and newlines[0] == 0:
         newlines = newlines[1:]
-    if not np.count_nonzero(data == CARRIAGE_RETURN):
+    if not returns:
         return newlines
-    returns = np.flatnonzero(data == CARRIAGE_RETURN)
-    following = data[np.minimum(returns + 1, len(data) - 1)]
-    lone = returns[(returns + 1 >= len(data)) | (following != NEWLINE)]
+    at = np.flatnonzero(data == CARRIAGE_RETURN)
+    following = data[np.minimum(at + 1, len(data) - 1)]
+    lone = at[(at + 1 >= len(data)) | (following != NEWLINE)]
     return np.union1d(newlines, lone) if len(lone) else newlines
 
 
@@ -183,15 +187,16 @@ def scan(chunk: bytes, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
     data = np.frombuffer(chunk, dtype=np.uint8)
     if not len(data):
         return Scan(np.array([], np.int64), np.array([], bool), carry)
-    ends = _line_ends(data, carry)
+    returns = b"\r" in chunk  # memchr: far cheaper than a pass of numpy
+    ends = _line_ends(data, carry, returns)
     last = int(data[-1])
     if syntax.quote is None:
-        return Scan(ends, np.ones(len(ends), bool), Carry(OUT, last))
-    quotes = np.flatnonzero(data == syntax.quote)
-    if not len(quotes):
+        return Scan(ends, np.ones(len(ends), bool), Carry(OUT, last), returns)
+    if bytes((syntax.quote,)) not in chunk:
         state = IN if carry.state == IN else OUT
-        return Scan(ends, np.full(len(ends), state != IN), Carry(state, last))
-    before = np.searchsorted(quotes, ends)  # quotes before each line end
+        return Scan(ends, np.full(len(ends), state != IN), Carry(state, last), returns)
+    quotes = np.flatnonzero(data == syntax.quote)
+    before = _counts_before(quotes, ends)  # quotes before each line end
     states = _states_after_quotes(data, quotes, syntax, carry)
     if states is None:
         start_inside = carry.state == IN
@@ -205,7 +210,17 @@ def scan(chunk: bytes, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
         state_after_last = int(states[-1])
     if quotes[-1] != len(data) - 1 and state_after_last == CLOSED:
         state_after_last = OUT
-    return Scan(ends, ~inside, Carry(state_after_last, last))
+    return Scan(ends, ~inside, Carry(state_after_last, last), returns)
+
+
+def _counts_before(marks: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each of the sorted offsets `ends`, how many of the sorted offsets `marks` (never
+    equal to one of `ends`) come before it."""
+    if len(marks) * 16 >= len(ends):
+        return np.searchsorted(marks, ends)
+    # Few marks among many line ends: place each mark, then count (no search a line end).
+    placed = np.bincount(np.searchsorted(ends, marks), minlength=len(ends) + 1)
+    return np.cumsum(placed[: len(ends)])
 
 
 def _records(block: bytes, first_line: int, found: Scan, stop: int) -> Records:
@@ -213,17 +228,25 @@ def _records(block: bytes, first_line: int, found: Scan, stop: int) -> Records:
     if not stop:
         empty = np.array([], np.int64)
         return Records(empty, empty, empty, first_line)
-    data = np.frombuffer(block, dtype=np.uint8)
-    ends = found.ends[found.ends < stop] if stop < len(block) else found.ends
+    ends = found.ends[: np.searchsorted(found.ends, stop)] if stop < len(block) else found.ends
     closing = found.closing[: len(ends)]
-    record_ends = ends[closing].astype(np.int64)
-    starts = np.concatenate(([0], record_ends + 1)).astype(np.int64)
-    lines = np.concatenate(([first_line], first_line + np.flatnonzero(closing) + 1))
+    every = bool(closing.all())  # no line end inside a quoted field: a record a line
+    record_ends = (ends if every else ends[closing]).astype(np.int64)
+    starts = np.empty(len(record_ends) + 1, np.int64)
+    starts[0] = 0
+    starts[1:] = record_ends + 1
+    if every:
+        lines = np.arange(first_line, first_line + len(record_ends) + 1, dtype=np.int64)
+    else:
+        lines = np.concatenate(([first_line], first_line + np.flatnonzero(closing) + 1))
     if starts[-1] >= stop:  # the block ends with a line end
         starts, lines = starts[:-1], lines[:-1]
     else:
         record_ends = np.concatenate((record_ends, [stop])).astype(np.int64)
+    if not found.returns:  # every line end is one `\n`: a record ends at it
+        return Records(starts, record_ends, lines.astype(np.int64), first_line + len(ends))
     # A record ends before its line end: at the `\n` or lone `\r`, or before a `\r\n`.
+    data = np.frombuffer(block, dtype=np.uint8)
     at = np.minimum(record_ends, len(data) - 1)
     crlf = (
         (record_ends > starts)
