@@ -120,10 +120,10 @@ class _CopyStream(io.RawIOBase):
     writer and compute functions release the GIL), so rendering costs little beyond the COPY.
     """
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes | pa.Buffer]) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
-        self._data = b""
+        self._data = memoryview(b"")
         self._position = 0
         self.failure: BaseException | None = None  # raised by a read: the driver only quotes it
         self._thread = threading.Thread(target=self._render, args=(chunks,), daemon=True)
@@ -158,9 +158,9 @@ class _CopyStream(io.RawIOBase):
             if item is None:
                 self._queue.put(None)  # stay at the end for any further read
                 return b""
-            self._data, self._position = item, 0
+            self._data, self._position = memoryview(item), 0
         end = len(self._data) if size < 0 else self._position + size
-        chunk = self._data[self._position : end]
+        chunk = bytes(self._data[self._position : end])  # the driver takes bytes only
         self._position += len(chunk)
         return chunk
 
