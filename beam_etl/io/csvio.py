@@ -303,8 +303,8 @@ class _PublishCsv:
             return
         if self._options["header"]:
             out.write(self._render([first.schema.empty_table()], header=True))
-        # Rendering releases the GIL: groups of batches are rendered in threads (one a usable
-        # core) and written in order; the text is what one writer would have written.
+        # Rendering releases the GIL: groups of batches (~4 MiB) are rendered in threads (one a
+        # usable core) and written in order; the text is what one writer would have written.
         for text in ordered_map(self._render, _groups(itertools.chain([first], batches))):
             out.write(text)
 
@@ -321,7 +321,7 @@ class _PublishCsv:
         return text.getvalue()
 
 
-def _groups(batches, group_bytes: int = 8 << 20):
+def _groups(batches, group_bytes: int = 4 << 20):
     """Yield lists of consecutive batches of about `group_bytes` of Arrow data each."""
     group: list = []
     size = 0
