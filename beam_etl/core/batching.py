@@ -3,10 +3,13 @@
 A reader that builds batches row by row (a database cursor, Avro records, Excel rows) or slices
 them from a file (Parquet) asks a `BatchSizer` how many rows the next batch should hold. The
 sizer aims at `DEFAULT_BATCH_BYTES` of Arrow memory a batch: it starts from the schema's
-estimated row width (or one the file states), learns the real width from every batch it is
-shown, and aims lower when the machine (or the process's cgroup) is short of memory, so that a
-table of 2,000 wide columns and one of 3 narrow ones both move in batches of a few MiB. A size
-given by the user (`batch_rows`) is kept as given.
+estimated row width (a first batch of `PROBE_ROWS` measures rows with text), learns the real
+width from every batch it is shown, and aims lower when the machine (or the process's cgroup)
+is short of memory (`core.resources.available_memory`), so that a table of 2,000 wide columns
+and one of 3 narrow ones both move in batches of a few MiB. Rows built as Python objects
+first (Avro records, rows a database driver returns) are taken at most `PYTHON_ROWS` at a
+time: each costs far more memory as an object than in Arrow. A size given by the user
+(`batch_rows`) is kept as given.
 
 The chosen sizes are logged at DEBUG (`--debug`): the first choice, and each change by half or
 more.
@@ -19,6 +22,8 @@ from typing import Final
 
 import pyarrow as pa
 
+from beam_etl.core.resources import available_memory
+
 _LOG = logging.getLogger(__name__)
 
 #: The Arrow memory a batch aims at.
@@ -27,6 +32,8 @@ MIN_ROWS: Final = 64
 MAX_ROWS: Final = 1 << 20
 #: The first batch of rows whose width is not known yet.
 PROBE_ROWS: Final = 256
+#: At most this many rows built as Python objects at once (records, driver rows).
+PYTHON_ROWS: Final = 50_000
 #: The width assumed for a column of variable width (text, binary, nested) before any is seen.
 _VARIABLE_WIDTH: Final = 32
 #: Below this much available memory per batch target, batches shrink (at most 8 times).
@@ -65,34 +72,12 @@ def _bit_width(data_type: pa.DataType) -> int | None:
         return None
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this process may still take: the machine's available memory, or less
-    when the process's cgroup has a limit closer; None when neither can be read."""
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as limit_file:
-            limit = limit_file.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current", encoding="ascii") as current_file:
-                found.append(int(limit) - int(current_file.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return max(min(found), 0) if found else None
-
-
 class BatchSizer:
     """How many rows the next batch of one reader should hold (see the module docstring).
 
     rows: a fixed size (the user's `batch_rows`): kept as given, nothing is learned.
-    row_bytes: the expected width of a row, if known (else guessed from `schema`).
+    schema: the rows' schema, if known (the first guess of their width).
+    max_rows: at most this many rows a batch (`PYTHON_ROWS` for rows built as objects).
     """
 
     def __init__(
@@ -101,16 +86,17 @@ class BatchSizer:
         *,
         rows: int | None = None,
         schema: pa.Schema | None = None,
-        row_bytes: float | None = None,
+        max_rows: int = MAX_ROWS,
         target_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self._step = step
         self._fixed = rows
         self._target = target_bytes
-        self._width = row_bytes or (estimated_row_bytes(schema) if schema is not None else None)
+        self._max = max_rows
+        self._width = estimated_row_bytes(schema) if schema is not None else None
         # Until a batch is seen, a width guessed for text may be far too small: a first batch
         # of at most `PROBE_ROWS` measures it.
-        self._known = bool(row_bytes) or (schema is not None and _fixed_width(schema))
+        self._known = schema is not None and _fixed_width(schema)
         self._scale = 1.0
         self._checked = 0.0
         self._reported = 0
@@ -118,6 +104,11 @@ class BatchSizer:
     @property
     def fixed(self) -> bool:
         return self._fixed is not None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the width comes from a batch seen (or from a schema of fixed widths)."""
+        return self._known
 
     def rows(self) -> int:
         """The number of rows for the next batch."""
@@ -128,7 +119,7 @@ class BatchSizer:
             self._checked = now
             self._scale = pressure_scale(self._target, available_memory())
         width = self._width or 1024.0
-        rows = int(min(max(self._target * self._scale / width, MIN_ROWS), MAX_ROWS))
+        rows = int(min(max(self._target * self._scale / width, MIN_ROWS), self._max))
         if not self._known:
             return min(rows, PROBE_ROWS)
         if not self._reported or not self._reported / 2 < rows < self._reported * 2:

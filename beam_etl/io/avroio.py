@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.core.avrotypes import AvroToArrow, avro_schema, invalid_names
 from beam_etl.core.batches import check_names, describe_schema, schema_changes, with_origin
-from beam_etl.core.batching import BatchSizer, check_batch_rows
+from beam_etl.core.batching import PYTHON_ROWS, BatchSizer, check_batch_rows
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument
@@ -110,7 +110,9 @@ class _ReadAvroFileFn(beam.DoFn):
                     "with separate sources"
                 )
             records, first = iter(reader), 1
-            sizer = BatchSizer(self._step, rows=self._batch_rows, schema=self._schema)
+            sizer = BatchSizer(
+                self._step, rows=self._batch_rows, schema=self._schema, max_rows=PYTHON_ROWS
+            )
             while rows := self._next_rows(records, path, first, sizer.rows()):
                 _uuids_as_text(rows, uuids)
                 batch = pa.RecordBatch.from_pylist(rows, schema=self._schema)

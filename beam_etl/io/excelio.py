@@ -27,7 +27,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles.numbers import is_datetime
 
 from beam_etl.core.batches import check_names, with_origin
-from beam_etl.core.batching import BatchSizer
+from beam_etl.core.batching import PYTHON_ROWS, BatchSizer
 from beam_etl.core.errors import ConnectorError
 from beam_etl.core.metrics import ROWS_READ, step_counter
 from beam_etl.io._documents import Render, WriteDocument, cell_text, check_max_rows
@@ -36,7 +36,6 @@ from beam_etl.io._local import FileSource
 
 #: Excel's last row is 1,048,576; one is the header.
 EXCEL_MAX_ROWS: Final = 1_048_575
-_BATCH_ROWS: Final = 50_000  # at most, whatever the width (rows are Python objects until then)
 _SHEET_NS: Final = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _FORMULA: Final = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s>/]")
 _CHUNK: Final = 1 << 20
@@ -229,14 +228,14 @@ class _ReadSheetFn(beam.DoFn):
         workbook, worksheet = _open_sheet(path, self._sheet)
         try:
             pending: list[tuple[int, tuple]] = []
-            sizer = BatchSizer(self._step)
-            size = min(sizer.rows(), _BATCH_ROWS)
+            sizer = BatchSizer(self._step, max_rows=PYTHON_ROWS)
+            size = sizer.rows()
             for row in _data_rows(worksheet, self._header_row, len(names)):
                 pending.append(row)
                 if len(pending) >= size:
                     batch = self._batch(path, names, pending)
                     sizer.observe(batch)
-                    size = min(sizer.rows(), _BATCH_ROWS)
+                    size = sizer.rows()
                     yield batch
                     pending = []
             if pending:

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from beam_etl.core.batches import conform_columns, visible, with_origin
-from beam_etl.core.batching import BatchSizer
+from beam_etl.core.batching import PROBE_ROWS, BatchSizer
 from beam_etl.core.contract import ungated
 from beam_etl.core.errors import ConnectorError, DataError
 from beam_etl.core.expr import compile_expression, result_type
@@ -452,19 +452,6 @@ class _PlanRowGroupsFn(beam.DoFn):
             yield path, group
 
 
-def _row_bytes(group: pq.RowGroupMetaData, columns: list[str] | None) -> float | None:
-    """The uncompressed bytes a row of `group` takes in the file, for `columns` (all: None)."""
-    if not group.num_rows:
-        return None
-    wanted = set(columns) if columns is not None else None
-    size = sum(
-        chunk.total_uncompressed_size
-        for chunk in (group.column(i) for i in range(group.num_columns))
-        if wanted is None or chunk.path_in_schema.split(".")[0] in wanted
-    )
-    return size / group.num_rows or None
-
-
 class _ReadRowGroupFn(beam.DoFn):
     def __init__(self, step: str, scan: _Scan) -> None:
         self._step = step
@@ -479,9 +466,15 @@ class _ReadRowGroupFn(beam.DoFn):
         path, group = unit
         try:  # batch by batch: a row group is never held whole
             fragment = _fragment(path, [group])
-            if self._sizer is None:  # the first row group's stated width, then the real one
-                width = _row_bytes(fragment.metadata.row_group(group), self._scan.columns)
-                self._sizer = BatchSizer(self._step, row_bytes=width, schema=self._scan.schema)
+            if self._sizer is None:
+                self._sizer = BatchSizer(self._step, schema=self._scan.schema)
+            if not self._sizer.measured:  # the footer's sizes are encoded ones: measure rows
+                probe = fragment.to_batches(
+                    schema=self._scan.schema, columns=self._scan.columns, batch_size=PROBE_ROWS
+                )
+                for first in probe:
+                    self._sizer.observe(first)
+                    break
             for batch in fragment.to_batches(
                 schema=self._scan.schema,
                 columns=self._scan.columns,

@@ -51,7 +51,7 @@ def _narrow_rows(count: int) -> pa.Table:
 
 
 def test_a_size_given_by_the_user_is_kept_whatever_the_width():
-    sizer = BatchSizer("Read", rows=123, row_bytes=1e6)
+    sizer = BatchSizer("Read", rows=123)
     sizer.observe(_wide_rows(10))
     assert sizer.fixed and sizer.rows() == 123
 
@@ -68,11 +68,14 @@ def test_rows_follow_the_measured_width_of_the_batches():
 
 def test_the_first_guess_comes_from_the_schema():
     fixed = pa.schema([("a", pa.int64()), ("b", pa.float64())])
-    assert BatchSizer("Read", schema=fixed).rows() == int(DEFAULT_BATCH_BYTES / (16 + 2 / 8))
+    target = 1 << 20  # small: no machine is short of 64 MiB, so no shrinking below
+    sized = BatchSizer("Read", schema=fixed, target_bytes=target)
+    assert sized.measured and sized.rows() == int(target / (16 + 2 / 8))
     with_text = fixed.append(pa.field("c", pa.string()))
     assert 16 + 32 <= estimated_row_bytes(with_text) <= 16 + 40
     # text may be far wider than guessed: a first batch of PROBE_ROWS measures it
-    sizer = BatchSizer("Read", schema=with_text)
+    sizer = BatchSizer("Read", schema=with_text, target_bytes=target)
+    assert not sizer.measured
     assert sizer.rows() == batching.PROBE_ROWS
     sizer.observe(_narrow_rows(1000))
     assert sizer.rows() > batching.PROBE_ROWS
@@ -86,9 +89,10 @@ def test_batches_shrink_when_memory_is_short():
     assert batching.pressure_scale(target, 0) == pytest.approx(1 / 8)
 
 
-def test_available_memory_is_read_from_the_machine():
-    room = batching.available_memory()
-    assert room is not None and room > 0
+def test_rows_built_as_objects_are_capped():
+    sizer = BatchSizer("Read", max_rows=batching.PYTHON_ROWS)
+    sizer.observe(_narrow_rows(1000))  # ~9 bytes a row: ~900,000 rows would make 8 MiB
+    assert sizer.rows() == batching.PYTHON_ROWS
 
 
 def test_the_chosen_size_is_logged_at_debug(caplog):
@@ -127,6 +131,21 @@ def test_parquet_batches_of_wide_rows_stay_a_few_mib(tmp_path):
     assert sorted(ids) == list(range(2000))
 
 
+def test_parquet_batches_of_dictionary_encoded_text_are_measured_not_taken_from_the_footer(
+    tmp_path,
+):
+    # 10 distinct 80-byte texts: the footer's encoded size is ~1 byte a row, Arrow's ~90.
+    rows = 400_000
+    texts = pa.array([f"{n % 10:02d}" + "t" * 78 for n in range(rows)])
+    path = tmp_path / "coded.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=rows)
+    footer = pq.ParquetFile(path).metadata.row_group(0)
+    assert footer.column(0).total_uncompressed_size < rows * 8  # encoded: small
+    batches = _batches(ReadFromParquet(str(path)))
+    assert sum(b.num_rows for b in batches) == rows
+    assert max(b.nbytes for b in batches) <= 2 * DEFAULT_BATCH_BYTES
+
+
 def test_parquet_batches_of_narrow_rows_hold_more_than_the_old_fixed_size(tmp_path):
     path = tmp_path / "narrow.parquet"
     pq.write_table(_narrow_rows(400_000), path, row_group_size=400_000)
@@ -149,7 +168,9 @@ def test_sqlite_batches_follow_the_width_of_the_rows(tmp_path):
     _assert_by_bytes(wide, 2000)
     narrow = _batches(ReadFromSqlite(database=str(path), table="narrow"))
     assert sum(b.num_rows for b in narrow) == 120_000
-    assert max(b.num_rows for b in narrow) > 50_000  # the old fixed size
+    sizes = [b.num_rows for b in narrow]
+    assert max(sizes) > 50_000  # more than the driver rows fetched at once (PYTHON_ROWS)
+    assert min(sizes) > 1_000  # no sliver of a few rows between full batches
     fixed = _batches(ReadFromSqlite(database=str(path), table="narrow", batch_rows=1000))
     assert max(b.num_rows for b in fixed) == 1000
 
@@ -188,3 +209,16 @@ def test_parquet_row_groups_of_wide_rows_close_by_bytes(tmp_path):
         max(n for n, _ in groups) < rows
         and max(n for n, _ in groups) <= ROW_GROUP_BYTES // (16 << 10) + 600
     )
+
+
+def test_database_batches_of_varied_text_have_no_slivers(tmp_path):
+    path = tmp_path / "varied.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT)")
+        connection.executemany(
+            "INSERT INTO t VALUES (?, ?)", ((n, "v" * (n * 7919 % 401)) for n in range(200_000))
+        )
+    sizes = [b.num_rows for b in _batches(ReadFromSqlite(database=str(path), table="t"))]
+    assert sum(sizes) == 200_000
+    assert len(sizes) >= 3
+    assert min(sizes[:-1]) > max(sizes) // 3  # even parts, not a full batch and a few rows

@@ -1,16 +1,11 @@
-"""core.threads: the usable cores, and ordered_map's order, bound and failures."""
+"""core.threads: ordered_map's order, bound and failures."""
 
-import os
 import threading
 import time
 
 import pytest
 
-from beam_etl.core.threads import ordered_map, usable_cores
-
-
-def test_usable_cores_follow_the_process_affinity():
-    assert usable_cores() == len(os.sched_getaffinity(0))
+from beam_etl.core.threads import ordered_map
 
 
 def test_results_come_in_input_order_whatever_finishes_first():

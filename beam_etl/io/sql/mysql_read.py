@@ -11,6 +11,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.batching import PYTHON_ROWS
 from beam_etl.core.config import Secret
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io.sql import read
@@ -118,7 +119,7 @@ class _MySql(read.Dialect):
         with connection.cursor(pymysql.cursors.SSCursor) as cursor:
             cursor.execute(sql, params or None)  # no `%` formatting without parameters
             schema = self._schema(cursor, source)
-            while rows := cursor.fetchmany(sizer.rows()):
+            while rows := cursor.fetchmany(min(sizer.rows(), PYTHON_ROWS)):
                 columns = list(zip(*rows))
                 yield pa.RecordBatch.from_arrays(
                     [_to_arrow(column, t) for column, t in zip(columns, schema.types)],

@@ -429,10 +429,20 @@ def rebatch(batches: Iterator[pa.RecordBatch], sizer: BatchSizer) -> Iterator[pa
         count += batch.num_rows
         rows = sizer.rows()
         if count >= rows:
-            yield from split_compact(pa.Table.from_batches(pending), rows)
+            size = _even(count, rows, at_most=sizer.fixed)
+            yield from split_compact(pa.Table.from_batches(pending), size)
             pending, count = [], 0
     if count:
-        yield from split_compact(pa.Table.from_batches(pending), sizer.rows())
+        size = _even(count, sizer.rows(), at_most=sizer.fixed)
+        yield from split_compact(pa.Table.from_batches(pending), size)
+
+
+def _even(count: int, rows: int, at_most: bool) -> int:
+    """The batch size that cuts `count` rows into equal parts (to a row) of about `rows` each
+    (`at_most`: of at most `rows`), so that no sliver of a few rows is left over when `count`
+    is just above `rows`."""
+    parts = max(1, -(-count // rows) if at_most else round(count / rows))
+    return -(-count // parts)
 
 
 def source_query(table: str | None, query: str | None, dialect: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import Any, Final, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_etl.core.batching import PYTHON_ROWS
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io import _scd2
 from beam_etl.io.sql import read
@@ -197,7 +198,7 @@ class _Reader(read.Dialect):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             names = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(sizer.rows()):
+            while rows := cursor.fetchmany(min(sizer.rows(), PYTHON_ROWS)):
                 arrays = [
                     _to_arrow(values, declared.get(name), name, source)
                     for values, name in zip(zip(*rows), names)
