@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from beam_etl.core.threads import ordered_map
+from beam_etl.core.threads import ordered_map, prefetched
 
 
 def test_results_come_in_input_order_whatever_finishes_first():
@@ -50,3 +50,43 @@ def test_a_failure_is_raised_in_order_and_stops_the_rest():
 def test_one_thread_maps_in_the_caller():
     names = list(ordered_map(lambda _: threading.current_thread().name, range(3), threads=1))
     assert names == [threading.current_thread().name] * 3
+
+
+def test_prefetched_yields_everything_in_order_computed_in_another_thread():
+    names: set[str] = set()
+
+    def items():
+        for n in range(20):
+            names.add(threading.current_thread().name)
+            yield n
+
+    assert list(prefetched(items())) == list(range(20))
+    assert threading.current_thread().name not in names
+
+
+def test_prefetched_raises_the_failure_and_closes_when_the_caller_stops():
+    def failing():
+        yield 1
+        raise OSError("truncated stream")
+
+    found = prefetched(failing())
+    assert next(found) == 1
+    with pytest.raises(OSError, match="truncated stream"):
+        next(found)
+
+    closed = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    first = prefetched(endless(), depth=2)
+    assert next(first) == 0
+    first.close()  # the thread stops and the source is closed, not run to its end
+    assert closed == [True]
+    assert not [t for t in threading.enumerate() if t.name == "beam_etl-prefetch"]
