@@ -91,25 +91,28 @@ class ChunkStream:
 
     def __init__(self, path: str, chunk_size: int = 1 << 24) -> None:
         self._chunks = read_chunks(path, chunk_size)
-        self._pending: list[bytes] = []
-        self._length = 0
-        self._done = False
+        self._chunk = b""  # the chunk being read, from `_position` on
+        self._position = 0
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or self._length < size):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._done = True
-            else:
-                self._pending.append(chunk)
-                self._length += len(chunk)
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        if 0 <= size < len(data):
-            data, rest = data[:size], data[size:]
-            self._pending, self._length = [rest], len(rest)
-        else:
-            self._pending, self._length = [], 0
-        return data
+        """Return up to `size` bytes (all that is left: -1), copied once."""
+        parts: list[bytes | memoryview] = []
+        wanted = size
+        while size < 0 or wanted > 0:
+            if self._position >= len(self._chunk):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._chunk, self._position = chunk, 0
+                continue
+            end = len(self._chunk) if size < 0 else min(len(self._chunk), self._position + wanted)
+            whole = self._position == 0 and end == len(self._chunk)
+            parts.append(self._chunk if whole else memoryview(self._chunk)[self._position : end])
+            wanted -= end - self._position
+            self._position = end
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
 
 #: Compressions a file sink can write, with the file extension that selects each.
