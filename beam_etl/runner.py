@@ -17,7 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_etl.core.errors import UsageError
-from beam_etl.core.local import runs_locally  # noqa: F401  (re-exported: users ask it here)
+from beam_etl.core.local import (
+    runs_locally,  # noqa: F401  (re-exported: users ask it here)
+    shorten_state_sampling,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class LocalRunner(PipelineRunner):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
         if _fn_api_runner_can_run(pipeline):
+            shorten_state_sampling()  # in-process workers: their bundles end at once
             runner = _fn_api_runner(options)
             _LOG.debug("Running with FnApiRunner")
         else:

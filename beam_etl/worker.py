@@ -9,6 +9,7 @@ same harness, but
   is reported there in one line, so the worker's own log lines and tracebacks add nothing;
 - on Ctrl-C it leaves at once and silently; the launcher reports the interruption. (A worker
   that stayed would keep the launcher waiting for it at exit.)
+- its bundles end without waiting for Beam's state sampler (`core.local.shorten_state_sampling`).
 """
 
 import os
@@ -28,6 +29,9 @@ def main() -> None:
         os.close(quiet)
     from apache_beam.runners.worker import sdk_worker_main
 
+    from beam_etl.core.local import shorten_state_sampling  # after the redirect: Beam logs
+
+    shorten_state_sampling()
     sdk_worker_main.main(sys.argv)
 
 

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from beam_etl.core.local import STATE_SAMPLING_MS
 from beam_etl.runner import LocalRunner, resolve
 
 CHECK = """
@@ -26,7 +27,10 @@ class EchoFn(beam.DoFn):
         self.greeting = greeting
 
     def process(self, element):
-        yield f"{self.greeting.get()} {os.getpid()}"
+        from apache_beam.runners.worker import statesampler
+
+        period = statesampler.StateSampler.__init__.__defaults__[0]
+        yield f"{self.greeting.get()} {os.getpid()} {period}"
 
 
 options = PipelineOptions(sys.argv[2:])
@@ -61,6 +65,17 @@ def test_options_reach_worker_processes_and_prism_is_never_loaded(tmp_path):
     assert len(lines) == 20
     assert {line.split()[0] for line in lines} == {"hello"}
     assert launcher not in {line.split()[1] for line in lines}  # ran in worker processes
+    # bundles end without waiting up to 200 ms for Beam's state sampler thread
+    assert {line.split()[2] for line in lines} == {str(STATE_SAMPLING_MS)}
+
+
+def test_in_process_runs_shorten_the_state_sampling(tmp_path):
+    import apache_beam as beam
+    from apache_beam.runners.worker import statesampler
+
+    with beam.Pipeline(runner=LocalRunner()) as p:
+        _ = p | beam.Create([1]) | beam.Map(lambda x: x)
+    assert statesampler.StateSampler.__init__.__defaults__ == (STATE_SAMPLING_MS,)
 
 
 def test_direct_runner_names_resolve_to_the_local_runner():
