@@ -104,7 +104,9 @@ class _Multiprocess:
     def run_pipeline(self, pipeline, options):
         from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-        local = PipelineOptions.from_dictionary(options.get_all_options())
+        # Unset options are left out: `from_dictionary` warns once for each (~80 lines).
+        given = {k: v for k, v in options.get_all_options().items() if v is not None}
+        local = PipelineOptions.from_dictionary(given)
         local.view_as(DirectOptions).direct_running_mode = "in_memory"
         local.view_as(DirectOptions).direct_num_workers = self._workers
         with _quiet("apache_beam.runners.portability.fn_api_runner.fn_runner"):

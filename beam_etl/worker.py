@@ -9,12 +9,31 @@ same harness, but
   is reported there in one line, so the worker's own log lines and tracebacks add nothing;
 - on Ctrl-C it leaves at once and silently; the launcher reports the interruption. (A worker
   that stayed would keep the launcher waiting for it at exit.)
-- its bundles end without waiting for Beam's state sampler (`core.local.shorten_state_sampling`).
+- its bundles end without waiting for Beam's state sampler (`core.local.shorten_state_sampling`);
+- unless under `--debug`, start-up warnings that do not apply to a local worker are not sent
+  to the launcher (which prints its workers' warnings through its `local_job_service`
+  logger): no main session was staged (none is: steps are pickled whole), and the launcher's
+  DirectRunner-only options are not worker options.
 """
 
+import logging
 import os
 import signal
 import sys
+
+#: (logger, start of the message) of the worker's start-up warnings that do not apply here.
+_IRRELEVANT: tuple[tuple[str, str], ...] = (
+    ("apache_beam.runners.worker.sdk_worker_main", "No semi_persistent_directory found"),
+    ("apache_beam.runners.worker.sdk_worker_main", "No session file found"),
+    ("apache_beam.options.pipeline_options", "Discarding unparseable args"),
+)
+
+
+def _drop_irrelevant_warnings() -> None:
+    for name, start in _IRRELEVANT:
+        logging.getLogger(name).addFilter(
+            lambda record, start=start: not str(record.msg).startswith(start)
+        )
 
 
 def _leave(signum, frame) -> None:
@@ -32,6 +51,8 @@ def main() -> None:
     from beam_etl.core.local import shorten_state_sampling  # after the redirect: Beam logs
 
     shorten_state_sampling()
+    if os.environ.get("BEAM_ETL_DEBUG") != "1":
+        _drop_irrelevant_warnings()
     sdk_worker_main.main(sys.argv)
 
 

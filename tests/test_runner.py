@@ -83,3 +83,37 @@ def test_direct_runner_names_resolve_to_the_local_runner():
     assert isinstance(resolve("DirectRunner"), LocalRunner)
     assert resolve("PortableRunner") == "PortableRunner"
     assert resolve("FlinkRunner") == "FlinkRunner"
+
+
+API_SCRIPT = """
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_etl.runner import LocalRunner
+
+logging.basicConfig(level=logging.WARNING)
+with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(sys.argv[2:])) as p:
+    _ = (p | beam.Create(list(range(4))) | beam.Map(str)
+         | beam.io.WriteToText(sys.argv[1], shard_name_template=""))
+"""
+
+
+def test_a_python_api_run_on_two_workers_logs_what_one_worker_logs(tmp_path):
+    """A user's script logging warnings sees no more lines from 2 worker processes than from 1
+    (before: ~80 `Not setting flag with value None` lines and the workers' start-up warnings)."""
+    printed = []
+    for flags in ([], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]):
+        out = tmp_path / f"out{len(flags)}.txt"
+        result = subprocess.run(
+            [sys.executable, "-c", API_SCRIPT, str(out), *flags],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert sorted(out.read_text().split()) == ["0", "1", "2", "3"]
+        printed.append(result.stderr.splitlines())
+    assert printed[1] == printed[0], printed[1]
