@@ -29,11 +29,20 @@ _IRRELEVANT: tuple[tuple[str, str], ...] = (
 )
 
 
+class _Drop(logging.Filter):
+    """Drop a logger's records whose message starts with `start`."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self._start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._start)
+
+
 def _drop_irrelevant_warnings() -> None:
     for name, start in _IRRELEVANT:
-        logging.getLogger(name).addFilter(
-            lambda record, start=start: not str(record.msg).startswith(start)
-        )
+        logging.getLogger(name).addFilter(_Drop(start))
 
 
 def _leave(signum, frame) -> None:
