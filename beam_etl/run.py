@@ -292,6 +292,15 @@ def _database_source(args: argparse.Namespace) -> Any:
     return ReadFromMySql(**common, user=args.user or "root", dsn_env=args.dsn_env)
 
 
+def _local_worker_processes(beam_args: list[str]) -> bool:
+    """Whether the run asks for local worker processes (then their fork server starts now)."""
+    runner = [a for a in beam_args if a.startswith("--runner")]
+    if runner and not any(name.lower() in runner[-1].lower() for name in ("direct", "local")):
+        return False
+    joined = " ".join(beam_args).replace("=", " ").split()
+    return "multi_processing" in joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -328,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [a for a in beam_args if not a.startswith("--")]
         if unknown:
             raise UsageError(f"Unexpected argument `{unknown[0]}` (see --help)")
+        if _local_worker_processes(beam_args):
+            from beam_etl.worker import start_server  # lazy: only runs with worker processes
+
+            start_server()  # its imports overlap this process's own and the planning
         from beam_etl import cli  # lazy: the command line starts fast
 
         if args.list_transforms:

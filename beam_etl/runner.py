@@ -10,7 +10,6 @@ processing-time timers, streaming sources).
 
 import difflib
 import logging
-import sys
 from typing import ClassVar, Final
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -21,6 +20,7 @@ from beam_etl.core.local import (
     runs_locally,  # noqa: F401  (re-exported: users ask it here)
     shorten_state_sampling,
 )
+from beam_etl.worker import worker_command
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def _fn_api_runner(options):
     # workers still receive the user's options through the provision info).
     environment = environments.SubprocessSDKEnvironment.from_command_string(
         # `exec`: Beam runs the command through /bin/sh, which would die of Ctrl-C itself.
-        command_string=f"exec {sys.executable} -m beam_etl.worker"
+        # Each worker is forked from a server that has done Beam's imports (`beam_etl.worker`).
+        command_string=worker_command()
     )
     runner = fn_runner.FnApiRunner(default_environment=environment, provision_info=provision_info)
     return _Multiprocess(runner, direct.direct_num_workers)

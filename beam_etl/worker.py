@@ -1,4 +1,5 @@
-"""The worker process of local multi-process runs: Beam's SDK harness, quiet like its launcher.
+"""The worker process of local multi-process runs: Beam's SDK harness, quiet like its launcher,
+started from a fork server so that it does not pay Beam's imports.
 
 `LocalRunner` starts `python -m beam_etl.worker` instead of Beam's
 `apache_beam.runners.worker.sdk_worker_main` for `--direct_running_mode=multi_processing`: the
@@ -14,12 +15,35 @@ same harness, but
   to the launcher (which prints its workers' warnings through its `local_job_service`
   logger): no main session was staged (none is: steps are pickled whole), and the launcher's
   DirectRunner-only options are not worker options.
+
+**Fork server.** Every worker process used to import Beam and beam_etl (~1 CPU s each) when
+the runner reached its first stage, so 2 workers started ~1.3 s after the launcher had done
+its own imports and planning. `start_server` starts one process (`--serve SOCKET`) as the run
+begins, which imports all that once, in parallel with the launcher, and then forks a worker
+for each `--attach SOCKET` process the runner starts: the attaching process (a plain Python
+start, ~30 ms) sends its environment, working directory and standard streams, and waits for
+the forked worker's exit status; a worker whose attaching process dies (the runner kills it)
+leaves too. The server leaves when its launcher does (its standard input closes). If the
+server cannot be reached, `--attach` runs the harness itself, as before.
 """
 
+import atexit
+import contextlib
+import gc
+import json
 import logging
 import os
+import selectors
+import shlex
+import shutil
 import signal
+import socket
+import struct
+import subprocess
 import sys
+import tempfile
+import threading
+from typing import Final
 
 #: (logger, start of the message) of the worker's start-up warnings that do not apply here.
 _IRRELEVANT: tuple[tuple[str, str], ...] = (
@@ -49,12 +73,17 @@ def _leave(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def main() -> None:
+def _quiet_process() -> None:
+    """Unless under `--debug`: leave silently on Ctrl-C and write nothing to the terminal."""
     if os.environ.get("BEAM_ETL_DEBUG") != "1":
         signal.signal(signal.SIGINT, _leave)
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 2)  # Beam logs and gRPC's C core both write to file descriptor 2
         os.close(quiet)
+
+
+def _harness() -> None:
+    """Run Beam's SDK harness with beam_etl's settings (see the module's docstring)."""
     from apache_beam.runners.worker import sdk_worker_main
 
     from beam_etl.core.local import shorten_state_sampling  # after the redirect: Beam logs
@@ -63,6 +92,235 @@ def main() -> None:
     if os.environ.get("BEAM_ETL_DEBUG") != "1":
         _drop_irrelevant_warnings()
     sdk_worker_main.main(sys.argv)
+
+
+# --------------------------------------------------------------------------------------------
+# The fork server
+# --------------------------------------------------------------------------------------------
+
+#: How long an attaching process waits for the server's socket to appear.
+ATTACH_WAIT_SECONDS: Final = 60.0
+_HEADER: Final = struct.Struct("!Q")
+
+
+class _Server:
+    """The launcher's handle on its fork server (one per launcher process, reused by runs)."""
+
+    def __init__(self) -> None:
+        self.started_in = _surroundings()
+        self._folder = tempfile.mkdtemp(prefix="beam_etl_workers_")  # mode 700
+        self.socket = os.path.join(self._folder, "fork.sock")
+        debug = os.environ.get("BEAM_ETL_DEBUG") == "1"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "beam_etl.worker", "--serve", self.socket],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=None if debug else subprocess.DEVNULL,
+            start_new_session=False,
+        )
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        # The server may still be importing (a run that ended early): no need to wait for it.
+        # Its workers are processes of their own and are not touched.
+        try:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+            self._process.terminate()
+            self._process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+_SERVER: _Server | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+def _surroundings() -> tuple:
+    """What a server's imports depend on: its environment (`PYTHONPATH`, ...) and folder."""
+    return os.getcwd(), sorted(os.environ.items())
+
+
+def start_server() -> str:
+    """Start this process's fork server if it is not running; return its socket's path.
+
+    Cheap to call again: a running server is reused by later runs of the process, unless the
+    environment or the working folder changed since it started (its `sys.path` and its
+    imports were made in those): then a new one starts.
+    """
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None or not _SERVER.alive() or _SERVER.started_in != _surroundings():
+            if _SERVER is not None:
+                _SERVER.stop()
+            else:
+                atexit.register(_stop_server)
+            _SERVER = _Server()
+        return _SERVER.socket
+
+
+def _stop_server() -> None:
+    with _SERVER_LOCK:
+        if _SERVER is not None:
+            _SERVER.stop()
+
+
+def worker_command() -> str:
+    """Return the shell command a local runner starts for each worker process."""
+    python, socket_path = shlex.quote(sys.executable), shlex.quote(start_server())
+    return f"exec {python} -m beam_etl.worker --attach {socket_path}"
+
+
+def _serve(path: str) -> None:
+    """Import what a worker needs once, then fork a worker for every attaching process."""
+    _quiet_process()
+    signal.signal(signal.SIGINT, _leave)  # the launcher reports Ctrl-C; its input closes
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)  # before the imports: early workers wait in the backlog
+    listener.listen(64)
+    import apache_beam.runners.worker.sdk_worker_main  # noqa: F401
+
+    import beam_etl.io  # preloaded: what the steps a worker unpickles import
+    import beam_etl.transforms  # preloaded, as `beam_etl.io`  # noqa: F401
+
+    gc.collect()
+    gc.freeze()  # the workers share these pages, and their collections skip them
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select(timeout=1.0):
+            if key.fileobj == sys.stdin.fileno():
+                if not os.read(sys.stdin.fileno(), 1024):
+                    return  # the launcher has left
+            else:
+                connection, _ = listener.accept()
+                _fork(connection, listener, selector)
+        _reap()
+
+
+def _reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
+    header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, 3)
+    while len(header) < _HEADER.size:
+        more = connection.recv(_HEADER.size - len(header))
+        if not more:
+            raise ConnectionError("the attaching process left")
+        header += more
+    (size,) = _HEADER.unpack(header)
+    payload = bytearray()
+    while len(payload) < size:
+        more = connection.recv(min(1 << 16, size - len(payload)))
+        if not more:
+            raise ConnectionError("the attaching process left")
+        payload += more
+    return json.loads(payload), fds
+
+
+def _fork(connection: socket.socket, listener: socket.socket, selector) -> None:
+    try:
+        request, fds = _receive(connection)
+    except (OSError, ValueError):
+        connection.close()
+        return
+    pid = os.fork()
+    if pid:
+        connection.close()
+        for fd in fds:
+            os.close(fd)
+        return
+    code = 1
+    try:
+        selector.close()
+        listener.close()
+        code = _worker(connection, request, fds)
+    finally:
+        os._exit(code)
+
+
+def _worker(connection: socket.socket, request: dict, fds: list[int]) -> int:
+    """In the forked process: become the attaching process's worker and run the harness."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _quiet_process()
+    gc.enable()
+
+    def _watch() -> None:  # the runner killed the attaching process: leave too
+        try:
+            connection.recv(1)
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=_watch, daemon=True, name="beam_etl-attach-watch").start()
+    code = 0
+    try:
+        _harness()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        connection.sendall(bytes([code & 0xFF]))
+    return code
+
+
+def _attach(path: str) -> int:
+    """In the process the runner started: have the server fork a worker; return its status."""
+    if os.environ.get("BEAM_ETL_DEBUG") != "1":
+        signal.signal(signal.SIGINT, _leave)
+    import time
+
+    deadline = time.monotonic() + ATTACH_WAIT_SECONDS
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:
+        try:
+            connection.connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline or not os.path.isdir(os.path.dirname(path)):
+                connection.close()
+                _quiet_process()
+                _harness()  # no server: be the worker, as without one
+                return 0
+            time.sleep(0.01)
+    payload = json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}).encode()
+    socket.send_fds(connection, [_HEADER.pack(len(payload))], [0, 1, 2])
+    connection.sendall(payload)
+    status = connection.recv(1)
+    return status[0] if status else 1
+
+
+def main() -> None:
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--serve"]:
+        _serve(arguments[1])
+    elif arguments[:1] == ["--attach"]:
+        sys.exit(_attach(arguments[1]))
+    else:
+        _quiet_process()
+        _harness()
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ LAYERS: list[list[str]] = [
     ["beam_etl.quality"],  # row and dataset checks
     ["beam_etl.schema"],  # schema model, conformance, inference
     ["beam_etl.pipeline"],  # YAML spec -> Beam graph
+    ["beam_etl.worker"],  # the local worker process and its fork server
     # the services of a run
     [
         "beam_etl.usage",
         "beam_etl.runner",
-        "beam_etl.worker",
         "beam_etl.clusters",
         "beam_etl.observers",
         "beam_etl.runs",

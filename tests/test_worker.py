@@ -1,0 +1,106 @@
+"""Local worker processes are forked from a server that has done Beam's imports once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_etl import worker
+from beam_etl.runner import LocalRunner
+
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def _run_on_two_workers(tmp_path):
+    out = tmp_path / "who"
+    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(TWO_WORKERS)) as p:
+        _ = (
+            p
+            | beam.Create(list(range(40)))
+            | beam.Reshuffle()
+            | beam.Map(lambda _: f"{os.getpid()} {os.getppid()}")  # a lambda: pickled whole
+            | beam.io.WriteToText(str(out), shard_name_template="")
+        )
+    return [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(child) for child in f.read().split()}
+
+
+def test_workers_are_forked_from_the_server_and_the_server_is_reused(tmp_path):
+    first = _run_on_two_workers(tmp_path)
+    assert len(first) == 40
+    parents = {parent for _, parent in first}
+    assert len(parents) == 1 and os.getpid() not in parents  # forked by the server
+    server = parents.pop()
+    assert server in _children(os.getpid())
+    second = _run_on_two_workers(tmp_path)
+    assert {parent for _, parent in second} == {server}  # the same server, still running
+
+
+def test_a_changed_environment_starts_a_new_server(tmp_path, monkeypatch):
+    (before,) = {parent for _, parent in _run_on_two_workers(tmp_path)}
+    monkeypatch.setenv("BEAM_ETL_TEST_MARK", "changed")
+    (after,) = {parent for _, parent in _run_on_two_workers(tmp_path)}
+    assert after != before
+    for _ in range(100):  # the old server was stopped
+        if before not in _children(os.getpid()):
+            break
+        time.sleep(0.05)
+    assert before not in _children(os.getpid())
+
+
+def test_without_a_server_each_worker_runs_the_harness_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "start_server", lambda: str(tmp_path / "no" / "fork.sock"))
+    rows = _run_on_two_workers(tmp_path)
+    assert len(rows) == 40
+    # each worker is the process the runner started: its parent is this process
+    assert {parent for _, parent in rows} == {os.getpid()}
+
+
+def test_a_worker_leaves_when_its_attaching_process_is_killed(tmp_path):
+    socket_path = worker.start_server()
+    server = worker._SERVER._process.pid
+    before = _children(server)
+    # A control address where nothing listens: the forked harness keeps trying to connect.
+    env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:9"')
+    attach = subprocess.Popen(
+        [sys.executable, "-m", "beam_etl.worker", "--attach", socket_path],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        forked = set()
+        for _ in range(200):
+            forked = _children(server) - before
+            if forked:
+                break
+            time.sleep(0.05)
+        assert len(forked) == 1
+        (pid,) = forked
+        attach.send_signal(signal.SIGKILL)
+        attach.wait(timeout=30)
+        for _ in range(200):
+            if _gone(pid):
+                break
+            time.sleep(0.05)
+        assert _gone(pid)
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has ended (reaped, or a zombie its parent reaps within a second)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
