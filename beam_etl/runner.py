@@ -20,7 +20,7 @@ from beam_etl.core.local import (
     runs_locally,  # noqa: F401  (re-exported: users ask it here)
     shorten_state_sampling,
 )
-from beam_etl.worker import worker_command
+from beam_etl.worker import start_server, worker_command
 
 _LOG = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ class LocalRunner(PipelineRunner):
     RUNS_ON_THIS_MACHINE: ClassVar[bool] = True
 
     def run_pipeline(self, pipeline, options):
+        from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
+        if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+            start_server()  # the workers' imports overlap the checks and the planning below
         if _fn_api_runner_can_run(pipeline):
             shorten_state_sampling()  # in-process workers: their bundles end at once
             runner = _fn_api_runner(options)
