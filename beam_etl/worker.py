@@ -108,7 +108,10 @@ class _Server:
 
     def __init__(self) -> None:
         self.started_in = _surroundings()
-        self._folder = tempfile.mkdtemp(prefix="beam_etl_workers_")  # mode 700
+        # A socket's path holds at most ~107 bytes: a long TMPDIR gives way to /tmp.
+        base = tempfile.gettempdir()
+        base = base if len(base) <= 64 else "/tmp"
+        self._folder = tempfile.mkdtemp(prefix="beam_etl_workers_", dir=base)  # mode 700
         self.socket = os.path.join(self._folder, "fork.sock")
         debug = os.environ.get("BEAM_ETL_DEBUG") == "1"
         self._process = subprocess.Popen(
@@ -118,6 +121,10 @@ class _Server:
             stderr=None if debug else subprocess.DEVNULL,
             start_new_session=False,
         )
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -171,8 +178,10 @@ def _stop_server() -> None:
 
 def worker_command() -> str:
     """Return the shell command a local runner starts for each worker process."""
-    python, socket_path = shlex.quote(sys.executable), shlex.quote(start_server())
-    return f"exec {python} -m beam_etl.worker --attach {socket_path}"
+    socket_path = start_server()
+    assert _SERVER is not None
+    python, path = shlex.quote(sys.executable), shlex.quote(socket_path)
+    return f"exec {python} -m beam_etl.worker --attach {path} {_SERVER.pid}"
 
 
 def _serve(path: str) -> None:
@@ -184,8 +193,11 @@ def _serve(path: str) -> None:
     listener.listen(64)
     import apache_beam.runners.worker.sdk_worker_main  # noqa: F401
 
-    import beam_etl.io  # preloaded: what the steps a worker unpickles import
-    import beam_etl.transforms  # preloaded, as `beam_etl.io`  # noqa: F401
+    try:
+        import beam_etl.io  # preloaded: what the steps a worker unpickles import
+        import beam_etl.transforms  # preloaded, as `beam_etl.io`  # noqa: F401
+    except ImportError:  # a worker imports what it needs itself, and reports what fails
+        pass
 
     gc.collect()
     gc.freeze()  # the workers share these pages, and their collections skip them
@@ -286,7 +298,16 @@ def _worker(connection: socket.socket, request: dict, fds: list[int]) -> int:
     return code
 
 
-def _attach(path: str) -> int:
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (not ended, not a zombie its parent has not reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _attach(path: str, server: int) -> int:
     """In the process the runner started: have the server fork a worker; return its status."""
     if os.environ.get("BEAM_ETL_DEBUG") != "1":
         signal.signal(signal.SIGINT, _leave)
@@ -299,7 +320,7 @@ def _attach(path: str) -> int:
             connection.connect(path)
             break
         except (FileNotFoundError, ConnectionRefusedError):
-            if time.monotonic() > deadline or not os.path.isdir(os.path.dirname(path)):
+            if time.monotonic() > deadline or not _running(server):
                 connection.close()
                 _quiet_process()
                 _harness()  # no server: be the worker, as without one
@@ -317,7 +338,7 @@ def main() -> None:
     if arguments[:1] == ["--serve"]:
         _serve(arguments[1])
     elif arguments[:1] == ["--attach"]:
-        sys.exit(_attach(arguments[1]))
+        sys.exit(_attach(arguments[1], int(arguments[2])))
     else:
         _quiet_process()
         _harness()

@@ -9,7 +9,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_etl import worker
+from beam_etl import runner, worker
 from beam_etl.runner import LocalRunner
 
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -57,8 +57,13 @@ def test_a_changed_environment_starts_a_new_server(tmp_path, monkeypatch):
 
 
 def test_without_a_server_each_worker_runs_the_harness_itself(tmp_path, monkeypatch):
-    monkeypatch.setattr(worker, "start_server", lambda: str(tmp_path / "no" / "fork.sock"))
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a server that has died: its process is gone
+    command = f"exec {sys.executable} -m beam_etl.worker --attach {tmp_path}/no.sock {ended.pid}"
+    monkeypatch.setattr(runner, "worker_command", lambda: command)
+    began = time.monotonic()
     rows = _run_on_two_workers(tmp_path)
+    assert time.monotonic() - began < worker.ATTACH_WAIT_SECONDS / 2  # did not wait for it
     assert len(rows) == 40
     # each worker is the process the runner started: its parent is this process
     assert {parent for _, parent in rows} == {os.getpid()}
@@ -71,7 +76,7 @@ def test_a_worker_leaves_when_its_attaching_process_is_killed(tmp_path):
     # A control address where nothing listens: the forked harness keeps trying to connect.
     env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:9"')
     attach = subprocess.Popen(
-        [sys.executable, "-m", "beam_etl.worker", "--attach", socket_path],
+        [sys.executable, "-m", "beam_etl.worker", "--attach", socket_path, str(server)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
