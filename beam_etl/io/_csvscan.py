@@ -199,18 +199,22 @@ def scan(chunk: bytes, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
     before = _counts_before(quotes, ends)  # quotes before each line end
     states = _states_after_quotes(data, quotes, syntax, carry)
     if states is None:
-        start_inside = carry.state == IN
-        inside = ((before & 1) == 1) != start_inside
-        final = (len(quotes) & 1 == 1) != start_inside
-        state_after_last = IN if final else CLOSED
+        inside = ((before & 1) == 1) != (carry.state == IN)
     else:
         initial = np.uint8(carry.state)
         at_end = np.where(before > 0, states[np.maximum(before - 1, 0)], initial)
         inside = at_end == IN
-        state_after_last = int(states[-1])
-    if quotes[-1] != len(data) - 1 and state_after_last == CLOSED:
-        state_after_last = OUT
-    return Scan(ends, ~inside, Carry(state_after_last, last), returns)
+    return Scan(ends, ~inside, Carry(_state_after(len(data), quotes, states, carry), last), returns)
+
+
+def _state_after(size: int, quotes: np.ndarray, states: np.ndarray | None, carry: Carry) -> int:
+    """The quote state at the end of a chunk of `size` bytes with `quotes` (at least one) and
+    the states after them (None: the parity rule holds)."""
+    if states is None:
+        state = IN if (len(quotes) & 1 == 1) != (carry.state == IN) else CLOSED
+    else:
+        state = int(states[-1])
+    return OUT if state == CLOSED and quotes[-1] != size - 1 else state
 
 
 def _counts_before(marks: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -370,6 +374,23 @@ class _Limited:
         return chunk
 
 
+def _pass_over(chunk: bytes, syntax: Syntax, carry: Carry) -> tuple[int, Carry] | None:
+    """Return the number of line ends in `chunk` (masked) and the carry after it, as `scan`
+    finds them but without placing the line ends, or None (a `\r` in it: ask `scan`)."""
+    if b"\r" in chunk:
+        return None
+    count = chunk.count(b"\n") - (carry.last == CARRIAGE_RETURN and chunk[:1] == b"\n")
+    last = chunk[-1]
+    if syntax.quote is None:
+        return count, Carry(OUT, last)
+    if bytes((syntax.quote,)) not in chunk:
+        return count, Carry(IN if carry.state == IN else OUT, last)
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    quotes = np.flatnonzero(data == syntax.quote)
+    states = _states_after_quotes(data, quotes, syntax, carry)
+    return count, Carry(_state_after(len(data), quotes, states, carry), last)
+
+
 def split_points(
     stream: Readable, size: int, split_size: int, syntax: Syntax, read_size: int = 1 << 24
 ) -> list[tuple[int, int]]:
@@ -384,6 +405,11 @@ def split_points(
         chunk = stream.read(read_size)
         if not chunk:
             break
+        passed = _pass_over(chunk, syntax, carry) if position + len(chunk) <= target else None
+        if passed is not None:  # no split point here: the line count and the state will do
+            lines += passed[0]
+            position, carry = position + len(chunk), passed[1]
+            continue
         found = scan(chunk, syntax, carry)
         boundaries = found.ends[found.closing] + 1
         if chunk[-1] == CARRIAGE_RETURN and len(boundaries) and boundaries[-1] == len(chunk):

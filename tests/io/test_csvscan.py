@@ -102,6 +102,10 @@ def test_blocks_and_split_points_agree_with_one_scan(seed):
         size, step = rng.randint(1, 8), rng.randint(1, 9)
         for offset, line in split_points(io.BytesIO(data), len(data), size, CSV, step)[1:]:
             assert starts.get(offset) == line, (data, offset, line)
+        # Split points far apart: most reads hold none and are passed over without a scan.
+        size, step = rng.randint(10, 60), rng.randint(1, 4)
+        for offset, line in split_points(io.BytesIO(data), len(data), size, CSV, step)[1:]:
+            assert starts.get(offset) == line, (data, offset, line)
 
 
 def test_stray_quote_and_lone_carriage_return_end_where_pyarrow_ends_rows():
