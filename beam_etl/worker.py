@@ -159,6 +159,10 @@ def start_server() -> str:
     environment or the working folder changed since it started (its `sys.path` and its
     imports were made in those): then a new one starts.
     """
+    return _running_server().socket
+
+
+def _running_server() -> _Server:
     global _SERVER
     with _SERVER_LOCK:
         if _SERVER is None or not _SERVER.alive() or _SERVER.started_in != _surroundings():
@@ -167,7 +171,7 @@ def start_server() -> str:
             else:
                 atexit.register(_stop_server)
             _SERVER = _Server()
-        return _SERVER.socket
+        return _SERVER
 
 
 def _stop_server() -> None:
@@ -178,10 +182,9 @@ def _stop_server() -> None:
 
 def worker_command() -> str:
     """Return the shell command a local runner starts for each worker process."""
-    socket_path = start_server()
-    assert _SERVER is not None
-    python, path = shlex.quote(sys.executable), shlex.quote(socket_path)
-    return f"exec {python} -m beam_etl.worker --attach {path} {_SERVER.pid}"
+    server = _running_server()
+    python, path = shlex.quote(sys.executable), shlex.quote(server.socket)
+    return f"exec {python} -m beam_etl.worker --attach {path} {server.pid}"
 
 
 def _serve(path: str) -> None:
