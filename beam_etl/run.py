@@ -298,7 +298,15 @@ def _local_worker_processes(beam_args: list[str]) -> bool:
     if runner and not any(name.lower() in runner[-1].lower() for name in ("direct", "local")):
         return False
     joined = " ".join(beam_args).replace("=", " ").split()
-    return "multi_processing" in joined
+    if "multi_processing" not in joined:
+        return False
+    from beam_etl.worker import chosen_workers  # lazy: only runs with worker processes
+
+    requested = "1"
+    for at, token in enumerate(joined[:-1]):
+        if token == "--direct_num_workers":
+            requested = joined[at + 1]  # the last one given wins, as in argparse
+    return requested != "0" or chosen_workers(0) > 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from beam_etl.core.local import (
     runs_locally,  # noqa: F401  (re-exported: users ask it here)
     shorten_state_sampling,
 )
-from beam_etl.worker import start_server, worker_command
+from beam_etl.worker import chosen_workers, start_server, worker_command
 
 _LOG = logging.getLogger(__name__)
 
@@ -38,7 +38,13 @@ class LocalRunner(PipelineRunner):
         from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-        if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        direct = options.view_as(DirectOptions)
+        if direct.direct_num_workers == 0:  # Beam's "as many as cores": choose (see README)
+            direct.direct_num_workers = chosen_workers(0)
+            if direct.direct_num_workers == 1:
+                direct.direct_running_mode = "in_memory"
+            _LOG.debug("--direct_num_workers=0: %d worker(s)", direct.direct_num_workers)
+        if direct.direct_running_mode == "multi_processing":
             start_server()  # the workers' imports overlap the checks and the planning below
         if _fn_api_runner_can_run(pipeline):
             shorten_state_sampling()  # in-process workers: their bundles end at once

@@ -109,3 +109,47 @@ def _gone(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _run_with(tmp_path, flags: list[str]):
+    out = tmp_path / "who0"
+    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(flags)) as p:
+        _ = (
+            p
+            | beam.Create(list(range(20)))
+            | beam.Reshuffle()
+            | beam.Map(lambda _: f"{os.getpid()} {os.getppid()}")
+            | beam.io.WriteToText(str(out), shard_name_template="")
+        )
+    return [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
+
+
+AUTO = ["--direct_num_workers=0", "--direct_running_mode=multi_processing"]
+
+
+def test_zero_workers_on_two_cores_is_one_worker_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "usable_cores", lambda: 2)
+    rows = _run_with(tmp_path, AUTO)
+    assert {pid for pid, _ in rows} == {os.getpid()}  # in process, no worker process
+
+
+def test_zero_workers_on_eight_cores_is_four_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "usable_cores", lambda: 8)
+    assert worker.chosen_workers(0) == 4 and worker.chosen_workers(3) == 3
+    rows = _run_with(tmp_path, AUTO)
+    pids = {pid for pid, _ in rows}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 4  # worker processes ran them
+
+
+def test_the_command_line_starts_the_server_only_for_worker_processes(monkeypatch):
+    from beam_etl.run import _local_worker_processes
+
+    monkeypatch.setattr(worker, "usable_cores", lambda: 2)
+    mode = "--direct_running_mode=multi_processing"
+    assert _local_worker_processes(["--direct_num_workers=2", mode])
+    assert _local_worker_processes(["--direct_running_mode", "multi_processing"])  # 1 process
+    assert not _local_worker_processes(["--direct_num_workers=0", mode])  # 1 core pair: in process
+    assert not _local_worker_processes(["--direct_num_workers=2"])  # in_memory
+    assert not _local_worker_processes(["--runner=FlinkRunner", "--direct_num_workers=2", mode])
+    monkeypatch.setattr(worker, "usable_cores", lambda: 8)
+    assert _local_worker_processes(["--direct_num_workers", "0", mode])
