@@ -130,13 +130,16 @@ class _Server:
         self._folder = tempfile.mkdtemp(prefix="beam_etl_workers_", dir=base)  # mode 700
         self.socket = os.path.join(self._folder, "fork.sock")
         debug = os.environ.get("BEAM_ETL_DEBUG") == "1"
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "beam_etl.worker", "--serve", self.socket],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=None if debug else subprocess.DEVNULL,
-            start_new_session=False,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "beam_etl.worker", "--serve", self.socket],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL,
+            )
+        except OSError:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
 
     @property
     def pid(self) -> int:
@@ -168,17 +171,18 @@ def _surroundings() -> tuple:
     return os.getcwd(), sorted(os.environ.items())
 
 
-def start_server() -> str:
-    """Start this process's fork server if it is not running; return its socket's path.
+def start_server() -> None:
+    """Start this process's fork server if it is not running.
 
     Cheap to call again: a running server is reused by later runs of the process, unless the
     environment or the working folder changed since it started (its `sys.path` and its
-    imports were made in those): then a new one starts.
+    imports were made in those): then a new one starts. A server that cannot start (no
+    temporary folder, no process) is no error: each worker then imports Beam itself.
     """
-    return _running_server().socket
+    _running_server()
 
 
-def _running_server() -> _Server:
+def _running_server() -> _Server | None:
     global _SERVER
     with _SERVER_LOCK:
         if _SERVER is None or not _SERVER.alive() or _SERVER.started_in != _surroundings():
@@ -186,7 +190,11 @@ def _running_server() -> _Server:
                 _SERVER.stop()
             else:
                 atexit.register(_stop_server)
-            _SERVER = _Server()
+            try:
+                _SERVER = _Server()
+            except OSError as exc:
+                logging.getLogger(__name__).debug("No fork server for workers: %s", exc)
+                _SERVER = None
         return _SERVER
 
 
@@ -199,8 +207,10 @@ def _stop_server() -> None:
 def worker_command() -> str:
     """Return the shell command a local runner starts for each worker process."""
     server = _running_server()
-    python, path = shlex.quote(sys.executable), shlex.quote(server.socket)
-    return f"exec {python} -m beam_etl.worker --attach {path} {server.pid}"
+    python = shlex.quote(sys.executable)
+    if server is None:
+        return f"exec {python} -m beam_etl.worker"
+    return f"exec {python} -m beam_etl.worker --attach {shlex.quote(server.socket)} {server.pid}"
 
 
 def _serve(path: str) -> None:

@@ -69,9 +69,20 @@ def test_without_a_server_each_worker_runs_the_harness_itself(tmp_path, monkeypa
     assert {parent for _, parent in rows} == {os.getpid()}
 
 
+def test_a_server_that_cannot_start_leaves_each_worker_to_import_beam(tmp_path, monkeypatch):
+    def cannot_start(*args, **kwargs):
+        raise PermissionError("no temporary folder here")
+
+    monkeypatch.setattr(worker, "_Server", cannot_start)
+    monkeypatch.setenv("BEAM_ETL_TEST_MARK", "no server")  # the running one does not fit
+    rows = _run_on_two_workers(tmp_path)
+    assert len(rows) == 40
+    assert {parent for _, parent in rows} == {os.getpid()}  # started by the runner itself
+
+
 def test_a_worker_leaves_when_its_attaching_process_is_killed(tmp_path):
-    socket_path = worker.start_server()
-    server = worker._SERVER._process.pid
+    worker.start_server()
+    socket_path, server = worker._SERVER.socket, worker._SERVER.pid
     before = _children(server)
     # A control address where nothing listens: the forked harness keeps trying to connect.
     env = dict(os.environ, CONTROL_API_SERVICE_DESCRIPTOR='url: "localhost:9"')
