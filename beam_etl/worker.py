@@ -117,6 +117,8 @@ def chosen_workers(requested: int) -> int:
 #: How long an attaching process waits for the server's socket to appear.
 ATTACH_WAIT_SECONDS: Final = 60.0
 _HEADER: Final = struct.Struct("!Q")
+#: What a forked worker sends its attaching process first: the server has forked it.
+_FORKED: Final = b"F"
 
 
 class _Server:
@@ -166,9 +168,14 @@ _SERVER: _Server | None = None
 _SERVER_LOCK = threading.Lock()
 
 
+#: Set by the launcher for each run (`beam_etl.core.tally.CHANNEL_ENV`), read by workers when
+#: they report, never at import: a forked worker has it from its attaching process.
+_PER_RUN: Final = frozenset({"BEAM_ETL_PROGRESS"})
+
+
 def _surroundings() -> tuple:
     """What a server's imports depend on: its environment (`PYTHONPATH`, ...) and folder."""
-    return os.getcwd(), sorted(os.environ.items())
+    return os.getcwd(), sorted(item for item in os.environ.items() if item[0] not in _PER_RUN)
 
 
 def start_server() -> None:
@@ -210,13 +217,40 @@ def worker_command() -> str:
     python = shlex.quote(sys.executable)
     if server is None:
         return f"exec {python} -m beam_etl.worker"
-    return f"exec {python} -m beam_etl.worker --attach {shlex.quote(server.socket)} {server.pid}"
+    # The attaching process ignores Ctrl-C from its start (a Python started with SIGINT ignored
+    # installs no KeyboardInterrupt handler: no traceback while it imports); its forked worker
+    # leaves on Ctrl-C, which ends it too.
+    attach = f"--attach {shlex.quote(server.socket)} {server.pid}"
+    return f"trap '' INT; exec {python} -m beam_etl.worker {attach}"
 
 
 def _serve(path: str) -> None:
-    """Import what a worker needs once, then fork a worker for every attaching process."""
+    """Import what a worker needs once, then fork a worker for every attaching process.
+
+    Its socket and folder go with it, however it leaves: its launcher may have been killed
+    (`kill`, `kill -9`: no `atexit` there) or interrupted.
+    """
+
+    def remove() -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))  # the folder the launcher made for it
+
+    def leave(signum, frame) -> None:
+        remove()
+        os._exit(128 + signum)
+
     _quiet_process()
-    signal.signal(signal.SIGINT, _leave)  # the launcher reports Ctrl-C; its input closes
+    signal.signal(signal.SIGINT, leave)  # the launcher reports Ctrl-C; its input closes
+    signal.signal(signal.SIGTERM, leave)
+    try:
+        _serve_on(path)
+    finally:
+        remove()
+
+
+def _serve_on(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)  # before the imports: early workers wait in the backlog
     listener.listen(64)
@@ -298,7 +332,13 @@ def _worker(connection: socket.socket, request: dict, fds: list[int]) -> int:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
+    # `random` draws anew after a fork (CPython reseeds it); numpy's global generator, seeded
+    # once as the server imported it, would give every worker the same numbers.
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's: it removes the server's socket
     _quiet_process()
     gc.enable()
 
@@ -309,6 +349,8 @@ def _worker(connection: socket.socket, request: dict, fds: list[int]) -> int:
             os._exit(1)
 
     threading.Thread(target=_watch, daemon=True, name="beam_etl-attach-watch").start()
+    with contextlib.suppress(OSError):
+        connection.sendall(_FORKED)
     code = 0
     try:
         _harness()
@@ -337,9 +379,10 @@ def _running(pid: int) -> bool:
 
 
 def _attach(path: str, server: int) -> int:
-    """In the process the runner started: have the server fork a worker; return its status."""
-    if os.environ.get("BEAM_ETL_DEBUG") != "1":
-        signal.signal(signal.SIGINT, _leave)
+    """In the process the runner started: have the server fork a worker; return its status.
+
+    It runs with Ctrl-C ignored (`worker_command`); without a server it becomes the worker,
+    which leaves on Ctrl-C (`_quiet_process`)."""
     import time
 
     deadline = time.monotonic() + ATTACH_WAIT_SECONDS
@@ -350,16 +393,30 @@ def _attach(path: str, server: int) -> int:
             break
         except (FileNotFoundError, ConnectionRefusedError):
             if time.monotonic() > deadline or not _running(server):
-                connection.close()
-                _quiet_process()
-                _harness()  # no server: be the worker, as without one
-                return 0
+                return _without_server(connection)
             time.sleep(0.01)
     payload = json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}).encode()
-    socket.send_fds(connection, [_HEADER.pack(len(payload))], [0, 1, 2])
-    connection.sendall(payload)
-    status = connection.recv(1)
+    try:
+        socket.send_fds(connection, [_HEADER.pack(len(payload))], [0, 1, 2])
+        connection.sendall(payload)
+        forked = connection.recv(1)
+    except OSError:  # the server left (stopped, killed) with this process in its backlog
+        forked = b""
+    if forked != _FORKED:
+        return _without_server(connection)
+    try:
+        status = connection.recv(1)
+    except OSError:
+        status = b""
     return status[0] if status else 1
+
+
+def _without_server(connection: socket.socket) -> int:
+    """No server forked a worker for this process: be the worker, as without a server."""
+    connection.close()
+    _quiet_process()
+    _harness()
+    return 0
 
 
 def main() -> None:

@@ -164,3 +164,90 @@ def test_the_command_line_starts_the_server_only_for_worker_processes(monkeypatc
     assert not _local_worker_processes(["--runner=FlinkRunner", "--direct_num_workers=2", mode])
     monkeypatch.setattr(worker, "usable_cores", lambda: 8)
     assert _local_worker_processes(["--direct_num_workers", "0", mode])
+
+
+def test_a_run_s_progress_channel_does_not_start_a_new_server(monkeypatch):
+    """The launcher sets the progress address for each run (observers): the server started as
+    the command line began is still the one its workers come from."""
+    worker.start_server()
+    first = worker._SERVER
+    monkeypatch.setenv("BEAM_ETL_PROGRESS", "127.0.0.1:9/token")
+    worker.start_server()
+    assert worker._SERVER is first and first.alive()
+
+
+def test_forked_workers_do_not_share_numpy_s_random_state(tmp_path):
+    """A step drawing from numpy's global generator (np.random.*, pandas' sample()) gets other
+    numbers in each worker, as in workers started afresh."""
+    out = tmp_path / "drawn"
+    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(TWO_WORKERS)) as p:
+        _ = (
+            p
+            | beam.Create(list(range(40)))
+            | beam.Reshuffle()
+            | beam.Map(lambda _: f"{os.getpid()} {__import__('numpy').random.randint(0, 2**62)}")
+            | beam.io.WriteToText(str(out), shard_name_template="")
+        )
+    rows = [line.split() for line in out.read_text().splitlines()]
+    assert len({pid for pid, _ in rows}) == 2  # both workers drew
+    drawn = [value for _, value in rows]
+    assert len(set(drawn)) == len(drawn), sorted(drawn)[:6]
+
+
+def test_a_killed_launcher_leaves_no_socket_folder(tmp_path):
+    """The server removes its socket and folder as it leaves: its launcher, killed, could not."""
+    script = (
+        "from beam_etl import worker; worker.start_server();"
+        " print(worker._SERVER.socket, flush=True); input()"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    socket_path = launcher.stdout.readline().strip()
+    assert os.path.exists(os.path.dirname(socket_path))
+    time.sleep(0.5)  # the server imports Beam meanwhile
+    launcher.kill()
+    launcher.wait()
+    for _ in range(200):  # the server sees its input close once its imports are done
+        if not os.path.exists(os.path.dirname(socket_path)):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(os.path.dirname(socket_path))
+
+
+LEFT_SERVER_SCRIPT = """
+import os, subprocess, sys, time
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from beam_etl import runner
+from beam_etl.runner import LocalRunner
+
+folder = sys.argv[1]
+path = os.path.join(folder, "fork.sock")
+# A server that leaves (stopped by another thread's run, killed) while workers wait in its backlog.
+listen = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
+listen += " s.listen(64); time.sleep(3)"
+server = subprocess.Popen([sys.executable, "-c", listen, path])
+while not os.path.exists(path):
+    time.sleep(0.01)
+command = f"exec {sys.executable} -m beam_etl.worker --attach {path} {server.pid}"
+runner.worker_command = lambda: command
+options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+with beam.Pipeline(runner=LocalRunner(), options=options) as p:
+    _ = (p | beam.Create(list(range(4))) | beam.Map(str)
+         | beam.io.WriteToText(os.path.join(folder, "out"), shard_name_template=""))
+"""
+
+
+def test_workers_in_the_backlog_of_a_server_that_leaves_run_the_harness_themselves(tmp_path):
+    """Before: each attaching process died of `ConnectionResetError` (a traceback) and the run
+    waited forever for workers that never came."""
+    result = subprocess.run(
+        [sys.executable, "-c", LEFT_SERVER_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert sorted((tmp_path / "out").read_text().split()) == ["0", "1", "2", "3"]
