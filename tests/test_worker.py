@@ -15,17 +15,28 @@ from beam_etl.runner import LocalRunner
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
-def _run_on_two_workers(tmp_path):
-    out = tmp_path / "who"
-    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(TWO_WORKERS)) as p:
+def _lines(tmp_path, flags: list[str], line) -> list[list[str]]:
+    """Run `line` (a lambda: pickled whole) on 40 elements spread over the workers."""
+    out = tmp_path / "lines"
+    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(flags)) as p:
         _ = (
             p
             | beam.Create(list(range(40)))
             | beam.Reshuffle()
-            | beam.Map(lambda _: f"{os.getpid()} {os.getppid()}")  # a lambda: pickled whole
+            | beam.Map(line)
             | beam.io.WriteToText(str(out), shard_name_template="")
         )
-    return [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
+    return [text.split() for text in out.read_text().splitlines()]
+
+
+def _run_with(tmp_path, flags: list[str]) -> list[tuple[int, int]]:
+    """(pid, parent pid) of the process that handled each element."""
+    rows = _lines(tmp_path, flags, lambda _: f"{os.getpid()} {os.getppid()}")
+    return [(int(pid), int(parent)) for pid, parent in rows]
+
+
+def _run_on_two_workers(tmp_path) -> list[tuple[int, int]]:
+    return _run_with(tmp_path, TWO_WORKERS)
 
 
 def _children(pid: int) -> set[int]:
@@ -122,19 +133,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _run_with(tmp_path, flags: list[str]):
-    out = tmp_path / "who0"
-    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(flags)) as p:
-        _ = (
-            p
-            | beam.Create(list(range(20)))
-            | beam.Reshuffle()
-            | beam.Map(lambda _: f"{os.getpid()} {os.getppid()}")
-            | beam.io.WriteToText(str(out), shard_name_template="")
-        )
-    return [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
-
-
 AUTO = ["--direct_num_workers=0", "--direct_running_mode=multi_processing"]
 
 
@@ -179,16 +177,11 @@ def test_a_run_s_progress_channel_does_not_start_a_new_server(monkeypatch):
 def test_forked_workers_do_not_share_numpy_s_random_state(tmp_path):
     """A step drawing from numpy's global generator (np.random.*, pandas' sample()) gets other
     numbers in each worker, as in workers started afresh."""
-    out = tmp_path / "drawn"
-    with beam.Pipeline(runner=LocalRunner(), options=PipelineOptions(TWO_WORKERS)) as p:
-        _ = (
-            p
-            | beam.Create(list(range(40)))
-            | beam.Reshuffle()
-            | beam.Map(lambda _: f"{os.getpid()} {__import__('numpy').random.randint(0, 2**62)}")
-            | beam.io.WriteToText(str(out), shard_name_template="")
-        )
-    rows = [line.split() for line in out.read_text().splitlines()]
+    rows = _lines(
+        tmp_path,
+        TWO_WORKERS,
+        lambda _: f"{os.getpid()} {__import__('numpy').random.randint(0, 2**62)}",
+    )
     assert len({pid for pid, _ in rows}) == 2  # both workers drew
     drawn = [value for _, value in rows]
     assert len(set(drawn)) == len(drawn), sorted(drawn)[:6]
