@@ -20,11 +20,16 @@ same harness, but
 the runner reached its first stage, so 2 workers started ~1.3 s after the launcher had done
 its own imports and planning. `start_server` starts one process (`--serve SOCKET`) as the run
 begins, which imports all that once, in parallel with the launcher, and then forks a worker
-for each `--attach SOCKET` process the runner starts: the attaching process (a plain Python
-start, ~30 ms) sends its environment, working directory and standard streams, and waits for
-the forked worker's exit status; a worker whose attaching process dies (the runner kills it)
-leaves too. The server leaves when its launcher does (its standard input closes). If the
-server cannot be reached, `--attach` runs the harness itself, as before.
+for each `--attach SOCKET SERVER_PID` process the runner starts: the attaching process (a
+plain Python start, ~30 ms, with Ctrl-C ignored) sends its environment, working directory and
+standard streams, and waits for one byte (`_FORKED`: a worker was forked for it) and then the
+forked worker's exit status; a worker whose attaching process dies (the runner kills it)
+leaves too. The forked worker takes the attaching process's environment and folder, reseeds
+numpy's global generator, and resets the server's signal handlers. The server leaves when its
+launcher does (its standard input closes) or on SIGINT/SIGTERM, removing its socket folder. A
+process reuses its server until its environment (but for the per-run progress address) or
+its folder changes. If the server cannot start, has died, or leaves before forking a worker,
+the attaching process runs the harness itself, as before.
 """
 
 import atexit
