@@ -200,8 +200,6 @@ def _running_server() -> _Server | None:
         if _SERVER is None or not _SERVER.alive() or _SERVER.started_in != _surroundings():
             if _SERVER is not None:
                 _SERVER.stop()
-            else:
-                atexit.register(_stop_server)
             try:
                 _SERVER = _Server()
             except OSError as exc:
@@ -214,6 +212,9 @@ def _stop_server() -> None:
     with _SERVER_LOCK:
         if _SERVER is not None:
             _SERVER.stop()
+
+
+atexit.register(_stop_server)  # a process that never starts a server: nothing to stop
 
 
 def worker_command() -> str:
