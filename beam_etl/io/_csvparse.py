@@ -384,6 +384,8 @@ class RangeReader:
     def _set_aside(self, block: bytes, records: Records) -> tuple[bytes, Records, list]:
         """Take out, as dead letters, the records that are not parsed: a quoted field never
         closed at the end of the file, and records longer than `max_record`."""
+        if records.plain is not None and len(block) <= self._s.max_record:
+            return block, records, []  # none is open, none is longer than the block
         sizes = records.ends - records.starts
         keep = sizes <= self._s.max_record
         keep[-1:] &= not records.open_quote
@@ -464,7 +466,7 @@ class RangeReader:
             self.records += len(letters)
             yield from letters
             return
-        longest = int((records.ends - records.starts).max()) if len(records) else 0
+        longest = records.longest()
         lines = records.lines
         if not self._s.is_utf8 or b"\x00" in block or not _is_utf8(block):
             block, lines, more = self._decode(block, records)
@@ -546,7 +548,7 @@ class RangeReader:
 
         def parse(types: dict[str, pa.DataType]) -> pa.Table:
             return pacsv.read_csv(
-                io.BytesIO(block),
+                pa.BufferReader(block),  # no copy, no Python file calls
                 read_options=pacsv.ReadOptions(column_names=self._s.names, block_size=parse_block),
                 parse_options=_parse_options(
                     self._s.delimiter, self._s.quote_char, collect, self._s.escape_char

@@ -8,7 +8,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from beam_etl.io._csvscan import Oversized, Syntax, iter_record_blocks, scan_records, split_points
+from beam_etl.io._csvscan import (
+    Oversized,
+    Syntax,
+    iter_record_blocks,
+    last_record_end,
+    plain_records,
+    scan_records,
+    split_points,
+)
 
 CSV = Syntax(ord(","), ord('"'))
 
@@ -137,3 +145,42 @@ def test_a_record_over_the_limit_is_skipped_without_holding_it():
         for s, e, line in zip(records.starts, records.ends, records.lines)
     ]
     assert texts == [(b"a", 1), (b"b", 5003), (b"c", 5004)]
+
+
+PLAIN_PIECES = [b"a", b"b", b",", b"\n", b'"', b"x", b'""', b'\n"', b'"\n', b',"', b"\r", b"\n\n"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_plain_records_agree_with_the_full_scan_or_decline(seed):
+    """The quick path (`plain_records`) gives the full scan's cut and records, or None."""
+    rng = random.Random(seed)
+    syntax = Syntax(ord(","))
+    taken = 0
+    for _ in range(3000):
+        weights = [rng.random() for _ in PLAIN_PIECES]
+        weights[-2:] = [w * rng.choice([0, 1]) for w in weights[-2:]]  # often no \r, no \n\n
+        weights[4:10] = [w * rng.choice([0, 0.1, 1]) for w in weights[4:10]]  # few quotes
+        block = b"".join(rng.choices(PLAIN_PIECES, weights, k=rng.randint(1, 60)))
+        quick = plain_records(block, syntax, 7)
+        if quick is None:
+            continue
+        taken += 1
+        cut, records = quick
+        assert cut == last_record_end(block, syntax)
+        full = scan_records(block[:cut], 7, syntax).nonempty()
+        assert records.starts.tolist() == full.starts.tolist()
+        assert records.ends.tolist() == full.ends.tolist()
+        assert records.lines.tolist() == full.lines.tolist()
+        assert records.next_line == full.next_line
+        assert records.longest() >= int((full.ends - full.starts).max())
+    assert taken > 50  # the quick path was taken, not always declined
+
+
+def test_plain_records_declines_what_only_the_full_scan_reads():
+    syntax = Syntax(ord(","))
+    assert plain_records(b'a,"x\ny"\nb,c\n', syntax, 1) is None  # a line end inside quotes
+    assert plain_records(b"a,b\r\nc,d\r\n", syntax, 1) is None  # \r
+    assert plain_records(b"a,b\n\nc,d\n", syntax, 1) is None  # an empty line
+    cut, records = plain_records(b'a,"x,y"\nb,c\nd,"open', syntax, 3)
+    assert cut == len(b'a,"x,y"\nb,c\n')
+    assert records.lines.tolist() == [3, 4] and records.next_line == 5
