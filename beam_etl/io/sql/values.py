@@ -5,6 +5,7 @@ exactly (refused before loading), and the text forms bulk loads read.
 from collections.abc import Iterator
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -84,15 +85,19 @@ def unloadable(
 def _column_faults(
     column: pa.Array, dialect: str, max_chars: int | None
 ) -> Iterator[tuple[pa.Array, str]]:
+    """Yield a mask and a message for each fault found in `column`: a fault no value can have
+    is ruled out from the column's bytes or range first (one numpy pass), without a mask."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        if not _valid_utf8(column):
+        data, longest = _text_bytes(column)
+        ascii_only = data is not None and (not len(data) or int(data.max()) < 0x80)
+        if not ascii_only and not _valid_utf8(column):
             yield pa.array([not _decodes(v) for v in _raw(column)]), "text is not valid UTF-8"
-        if dialect == "postgres":
+        if dialect == "postgres" and (data is None or (len(data) and int(data.min()) == 0)):
             yield pc.match_substring(column, "\x00"), "PostgreSQL text cannot hold NUL (0x00)"
-        if max_chars is not None:
+        if max_chars is not None and (longest is None or longest > max_chars):
             yield pc.greater(pc.utf8_length(column), max_chars), f"longer than {max_chars}"
     elif pa.types.is_floating(kind) and dialect == "mysql":
         yield pc.invert(pc.is_finite(column)), "MySQL cannot store NaN or infinity"
@@ -105,10 +110,27 @@ def _column_faults(
             yield pc.not_equal(whole, ticks), "has nanoseconds; the database keeps microseconds"
         if not pa.types.is_time64(kind) and unit != "ns":
             per_day = 1 if pa.types.is_date32(kind) else _DAY[unit]
-            yield pc.less(ticks, _YEAR_1 * per_day), "before year 1, which cannot be loaded"
-            if dialect == "mysql":
+            least, most = pc.min_max(ticks).values()
+            if least.is_valid and least.as_py() < _YEAR_1 * per_day:
+                yield pc.less(ticks, _YEAR_1 * per_day), "before year 1, which cannot be loaded"
+            if dialect == "mysql" and most.is_valid and most.as_py() >= _YEAR_10000 * per_day:
                 too_late = pc.greater_equal(ticks, _YEAR_10000 * per_day)
                 yield too_late, "after year 9999, which MySQL cannot store"
+
+
+def _text_bytes(column: pa.Array) -> tuple[Any, int | None]:
+    """The bytes a text column's values span (a numpy view, None if not at hand) and the
+    longest value in bytes (an upper bound of its characters; None if not at hand)."""
+    _, offsets_buffer, data_buffer = column.buffers()
+    if offsets_buffer is None:
+        return None, None
+    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    count = column.offset + len(column) + 1
+    offsets = np.frombuffer(offsets_buffer, width, count=count)[column.offset :]
+    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+    if data_buffer is None or offsets[-1] == offsets[0]:
+        return np.empty(0, np.uint8), longest
+    return np.frombuffer(data_buffer, np.uint8)[int(offsets[0]) : int(offsets[-1])], longest
 
 
 def _valid_utf8(column: pa.Array) -> bool:
