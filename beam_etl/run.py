@@ -9,6 +9,8 @@ and no traceback, unless `--debug`.
 """
 
 import argparse
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -378,7 +380,22 @@ def console_main() -> None:
     """
     code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(code)
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit with `code` as an interpreter exit does, without its teardown of every module and
+    object: with Beam loaded that teardown took ~0.23 s of each run, and nothing is left to
+    do in it. As `sys.exit` would: wait for the threads that are not daemons, run the exit
+    handlers (logging, temporary folders, the worker server), flush standard streams."""
+    # What the interpreter runs first at exit: the thread pools' exit hooks (they wake their
+    # idle workers), then it joins every thread that is not a daemon.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or its reader went away
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

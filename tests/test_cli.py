@@ -290,3 +290,30 @@ sinks:
     assert main(["--pipeline", spec, "--output-dir", str(tmp_path / "run")]) == 0
     assert sum(encoded) >= 200  # every row crossed the shuffle through the Arrow coder
     assert pq.read_table(tmp_path / "out").num_rows == 50
+
+
+def test_leaving_waits_for_threads_runs_exit_handlers_and_flushes(tmp_path):
+    """`leave` skips the interpreter's teardown, not what an exit owes: a thread still
+    writing, a thread pool left open, the exit handlers, the buffered standard output, the
+    exit code."""
+    script = f"""
+import atexit, concurrent.futures, pathlib, sys, threading, time
+from beam_etl.run import leave
+folder = pathlib.Path({str(tmp_path)!r})
+def slow():
+    time.sleep(0.3)
+    (folder / "thread").write_text("done")
+threading.Thread(target=slow).start()
+pool = concurrent.futures.ThreadPoolExecutor(2)  # left open: its idle workers must not hang
+pool.submit(int).result()
+atexit.register(lambda: (folder / "atexit").write_text("done"))
+sys.stdout.write("x" * 100000)  # buffered, no line end
+leave(3)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3
+    assert result.stdout == "x" * 100000
+    assert (tmp_path / "thread").read_text() == "done"
+    assert (tmp_path / "atexit").read_text() == "done"
