@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from dbfixtures import my, unique_table
+from dbfixtures import my, my_connect, unique_table
 
 from beam_etl.core.batches import visible, with_origin
 from beam_etl.core.errors import ConnectorError
@@ -740,3 +740,68 @@ def test_a_dsn_from_the_environment_connects_and_its_password_is_never_shown(tab
     with pytest.raises(ValueError, match="must look like mysql://") as refused:
         ReadFromMySql(table=table, dsn="postgresql://u:hunter2@h/db")
     assert "hunter2" not in str(refused.value)
+
+
+class _Load:
+    """What `load_data` uses of a load: `execute` on a real connection (LOCAL INFILE on)."""
+
+    def __init__(self, connection):
+        self.cursor = connection.cursor()
+
+    def execute(self, sql, params=None):
+        self.cursor.execute(sql, params)
+        return self.cursor.rowcount
+
+
+def _pipes() -> set[str]:
+    import tempfile
+
+    folder = tempfile.gettempdir()
+    return {name for name in os.listdir(folder) if name.startswith("beam_etl_load_")}
+
+
+def test_load_data_streams_batches_through_a_pipe_and_cleans_up(table):
+    from beam_etl.io.sql.mysql_fast import load_data
+
+    my(f"CREATE TABLE `{table}` (id bigint, name text)")
+    before = _pipes()
+    connection = my_connect(local_infile=True, autocommit=True)
+    try:
+        batches = [_batch(range(i * 1000, (i + 1) * 1000)) for i in range(5)]
+        loaded = load_data(_Load(connection), f"`{table}`", batches[0].schema, iter(batches))
+    finally:
+        connection.close()
+    assert loaded == 5000
+    assert my(f"SELECT count(*), count(DISTINCT id), max(name) FROM `{table}`") == [
+        (5000, 5000, "n999")
+    ]
+    assert _pipes() == before
+
+
+def test_load_data_fails_fast_when_the_statement_fails_or_the_rendering_does(table):
+    """A statement refused before it reads the pipe does not leave the renderer waiting on it
+    (the call would hang); a rendering error is raised, the rows before it left for the
+    caller's rollback."""
+    from beam_etl.io.sql.mysql_fast import load_data
+
+    before = _pipes()
+    connection = my_connect(local_infile=True)
+    load = _Load(connection)
+    batch = _batch([1, 2])
+    try:
+        with pytest.raises(Exception, match="doesn't exist"):
+            load_data(load, f"`{table}`", batch.schema, iter([batch]))
+
+        def failing():
+            yield batch
+            raise ValueError("rendering failed")
+
+        my(f"CREATE TABLE `{table}` (id bigint, name text)")
+        with pytest.raises(ValueError, match="rendering failed"):
+            load_data(load, f"`{table}`", batch.schema, failing())
+        connection.rollback()
+    finally:
+        connection.close()
+    assert my(f"SELECT count(*) FROM `{table}`") == [(0,)]
+    assert _pipes() == before
+    assert not [t for t in threading.enumerate() if type(t).__name__ == "_CsvPipe"]
