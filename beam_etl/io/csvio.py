@@ -6,8 +6,15 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 """
 
 import codecs
+import contextlib
+import functools
+import io
 import itertools
 import logging
+import os
+import queue
+import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
@@ -18,7 +25,7 @@ import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl.core.batches import dumps, json_safe, with_origin
+from beam_etl.core.batches import conform_columns, dumps, json_safe, visible, with_origin
 from beam_etl.core.batching import log_text_blocks
 from beam_etl.core.contract import ungated
 from beam_etl.core.datatypes import parse_type
@@ -36,6 +43,7 @@ from beam_etl.io._compressed import (
 )
 from beam_etl.io._csvscan import Syntax, split_points
 from beam_etl.io._files import (
+    BundleWriter,
     Part,
     StageAndPublish,
     check_file_target,
@@ -274,7 +282,12 @@ def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 class _PublishCsv:
-    """Writes every staged part into one (compressed) CSV file, atomically."""
+    """Writes every staged part into one (compressed) CSV file, atomically.
+
+    Parts staged as text (`_CsvPartWriter`) of one schema are copied behind the header as
+    they are; otherwise (columns that differ between parts, parts staged as Arrow) every part
+    is read back, aligned to one schema and rendered here.
+    """
 
     def __init__(self, target: str, folder: str, options: dict[str, Any]) -> None:
         self._target = target
@@ -286,39 +299,237 @@ class _PublishCsv:
 
     def __call__(self, parts: list[Part]) -> int:
         compression = self._options["compression"]
-        with (
-            replacing(self._target) as temporary,
-            open_compressed_writer(temporary, compression) as out,
-        ):
-            if parts:
-                self._write(out, parts)
+        schemas = [_part_schema(path) for path, _ in parts]
+        as_text = all(path.endswith(_TEXT) for path, _ in parts) and all(
+            schema.equals(schemas[0]) for schema in schemas
+        )
+        with replacing(self._target) as temporary:
+            if parts and as_text and not compression:
+                with open(temporary, "wb") as out:
+                    self._header(out, schemas[0])
+                    out.flush()
+                    for path, _ in parts:
+                        _append_file(path, out)
+            else:
+                with open_compressed_writer(temporary, compression) as out:
+                    if parts and as_text:
+                        self._header(out, schemas[0])
+                        for path, _ in parts:
+                            with pa.OSFile(path, "rb") as source:
+                                while chunk := source.read(_COPY_BYTES):
+                                    out.write(chunk)
+                    elif parts:
+                        self._write(out, parts, schemas)
         discard_folder(self._folder)
         return sum(rows for _, rows in parts)
 
-    def _write(self, out, parts: list[Part]) -> None:
-        schema = parts_schema(parts)
-        batches = (_csv_ready(batch) for batch in read_parts(parts, schema))
+    def _header(self, out, schema: pa.Schema) -> None:
+        if self._options["header"]:
+            out.write(self._render([schema.empty_table()], header=True))
+
+    def _write(self, out, parts: list[Part], schemas: list[pa.Schema]) -> None:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        delimiter = self._options["delimiter"]
+        batches = (_csv_ready(batch) for batch in _read_back(parts, schema, delimiter))
         first = next(batches, None)
         if first is None:
             return
-        if self._options["header"]:
-            out.write(self._render([first.schema.empty_table()], header=True))
+        self._header(out, first.schema)
         # Rendering releases the GIL: groups of batches (~4 MiB) are rendered in threads (one a
         # usable core) and written in order; the text is what one writer would have written.
         for text in ordered_map(self._render, _groups(itertools.chain([first], batches))):
             out.write(text)
 
     def _render(self, batches, header: bool = False) -> pa.Buffer:
-        # "needed" quotes every text value and never a null: null is an empty field, the
-        # empty string `""`, so `ReadFromCsv` reads both back apart.
-        options = pacsv.WriteOptions(
-            include_header=header, delimiter=self._options["delimiter"], quoting_style="needed"
-        )
         text = pa.BufferOutputStream()
+        options = _write_options(self._options["delimiter"], header)
         with pacsv.CSVWriter(text, batches[0].schema, write_options=options) as writer:
             for batch in batches:
                 writer.write(batch)
         return text.getvalue()
+
+
+def _write_options(delimiter: str, header: bool = False) -> pacsv.WriteOptions:
+    # "needed" quotes every text value and never a null: null is an empty field, the empty
+    # string `""`, so `ReadFromCsv` reads both back apart.
+    return pacsv.WriteOptions(include_header=header, delimiter=delimiter, quoting_style="needed")
+
+
+_TEXT: Final = ".csv"
+_SCHEMA: Final = ".schema"
+_COPY_BYTES: Final = 4 << 20
+_QUEUED: Final = 4  # batches waiting for a part's renderer (memory stays bounded)
+
+
+def _renders_exactly(schema: pa.Schema) -> bool:
+    """Whether every column's CSV text reads back as the same values with the same type
+    (numbers, booleans, text, dates, timestamps, decimals): a part of such columns can be
+    staged as text and, should it need aligning with other parts, read back."""
+    t = pa.types
+    return all(
+        t.is_integer(f.type)
+        or t.is_floating(f.type)
+        or t.is_boolean(f.type)
+        or t.is_string(f.type)
+        or t.is_large_string(f.type)
+        or t.is_date32(f.type)
+        or t.is_timestamp(f.type)
+        or t.is_decimal128(f.type)
+        for f in schema
+    )
+
+
+def _part_schema(path: str) -> pa.Schema:
+    if path.endswith(_TEXT):
+        with open(path + _SCHEMA, "rb") as source:
+            return pa.ipc.read_schema(pa.py_buffer(source.read()))
+    return parts_schema([(path, 0)])
+
+
+def _read_back(parts: list[Part], schema: pa.Schema, delimiter: str) -> Iterator[pa.RecordBatch]:
+    """Yield the batches of every part (text parts parsed back), conformed to `schema`."""
+    for path, _ in parts:
+        if not path.endswith(_TEXT):
+            yield from read_parts([(path, 0)], schema)
+            continue
+        own = _part_schema(path)
+        with pa.OSFile(path, "rb") as source:
+            table = pacsv.read_csv(
+                source,
+                read_options=pacsv.ReadOptions(column_names=own.names),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=own,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        for batch in table.to_batches():
+            yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)
+
+
+def _append_file(path: str, out: io.BufferedWriter) -> None:
+    """Append the bytes of the file at `path` to `out` (in the kernel where it can)."""
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                sent = os.copy_file_range(source.fileno(), out.fileno(), size - done)
+                if not sent:
+                    break
+                done += sent
+        except OSError:
+            pass  # not between these files: copy what is left through Python
+        source.seek(done)
+        out.seek(0, os.SEEK_END)
+        shutil.copyfileobj(source, out, _COPY_BYTES)
+
+
+class _CsvPartWriter(BundleWriter):
+    """Stages a bundle as the published file's CSV rows already (no header), rendered in a
+    thread beside the bundle's own work, so that the publish after the verdict only copies
+    bytes. One text part per schema, its schema beside it (`<part>.schema`); batches with
+    columns whose text does not read back exactly (lists, binary, dictionaries, ...) are
+    staged as Arrow IPC and rendered at the publish, as before."""
+
+    suffix = _TEXT
+
+    def __init__(self, folder: str, delimiter: str = ",") -> None:
+        super().__init__(folder)
+        self._delimiter = delimiter
+        self._part: _TextPart | None = None
+        self._arrow: IpcPartWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        batch = visible(batch)
+        if batch.num_rows == 0:
+            return
+        if not _renders_exactly(batch.schema):
+            if self._arrow is None:
+                self._arrow = IpcPartWriter(self.folder)
+            self._arrow.write(batch)
+            return
+        if self._part is not None and not self._part.schema.equals(batch.schema):
+            self.parts.append(self._part.close())
+            self._part = None
+        if self._part is None:
+            self._part = _TextPart(self.new_path(), batch.schema, self._delimiter)
+        self._part.put(batch)
+
+    def close(self) -> list[Part]:
+        if self._part is not None:
+            part, self._part = self._part, None
+            self.parts.append(part.close())
+        if self._arrow is not None:
+            self.parts += self._arrow.close()
+        return self.parts
+
+    def abort(self) -> None:
+        if self._part is not None:
+            self._part.abandon()
+            self._part = None
+
+
+class _TextPart:
+    """One text part: batches go through a bounded queue to a thread that renders them."""
+
+    def __init__(self, path: str, schema: pa.Schema, delimiter: str) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._delimiter = delimiter
+        self._failure: BaseException | None = None
+        self._stopped = False
+        with open(path + _SCHEMA, "wb") as out:
+            out.write(schema.serialize().to_pybytes())
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)
+        self._thread = threading.Thread(target=self._render, daemon=True)
+        self._thread.start()
+
+    def _render(self) -> None:
+        try:
+            options = _write_options(self._delimiter)
+            with (
+                pa.OSFile(self.path, "wb") as out,
+                pacsv.CSVWriter(out, self.schema, write_options=options) as writer,
+            ):
+                while (batch := self._queue.get()) is not None:
+                    if self._stopped:
+                        return
+                    writer.write(batch)
+        except BaseException as exc:  # raised in the bundle, at its next batch or its close
+            self._failure = exc
+            while not self._queue.empty():  # let a waiting `put` return
+                self._queue.get_nowait()
+
+    def _put(self, item: Any) -> None:
+        while self._failure is None and self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if self._failure is not None:
+            raise self._failure
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        self._put(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> Part:
+        self._put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self.path, self.rows
+
+    def abandon(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            self._put(None)
+        self._thread.join()
 
 
 def _groups(batches, group_bytes: int = 4 << 20):
@@ -338,9 +549,10 @@ def _groups(batches, group_bytes: int = 4 << 20):
 class WriteToCsv(beam.PTransform):
     """Write record batches to one CSV file, published atomically when every bundle is done.
 
-    Bundles stage Arrow IPC parts; the publish step writes them into one file under a temporary
-    name (compressed if asked) and renames it into place, so a failed run never leaves a
-    partial file at `path`; a re-run replaces it. A null is an empty unquoted field and every
+    Bundles stage their rows already rendered (text parts, see `_CsvPartWriter`); the publish
+    step writes the header and the parts into one file under a temporary name (compressed if
+    asked) and renames it into place, so a failed run never leaves a partial file at `path`;
+    a re-run replaces it. A null is an empty unquoted field and every
     text value is quoted (the empty string as `""`, the text `NULL` as `"NULL"`), so
     `ReadFromCsv` reads the file back equal; dates and timestamps are ISO 8601; nested columns
     are JSON text; hidden origin columns are dropped. Batches
@@ -377,6 +589,5 @@ class WriteToCsv(beam.PTransform):
         self.staging = folder = staging_dir(self.path, uuid.uuid4().hex[:12])
         options = {"header": self.header, "delimiter": self.delimiter}
         publish = _PublishCsv(self.path, folder, options | {"compression": self.compression})
-        return batches | StageAndPublish(
-            IpcPartWriter, folder, publish, step=self.label, gates=gates
-        )
+        writer = functools.partial(_CsvPartWriter, delimiter=self.delimiter)
+        return batches | StageAndPublish(writer, folder, publish, step=self.label, gates=gates)
