@@ -317,3 +317,18 @@ leave(3)
     assert result.stdout == "x" * 100000
     assert (tmp_path / "thread").read_text() == "done"
     assert (tmp_path / "atexit").read_text() == "done"
+
+
+def test_collection_paused_for_the_imports_comes_back_with_what_they_made_set_apart():
+    script = """
+import gc
+from beam_etl import run
+run._pause_collection()
+assert not gc.isenabled()
+import beam_etl.cli
+run._collect_again()
+assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()
+run._collect_again()  # once only
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
