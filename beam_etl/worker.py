@@ -260,6 +260,7 @@ def _serve_on(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)  # before the imports: early workers wait in the backlog
     listener.listen(64)
+    gc.disable()  # everything the imports make is kept: collecting among it only costs time
     import apache_beam.runners.worker.sdk_worker_main  # noqa: F401
 
     try:
