@@ -6,7 +6,10 @@ Usage: `PYTHONPATH=. python bench/bench_db_speed.py [--rows N] [--repeat K] [--c
 Each case is a pair run interleaved (reference, beam_etl, reference, ...), every run a fresh
 process; medians of `--repeat` runs. "x ref" is the reference's wall time over beam_etl's
 (1.00 = as fast as the reference). Peak memory is the highest sum of the resident sizes of the
-process tree, sampled every 50 ms.
+process tree, sampled every 50 ms. Before each case's rounds the tables of the previous case
+are dropped, and every timed run waits for PostgreSQL's autovacuum workers to finish (a
+3M-row load is vacuumed and analysed after it, and the merge case leaves millions of dead
+rows: that work ran beside the next runs and slowed them).
 
 - `pg_append` / `pg_replace`: `python -m beam_etl.run` (ReadFromCsv -> WriteToPostgres, a table
   that does not exist yet) vs `psql -1` with `CREATE TABLE` + `\\copy` of the same CSV.
@@ -97,6 +100,7 @@ def _tree_rss(root: int) -> int:
 
 def timed(command: list[str], env: dict | None = None) -> tuple[float, int]:
     """Run `command`; return its wall time and the peak memory of its process tree."""
+    _quiet_server()
     start = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -317,6 +321,25 @@ def _base(csv: str) -> None:
     subprocess.run(
         [*PSQL, "-c", f"\\copy bench_base FROM '{csv}' WITH (FORMAT csv, HEADER)"], check=True
     )
+    psql("VACUUM ANALYZE bench_base")  # settled now, not by autovacuum during timed rounds
+
+
+def _settle() -> None:
+    """Let the servers finish what earlier cases left them: the tables of the last case are
+    dropped, and the rounds wait for PostgreSQL's autovacuum workers (a merge leaves millions
+    of dead rows; their vacuum ran beside the next case's rounds and slowed both sides)."""
+    psql("DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam")
+    mariadb("DROP TABLE IF EXISTS bench_ref; DROP TABLE IF EXISTS bench_beam")
+    _quiet_server()
+
+
+def _quiet_server() -> None:
+    """Wait (up to 2 minutes) until no autovacuum worker runs: every timed run starts with the
+    server idle (a 3M-row load of the round's previous run is vacuumed and analysed after it)."""
+    busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    deadline = time.monotonic() + 120
+    while int(psql(busy)) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 CASES = ("pg_append", "pg_replace", "pg_replace_full", "pg_merge", "my_append", "pg_read")
@@ -352,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
             dlt = None
             if args.dlt_python and name in ("pg_append", "pg_replace"):
                 dlt = case_dlt(name.split("_")[1], csv, args.rows, args.dlt_python)
+            _settle()
             ref_runs, beam_runs, dlt_runs = [], [], []
             for _ in range(args.repeat):
                 ref_runs.append(reference())
