@@ -10,7 +10,6 @@ and no traceback, unless `--debug`.
 
 import argparse
 import atexit
-import contextlib
 import gc
 import json
 import logging
@@ -352,9 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from beam_etl.worker import start_server  # lazy: only runs with worker processes
 
             start_server()  # its imports overlap this process's own and the planning
-        from beam_etl import cli  # lazy: the command line starts fast
-
-        _collect_again()
+        _pause_collection()
+        try:
+            from beam_etl import cli  # lazy: the command line starts fast
+        finally:
+            _collect_again()
         if args.list_transforms:
             from beam_etl.core.catalogue import catalogue_table  # lazy, as `cli`
 
@@ -380,24 +381,25 @@ def console_main() -> None:
     A Ctrl-C that arrives after the run has ended (while Beam's threads shut down) must not turn
     its exit code into a signal death: the outcome is already decided and printed.
     """
-    _pause_collection()
-    try:
-        code = main()
-    finally:
-        _collect_again()
+    global _command
+    _command = True
+    code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave(code)
 
 
+_command = False  # this process is the command line (not a caller of `main`, such as a test)
 _paused = False
 
 
 def _pause_collection() -> None:
     """No garbage collection while Beam and beam_etl are imported: their ~1M objects are all
-    kept, and collecting among them cost ~0.1 s of each start."""
+    kept, and collecting among them cost ~0.1 s of each start. Only in the command line's
+    own process (see `_collect_again`)."""
     global _paused
-    _paused = gc.isenabled()
-    gc.disable()
+    if _command and gc.isenabled():
+        _paused = True
+        gc.disable()
 
 
 def _collect_again() -> None:
@@ -414,14 +416,17 @@ def leave(code: int) -> None:
     """Exit with `code` as an interpreter exit does, without its teardown of every module and
     object: with Beam loaded that teardown took ~0.23 s of each run, and nothing is left to
     do in it. As `sys.exit` would: wait for the threads that are not daemons, run the exit
-    handlers (logging, temporary folders, the worker server), flush standard streams."""
+    handlers (logging, temporary folders, the worker server), flush standard streams (exit
+    code 120 if that fails and the code was 0, as the interpreter does)."""
     # What the interpreter runs first at exit: the thread pools' exit hooks (they wake their
     # idle workers), then it joins every thread that is not a daemon.
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # closed, or its reader went away
+        try:
             stream.flush()
+        except (OSError, ValueError):  # as the interpreter: output lost, exit code 120
+            code = code or 120
     os._exit(code)
 
 

@@ -324,6 +324,9 @@ def test_collection_paused_for_the_imports_comes_back_with_what_they_made_set_ap
 import gc
 from beam_etl import run
 run._pause_collection()
+assert gc.isenabled()  # a caller of `main` (a test) keeps collecting
+run._command = True
+run._pause_collection()
 assert not gc.isenabled()
 import beam_etl.cli
 run._collect_again()
@@ -332,3 +335,11 @@ run._collect_again()  # once only
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_leaving_with_output_lost_exits_120_as_the_interpreter_does(tmp_path):
+    script = "import sys\nfrom beam_etl.run import leave\nsys.stdout.write('x')\nleave(0)\n"
+    with open("/dev/full", "w") as full:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered
+        result = subprocess.run([sys.executable, "-c", script], stdout=full, env=env, timeout=60)
+    assert result.returncode == 120

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -357,6 +358,7 @@ def _write_options(delimiter: str, header: bool = False) -> pacsv.WriteOptions:
 
 _TEXT: Final = ".csv"
 _SCHEMA: Final = ".schema"
+_LONGEST: Final = b"beam_etl.longest_record"
 _COPY_BYTES: Final = 4 << 20
 _QUEUED: Final = 4  # batches waiting for a part's renderer (memory stays bounded)
 
@@ -374,9 +376,22 @@ def _renders_exactly(schema: pa.Schema) -> bool:
         or t.is_large_string(f.type)
         or t.is_date32(f.type)
         or t.is_timestamp(f.type)
-        or t.is_decimal128(f.type)
+        or (t.is_decimal128(f.type) and f.type.scale >= 0)  # a negative one: `1.23E+4`
         for f in schema
     )
+
+
+def _record_bound(batch: pa.RecordBatch) -> int:
+    """A bound of the length of `batch`'s longest record as CSV text: a text field at most
+    twice its bytes (every quote doubled) and its quotes, any other field 64 characters."""
+    bound = 0
+    for column in batch.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            longest = pc.max(pc.binary_length(column)).as_py() or 0
+            bound += 2 * longest + 3
+        else:
+            bound += 64
+    return bound
 
 
 def _part_schema(path: str) -> pa.Schema:
@@ -393,10 +408,13 @@ def _read_back(parts: list[Part], schema: pa.Schema, delimiter: str) -> Iterator
             yield from read_parts([(path, 0)], schema)
             continue
         own = _part_schema(path)
-        with pa.OSFile(path, "rb") as source:
-            table = pacsv.read_csv(
+        longest = int((own.metadata or {}).get(_LONGEST, b"0"))
+        block = min(max(_COPY_BYTES, longest + 4096), (1 << 31) - 1)  # a record fits a block
+        with (
+            pa.OSFile(path, "rb") as source,
+            pacsv.open_csv(
                 source,
-                read_options=pacsv.ReadOptions(column_names=own.names),
+                read_options=pacsv.ReadOptions(column_names=own.names, block_size=block),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types=own,
@@ -404,13 +422,15 @@ def _read_back(parts: list[Part], schema: pa.Schema, delimiter: str) -> Iterator
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
                 ),
-            )
-        for batch in table.to_batches():
-            yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)
+            ) as reader,
+        ):
+            for batch in reader:
+                yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)
 
 
 def _append_file(path: str, out: io.BufferedWriter) -> None:
     """Append the bytes of the file at `path` to `out` (in the kernel where it can)."""
+    out.flush()  # what Python holds for `out` goes before what the kernel appends
     with open(path, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         done = 0
@@ -470,6 +490,10 @@ class _CsvPartWriter(BundleWriter):
         if self._part is not None:
             self._part.abandon()
             self._part = None
+        if self._arrow is not None:
+            with contextlib.suppress(Exception):
+                self._arrow.close()  # its part is never published: only its file is closed
+            self._arrow = None
 
 
 class _TextPart:
@@ -482,8 +506,7 @@ class _TextPart:
         self._delimiter = delimiter
         self._failure: BaseException | None = None
         self._stopped = False
-        with open(path + _SCHEMA, "wb") as out:
-            out.write(schema.serialize().to_pybytes())
+        self._longest = 0  # a bound of the longest record's text, for reading it back
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)
         self._thread = threading.Thread(target=self._render, daemon=True)
         self._thread.start()
@@ -499,6 +522,7 @@ class _TextPart:
                     if self._stopped:
                         return
                     writer.write(batch)
+                    self._longest = max(self._longest, _record_bound(batch))
         except BaseException as exc:  # raised in the bundle, at its next batch or its close
             self._failure = exc
             while not self._queue.empty():  # let a waiting `put` return
@@ -523,6 +547,9 @@ class _TextPart:
         self._thread.join()
         if self._failure is not None:
             raise self._failure
+        described = self.schema.with_metadata({_LONGEST: str(self._longest)})
+        with open(self.path + _SCHEMA, "wb") as out:
+            out.write(described.serialize().to_pybytes())
         return self.path, self.rows
 
     def abandon(self) -> None:

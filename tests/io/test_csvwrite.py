@@ -3,6 +3,7 @@
 import datetime
 import decimal
 import gzip
+import os
 
 import apache_beam as beam
 import pyarrow as pa
@@ -198,3 +199,57 @@ def test_one_schema_is_copied_as_staged(tmp_path, monkeypatch):
     assert read_back == []  # copied, never parsed again
     body = _rendered(ALL_TYPES)
     assert path.read_bytes() == _rendered(ALL_TYPES.schema.empty_table(), header=True) + body * 2
+
+
+def test_a_record_over_a_block_is_read_back_when_parts_are_aligned(tmp_path):
+    long = "x" * (3 << 20)  # longer than pyarrow's 1 MiB blocks, and than the copy chunks
+    path = tmp_path / "long.csv"
+    _write(
+        path,
+        pa.record_batch({"a": [long], "b": pa.array([1], pa.int64())}),
+        pa.record_batch({"a": ["y"], "b": pa.array([2], pa.int32())}),
+        pa.record_batch({"a": [None], "b": pa.array([3], pa.int64()), "c": [-1.5]}),
+    )
+    read = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=8 << 20),
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+    )
+    assert sorted(read.to_pylist(), key=lambda r: r["b"]) == [
+        {"a": long, "b": 1, "c": None},
+        {"a": "y", "b": 2, "c": None},
+        {"a": None, "b": 3, "c": -1.5},
+    ]
+
+
+def test_text_parts_keep_their_order_when_the_kernel_copy_fails_for_one(tmp_path, monkeypatch):
+    from beam_etl.io import csvio
+
+    copy = os.copy_file_range
+    calls = []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(18, "cross-device")
+        return copy(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", flaky)
+    parts = []
+    for n in range(3):
+        part = tmp_path / f"p{n}.csv"
+        part.write_bytes(f"{n}\n".encode() * 3)
+        parts.append(part)
+    with open(tmp_path / "out.csv", "wb") as out:
+        out.write(b"head\n")
+        for part in parts:
+            csvio._append_file(str(part), out)
+    assert (tmp_path / "out.csv").read_bytes() == b"head\n0\n0\n0\n1\n1\n1\n2\n2\n2\n"
+    assert len(calls) >= 2  # the kernel copied the later parts
+
+
+def test_negative_scale_decimals_are_staged_as_arrow():
+    from beam_etl.io.csvio import _renders_exactly
+
+    assert _renders_exactly(pa.schema([("d", pa.decimal128(10, 2))]))
+    assert not _renders_exactly(pa.schema([("d", pa.decimal128(3, -2))]))

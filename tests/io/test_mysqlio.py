@@ -805,3 +805,16 @@ def test_load_data_fails_fast_when_the_statement_fails_or_the_rendering_does(tab
     assert my(f"SELECT count(*) FROM `{table}`") == [(0,)]
     assert _pipes() == before
     assert not [t for t in threading.enumerate() if type(t).__name__ == "_CsvPipe"]
+
+
+def test_an_append_into_myisam_with_an_unloadable_row_writes_the_others_once(table):
+    """The rows stream into LOAD DATA as they are rendered: an unloadable row found midway
+    must not leave the rows before it in a table that cannot roll back (MyISAM)."""
+    my(f"CREATE TABLE `{table}` (id bigint, f double) ENGINE=MyISAM")
+    schema = pa.schema([("id", pa.int64()), ("f", pa.float64())])
+    good = pa.record_batch({"id": list(range(1, 1001)), "f": [1.5] * 1000}, schema=schema)
+    bad = pa.record_batch({"id": [1001], "f": [float("nan")]}, schema=schema)
+    written, errors = _write([good, bad], table, mode="append", load_method="load_data")
+    assert written == [1000]
+    assert [(e.source, e.line) for e in errors] == [("in.csv", 2)]
+    assert my(f"SELECT count(*), count(DISTINCT id) FROM `{table}`") == [(1000, 1000)]

@@ -222,6 +222,13 @@ def fast_append(load: "SqlLoad", parts: list[Any], columns: list[pa.Field]) -> b
         check = _exactness(f.name, f.type, types[f.name].type)
         if check and not types[f.name].type.startswith(("varchar", "char", "decimal", "date(")):
             return False
+    # Screened before anything is sent: the rows stream into LOAD DATA as they are rendered,
+    # and a refusal found midway would leave those before it (kept, in a MyISAM table).
+    try:
+        for _ in loadable((conform(b, schema) for b in read_parts(parts)), "mysql"):
+            pass
+    except UnloadableError:
+        return False
     load.connection.begin()
     batches = (conform(b, schema) for b in read_parts(parts))
     try:
@@ -271,7 +278,11 @@ class _CsvPipe(threading.Thread):
         self._batches = batches
         self._folder = tempfile.mkdtemp(prefix="beam_etl_load_")
         self.path = os.path.join(self._folder, "rows.csv")
-        os.mkfifo(self.path, 0o600)
+        try:
+            os.mkfifo(self.path, 0o600)
+        except OSError:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
         self._failure: BaseException | None = None
         self._stopped = False
 

@@ -121,11 +121,13 @@ def _column_faults(
 def _text_bytes(column: pa.Array) -> tuple[Any, int | None]:
     """The bytes a text column's values span (a numpy view, None if not at hand) and the
     longest value in bytes (an upper bound of its characters; None if not at hand)."""
+    if not len(column):
+        return np.empty(0, np.uint8), 0
     _, offsets_buffer, data_buffer = column.buffers()
-    if offsets_buffer is None:
-        return None, None
     width = np.int64 if pa.types.is_large_string(column.type) else np.int32
     count = column.offset + len(column) + 1
+    if offsets_buffer is None or offsets_buffer.size < count * np.dtype(width).itemsize:
+        return None, None
     offsets = np.frombuffer(offsets_buffer, width, count=count)[column.offset :]
     longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
     if data_buffer is None or offsets[-1] == offsets[0]:
