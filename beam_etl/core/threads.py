@@ -4,6 +4,8 @@
 core the process may use, `core.resources.usable_cores`, at most `MAX_THREADS`) and yields the
 results in input order, with a bounded number of items in flight, so memory stays bounded
 whatever the length of the stream. `prefetched` runs an iterator ahead in a thread of its own.
+`put_while` hands an item to a consuming thread through a bounded queue without waiting
+forever on one that has stopped.
 """
 
 import queue
@@ -96,3 +98,15 @@ def prefetched(items: Iterator[_In], depth: int = 2) -> Iterator[_In]:
         close = getattr(items, "close", None)
         if close is not None:
             close()
+
+
+def put_while(box: queue.Queue, item: Any, going: Callable[[], bool], poll: float = 0.1) -> bool:
+    """Put `item` into the bounded queue `box`, waiting for room only while `going()` holds
+    (its consuming thread is alive and has not failed); False if it stopped first."""
+    while going():
+        try:
+            box.put(item, timeout=poll)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -33,7 +33,7 @@ from beam_etl.core.datatypes import parse_type
 from beam_etl.core.deadletter import ERROR, OUTPUT, DeadLetter
 from beam_etl.core.local import is_local_runner
 from beam_etl.core.metrics import BYTES_READ, ROWS_READ, step_counter
-from beam_etl.core.threads import ordered_map
+from beam_etl.core.threads import ordered_map, put_while
 from beam_etl.io import _csvparse
 from beam_etl.io._compressed import (
     ChunkStream,
@@ -529,14 +529,13 @@ class _TextPart:
                 self._queue.get_nowait()
 
     def _put(self, item: Any) -> None:
-        while self._failure is None and self._thread.is_alive():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        if put_while(self._queue, item, self._going):
+            return
         if self._failure is not None:
             raise self._failure
+
+    def _going(self) -> bool:
+        return self._failure is None and self._thread.is_alive()
 
     def put(self, batch: pa.RecordBatch) -> None:
         self._put(batch)

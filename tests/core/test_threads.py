@@ -90,3 +90,22 @@ def test_prefetched_raises_the_failure_and_closes_when_the_caller_stops():
     first.close()  # the thread stops and the source is closed, not run to its end
     assert closed == [True]
     assert not [t for t in threading.enumerate() if t.name == "beam_etl-prefetch"]
+
+
+def test_put_while_waits_for_room_and_gives_up_when_the_consumer_stops():
+    import queue as queues
+
+    from beam_etl.core.threads import put_while
+
+    box: queues.Queue = queues.Queue(maxsize=1)
+    assert put_while(box, 1, lambda: True)
+    stopped = threading.Event()
+    threading.Timer(0.3, stopped.set).start()
+    assert not put_while(box, 2, lambda: not stopped.is_set(), poll=0.05)  # full, then stopped
+    assert box.get_nowait() == 1
+    freed = threading.Thread(target=lambda: (time.sleep(0.2), box.get()))
+    box.put(3)
+    freed.start()
+    assert put_while(box, 4, lambda: True, poll=0.05)  # room made by the consumer
+    freed.join()
+    assert box.get_nowait() == 4

@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from beam_etl.core.batches import visible
 from beam_etl.core.publish import collects_staging, pending_folder, staged_elsewhere
+from beam_etl.core.threads import put_while
 from beam_etl.io._ipcparts import IpcPartWriter
 from beam_etl.io.sql.dialect import Dialect, Part
 from beam_etl.io.sql.options import DbConfig, SinkOptions
@@ -239,14 +240,10 @@ class EarlyCopy:
 
     def put(self, batch: pa.RecordBatch) -> bool:
         """Queue `batch` for the server; False once the stream has failed."""
-        while self.failure is None:
-            try:
-                self._queue.put(batch, timeout=0.1)
-                return True
-            except queue.Full:
-                if not self._thread.is_alive():
-                    break
-        return False
+        return put_while(self._queue, batch, self._going)
+
+    def _going(self) -> bool:
+        return self.failure is None and self._thread.is_alive()
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         while True:
@@ -281,12 +278,7 @@ class EarlyCopy:
         """End the stream and commit it with the bundle's entry in the registry; False (and
         nothing kept) when it failed."""
         try:
-            while self.failure is None and self._thread.is_alive():
-                try:
-                    self._queue.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            put_while(self._queue, None, self._going)
             self._thread.join()
             if self.failure is not None:
                 _LOG.debug("Early load of %s failed: %s", self.stage, self.failure)

@@ -15,6 +15,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from beam_etl.core.threads import put_while
 from beam_etl.io.sql import postgres_binary
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.values import text_for_load
@@ -139,12 +140,7 @@ class _CopyStream(io.RawIOBase):
             self._put(exc)
 
     def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_while(self._queue, item, lambda: not self._stop.is_set())
 
     def readable(self) -> bool:
         return True
