@@ -10,6 +10,7 @@ and no traceback, unless `--debug`.
 
 import argparse
 import atexit
+import contextlib
 import gc
 import json
 import logging
@@ -18,7 +19,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from beam_etl import __version__
@@ -351,11 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from beam_etl.worker import start_server  # lazy: only runs with worker processes
 
             start_server()  # its imports overlap this process's own and the planning
-        _pause_collection()
-        try:
+        with _uncollected():
             from beam_etl import cli  # lazy: the command line starts fast
-        finally:
-            _collect_again()
         if args.list_transforms:
             from beam_etl.core.catalogue import catalogue_table  # lazy, as `cli`
 
@@ -389,25 +387,21 @@ def console_main() -> None:
 
 
 _command = False  # this process is the command line (not a caller of `main`, such as a test)
-_paused = False
 
 
-def _pause_collection() -> None:
-    """No garbage collection while Beam and beam_etl are imported: their ~1M objects are all
-    kept, and collecting among them cost ~0.1 s of each start. Only in the command line's
-    own process (see `_collect_again`)."""
-    global _paused
-    if _command and gc.isenabled():
-        _paused = True
-        gc.disable()
-
-
-def _collect_again() -> None:
-    """Collect again once the imports are done; what they made is set apart for good
-    (`gc.freeze`), so that the run's collections do not go through it again."""
-    global _paused
-    if _paused:
-        _paused = False
+@contextlib.contextmanager
+def _uncollected() -> Iterator[None]:
+    """No garbage collection while Beam and beam_etl are imported (their ~1M objects are all
+    kept: collecting among them cost ~0.1 s of each start); after, what they made is set apart
+    for good (`gc.freeze`), so that the run's collections do not go through it again. Only in
+    the command line's own process."""
+    if not (_command and gc.isenabled()):
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
         gc.freeze()
         gc.enable()
 

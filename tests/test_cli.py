@@ -323,15 +323,13 @@ def test_collection_paused_for_the_imports_comes_back_with_what_they_made_set_ap
     script = """
 import gc
 from beam_etl import run
-run._pause_collection()
-assert gc.isenabled()  # a caller of `main` (a test) keeps collecting
+with run._uncollected():
+    assert gc.isenabled()  # a caller of `main` (a test) keeps collecting
 run._command = True
-run._pause_collection()
-assert not gc.isenabled()
-import beam_etl.cli
-run._collect_again()
+with run._uncollected():
+    assert not gc.isenabled()
+    import beam_etl.cli
 assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()
-run._collect_again()  # once only
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -8,12 +8,9 @@ boundaries -> shuffle (so several workers read one large file) -> parse ranges i
 import codecs
 import contextlib
 import functools
-import io
 import itertools
 import logging
-import os
 import queue
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -48,6 +45,7 @@ from beam_etl.io._files import (
     Part,
     StageAndPublish,
     check_file_target,
+    copy_parts,
     discard_folder,
     match_files,
     replacing,
@@ -305,22 +303,15 @@ class _PublishCsv:
             schema.equals(schemas[0]) for schema in schemas
         )
         with replacing(self._target) as temporary:
-            if parts and as_text and not compression:
-                with open(temporary, "wb") as out:
+            plain = parts and as_text and not compression  # a plain file: copied in the kernel
+            with (
+                open(temporary, "wb") if plain else open_compressed_writer(temporary, compression)
+            ) as out:
+                if parts and as_text:
                     self._header(out, schemas[0])
-                    out.flush()
-                    for path, _ in parts:
-                        _append_file(path, out)
-            else:
-                with open_compressed_writer(temporary, compression) as out:
-                    if parts and as_text:
-                        self._header(out, schemas[0])
-                        for path, _ in parts:
-                            with pa.OSFile(path, "rb") as source:
-                                while chunk := source.read(_COPY_BYTES):
-                                    out.write(chunk)
-                    elif parts:
-                        self._write(out, parts, schemas)
+                    copy_parts(parts, out)
+                elif parts:
+                    self._write(out, parts, schemas)
         discard_folder(self._folder)
         return sum(rows for _, rows in parts)
 
@@ -331,7 +322,8 @@ class _PublishCsv:
     def _write(self, out, parts: list[Part], schemas: list[pa.Schema]) -> None:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         delimiter = self._options["delimiter"]
-        batches = (_csv_ready(batch) for batch in _read_back(parts, schema, delimiter))
+        read = _read_back(parts, schemas, schema, delimiter)
+        batches = (_csv_ready(batch) for batch in read)
         first = next(batches, None)
         if first is None:
             return
@@ -359,7 +351,7 @@ def _write_options(delimiter: str, header: bool = False) -> pacsv.WriteOptions:
 _TEXT: Final = ".csv"
 _SCHEMA: Final = ".schema"
 _LONGEST: Final = b"beam_etl.longest_record"
-_COPY_BYTES: Final = 4 << 20
+_BLOCK_BYTES: Final = 4 << 20  # reading text parts back
 _QUEUED: Final = 4  # batches waiting for a part's renderer (memory stays bounded)
 
 
@@ -401,15 +393,17 @@ def _part_schema(path: str) -> pa.Schema:
     return parts_schema([(path, 0)])
 
 
-def _read_back(parts: list[Part], schema: pa.Schema, delimiter: str) -> Iterator[pa.RecordBatch]:
-    """Yield the batches of every part (text parts parsed back), conformed to `schema`."""
-    for path, _ in parts:
+def _read_back(
+    parts: list[Part], schemas: list[pa.Schema], schema: pa.Schema, delimiter: str
+) -> Iterator[pa.RecordBatch]:
+    """Yield the batches of every part (text parts, of `schemas`, parsed back), conformed to
+    `schema`."""
+    for (path, _), own in zip(parts, schemas):
         if not path.endswith(_TEXT):
             yield from read_parts([(path, 0)], schema)
             continue
-        own = _part_schema(path)
         longest = int((own.metadata or {}).get(_LONGEST, b"0"))
-        block = min(max(_COPY_BYTES, longest + 4096), (1 << 31) - 1)  # a record fits a block
+        block = min(max(_BLOCK_BYTES, longest + 4096), (1 << 31) - 1)  # a record fits a block
         with (
             pa.OSFile(path, "rb") as source,
             pacsv.open_csv(
@@ -426,25 +420,6 @@ def _read_back(parts: list[Part], schema: pa.Schema, delimiter: str) -> Iterator
         ):
             for batch in reader:
                 yield batch if batch.schema.equals(schema) else conform_columns(batch, schema)
-
-
-def _append_file(path: str, out: io.BufferedWriter) -> None:
-    """Append the bytes of the file at `path` to `out` (in the kernel where it can)."""
-    out.flush()  # what Python holds for `out` goes before what the kernel appends
-    with open(path, "rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        done = 0
-        try:
-            while done < size:
-                sent = os.copy_file_range(source.fileno(), out.fileno(), size - done)
-                if not sent:
-                    break
-                done += sent
-        except OSError:
-            pass  # not between these files: copy what is left through Python
-        source.seek(done)
-        out.seek(0, os.SEEK_END)
-        shutil.copyfileobj(source, out, _COPY_BYTES)
 
 
 class _CsvPartWriter(BundleWriter):

@@ -230,12 +230,7 @@ def fast_append(load: "SqlLoad", parts: list[Any], columns: list[pa.Field]) -> b
     except UnloadableError:
         return False
     load.connection.begin()
-    batches = (conform(b, schema) for b in read_parts(parts))
-    try:
-        loaded = load_data(load, load.target, schema, loadable(batches, "mysql"))
-    except UnloadableError:
-        load.connection.rollback()
-        return False
+    loaded = load_data(load, load.target, schema, (conform(b, schema) for b in read_parts(parts)))
     if loaded != staged or load.cursor._result.warning_count:
         load.connection.rollback()
         return False

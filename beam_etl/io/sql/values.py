@@ -91,12 +91,15 @@ def _column_faults(
         column = column.dictionary_decode()
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        data, longest = _text_bytes(column)
+        data, offsets = _text_bytes(column)
         ascii_only = data is not None and (not len(data) or int(data.max()) < 0x80)
         if not ascii_only and not _valid_utf8(column):
             yield pa.array([not _decodes(v) for v in _raw(column)]), "text is not valid UTF-8"
         if dialect == "postgres" and (data is None or (len(data) and int(data.min()) == 0)):
             yield pc.match_substring(column, "\x00"), "PostgreSQL text cannot hold NUL (0x00)"
+        longest = None  # in bytes: a bound of the characters
+        if max_chars is not None and offsets is not None:
+            longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
         if max_chars is not None and (longest is None or longest > max_chars):
             yield pc.greater(pc.utf8_length(column), max_chars), f"longer than {max_chars}"
     elif pa.types.is_floating(kind) and dialect == "mysql":
@@ -118,21 +121,20 @@ def _column_faults(
                 yield too_late, "after year 9999, which MySQL cannot store"
 
 
-def _text_bytes(column: pa.Array) -> tuple[Any, int | None]:
-    """The bytes a text column's values span (a numpy view, None if not at hand) and the
-    longest value in bytes (an upper bound of its characters; None if not at hand)."""
+def _text_bytes(column: pa.Array) -> tuple[Any, Any]:
+    """The bytes a text column's values span and its offsets (numpy views; None, None when
+    not at hand)."""
     if not len(column):
-        return np.empty(0, np.uint8), 0
+        return np.empty(0, np.uint8), np.zeros(1, np.int64)
     _, offsets_buffer, data_buffer = column.buffers()
     width = np.int64 if pa.types.is_large_string(column.type) else np.int32
     count = column.offset + len(column) + 1
     if offsets_buffer is None or offsets_buffer.size < count * np.dtype(width).itemsize:
         return None, None
     offsets = np.frombuffer(offsets_buffer, width, count=count)[column.offset :]
-    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
     if data_buffer is None or offsets[-1] == offsets[0]:
-        return np.empty(0, np.uint8), longest
-    return np.frombuffer(data_buffer, np.uint8)[int(offsets[0]) : int(offsets[-1])], longest
+        return np.empty(0, np.uint8), offsets
+    return np.frombuffer(data_buffer, np.uint8)[int(offsets[0]) : int(offsets[-1])], offsets
 
 
 def _valid_utf8(column: pa.Array) -> bool:
