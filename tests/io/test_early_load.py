@@ -2,10 +2,10 @@
 
 Through the command line (deferred publishing), a database sink's bundles COPY their rows into
 a staging table during the read and the publish renames or swaps it into place. Each test
-shows that the early path was taken (the target carries the staging table's dropped part
-column) or, where it must not be, that it was not, and that the result is the usual one:
-the same rows, dead letters with their origin, nothing published by a failed run, no staging
-table or parts row left behind.
+shows that the early path was taken (the publish claimed the staging table) or, where it must
+not be, that it was not, and that the result is the usual one: the same rows, dead letters
+with their origin, nothing published by a failed run, no staging table or parts row left
+behind, and a target with only its own columns.
 """
 
 import dataclasses
@@ -77,12 +77,32 @@ def _run(tmp_path, table, *, mode="append", extra="", min_rows=0, args=()) -> in
     return main(["--pipeline", str(spec), "--output-dir", str(tmp_path / "out"), *args])
 
 
+_PUBLISHED_EARLY: list[str] = []  # the targets a publish made from their staging table
+
+
+@pytest.fixture(autouse=True)
+def _claims(monkeypatch):
+    """Note every publish (not a trial) that `EarlyStage.claim` made from the staging table."""
+    claim = EarlyStage.claim
+
+    def noted(self, load, parts, fields):
+        result = claim(self, load, parts, fields)
+        if result is not None and not load.trial:
+            _PUBLISHED_EARLY.append(self.table)
+        return result
+
+    _PUBLISHED_EARLY.clear()
+    monkeypatch.setattr(EarlyStage, "claim", noted)
+
+
 def _loaded_early(table) -> bool:
-    """Whether `table` was the staging table of an early load (its part column, dropped)."""
+    """Whether `table` was published from the staging table its load filled during the read
+    (and has only its own columns: the staging table had no other)."""
     dropped = pg(
         f"SELECT count(*) FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attisdropped"
     )
-    return dropped[0][0] > 0
+    assert dropped == [(0,)]
+    return table in _PUBLISHED_EARLY
 
 
 def _left_behind() -> list:

@@ -15,12 +15,14 @@ table whatever happens: `core.publish.staged_elsewhere`), on a dialect with `ear
 `hard_delete_column`). At the trial and at the publish, `EarlyStage.claim` checks that every
 committed part was loaded early and nothing changed since (the target still missing, or still
 of the same columns and constraints); then the staging table *is* the load: the rows a retried
-bundle left are deleted, the part column dropped, the table renamed to the target (or swapped
-for it), or (a merge) upserted into the target in one statement where the usual merge's
-prediction says no row can be refused and no key repeats; the ledger row is written in the
-same transaction. Anything else (a part whose early load failed, a row the server refused, a
-schema that changed between bundles, an append into an existing table) falls back to the
-usual publish from the local parts, so the result is the same either way, only slower.
+bundle left are deleted (by their transaction's id, their `xmin`: the staging table has no
+column of its own, so the target gets exactly its own columns), the table renamed to the
+target (or swapped for it), or (a merge) upserted into the target in one statement where
+the usual merge's prediction says no row can be refused and no key repeats; the ledger row is
+written in the same transaction. Anything else (a part whose early load failed, a row the
+server refused, a schema that changed between bundles, an append into an existing table)
+falls back to the usual publish from the local parts, so the result is the same either way,
+only slower.
 """
 
 import contextlib
@@ -46,7 +48,6 @@ from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.staging import StagedOrigins
 from beam_etl.io.sql.values import unloadable
 
-PART_COLUMN: Final = "__beam_etl_part"
 _QUEUED: Final = 4  # batches waiting for the server, per bundle (memory stays bounded)
 _LOG = logging.getLogger(__name__)
 _LIVE: "set[EarlyCopy]" = set()  # open streams of this process (a failed bundle's too)
@@ -56,9 +57,10 @@ _LIVE: "set[EarlyCopy]" = set()  # open streams of this process (a failed bundle
 class Registry:
     """What a staging table holds: how it was made (`create`: from the load's columns, to
     become the target; `like`: like the target it replaces) and one entry per committed bundle
-    (`part`: its value in `PART_COLUMN`; `paths`: its staged part files; `rows`; `screened`:
-    rows kept back; `schema`: `describe_schema` of its batches). Stored as JSON in the staging
-    table's comment, written in each bundle's transaction."""
+    (`xid`: the id of the bundle's transaction, the `xmin` of every row it loaded; `paths`: its
+    staged part files; `rows`; `screened`: rows kept back; `schema`: `describe_schema` of its
+    batches). Stored as JSON in the staging table's comment, written in each bundle's
+    transaction."""
 
     kind: str
     parts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -136,14 +138,14 @@ class EarlyStage:
         """Return what publishing `parts` does when the staging table holds every one of them
         and still fits the target (then, unless `load.trial`, make it the target); None: the
         usual publish loads the parts (the staging table is dropped in its transaction)."""
-        q, cursor = self.dialect.quote, load.cursor
+        cursor = load.cursor
         load.d.lock(cursor, self.relation)  # no bundle attempt registers itself meanwhile
         registry = Registry.loads(load.d.early_registry(cursor, self.relation))
         if registry is None:
             return None
         committed = {path for path, _ in parts}
         used = [p for p in registry.parts if set(p["paths"]) <= committed]
-        orphans = [p["part"] for p in registry.parts if not set(p["paths"]) <= committed]
+        orphans = [str(p["xid"]) for p in registry.parts if not set(p["paths"]) <= committed]
         covered = {path for p in used for path in p["paths"]}
         existing = load.d.columns(load)
         fits = (
@@ -171,13 +173,12 @@ class EarlyStage:
         if not load.trial:
             if orphans:  # rows of bundle attempts whose output the runner did not keep
                 cursor.execute(
-                    f"DELETE FROM {self.relation} WHERE {q(PART_COLUMN)} = ANY(%s)", (orphans,)
+                    f"DELETE FROM {self.relation} WHERE xmin = ANY(%s::text[]::xid[])", (orphans,)
                 )
             if registry.kind == "merge":
                 load.d.merge_early_stage(load, self.relation, [f.name for f in fields])
                 cursor.execute(f"DROP TABLE {self.relation}")
                 return result
-            cursor.execute(f"ALTER TABLE {self.relation} DROP COLUMN {q(PART_COLUMN)}")
             if existing is None:
                 load.d.rename_early_stage(load, self.relation, self.name)
                 cursor.execute(f"COMMENT ON TABLE {load.target} IS NULL")  # the registry's
@@ -189,7 +190,6 @@ class EarlyStage:
         """Whether the staging table has the loaded columns (made from the same Arrow schema,
         see `describe_schema`), or exactly the target's (`like`: a replacement)."""
         stage = load.d.columns_of(load, self.relation)
-        stage.pop(PART_COLUMN, None)
         if kind == "like":
             same = list(stage.items()) == list(existing.items())
             same = same and load.d.same_shape(load, self.relation, load.target)
@@ -211,7 +211,6 @@ class EarlyCopy:
         self.stage = stage
         self.connection = connection
         self.schema = schema
-        self.part = int.from_bytes(uuid.uuid4().bytes[:8], "big") >> 1  # a positive bigint
         self.loaded = 0
         self.screened = 0
         self.failure: BaseException | None = None
@@ -262,8 +261,7 @@ class EarlyCopy:
                 batch = batch.filter(pa.array(keep))
                 self.screened += len(refused)
             self.loaded += batch.num_rows
-            part = pa.array(np.full(batch.num_rows, self.part, dtype=np.int64))
-            yield batch.append_column(PART_COLUMN, part)
+            yield batch
 
     def _send(self) -> None:
         try:
@@ -285,7 +283,6 @@ class EarlyCopy:
                 self.connection.rollback()
                 return False
             entry = {
-                "part": self.part,
                 "paths": paths,
                 "rows": self.loaded,
                 "screened": self.screened,

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from beam_etl.core.errors import ConnectorError
 from beam_etl.io.sql.dialect import BaseDialect, Part
-from beam_etl.io.sql.early import PART_COLUMN, EarlyStage, Registry
+from beam_etl.io.sql.early import EarlyStage, Registry
 from beam_etl.io.sql.identifiers import quote_identifier
 from beam_etl.io.sql.ledger import LedgerPublish
 from beam_etl.io.sql.loader import SqlLoad, table_columns
@@ -181,7 +181,6 @@ class PostgresDialect(BaseDialect):
                 else:
                     connection.rollback()
                     return False
-                cursor.execute(f"ALTER TABLE {stage.relation} ADD COLUMN {_q(PART_COLUMN)} bigint")
                 cursor.execute(f"COMMENT ON TABLE {stage.relation} IS %s", (registry.dumps(),))
             elif len(registry.parts) >= MAX_EARLY_PARTS:
                 connection.rollback()
@@ -202,7 +201,8 @@ class PostgresDialect(BaseDialect):
             raise ConnectorError(f"The staging table {relation} has lost its registry")
         if len(registry.parts) >= MAX_EARLY_PARTS:  # runners with many tiny bundles
             raise ConnectorError(f"The staging table {relation} holds enough bundles")
-        registry.parts.append(entry)
+        cursor.execute("SELECT txid_current() % 4294967296")  # the rows' `xmin`, as an xid
+        registry.parts.append({"xid": int(cursor.fetchone()[0]), **entry})
         cursor.execute(f"COMMENT ON TABLE {relation} IS %s", (registry.dumps(),))
 
     def copy_rows(self, connection, relation: str, batches: Iterator[pa.RecordBatch]) -> None:
@@ -253,8 +253,8 @@ class PostgresDialect(BaseDialect):
             "FROM pg_attribute a LEFT JOIN pg_attrdef d "
             "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
             "WHERE a.attrelid IN (to_regclass(%s), to_regclass(%s)) AND a.attnum > 0 "
-            "AND NOT a.attisdropped AND a.attname <> %s ORDER BY a.attnum",
-            (relation, relation, target, PART_COLUMN),
+            "AND NOT a.attisdropped ORDER BY a.attnum",
+            (relation, relation, target),
         )
         columns = load.cursor.fetchall()
         mine_columns = [row[1:] for row in columns if row[0]]
