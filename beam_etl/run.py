@@ -381,12 +381,20 @@ def console_main() -> None:
     """
     global _command
     _command = True
+    _one_blas_thread()
     code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave(code)
 
 
 _command = False  # this process is the command line (not a caller of `main`, such as a test)
+
+
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a thread for each core as numpy is imported, which spin ~0.1 CPU
+    s beside the start-up, and nothing in a run multiplies matrices: one thread, unless the
+    user's environment says otherwise (worker processes inherit it)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @contextlib.contextmanager

@@ -341,3 +341,24 @@ def test_leaving_with_output_lost_exits_120_as_the_interpreter_does(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered
         result = subprocess.run([sys.executable, "-c", script], stdout=full, env=env, timeout=60)
     assert result.returncode == 120
+
+
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_the_command_line_keeps_numpy_to_one_blas_thread_unless_told_otherwise(preset):
+    script = """
+import os
+from beam_etl import run
+run._one_blas_thread()
+import numpy
+print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    value, threads = result.stdout.split()
+    assert value == (preset or "1")
+    if preset is None:
+        assert threads == "1"  # numpy started no thread of its own
