@@ -322,3 +322,23 @@ class Prefixed:
             return data
         data, self._head = self._head, b""
         return data + self._stream.read(-1 if size < 0 else size - len(data))
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into `buffer` (writable bytes), as a file's `readinto` does: the head first."""
+        if self._head:
+            count = min(len(self._head), len(buffer))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        return read_into(self._stream, buffer)
+
+
+def read_into(stream: Any, buffer: Any) -> int:
+    """Read what `stream` gives at once into `buffer` (writable bytes), with its `readinto`
+    where it has one; 0 at its end."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return readinto(buffer) or 0
+    chunk = stream.read(len(buffer))
+    buffer[: len(chunk)] = chunk
+    return len(chunk)

@@ -20,6 +20,8 @@ from typing import Final, NamedTuple, Protocol
 
 import numpy as np
 
+from beam_etl.io._compressed import read_into
+
 NEWLINE = 10
 CARRIAGE_RETURN = 13
 
@@ -86,7 +88,7 @@ class Records:
     lines: np.ndarray
     next_line: int
     open_quote: bool = False
-    plain: bytes | None = field(default=None, repr=False, compare=False)
+    plain: bytes | bytearray | None = field(default=None, repr=False, compare=False)
 
     @property
     def starts(self) -> np.ndarray:
@@ -329,6 +331,22 @@ def plain_records(view: bytes, syntax: Syntax, first_line: int) -> tuple[int, Re
     holds no `\\r`, no empty line, no escape, and no line end inside a quoted field, return the
     offset just past its last record end and its records (a record a line, `Records.plain`);
     None otherwise, and the full scan decides."""
+    found = _plain_cut(view, syntax)
+    if found is None:
+        return None
+    cut, count = found
+    return cut, _plain(view[:cut], first_line, count)
+
+
+def _plain(block: bytes | bytearray, first_line: int, count: int) -> Records:
+    """The records of a block of `count` records, a record a line (`_plain_cut`)."""
+    lines = np.arange(first_line, first_line + count, dtype=np.int64)
+    return Records(None, None, lines, first_line + count, plain=block)
+
+
+def _plain_cut(view: bytes | bytearray, syntax: Syntax) -> tuple[int, int] | None:
+    """`plain_records`'s test: the offset just past the last record end of `view` and the
+    number of records before it, or None."""
     if syntax.escape is not None or b"\r" in view or view.startswith(b"\n"):
         return None
     data = np.frombuffer(view, dtype=np.uint8)
@@ -346,9 +364,7 @@ def plain_records(view: bytes, syntax: Syntax, first_line: int) -> tuple[int, Re
     cut = view.rfind(b"\n", 0, limit) + 1
     if cut <= 0 or (newlines[1:cut] & newlines[: cut - 1]).any():  # an empty line
         return None
-    count = int(np.count_nonzero(newlines[:cut]))
-    lines = np.arange(first_line, first_line + count, dtype=np.int64)
-    return cut, Records(None, None, lines, first_line + count, plain=view[:cut])
+    return cut, int(np.count_nonzero(newlines[:cut]))
 
 
 def last_record_end(block: bytes, syntax: Syntax, final: bool = False) -> int:
@@ -392,21 +408,23 @@ def iter_record_blocks(
     (an unterminated quoted field: `records.open_quote`).
     """
     reader = _Limited(stream, limit)
-    pending, line = b"", first_line
+    pending: bytes | bytearray = b""
+    line = first_line
     while True:
         # A record longer than a block is rescanned whole on each read: read as much again
         # as is pending, so that a long record costs a few passes, not one per block.
-        chunk = reader.read(max(block_size, len(pending)))
-        if not chunk:
+        buffer = reader.read_after(pending, max(block_size, len(pending)))
+        if len(buffer) == len(pending):  # nothing more
             if pending:
                 yield pending, scan_records(masked(pending, syntax), line, syntax)
             return
-        buffer = pending + chunk if pending else chunk
-        quick = plain_records(buffer, syntax, line) if len(buffer) <= max_record else None
+        quick = _plain_cut(buffer, syntax) if len(buffer) <= max_record else None
         if quick is not None:
-            cut, records = quick
-            yield records.plain, records  # type: ignore[misc]
-            pending, line = buffer[cut:], records.next_line
+            cut, count = quick
+            pending = bytes(buffer[cut:])  # the start of the next record: a part of a line
+            del buffer[cut:]  # the block itself, not copied
+            yield buffer, _plain(buffer, line, count)
+            line += count
             continue
         view = masked(buffer, syntax)
         found = scan(view, syntax)
@@ -461,6 +479,26 @@ class _Limited:
         chunk = self._stream.read(size) if size > 0 else b""
         self._remaining -= len(chunk)
         return chunk
+
+    def read_after(self, head: bytes | bytearray, size: int) -> bytearray:
+        """Return `head` and then up to `size` bytes read (fewer only at the end or the limit)
+        in one new buffer, read into it: what is read is never copied again."""
+        if self._remaining is not None:
+            size = min(size, self._remaining)
+        buffer = bytearray(len(head) + size)
+        buffer[: len(head)] = head
+        got = len(head)
+        with memoryview(buffer) as view:
+            while got < len(buffer):
+                with view[got:] as free:
+                    count = read_into(self._stream, free)
+                if not count:
+                    break
+                got += count
+        if self._remaining is not None:
+            self._remaining -= got - len(head)
+        del buffer[got:]
+        return buffer
 
 
 def _pass_over(chunk: bytes, syntax: Syntax, carry: Carry) -> tuple[int, Carry] | None:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from beam_etl.io._compressed import Prefixed
 from beam_etl.io._csvscan import (
     Oversized,
     Syntax,
@@ -114,6 +115,43 @@ def test_blocks_and_split_points_agree_with_one_scan(seed):
         size, step = rng.randint(10, 60), rng.randint(1, 4)
         for offset, line in split_points(io.BytesIO(data), len(data), size, CSV, step)[1:]:
             assert starts.get(offset) == line, (data, offset, line)
+
+
+class _Trickle:
+    """A stream with only `read`, which gives a few bytes a call (as a decompressing one may)."""
+
+    def __init__(self, data: bytes, most: int) -> None:
+        self._data, self._most = data, most
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._most if size < 0 else min(size, self._most)
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+def _blocks(stream, limit, block_size) -> list:
+    return [
+        (bytes(block), records.lines.tolist(), records.next_line, records.open_quote)
+        for block, records in iter_record_blocks(stream, limit, block_size, CSV)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_blocks_are_the_same_whatever_the_stream_gives_at_a_time(seed):
+    """Blocks are read into one buffer (`readinto` where the stream has it, else `read`); a
+    stream of a few bytes a call, one that starts with a head already read (`Prefixed`), or
+    a byte limit change nothing."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        data = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 60)))
+        block_size, limit = rng.randint(1, 9), rng.choice([None, rng.randint(0, len(data))])
+        want = _blocks(io.BytesIO(data), limit, block_size)
+        assert _blocks(_Trickle(data, rng.randint(1, 5)), limit, block_size) == want, data
+        head = rng.randint(0, len(data))
+        prefixed = Prefixed(data[:head], io.BytesIO(data[head:]))
+        assert _blocks(prefixed, limit, block_size) == want, data
+        if limit is None:
+            assert b"".join(block for block, *_ in want) == data
 
 
 def test_stray_quote_and_lone_carriage_return_end_where_pyarrow_ends_rows():
