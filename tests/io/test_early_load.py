@@ -18,7 +18,7 @@ import threading
 
 import pyarrow as pa
 import pytest
-from dbfixtures import PG, pg, unique_table
+from dbfixtures import PG, pg, pg_connection, unique_table
 
 from beam_etl.core.batches import FILE_COLUMN, LINE_COLUMN
 from beam_etl.io.sql.early import EarlyPartWriter, EarlyStage
@@ -250,6 +250,41 @@ def test_rows_of_a_bundle_attempt_the_runner_did_not_keep_are_not_published(tmp_
         assert _loaded_early(table)
     finally:
         stage.remove()
+    assert _left_behind() == []
+
+
+def test_a_registry_of_another_version_makes_the_publish_load_the_parts(tmp_path, table):
+    """Entries without the transaction id (a run read by an earlier version, a comment that is
+    not ours) are no registry: the publish loads the local parts, it does not fail."""
+    stage = _stage(table)
+    try:
+        kept = _bundle(stage, tmp_path, [1, 2, 3])
+        old = {"kind": "create", "parts": [{"part": 7, "paths": [p for p, _ in kept]}]}
+        pg(f"COMMENT ON TABLE {stage.relation} IS '{json.dumps(old)}'")
+        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+        assert publish(kept).written == 3
+        assert pg(f"SELECT id FROM {table} ORDER BY id") == [(1,), (2,), (3,)]
+        assert not _loaded_early(table)
+    finally:
+        stage.remove()
+    assert _left_behind() == []
+
+
+def test_a_staging_table_outside_the_heap_is_not_loaded_early(tmp_path, table, monkeypatch):
+    """Bundles are told apart by their rows' `xmin`, which only PostgreSQL's heap promises: a
+    staging table in another access method is dropped and the load goes the usual way."""
+    from beam_etl.io.sql import postgres
+
+    pg(f"CREATE TABLE {table} (id int)")
+    with pg_connection() as connection, connection.cursor() as cursor:
+        assert postgres._heap(cursor, table)
+        assert not postgres._heap(cursor, f"{table}_not_there")
+    pg(f"DROP TABLE {table}")
+    monkeypatch.setattr(postgres, "_heap", lambda cursor, relation: False)
+    _csv(tmp_path, 20)
+    assert _run(tmp_path, table) == 0
+    assert pg(f"SELECT count(*) FROM {table}") == [(20,)]
+    assert not _loaded_early(table)
     assert _left_behind() == []
 
 

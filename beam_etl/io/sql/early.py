@@ -48,6 +48,7 @@ from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.staging import StagedOrigins
 from beam_etl.io.sql.values import unloadable
 
+_ENTRY: Final = frozenset({"xid", "paths", "rows", "screened", "schema"})  # a bundle's
 _QUEUED: Final = 4  # batches waiting for the server, per bundle (memory stays bounded)
 _LOG = logging.getLogger(__name__)
 _LIVE: "set[EarlyCopy]" = set()  # open streams of this process (a failed bundle's too)
@@ -74,7 +75,10 @@ class Registry:
             return None
         try:
             found = json.loads(text)
-            return cls(found["kind"], list(found["parts"]))
+            parts = list(found["parts"])
+            if not all(isinstance(p, dict) and p.keys() >= _ENTRY for p in parts):
+                return None  # another version's, or not ours: the usual publish
+            return cls(found["kind"], parts)
         except (ValueError, KeyError, TypeError):
             return None  # not ours
 

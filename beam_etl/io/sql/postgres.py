@@ -96,6 +96,19 @@ def _object_name(cursor, schema: str, table: str, label: str) -> str:
     raise ConnectorError(f"No free name for an index of `{table}`")
 
 
+def _heap(cursor, relation: str) -> bool:
+    """Whether `relation` is stored in PostgreSQL's own heap, where each row's `xmin` is the
+    transaction that wrote it (another access method, or a server that only speaks the
+    protocol, may differ: such loads are not made early)."""
+    cursor.execute(
+        "SELECT a.amname FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+        "WHERE c.oid = to_regclass(%s)",
+        (relation,),
+    )
+    found = cursor.fetchone()
+    return found is not None and found[0] == "heap"
+
+
 def _comment(cursor, relation: str) -> str | None:
     """Return the comment of table `relation` (None: none, or no such table)."""
     cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (relation,))
@@ -179,6 +192,9 @@ class PostgresDialect(BaseDialect):
                     cursor.execute(f"CREATE TABLE {stage.relation} {like}")
                     registry = Registry("like")
                 else:
+                    connection.rollback()
+                    return False
+                if not _heap(cursor, stage.relation):  # bundles are told apart by `xmin`
                     connection.rollback()
                     return False
                 cursor.execute(f"COMMENT ON TABLE {stage.relation} IS %s", (registry.dumps(),))
