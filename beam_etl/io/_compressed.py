@@ -325,6 +325,7 @@ class Prefixed:
 
     def readinto(self, buffer: Any) -> int:
         """Read into `buffer` (writable bytes), as a file's `readinto` does: the head first."""
+        buffer = memoryview(buffer).cast("B")
         if self._head:
             count = min(len(self._head), len(buffer))
             buffer[:count] = self._head[:count]
@@ -336,9 +337,12 @@ class Prefixed:
 def read_into(stream: Any, buffer: Any) -> int:
     """Read what `stream` gives at once into `buffer` (writable bytes), with its `readinto`
     where it has one; 0 at its end."""
+    buffer = memoryview(buffer).cast("B")
     readinto = getattr(stream, "readinto", None)
     if readinto is not None:
         return readinto(buffer) or 0
-    chunk = stream.read(len(buffer))
+    chunk = stream.read(len(buffer)) or b""  # None, as an end (as `read`'s callers take it)
+    if len(chunk) > len(buffer):
+        raise ValueError(f"A stream returned {len(chunk)} bytes when asked for {len(buffer)}")
     buffer[: len(chunk)] = chunk
     return len(chunk)

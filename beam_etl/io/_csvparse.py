@@ -30,6 +30,7 @@ from beam_etl.io._compressed import (
     is_compressed,
 )
 from beam_etl.io._csvscan import (
+    Block,
     Oversized,
     Readable,
     Records,
@@ -303,7 +304,7 @@ def _convert_options(
     )
 
 
-def _is_utf8(block: bytes) -> bool:
+def _is_utf8(block: Block) -> bool:
     """Whether `block` is valid UTF-8 (checked up front, about 2 ms for 16 MiB: pyarrow only
     checks text columns, and fails a whole parse on a short row with invalid bytes)."""
     if block.isascii():
@@ -379,12 +380,12 @@ class RangeReader:
         )
         return self._letter(MALFORMED_CSV, message, item.line, self._head(item.head, item.size))
 
-    def _head(self, raw: bytes, size: int) -> str:
+    def _head(self, raw: Block, size: int) -> str:
         """The payload of a record too long to keep whole in a dead letter: its first KiB."""
         text = raw[:1024].decode(self._text_encoding, errors="backslashreplace")
         return text + "..." if size > 1024 else text
 
-    def _set_aside(self, block: bytes, records: Records) -> tuple[bytes, Records, list]:
+    def _set_aside(self, block: Block, records: Records) -> tuple[Block, Records, list]:
         """Take out, as dead letters, the records that are not parsed: a quoted field never
         closed at the end of the file, and records longer than `max_record`."""
         if records.plain is not None and len(block) <= self._s.max_record:
@@ -407,7 +408,8 @@ class RangeReader:
                     )
                 )
             else:
-                letters.append(self._oversized(Oversized(line, end - start, block[start:end])))
+                head = bytes(block[start : start + 1024])
+                letters.append(self._oversized(Oversized(line, end - start, head)))
         kept = [block[s:e] for s, e in zip(records.starts[keep], records.ends[keep])]
         ends = np.cumsum(sizes[keep] + 1) - 1
         rebuilt = Records(ends - sizes[keep], ends, records.lines[keep], records.next_line)
@@ -417,7 +419,7 @@ class RangeReader:
     def _text_encoding(self) -> str:
         return "utf-8" if self._s.transcode else self._s.encoding
 
-    def _skip_header(self, block: bytes, records: Records) -> tuple[bytes, Records]:
+    def _skip_header(self, block: Block, records: Records) -> tuple[Block, Records]:
         raw = block[records.starts[0] : records.ends[0]]
         text = raw.decode(self._text_encoding, "replace")
         found = split_fields(text, self._s.delimiter, self._s.quote_char, self._s.escape_char)
@@ -430,7 +432,7 @@ class RangeReader:
             return b"", records.after(1)
         return block[records.starts[1] :], records.after(1)
 
-    def _decode(self, block: bytes, records: Records) -> tuple[bytes, np.ndarray, list]:
+    def _decode(self, block: Block, records: Records) -> tuple[Block, np.ndarray, list]:
         """Return the block as UTF-8 without NUL bytes, the lines of its records, and dead
         letters for records with bytes invalid in the encoding or NUL bytes."""
         if b"\x00" not in block:
@@ -455,7 +457,7 @@ class RangeReader:
                 letters.append(self._bad_bytes(message, int(record_line), raw))
         return b"\n".join(good) + b"\n" if good else b"", np.array(lines, np.int64), letters
 
-    def _bad_bytes(self, message: str, line: int, raw: bytes) -> DeadLetter:
+    def _bad_bytes(self, message: str, line: int, raw: Block) -> DeadLetter:
         payload = raw.decode(self._text_encoding, errors="backslashreplace")
         payload = payload.replace("\x00", "\\x00")
         return self._letter(INVALID_ENCODING, message, line, payload)
@@ -463,7 +465,7 @@ class RangeReader:
     def _letter(self, reason: str, message: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter(self._step, reason, message, self._path, line, None, payload)
 
-    def _parse_block(self, block: bytes, records: Records) -> Iterator:
+    def _parse_block(self, block: Block, records: Records) -> Iterator:
         block, records, letters = self._set_aside(block, records)
         if not len(records):
             self.records += len(letters)
@@ -495,7 +497,7 @@ class RangeReader:
         yield from self._rows(block, table, failures, invalid, lines, int(records.lines[0]))
 
     def _rows(
-        self, block: bytes, table, failures, invalid: list[str], lines, first_line: int
+        self, block: Block, table, failures, invalid: list[str], lines, first_line: int
     ) -> Iterator:
         parsed = table.num_rows + len(invalid)
         self.records += parsed
@@ -518,7 +520,7 @@ class RangeReader:
     def _dialect(self) -> tuple[str, str | None, str | None]:
         return self._s.delimiter, self._s.quote_char, self._s.escape_char
 
-    def _locate(self, block: bytes, texts: list[str]) -> list[int | None]:
+    def _locate(self, block: Block, texts: list[str]) -> list[int | None]:
         """Return the record index of each invalid row's text (None if not found)."""
         records = scan_records(masked(block, self._syntax), 1, self._syntax).nonempty()
         starts, ends = records.starts, records.ends
@@ -541,7 +543,7 @@ class RangeReader:
             found.append(index)
         return found
 
-    def _convert(self, block: bytes, invalid: list[str], longest: int):
+    def _convert(self, block: Block, invalid: list[str], longest: int):
         def collect(row) -> str:
             invalid.append(row.text)
             return "skip"

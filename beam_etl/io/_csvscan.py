@@ -53,6 +53,10 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+#: A block of CSV text: `bytes`, or a `bytearray` read into (`iter_record_blocks`).
+Block = bytes | bytearray
+
+
 class Syntax(NamedTuple):
     """The bytes that structure CSV text: delimiter, quote (or None), escape (or None)."""
 
@@ -88,7 +92,7 @@ class Records:
     lines: np.ndarray
     next_line: int
     open_quote: bool = False
-    plain: bytes | bytearray | None = field(default=None, repr=False, compare=False)
+    plain: Block | None = field(default=None, repr=False, compare=False)
 
     @property
     def starts(self) -> np.ndarray:
@@ -161,7 +165,7 @@ class Scan(NamedTuple):
     returns: bool = True
 
 
-def masked(block: bytes, syntax: Syntax) -> bytes:
+def masked(block: Block, syntax: Syntax) -> Block:
     """Return `block` with every escape pair that matters blanked, for scanning.
 
     An escaped quote, delimiter, line end or escape is a plain character; the pairs are
@@ -223,7 +227,7 @@ def _states_after_quotes(
     return _APPLY[codes, carry.state]
 
 
-def scan(chunk: bytes, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
+def scan(chunk: Block, syntax: Syntax, carry: Carry = _AT_BOUNDARY) -> Scan:
     """Find the line ends of `chunk` (bytes already `masked`) and which of them end records.
 
     `carry` is the state at the start of the chunk (the default: at a record boundary).
@@ -271,7 +275,7 @@ def _counts_before(marks: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.cumsum(placed[: len(ends)])
 
 
-def _records(block: bytes, first_line: int, found: Scan, stop: int) -> Records:
+def _records(block: Block, first_line: int, found: Scan, stop: int) -> Records:
     """Return the records of `block[:stop]`, given the scan of `block`."""
     if not stop:
         empty = np.array([], np.int64)
@@ -305,14 +309,14 @@ def _records(block: bytes, first_line: int, found: Scan, stop: int) -> Records:
     return Records(starts, record_ends - crlf, lines.astype(np.int64), first_line + len(ends))
 
 
-def scan_records(block: bytes, first_line: int, syntax: Syntax) -> Records:
+def scan_records(block: Block, first_line: int, syntax: Syntax) -> Records:
     """Return every record of `block` (masked, starting at a record boundary, complete)."""
     found = scan(block, syntax)
     records = _records(block, first_line, found, len(block))
     return replace(records, open_quote=found.carry.state == IN)
 
 
-def _quoted_line_end(view: bytes, newlines: np.ndarray, quotes: np.ndarray) -> bool:
+def _quoted_line_end(view: Block, newlines: np.ndarray, quotes: np.ndarray) -> bool:
     """Whether a line end falls between an opening quote and its closing one (`quotes`: the
     offsets of an even number of quotes that open and close in turn)."""
     if len(quotes) * 256 < len(view):  # few quoted fields: a memchr each
@@ -338,13 +342,13 @@ def plain_records(view: bytes, syntax: Syntax, first_line: int) -> tuple[int, Re
     return cut, _plain(view[:cut], first_line, count)
 
 
-def _plain(block: bytes | bytearray, first_line: int, count: int) -> Records:
+def _plain(block: Block, first_line: int, count: int) -> Records:
     """The records of a block of `count` records, a record a line (`_plain_cut`)."""
     lines = np.arange(first_line, first_line + count, dtype=np.int64)
     return Records(None, None, lines, first_line + count, plain=block)
 
 
-def _plain_cut(view: bytes | bytearray, syntax: Syntax) -> tuple[int, int] | None:
+def _plain_cut(view: Block, syntax: Syntax) -> tuple[int, int] | None:
     """`plain_records`'s test: the offset just past the last record end of `view` and the
     number of records before it, or None."""
     if syntax.escape is not None or b"\r" in view or view.startswith(b"\n"):
@@ -367,7 +371,7 @@ def _plain_cut(view: bytes | bytearray, syntax: Syntax) -> tuple[int, int] | Non
     return cut, int(np.count_nonzero(newlines[:cut]))
 
 
-def last_record_end(block: bytes, syntax: Syntax, final: bool = False) -> int:
+def last_record_end(block: Block, syntax: Syntax, final: bool = False) -> int:
     """Return the offset just past the last record-ending line end of `block` (masked), or -1.
 
     Unless `final`, a `\\r` that is the last byte is no boundary: its `\\n` may follow.
@@ -375,7 +379,7 @@ def last_record_end(block: bytes, syntax: Syntax, final: bool = False) -> int:
     return _cut(block, scan(block, syntax), final)
 
 
-def _cut(block: bytes, found: Scan, final: bool) -> int:
+def _cut(block: Block, found: Scan, final: bool) -> int:
     closing = found.ends[found.closing]
     at_end = len(closing) and closing[-1] == len(block) - 1
     if at_end and not final and block[-1] == CARRIAGE_RETURN:  # its `\n` may come next
@@ -399,8 +403,9 @@ def iter_record_blocks(
     syntax: Syntax,
     first_line: int = 1,
     max_record: int = 1 << 62,
-) -> Iterator[tuple[bytes, Records] | Oversized]:
-    """Yield `(block, records)` of whole records read from `stream`, at most `limit` bytes.
+) -> Iterator[tuple[Block, Records] | Oversized]:
+    """Yield `(block, records)` of whole records read from `stream`, at most `limit` bytes
+    (a block is a `bytearray` or `bytes`: never changed once yielded).
 
     The stream must be positioned at a record boundary. A record longer than `max_record`
     bytes is skipped (read on to its end without holding it) and yielded as `Oversized`.
@@ -408,7 +413,7 @@ def iter_record_blocks(
     (an unterminated quoted field: `records.open_quote`).
     """
     reader = _Limited(stream, limit)
-    pending: bytes | bytearray = b""
+    pending: Block = b""
     line = first_line
     while True:
         # A record longer than a block is rescanned whole on each read: read as much again
@@ -441,12 +446,12 @@ def iter_record_blocks(
         pending, line = buffer[cut:], records.next_line
 
 
-def _skip(reader, buffer: bytes, found: Scan, line: int, block_size: int, syntax: Syntax):
+def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax: Syntax):
     """Read past the record that fills `buffer` (no record end in it); yield it `Oversized`.
 
     Returns what follows it and the line where that starts.
     """
-    head, size, carry, lines = buffer[:1024], len(buffer), found.carry, len(found.ends)
+    head, size, carry, lines = bytes(buffer[:1024]), len(buffer), found.carry, len(found.ends)
     while True:
         chunk = reader.read(block_size)
         if not chunk:
@@ -480,7 +485,7 @@ class _Limited:
         self._remaining -= len(chunk)
         return chunk
 
-    def read_after(self, head: bytes | bytearray, size: int) -> bytearray:
+    def read_after(self, head: Block, size: int) -> bytearray:
         """Return `head` and then up to `size` bytes read (fewer only at the end or the limit)
         in one new buffer, read into it: what is read is never copied again."""
         if self._remaining is not None:

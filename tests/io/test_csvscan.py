@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from beam_etl.io._compressed import Prefixed
+from beam_etl.io._compressed import Prefixed, read_into
 from beam_etl.io._csvscan import (
     Oversized,
     Syntax,
@@ -152,6 +152,23 @@ def test_blocks_are_the_same_whatever_the_stream_gives_at_a_time(seed):
         assert _blocks(prefixed, limit, block_size) == want, data
         if limit is None:
             assert b"".join(block for block, *_ in want) == data
+
+
+def test_reading_into_a_buffer_takes_none_as_the_end_and_refuses_more_than_asked():
+    class Ended:
+        def read(self, size):
+            return None
+
+    class Overflowing:
+        def read(self, size):
+            return b"x" * (size + 1)
+
+    buffer = bytearray(b"....")
+    assert read_into(Ended(), buffer) == 0
+    with pytest.raises(ValueError, match="5 bytes when asked for 4"):
+        read_into(Overflowing(), buffer)
+    assert read_into(Prefixed(b"ab", io.BytesIO(b"cdef")), memoryview(buffer)[1:]) == 2
+    assert buffer == b".ab."
 
 
 def test_stray_quote_and_lone_carriage_return_end_where_pyarrow_ends_rows():
