@@ -253,6 +253,13 @@ def test_rows_of_a_bundle_attempt_the_runner_did_not_keep_are_not_published(tmp_
     assert _left_behind() == []
 
 
+def _publishes_ids_1_to_3_the_usual_way(stage, table, parts) -> None:
+    publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
+    assert publish(parts).written == 3
+    assert pg(f"SELECT id FROM {table} ORDER BY id") == [(1,), (2,), (3,)]
+    assert not _loaded_early(table)
+
+
 def test_a_registry_of_another_version_makes_the_publish_load_the_parts(tmp_path, table):
     """Entries without the transaction id (a run read by an earlier version, a comment that is
     not ours) are no registry: the publish loads the local parts, it does not fail."""
@@ -261,10 +268,7 @@ def test_a_registry_of_another_version_makes_the_publish_load_the_parts(tmp_path
         kept = _bundle(stage, tmp_path, [1, 2, 3])
         old = {"kind": "create", "parts": [{"part": 7, "paths": [p for p, _ in kept]}]}
         pg(f"COMMENT ON TABLE {stage.relation} IS '{json.dumps(old)}'")
-        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
-        assert publish(kept).written == 3
-        assert pg(f"SELECT id FROM {table} ORDER BY id") == [(1,), (2,), (3,)]
-        assert not _loaded_early(table)
+        _publishes_ids_1_to_3_the_usual_way(stage, table, kept)
     finally:
         stage.remove()
     assert _left_behind() == []
@@ -296,11 +300,7 @@ def test_a_part_that_was_not_loaded_early_makes_the_publish_load_the_parts(tmp_p
 
         plain = IpcPartWriter(str(tmp_path), keep_origin=True)
         plain.write(pa.record_batch({"id": pa.array([3], pa.int64())}))
-        parts = sorted(early + plain.close())
-        publish = LedgerPublish(stage.dialect, stage.config, table, stage.options, stage)
-        assert publish(parts).written == 3
-        assert pg(f"SELECT id FROM {table} ORDER BY id") == [(1,), (2,), (3,)]
-        assert not _loaded_early(table)
+        _publishes_ids_1_to_3_the_usual_way(stage, table, sorted(early + plain.close()))
     finally:
         stage.remove()
     assert _left_behind() == []
