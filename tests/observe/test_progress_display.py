@@ -159,11 +159,19 @@ def test_a_terminal_shows_counts_moving_at_least_every_2_seconds(big_spec, tmp_p
 
 
 def test_without_a_terminal_progress_is_a_log_line_every_few_seconds(big_spec, tmp_path):
-    command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(big_spec)]
+    # The file three times (links to it): observers hear every 0.5 s, and reading 3M rows
+    # takes ~1 s on a quiet machine, too short for three lines.
+    folder = big_spec.parent
+    for copy in ("orders_2.csv", "orders_3.csv"):
+        if not (folder / copy).exists():
+            (folder / copy).symlink_to(folder / "orders.csv")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(csv=folder / "orders*.csv"))
+    command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(spec)]
     command += ["--output-dir", str(tmp_path / "out")]
     process = subprocess.Popen(
         command,
-        env=_environment(BEAM_ETL_PROGRESS_SECONDS="0.2"),  # 3M rows take ~1 s on a quiet machine
+        env=_environment(BEAM_ETL_PROGRESS_SECONDS="0.2"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
