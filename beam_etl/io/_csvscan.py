@@ -452,6 +452,10 @@ def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax
     Returns what follows it and the line where that starts.
     """
     head, size, carry, lines = bytes(buffer[:1024]), len(buffer), found.carry, len(found.ends)
+    if found.closing.any():  # its only record end is the `\r` that ends `buffer` (see _cut)
+        after = reader.read(1)
+        yield Oversized(line, size + (after == b"\n"), head)
+        return (b"" if after == b"\n" else after), line + lines
     while True:
         chunk = reader.read(block_size)
         if not chunk:

@@ -202,6 +202,29 @@ def test_a_record_over_the_limit_is_skipped_without_holding_it():
     assert texts == [(b"a", 1), (b"b", 5003), (b"c", 5004)]
 
 
+@pytest.mark.parametrize("block_size", range(1, 40))
+@pytest.mark.parametrize("end", [b"\r\n", b"\r"])
+def test_an_oversized_record_ending_where_a_read_ends_keeps_the_next_record(block_size, end):
+    """When the long record's `\r` is the last byte read, the record after it is neither
+    swallowed nor cut (the `\n`, if any, comes in the next read). A long record that a read
+    holds whole may come as a record (the parser sets it aside by its size)."""
+    long = b"x" * 9 + b",y" * 6
+    data = b"1,2" + end + long + end + b"KEEP,ME" + end + b"3,4" + end
+    items = list(iter_record_blocks(io.BytesIO(data), None, block_size, CSV, max_record=20))
+    seen = []
+    for item in items:
+        if isinstance(item, Oversized):
+            assert item.size == len(long) + len(end) and item.head.startswith(long)
+            seen.append((long, item.line))
+            continue
+        block, records = item
+        seen += [
+            (bytes(block[s:e]), line)
+            for s, e, line in zip(records.starts, records.ends, records.lines)
+        ]
+    assert seen == [(b"1,2", 1), (long, 2), (b"KEEP,ME", 3), (b"3,4", 4)]
+
+
 PLAIN_PIECES = [b"a", b"b", b",", b"\n", b'"', b"x", b'""', b'\n"', b'"\n', b',"', b"\r", b"\n\n"]
 
 
