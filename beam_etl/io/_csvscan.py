@@ -456,12 +456,16 @@ def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax
         after = reader.read(1)
         yield Oversized(line, size + (after == b"\n"), head)
         return (b"" if after == b"\n" else after), line + lines
+    escaped = _ends_escaping(buffer, syntax)
     while True:
         chunk = reader.read(block_size)
         if not chunk:
             yield Oversized(line, size, head)
             return b"", line + lines
-        view = masked(chunk, syntax)
+        # An escape that ended the last read makes this read's first byte plain.
+        rest = chunk[1:] if escaped else chunk
+        view = b"_" + masked(rest, syntax) if escaped else masked(chunk, syntax)
+        escaped = _ends_escaping(rest, syntax)
         part = scan(view, syntax, carry)
         closing = part.ends[part.closing]
         if len(closing):
@@ -472,6 +476,14 @@ def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax
             yield Oversized(line, size + end, head)
             return chunk[end:], line + lines + int(np.count_nonzero(part.ends < closing[0])) + 1
         size, carry, lines = size + len(chunk), part.carry, lines + len(part.ends)
+
+
+def _ends_escaping(data: Block, syntax: Syntax) -> bool:
+    """Whether `data` ends with an escape that pairs with the byte after it (escapes pair
+    from the left: an odd run of them at the end leaves the last one open)."""
+    if syntax.escape is None or not data.endswith(bytes((syntax.escape,))):
+        return False
+    return (len(data) - len(data.rstrip(bytes((syntax.escape,))))) % 2 == 1
 
 
 class _Limited:

@@ -214,7 +214,7 @@ def test_an_oversized_record_ending_where_a_read_ends_keeps_the_next_record(bloc
     seen = []
     for item in items:
         if isinstance(item, Oversized):
-            assert item.size == len(long) + len(end) and item.head.startswith(long)
+            assert item.size == len(long) + len(end) and (long + end).startswith(item.head)
             seen.append((long, item.line))
             continue
         block, records = item
@@ -223,6 +223,28 @@ def test_an_oversized_record_ending_where_a_read_ends_keeps_the_next_record(bloc
             for s, e, line in zip(records.starts, records.ends, records.lines)
         ]
     assert seen == [(b"1,2", 1), (long, 2), (b"KEEP,ME", 3), (b"3,4", 4)]
+
+
+@pytest.mark.parametrize("block_size", range(1, 40))
+def test_an_oversized_record_with_an_escape_split_between_reads_is_one_record(block_size):
+    """An escaped line end inside a long record is no record end, even when the escape is
+    the last byte of one read and the line end the first of the next."""
+    syntax = Syntax(ord(","), ord('"'), ord("\\"))
+    long = b"x" * 14 + b",abcdefghijklm\\\nn"
+    data = b"1,2\n" + long + b"\n3,4\n"
+    items = iter_record_blocks(io.BytesIO(data), None, block_size, syntax, max_record=20)
+    seen = []
+    for item in items:
+        if isinstance(item, Oversized):
+            assert item.size == len(long) + 1 and (long + b"\n").startswith(item.head)
+            seen.append((long, item.line))
+            continue
+        block, records = item
+        seen += [
+            (bytes(block[s:e]), line)
+            for s, e, line in zip(records.starts, records.ends, records.lines)
+        ]
+    assert seen == [(b"1,2", 1), (long, 2), (b"3,4", 3)]  # as one scan of the whole counts
 
 
 PLAIN_PIECES = [b"a", b"b", b",", b"\n", b'"', b"x", b'""', b'\n"', b'"\n', b',"', b"\r", b"\n\n"]
