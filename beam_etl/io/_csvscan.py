@@ -489,9 +489,15 @@ def _ends_escaping(data: Block, syntax: Syntax) -> bool:
 class _Limited:
     """Reads at most `limit` bytes (None: all) from a stream."""
 
+    # A stream of unknown length is read in sizes growing from this one, so that a small file
+    # (or a compressed one: its length is never known) costs no buffer of a whole block.
+    _FIRST_UNKNOWN: Final = 64 << 10
+
     def __init__(self, stream: Readable, limit: int | None) -> None:
         self._stream = stream
         self._remaining = limit
+        self._unknown = self._FIRST_UNKNOWN  # the next read's size while the length is unknown
+        self._ended = False  # the stream said it has no more
 
     def read(self, size: int) -> bytes:
         if self._remaining is None:
@@ -502,10 +508,15 @@ class _Limited:
         return chunk
 
     def read_after(self, head: Block, size: int) -> bytearray:
-        """Return `head` and then up to `size` bytes read (fewer only at the end or the limit)
-        in one new buffer, read into it: what is read is never copied again."""
+        """Return `head` and then up to `size` bytes read in one new buffer, read into it: what
+        is read is never copied again. Fewer bytes only at the end, at the limit, or while the
+        stream's length is unknown (reads grow from 64 KiB to `size`, x4 each time)."""
+        if self._ended:
+            return bytearray(head)
         if self._remaining is not None:
             size = min(size, self._remaining)
+        else:
+            size, self._unknown = min(size, self._unknown), self._unknown * 4
         buffer = bytearray(len(head) + size)
         buffer[: len(head)] = head
         got = len(head)
@@ -514,6 +525,7 @@ class _Limited:
                 with view[got:] as free:
                     count = read_into(self._stream, free)
                 if not count:
+                    self._ended = True
                     break
                 got += count
         if self._remaining is not None:

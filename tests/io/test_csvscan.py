@@ -3,6 +3,7 @@ pyarrow's own parser on random text."""
 
 import io
 import random
+import tracemalloc
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -152,6 +153,43 @@ def test_blocks_are_the_same_whatever_the_stream_gives_at_a_time(seed):
         assert _blocks(prefixed, limit, block_size) == want, data
         if limit is None:
             assert b"".join(block for block, *_ in want) == data
+
+
+class _Counting(io.BytesIO):
+    """A stream that counts the calls made to read it, and those made after it said "end"."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.calls = self.after_end = 0
+        self._ended = False
+
+    def readinto(self, buffer) -> int:
+        self.calls += 1
+        self.after_end += self._ended
+        count = super().readinto(buffer)
+        self._ended = count == 0
+        return count
+
+
+def test_a_small_stream_of_unknown_length_costs_no_whole_block():
+    """A 64 MiB block size does not mean a 64 MiB buffer for 8 bytes, and the end is asked
+    for once."""
+    stream = _Counting(b"a,b\n1,2\n")
+    tracemalloc.start()
+    try:
+        blocks = list(iter_record_blocks(stream, None, 64 << 20, CSV))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [bytes(block) for block, _ in blocks] == [b"a,b\n1,2\n"]
+    assert peak < 1 << 20
+    assert (stream.calls, stream.after_end) == (2, 0)
+
+
+def test_reads_of_unknown_length_grow_to_the_block_size():
+    data = b"x,y\n" * (1 << 20)  # 4 MiB
+    sizes = [len(block) for block, _ in iter_record_blocks(io.BytesIO(data), None, 1 << 20, CSV)]
+    assert sizes == [64 << 10, 256 << 10, 1 << 20, 1 << 20, 1 << 20, 704 << 10]
 
 
 def test_reading_into_a_buffer_takes_none_as_the_end_and_refuses_more_than_asked():
