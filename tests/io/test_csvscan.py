@@ -240,6 +240,22 @@ def test_a_record_over_the_limit_is_skipped_without_holding_it():
     assert texts == [(b"a", 1), (b"b", 5003), (b"c", 5004)]
 
 
+def _long_record_read(data: bytes, block_size: int, syntax: Syntax, long: bytes, end: bytes):
+    """The records of `data` as `(text, line)`, with `long` (skipped or not) in its place;
+    a skipped one must be `long` and its line end, whole in size and head."""
+    seen = []
+    for item in iter_record_blocks(io.BytesIO(data), None, block_size, syntax, max_record=20):
+        if isinstance(item, Oversized):
+            assert item.size == len(long + end) and (long + end).startswith(item.head)
+            seen.append((long, item.line))
+            continue
+        block, records = item
+        seen += [
+            (bytes(block[s:e]), n) for s, e, n in zip(records.starts, records.ends, records.lines)
+        ]
+    return seen
+
+
 @pytest.mark.parametrize("block_size", range(1, 40))
 @pytest.mark.parametrize("end", [b"\r\n", b"\r"])
 def test_an_oversized_record_ending_where_a_read_ends_keeps_the_next_record(block_size, end):
@@ -248,18 +264,7 @@ def test_an_oversized_record_ending_where_a_read_ends_keeps_the_next_record(bloc
     holds whole may come as a record (the parser sets it aside by its size)."""
     long = b"x" * 9 + b",y" * 6
     data = b"1,2" + end + long + end + b"KEEP,ME" + end + b"3,4" + end
-    items = list(iter_record_blocks(io.BytesIO(data), None, block_size, CSV, max_record=20))
-    seen = []
-    for item in items:
-        if isinstance(item, Oversized):
-            assert item.size == len(long) + len(end) and (long + end).startswith(item.head)
-            seen.append((long, item.line))
-            continue
-        block, records = item
-        seen += [
-            (bytes(block[s:e]), line)
-            for s, e, line in zip(records.starts, records.ends, records.lines)
-        ]
+    seen = _long_record_read(data, block_size, CSV, long, end)
     assert seen == [(b"1,2", 1), (long, 2), (b"KEEP,ME", 3), (b"3,4", 4)]
 
 
@@ -269,19 +274,7 @@ def test_an_oversized_record_with_an_escape_split_between_reads_is_one_record(bl
     the last byte of one read and the line end the first of the next."""
     syntax = Syntax(ord(","), ord('"'), ord("\\"))
     long = b"x" * 14 + b",abcdefghijklm\\\nn"
-    data = b"1,2\n" + long + b"\n3,4\n"
-    items = iter_record_blocks(io.BytesIO(data), None, block_size, syntax, max_record=20)
-    seen = []
-    for item in items:
-        if isinstance(item, Oversized):
-            assert item.size == len(long) + 1 and (long + b"\n").startswith(item.head)
-            seen.append((long, item.line))
-            continue
-        block, records = item
-        seen += [
-            (bytes(block[s:e]), line)
-            for s, e, line in zip(records.starts, records.ends, records.lines)
-        ]
+    seen = _long_record_read(b"1,2\n" + long + b"\n3,4\n", block_size, syntax, long, b"\n")
     assert seen == [(b"1,2", 1), (long, 2), (b"3,4", 3)]  # as one scan of the whole counts
 
 
