@@ -421,7 +421,9 @@ def iter_record_blocks(
         buffer = reader.read_after(pending, max(block_size, len(pending)))
         if len(buffer) == len(pending):  # nothing more
             if pending:
-                yield pending, scan_records(masked(pending, syntax), line, syntax)
+                view = masked(pending, syntax)
+                records = scan_records(view, line, syntax)
+                yield pending, _escaped_lines(pending, view, len(pending), records)
             return
         quick = _plain_cut(buffer, syntax) if len(buffer) <= max_record else None
         if quick is not None:
@@ -441,7 +443,7 @@ def iter_record_blocks(
             else:
                 pending = buffer  # one record longer than a block: keep reading
             continue
-        records = _records(view, line, found, cut)
+        records = _escaped_lines(buffer, view, cut, _records(view, line, found, cut))
         yield buffer[:cut], records
         pending, line = buffer[cut:], records.next_line
 
@@ -452,6 +454,8 @@ def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax
     Returns what follows it and the line where that starts.
     """
     head, size, carry, lines = bytes(buffer[:1024]), len(buffer), found.carry, len(found.ends)
+    if syntax.escape is not None:
+        lines += len(_escaped_ends(buffer, masked(buffer, syntax), len(buffer)))
     if found.closing.any():  # its only record end is the `\r` that ends `buffer` (see _cut)
         after = reader.read(1)
         yield Oversized(line, size + (after == b"\n"), head)
@@ -474,8 +478,37 @@ def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax
                 chunk += reader.read(1)  # the `\n` of a `\r\n` split between reads
                 end += chunk[end : end + 1] == b"\n"
             yield Oversized(line, size + end, head)
+            lines += len(_escaped_ends(chunk, view, int(closing[0])))
             return chunk[end:], line + lines + int(np.count_nonzero(part.ends < closing[0])) + 1
-        size, carry, lines = size + len(chunk), part.carry, lines + len(part.ends)
+        lines += len(part.ends) + len(_escaped_ends(chunk, view, len(chunk)))
+        size, carry = size + len(chunk), part.carry
+
+
+def _escaped_ends(raw: Block, view: Block, stop: int) -> np.ndarray:
+    """Offsets of the line ends in `raw[:stop]` that an escape made plain (`view`: `raw`
+    masked): a record goes on past them, but they are lines all the same."""
+    if view is raw or stop <= 0:
+        return np.array([], np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, count=stop)
+    masks = np.frombuffer(view, dtype=np.uint8, count=stop)
+    plain = data != masks
+    newlines = np.flatnonzero(plain & (data == NEWLINE))
+    returns = np.flatnonzero(plain & (data == CARRIAGE_RETURN))
+    if len(returns):  # an escaped `\r` is a line end unless a `\n` follows it
+        after = np.frombuffer(raw, dtype=np.uint8)[np.minimum(returns + 1, len(raw) - 1)]
+        lone = returns[(returns + 1 >= len(raw)) | (after != NEWLINE)]
+        newlines = np.union1d(newlines, lone)
+    return newlines
+
+
+def _escaped_lines(raw: Block, view: Block, stop: int, records: Records) -> Records:
+    """`records` of `raw[:stop]` numbered by physical lines: an escaped line end inside a
+    record moves the lines of the records after it on."""
+    escaped = _escaped_ends(raw, view, stop)
+    if not len(escaped):
+        return records
+    lines = records.lines + np.searchsorted(escaped, records.starts)
+    return replace(records, lines=lines, next_line=records.next_line + len(escaped))
 
 
 def _ends_escaping(data: Block, syntax: Syntax) -> bool:

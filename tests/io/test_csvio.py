@@ -193,6 +193,25 @@ def test_truncated_compressed_file_fails_naming_the_file(tmp_path, suffix):
         p.run().wait_until_finish()
 
 
+@pytest.mark.parametrize("block_size_mb", [0.00001, 16])
+def test_a_dead_letter_after_an_escaped_line_end_names_its_physical_line(
+    pipeline, write_file, block_size_mb
+):
+    path = write_file("esc_lines.csv", "id,text\n1,a\\\nb\n2,x,y\n3,c\n")
+    out = pipeline | "read" >> ReadFromCsv(path, escape_char="\\", block_size_mb=block_size_mb)
+    assert_that(
+        out.output | beam.FlatMap(visible_rows),
+        equal_to([{"id": 1, "text": "a\nb"}, {"id": 3, "text": "c"}]),
+        label="Rows",
+    )
+    assert_that(
+        out.error | beam.Map(letter_summary),
+        equal_to([("read", "malformed_csv", 4, "2,x,y")]),
+        label="DeadLetters",
+    )
+    pipeline.run().wait_until_finish()
+
+
 def test_escape_character_inside_quotes(pipeline, write_file):
     path = write_file(
         "esc.csv", 'id,text\n1,"say \\"hi\\", then\nleave"\n2,"back\\\\slash"\n3,x,y\n4,plain\n'

@@ -275,7 +275,23 @@ def test_an_oversized_record_with_an_escape_split_between_reads_is_one_record(bl
     syntax = Syntax(ord(","), ord('"'), ord("\\"))
     long = b"x" * 14 + b",abcdefghijklm\\\nn"
     seen = _long_record_read(b"1,2\n" + long + b"\n3,4\n", block_size, syntax, long, b"\n")
-    assert seen == [(b"1,2", 1), (long, 2), (b"3,4", 3)]  # as one scan of the whole counts
+    assert seen == [(b"1,2", 1), (long, 2), (b"3,4", 4)]
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 5, 8, 13, 1 << 20])
+@pytest.mark.parametrize("end", [b"\n", b"\r"])  # an escape before `\r\n` takes the `\r` only
+def test_records_after_an_escaped_line_end_keep_their_physical_line(block_size, end):
+    """A line end made plain by an escape continues the record, but it is a line: the
+    records after it are numbered as an editor shows them (as quoted line ends are)."""
+    syntax = Syntax(ord(","), ord('"'), ord("\\"))
+    data = b"a,b" + end + b"1,x\\" + end + b"y" + end + b"2,z" + end + b'3,"q' + end + b'r"' + end
+    data += b"4,w\\" + end + b"\\" + end + b"v" + end + b"5,u"
+    seen, next_line = [], None
+    for _, records in iter_record_blocks(io.BytesIO(data), None, block_size, syntax):
+        seen += records.lines.tolist()
+        next_line = records.next_line
+    assert seen == [1, 2, 4, 5, 7, 10]
+    assert next_line == 10  # one more than the line ends before it: the last record has none
 
 
 PLAIN_PIECES = [b"a", b"b", b",", b"\n", b'"', b"x", b'""', b'\n"', b'"\n', b',"', b"\r", b"\n\n"]
