@@ -84,7 +84,7 @@ class Records:
     next_line: the line just after the block.
     open_quote: the last record ends inside a quoted field that is never closed.
     plain: the block (then kept here) is a record a line, every line ending with one `\\n`,
-        none empty; its record offsets are found only when asked for (`plain_records`).
+        none empty; its record offsets are found only when asked for (`_plain_cut`).
     """
 
     _starts: np.ndarray | None
@@ -330,18 +330,6 @@ def _quoted_line_end(view: Block, newlines: np.ndarray, quotes: np.ndarray) -> b
     return bool(spans[::2].any())
 
 
-def plain_records(view: bytes, syntax: Syntax, first_line: int) -> tuple[int, Records] | None:
-    """The common case at about a third of `scan`'s cost: when `view` (at a record boundary)
-    holds no `\\r`, no empty line, no escape, and no line end inside a quoted field, return the
-    offset just past its last record end and its records (a record a line, `Records.plain`);
-    None otherwise, and the full scan decides."""
-    found = _plain_cut(view, syntax)
-    if found is None:
-        return None
-    cut, count = found
-    return cut, _plain(view[:cut], first_line, count)
-
-
 def _plain(block: Block, first_line: int, count: int) -> Records:
     """The records of a block of `count` records, a record a line (`_plain_cut`)."""
     lines = np.arange(first_line, first_line + count, dtype=np.int64)
@@ -349,8 +337,10 @@ def _plain(block: Block, first_line: int, count: int) -> Records:
 
 
 def _plain_cut(view: Block, syntax: Syntax) -> tuple[int, int] | None:
-    """`plain_records`'s test: the offset just past the last record end of `view` and the
-    number of records before it, or None."""
+    """The common case at about a third of `scan`'s cost: when `view` (at a record boundary)
+    holds no `\\r`, no empty line, no escape, and no line end inside a quoted field, return the
+    offset just past its last record end and the number of records before it (a record a
+    line: `_plain`); None otherwise, and the full scan decides."""
     if syntax.escape is not None or b"\r" in view or view.startswith(b"\n"):
         return None
     data = np.frombuffer(view, dtype=np.uint8)
@@ -438,7 +428,7 @@ def iter_record_blocks(
         cut = _cut(view, found, final=False)
         if cut <= 0:
             if len(buffer) > max_record:
-                skipped = yield from _skip(reader, buffer, found, line, block_size, syntax)
+                skipped = yield from _skip(reader, buffer, view, found, line, block_size, syntax)
                 pending, line = skipped
             else:
                 pending = buffer  # one record longer than a block: keep reading
@@ -448,14 +438,16 @@ def iter_record_blocks(
         pending, line = buffer[cut:], records.next_line
 
 
-def _skip(reader, buffer: Block, found: Scan, line: int, block_size: int, syntax: Syntax):
-    """Read past the record that fills `buffer` (no record end in it); yield it `Oversized`.
+def _skip(
+    reader, buffer: Block, view: Block, found: Scan, line: int, block_size: int, syntax: Syntax
+):
+    """Read past the record that fills `buffer` (no record end in it; `view`: it `masked`,
+    `found`: its scan); yield it `Oversized`.
 
     Returns what follows it and the line where that starts.
     """
     head, size, carry, lines = bytes(buffer[:1024]), len(buffer), found.carry, len(found.ends)
-    if syntax.escape is not None:
-        lines += len(_escaped_ends(buffer, masked(buffer, syntax), len(buffer)))
+    lines += len(_escaped_ends(buffer, view, len(buffer)))
     if found.closing.any():  # its only record end is the `\r` that ends `buffer` (see _cut)
         after = reader.read(1)
         yield Oversized(line, size + (after == b"\n"), head)
@@ -489,16 +481,10 @@ def _escaped_ends(raw: Block, view: Block, stop: int) -> np.ndarray:
     masked): a record goes on past them, but they are lines all the same."""
     if view is raw or stop <= 0:
         return np.array([], np.int64)
-    data = np.frombuffer(raw, dtype=np.uint8, count=stop)
-    masks = np.frombuffer(view, dtype=np.uint8, count=stop)
-    plain = data != masks
-    newlines = np.flatnonzero(plain & (data == NEWLINE))
-    returns = np.flatnonzero(plain & (data == CARRIAGE_RETURN))
-    if len(returns):  # an escaped `\r` is a line end unless a `\n` follows it
-        after = np.frombuffer(raw, dtype=np.uint8)[np.minimum(returns + 1, len(raw) - 1)]
-        lone = returns[(returns + 1 >= len(raw)) | (after != NEWLINE)]
-        newlines = np.union1d(newlines, lone)
-    return newlines
+    data = np.frombuffer(raw, dtype=np.uint8)
+    ends = _line_ends(data, _AT_BOUNDARY, b"\r" in raw)  # the line ends of the text itself
+    ends = ends[: np.searchsorted(ends, stop)]
+    return ends[data[ends] != np.frombuffer(view, dtype=np.uint8)[ends]]
 
 
 def _escaped_lines(raw: Block, view: Block, stop: int, records: Records) -> Records:

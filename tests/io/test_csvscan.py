@@ -13,9 +13,10 @@ from beam_etl.io._compressed import Prefixed, read_into
 from beam_etl.io._csvscan import (
     Oversized,
     Syntax,
+    _plain,
+    _plain_cut,
     iter_record_blocks,
     last_record_end,
-    plain_records,
     scan_records,
     split_points,
 )
@@ -292,6 +293,15 @@ def test_records_after_an_escaped_line_end_keep_their_physical_line(block_size, 
         next_line = records.next_line
     assert seen == [1, 2, 4, 5, 7, 10]
     assert next_line == 10  # one more than the line ends before it: the last record has none
+
+
+def plain_records(view: bytes, syntax: Syntax, first_line: int):
+    """The quick path of `iter_record_blocks`: the cut and the records before it, or None."""
+    found = _plain_cut(view, syntax)
+    if found is None:
+        return None
+    cut, count = found
+    return cut, _plain(view[:cut], first_line, count)
 
 
 PLAIN_PIECES = [b"a", b"b", b",", b"\n", b'"', b"x", b'""', b'\n"', b'"\n', b',"', b"\r", b"\n\n"]

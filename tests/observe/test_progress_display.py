@@ -161,12 +161,10 @@ def test_a_terminal_shows_counts_moving_at_least_every_2_seconds(big_spec, tmp_p
 def test_without_a_terminal_progress_is_a_log_line_every_few_seconds(big_spec, tmp_path):
     # The file three times (links to it): observers hear every 0.5 s, and reading 3M rows
     # takes ~1 s on a quiet machine, too short for three lines.
-    folder = big_spec.parent
-    for copy in ("orders_2.csv", "orders_3.csv"):
-        if not (folder / copy).exists():
-            (folder / copy).symlink_to(folder / "orders.csv")
+    for copy in ("orders_1.csv", "orders_2.csv", "orders_3.csv"):  # in this test's own folder
+        (tmp_path / copy).symlink_to(big_spec.parent / "orders.csv")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(csv=folder / "orders*.csv"))
+    spec.write_text(SPEC.format(csv=tmp_path / "orders_*.csv"))
     command = [sys.executable, "-m", "beam_etl.run", "--pipeline", str(spec)]
     command += ["--output-dir", str(tmp_path / "out")]
     process = subprocess.Popen(

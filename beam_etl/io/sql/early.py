@@ -48,7 +48,7 @@ from beam_etl.io.sql.publish import Published
 from beam_etl.io.sql.staging import StagedOrigins
 from beam_etl.io.sql.values import unloadable
 
-_ENTRY: Final = frozenset({"xid", "paths", "rows", "screened", "schema"})  # a bundle's
+_ENTRY: Final = frozenset({"xid", "paths", "rows", "screened", "schema"})  # a bundle entry's keys
 _QUEUED: Final = 4  # batches waiting for the server, per bundle (memory stays bounded)
 _LOG = logging.getLogger(__name__)
 _LIVE: "set[EarlyCopy]" = set()  # open streams of this process (a failed bundle's too)
